@@ -1,0 +1,379 @@
+"""Plugin manager: built-ins and ``kaito`` entry points, isolated, recorded, blockable.
+
+Built-in features are plugins too (pytest's ``default_plugins``): every module in
+:mod:`kaito_core.builtins` is registered as ``kaito.<module>``. Third-party plugins come from
+the ``kaito`` entry-point group. A plugin that fails to import, raises inside a hook or
+registers something invalid is recorded (``kaito plugins doctor`` shows it) and skipped; the
+others keep working. ``KAITO_DISABLE_PLUGINS=phi3,kaito.byo`` blocks plugins by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import threading
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from kaito_core import hookspecs
+from kaito_core.errors import ContractError, KaitoError, RegistrationError
+from kaito_core.types import InstanceType, ModelPreset, Provisioner, Runtime
+
+ENTRY_POINT_GROUP = "kaito"
+DISABLE_ENV = "KAITO_DISABLE_PLUGINS"
+BUILTIN_PREFIX = "kaito."
+
+# Upstream KAITO's preset families and the distribution that provides each, so that a
+# Workspace naming e.g. "mistral-7b" without the plugin gets "install kaito-preset-mistral"
+# instead of a bare "unknown preset". Prefixes are matched on the preset name.
+KNOWN_FAMILIES: dict[str, str] = {
+    "phi-": "phi3",
+    "llama-": "llama",
+    "falcon-": "falcon",
+    "mistral-": "mistral",
+    "ministral-": "mistral",
+    "deepseek-": "deepseek",
+    "qwen": "qwen",
+    "gemma-": "gemma",
+    "gpt-oss-": "gpt-oss",
+}
+
+HOOKS = ("kaito_register_presets", "kaito_register_provisioners",
+         "kaito_register_instance_types", "kaito_register_runtimes")
+KINDS = {"kaito_register_presets": "presets", "kaito_register_provisioners": "provisioners",
+         "kaito_register_instance_types": "instance_types", "kaito_register_runtimes": "runtimes"}
+
+
+class UnknownPreset(KaitoError, LookupError):
+    def __init__(self, name: str, hint: str):
+        self.name, self.hint = name, hint
+        super().__init__(f"unknown preset {name!r}: {hint}")
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``kaito plugins list`` shows it."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    module: str | None = None
+    builtin: bool = False
+    blocked: bool = False
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "module": self.module, "builtin": self.builtin, "blocked": self.blocked,
+                "registered": self.registered, "errors": self.errors}
+
+
+class Registry:
+    """What the plugins registered, with who registered what."""
+
+    def __init__(self) -> None:
+        self.presets: dict[str, ModelPreset] = {}
+        self.provisioners: dict[str, Provisioner] = {}
+        self.instance_types: dict[str, InstanceType] = {}
+        self.runtimes: dict[str, Runtime] = {}
+        self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin
+        self.aliases: dict[str, str] = {}  # alias (lowercased) -> preset name
+        self.plugins: dict[str, PluginInfo] = {}
+
+    # -- registration (called through the hooks' ``register`` callbacks) ------------------
+
+    def _claim(self, kind: str, name: str, plugin: str) -> None:
+        other = self.owner.get((kind, name))
+        if other is not None:
+            raise RegistrationError(
+                f"plugin {plugin!r} registers {kind[:-1].replace('_', ' ')} {name!r}, "
+                f"which plugin {other!r} already registered; uninstall one of them or block it "
+                f"with {DISABLE_ENV}={plugin}")
+        self.owner[(kind, name)] = plugin
+
+    def add_preset(self, preset: Any, plugin: str) -> None:
+        if not isinstance(preset, ModelPreset):
+            raise ContractError(owner="register()", field="preset", value=preset,
+                                expected="a kaito_core.types.ModelPreset", plugin=plugin)
+        keys = [preset.name.lower(), *(a.lower() for a in preset.aliases)]
+        for key in keys:
+            if key in self.aliases or key in self.presets:
+                target = self.aliases.get(key, key)
+                other = self.owner.get(("presets", target), "?")
+                raise RegistrationError(
+                    f"plugin {plugin!r} registers preset {preset.name!r} (name or alias {key!r}), "
+                    f"which plugin {other!r} already registered as preset {target!r}; uninstall one "
+                    f"of them or block it with {DISABLE_ENV}={plugin}")
+        self._claim("presets", preset.name, plugin)
+        self.presets[preset.name] = preset
+        for alias in keys[1:]:
+            self.aliases[alias] = preset.name
+
+    def add_provisioner(self, prov: Any, plugin: str) -> None:
+        name = getattr(prov, "name", None)
+        if not isinstance(name, str) or not name or not isinstance(prov, Provisioner):
+            raise ContractError(owner="register()", field="provisioner", value=prov,
+                                expected="an object with a 'name' and node_requests/desired_objects/"
+                                         "ensure/observe/release (kaito_core.types.Provisioner)",
+                                plugin=plugin)
+        self._claim("provisioners", name, plugin)
+        self.provisioners[name] = prov
+
+    def add_instance_type(self, it: Any, plugin: str) -> None:
+        if not isinstance(it, InstanceType):
+            raise ContractError(owner="register()", field="instance_type", value=it,
+                                expected="a kaito_core.types.InstanceType", plugin=plugin)
+        existing = self.instance_types.get(it.name)
+        if existing is not None:
+            if existing == it:
+                return  # two plugins that know the same cloud agree: fine
+            other = self.owner.get(("instance_types", it.name), "?")
+            raise RegistrationError(
+                f"plugin {plugin!r} registers instance type {it.name!r} with facts that differ from "
+                f"plugin {other!r}'s ({it} vs {existing})")
+        self._claim("instance_types", it.name, plugin)
+        self.instance_types[it.name] = it
+
+    def add_runtime(self, rt: Any, plugin: str) -> None:
+        if not isinstance(rt, Runtime):
+            raise ContractError(owner="register()", field="runtime", value=rt,
+                                expected="a kaito_core.types.Runtime", plugin=plugin)
+        self._claim("runtimes", rt.name, plugin)
+        self.runtimes[rt.name] = rt
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def resolve_preset_name(self, name: str) -> str | None:
+        key = name.lower()
+        if name in self.presets:
+            return name
+        if key in self.presets:
+            return key
+        return self.aliases.get(key)
+
+    def get_preset(self, name: str) -> ModelPreset:
+        """The preset called ``name`` (or with that alias), else :class:`UnknownPreset` with a fix."""
+        found = self.resolve_preset_name(name)
+        if found is not None:
+            return self.presets[found]
+        raise UnknownPreset(name, self.unknown_preset_hint(name))
+
+    def unknown_preset_hint(self, name: str) -> str:
+        family = family_of(name)
+        if family is not None:
+            dist = f"kaito-preset-{family}"
+            blocked = [p for p in self.plugins.values() if p.name == family and p.blocked]
+            if blocked:
+                return f"it belongs to the {family!r} family, whose plugin is blocked by {DISABLE_ENV}"
+            return f"it belongs to the {family!r} family: install {dist} (pip install {dist})"
+        known = ", ".join(sorted(self.presets)) or "none installed"
+        return (f"no installed plugin provides it; known presets: {known}. "
+                "A Hugging Face id 'org/model' is also accepted")
+
+    def plugin_of(self, kind: str, name: str) -> str | None:
+        return self.owner.get((kind, name))
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return [(p.name, e) for p in self.plugins.values() for e in p.errors]
+
+
+def family_of(preset_name: str) -> str | None:
+    lower = preset_name.lower()
+    for prefix, family in KNOWN_FAMILIES.items():
+        if lower.startswith(prefix):
+            return family
+    return None
+
+
+def disabled_from_env(environ: dict[str, str] | None = None) -> set[str]:
+    env = os.environ if environ is None else environ
+    return {p.strip() for p in env.get(DISABLE_ENV, "").split(",") if p.strip()}
+
+
+def _describe_exc(exc: BaseException) -> str:
+    if isinstance(exc, (ContractError, RegistrationError)):
+        return str(exc)
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" at {frame[0].filename}:{frame[0].lineno}" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class KaitoPluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers each plugin's distribution, version and failures."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._registry: Registry | None = None
+
+    # -- loading -------------------------------------------------------------------------
+
+    def add_plugin(self, plugin: object, name: str, info: PluginInfo) -> None:
+        """Register ``plugin``; a plugin with hooks that are not in the contract is refused."""
+        self.infos[name] = info
+        try:
+            self.register(plugin, name=name)
+            unknown = [h for h in dir(plugin) if h.startswith("kaito_") and h not in HOOKS
+                       and callable(getattr(plugin, h, None))]
+            if unknown:
+                self.unregister(name=name)
+                raise ContractError(owner=f"plugin module {info.module or name!r}", field=unknown[0],
+                                    value=unknown[0], expected=f"one of the hooks {list(HOOKS)} "
+                                    "(is the kaito-core version too old for this plugin?)")
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must never take the core down
+            info.errors.append(f"could not register: {_describe_exc(exc)}")
+        self._registry = None
+
+    def load_builtins(self, disabled: set[str]) -> None:
+        import kaito_core.builtins as pkg
+
+        for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+            if mod.name.startswith("_"):
+                continue
+            name = BUILTIN_PREFIX + mod.name
+            info = PluginInfo(name=name, distribution="kaito-core", version=_version("kaito-core"),
+                              module=f"kaito_core.builtins.{mod.name}", builtin=True)
+            if name in disabled:
+                info.blocked = True
+                self.infos[name] = info
+                continue
+            try:
+                module = importlib.import_module(info.module)
+            except Exception as exc:  # noqa: BLE001
+                info.errors.append(f"import failed: {_describe_exc(exc)}")
+                self.infos[name] = info
+                continue
+            self.add_plugin(module, name, info)
+
+    def load_entry_points(self, disabled: set[str],
+                          entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points is None else entry_points
+        for ep in eps:
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(name=ep.name, distribution=dist.metadata["Name"] if dist else None,
+                              version=dist.version if dist else None, module=ep.value)
+            if ep.name in disabled:
+                info.blocked = True
+                self.infos.setdefault(ep.name, info)
+                continue
+            if ep.name in self.infos and not self.infos[ep.name].blocked:
+                # pluggy would silently drop the second one; say so instead.
+                first = self.infos[ep.name]
+                info.errors.append(f"entry point name {ep.name!r} is already used by "
+                                   f"{first.distribution or first.module}; one of them must be renamed")
+                self.infos[f"{ep.name}@{info.distribution}"] = info
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001
+                info.errors.append(f"import failed: {_describe_exc(exc)}")
+                self.infos[ep.name] = info
+                continue
+            self.add_plugin(plugin, ep.name, info)
+
+    # -- the registry --------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = self._build_registry()
+        return self._registry
+
+    def _build_registry(self) -> Registry:
+        reg = Registry()
+        reg.plugins = self.infos
+        for info in self.infos.values():
+            info.registered = {}
+            info.errors = [e for e in info.errors if not e.startswith("hook ")]
+        adders: dict[str, Callable[[Any, str], None]] = {
+            "kaito_register_presets": reg.add_preset,
+            "kaito_register_provisioners": reg.add_provisioner,
+            "kaito_register_instance_types": reg.add_instance_type,
+            "kaito_register_runtimes": reg.add_runtime,
+        }
+        # Call every implementation on its own, in registration order (pluggy calls LIFO and
+        # aborts the whole call when one raises), so a failure is attributed and isolated.
+        for hook_name in HOOKS:
+            caller = getattr(self.hook, hook_name)
+            for impl in reversed(caller.get_hookimpls()):
+                plugin = impl.plugin_name
+                info = self.infos.setdefault(plugin, PluginInfo(name=plugin))
+                names: list[str] = []
+
+                def register(obj: Any, _plugin: str = plugin, _names: list[str] = names,
+                             _add: Callable[[Any, str], None] = adders[hook_name]) -> None:
+                    try:
+                        _add(obj, _plugin)
+                    except ContractError as exc:
+                        raise exc.with_plugin(_plugin)
+                    _names.append(getattr(obj, "name", repr(obj)))
+
+                try:
+                    impl.function(register=register)
+                except Exception as exc:  # noqa: BLE001
+                    info.errors.append(f"hook {hook_name} failed: {_describe_exc(exc)}")
+                if names:
+                    info.registered.setdefault(KINDS[hook_name], []).extend(names)
+        return reg
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+_LOCK = threading.Lock()
+_CACHED: KaitoPluginManager | None = None
+
+
+def get_plugin_manager(*, disabled: Iterable[str] | None = None, entry_points: bool = True,
+                       extra: Iterable[tuple[str, object]] = (), cached: bool = True) -> KaitoPluginManager:
+    """The plugin manager with built-ins, then entry points, then ``extra`` (name, plugin).
+
+    The default call (no arguments) is cached for the process: plugins are loaded once.
+    """
+    global _CACHED
+    default = disabled is None and entry_points and not extra
+    with _LOCK:
+        if default and cached and _CACHED is not None:
+            return _CACHED
+        blocked = disabled_from_env() | set(disabled or ())
+        pm = KaitoPluginManager()
+        pm.load_builtins(blocked)
+        if entry_points:
+            pm.load_entry_points(blocked)
+        for name, plugin in extra:
+            info = PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__))
+            if name in blocked:
+                info.blocked = True
+                pm.infos[name] = info
+                continue
+            pm.add_plugin(plugin, name, info)
+        if default and cached:
+            _CACHED = pm
+        return pm
+
+
+def get_registry() -> Registry:
+    """The registry of the default (cached) plugin manager."""
+    return get_plugin_manager().registry
+
+
+def reset_cache() -> None:
+    global _CACHED
+    with _LOCK:
+        _CACHED = None

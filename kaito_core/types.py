@@ -1,0 +1,352 @@
+"""Frozen contract types shared by the core and every plugin.
+
+Everything a plugin hands to the core is one of these. They validate themselves on
+construction (``__post_init__``) so an impossible preset is refused at registration, with a
+message that names the field, the value and what was expected; the plugin manager adds the
+plugin's name. Only the standard library is imported here: the operator and the planning CLI
+load this module, and must start fast.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+from kaito_core.errors import ContractError
+
+__all__ = [
+    "ContractError",
+    "TuningRecipe",
+    "ModelPreset",
+    "InstanceType",
+    "Runtime",
+    "NodeRequest",
+    "NodeState",
+    "ProvisionerContext",
+    "KubeAPI",
+    "Provisioner",
+    "DNS1123_LABEL",
+    "WEIGHT_SOURCES",
+    "TUNING_METHODS",
+    "DTYPE_BYTES",
+]
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Preset names follow upstream (e.g. "phi-3.5-mini-instruct"): lowercase, digits, '-', '.'.
+PRESET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+REVISION = re.compile(r"^[0-9a-f]{40}$")
+WEIGHT_SOURCES = ("runtime-download", "oci", "local")
+TUNING_METHODS = ("lora", "qlora")
+DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+def _freeze(value: Any) -> Any:
+    """Deep-freeze mappings and sequences so a registered object cannot change under us."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _require(cond: bool, owner: str, fld: str, value: Any, expected: str) -> None:
+    if not cond:
+        raise ContractError(owner=owner, field=fld, value=value, expected=expected)
+
+
+@dataclass(frozen=True)
+class TuningRecipe:
+    """How a preset is fine-tuned (upstream's tuning defaults, per architecture).
+
+    :param methods: the supported methods, a subset of ``("lora", "qlora")``.
+    :param target_modules: default LoRA target modules for the architecture.
+    :param memory_gib_per_gpu: GPU memory each method needs per GPU (upstream's tuning memory).
+    """
+
+    methods: tuple[str, ...] = TUNING_METHODS
+    target_modules: tuple[str, ...] = ()
+    r: int = 8
+    lora_alpha: int = 8
+    lora_dropout: float = 0.0
+    num_train_epochs: int = 1
+    per_device_train_batch_size: int = 1
+    learning_rate: float = 2e-4
+    memory_gib_per_gpu: Mapping[str, float] = field(default_factory=dict)
+
+    def check(self, owner: str) -> None:
+        _set(self, "methods", tuple(self.methods))
+        _set(self, "target_modules", tuple(self.target_modules))
+        _set(self, "memory_gib_per_gpu", _freeze(dict(self.memory_gib_per_gpu)))
+        _require(bool(self.methods) and set(self.methods) <= set(TUNING_METHODS), owner,
+                 "tuning.methods", self.methods, f"a non-empty subset of {list(TUNING_METHODS)}")
+        _require(bool(self.target_modules) and all(isinstance(m, str) and m for m in self.target_modules),
+                 owner, "tuning.target_modules", self.target_modules, "a non-empty list of module names")
+        _require(isinstance(self.r, int) and self.r > 0, owner, "tuning.r", self.r, "a positive integer")
+        _require(self.lora_alpha > 0, owner, "tuning.lora_alpha", self.lora_alpha, "a positive number")
+        _require(0.0 <= self.lora_dropout < 1.0, owner, "tuning.lora_dropout", self.lora_dropout, "0 <= dropout < 1")
+        _require(self.num_train_epochs > 0, owner, "tuning.num_train_epochs", self.num_train_epochs, "> 0")
+        _require(self.per_device_train_batch_size > 0, owner, "tuning.per_device_train_batch_size",
+                 self.per_device_train_batch_size, "> 0")
+        _require(self.learning_rate > 0, owner, "tuning.learning_rate", self.learning_rate, "> 0")
+        for method, gib in self.memory_gib_per_gpu.items():
+            _require(method in self.methods, owner, f"tuning.memory_gib_per_gpu.{method}", method,
+                     f"one of the recipe's methods {list(self.methods)}")
+            _require(isinstance(gib, (int, float)) and gib > 0, owner, f"tuning.memory_gib_per_gpu.{method}",
+                     gib, "a positive number of GiB")
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A named model a plugin knows how to size, serve and tune. Pure data.
+
+    Sizes are facts about the published weights (``weight_bytes`` is the safetensors total);
+    the attention shape drives the KV-cache estimate in :mod:`kaito_core.sizing`.
+    """
+
+    name: str
+    family: str
+    hf_repo: str
+    revision: str
+    architecture: str
+    parameters: int
+    weight_bytes: int
+    dtype: str
+    context_length: int
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    vocab_size: int = 32000
+    head_dim: int | None = None
+    license: str = "unknown"
+    gated: bool = False
+    chat_template: str | None = None
+    runtimes: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: {"vllm": {}, "transformers": {}})
+    default_runtime: str = "vllm"
+    image: str = ""
+    weights_source: str = "runtime-download"
+    tuning: TuningRecipe | None = None
+    deprecated: str | None = None
+    aliases: tuple[str, ...] = ()
+    tag: str = "0.0.1"
+    supports_multinode: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        owner = f"preset {self.name!r}"
+        _require(isinstance(self.name, str) and bool(PRESET_NAME.match(self.name)) and len(self.name) <= 63,
+                 owner, "name", self.name,
+                 "lowercase letters, digits, '-' and '.', starting and ending alphanumeric, at most 63 characters")
+        _require(isinstance(self.family, str) and bool(DNS1123_LABEL.match(self.family)), owner, "family",
+                 self.family, "a DNS-1123 label such as 'phi3'")
+        _require(isinstance(self.hf_repo, str) and bool(HF_REPO.match(self.hf_repo)), owner, "hf_repo",
+                 self.hf_repo, "a Hugging Face repository id 'org/model'")
+        _require(isinstance(self.revision, str) and bool(REVISION.match(self.revision)), owner, "revision",
+                 self.revision, "a pinned 40-hex-digit commit")
+        _require(isinstance(self.architecture, str) and self.architecture.endswith("ForCausalLM"), owner,
+                 "architecture", self.architecture, "a transformers class name ending in 'ForCausalLM'")
+        for name in ("parameters", "weight_bytes", "context_length", "num_layers", "hidden_size",
+                     "num_attention_heads", "num_kv_heads", "vocab_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, owner, name, value,
+                     "a positive integer")
+        _require(self.dtype in DTYPE_BYTES, owner, "dtype", self.dtype, f"one of {sorted(DTYPE_BYTES)}")
+        _require(self.num_kv_heads <= self.num_attention_heads, owner, "num_kv_heads", self.num_kv_heads,
+                 f"at most num_attention_heads ({self.num_attention_heads})")
+        _require(self.num_attention_heads % self.num_kv_heads == 0, owner, "num_kv_heads", self.num_kv_heads,
+                 f"a divisor of num_attention_heads ({self.num_attention_heads})")
+        if self.head_dim is None:
+            _set(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        _require(isinstance(self.head_dim, int) and self.head_dim > 0, owner, "head_dim", self.head_dim,
+                 "a positive integer")
+        # The weights must be plausible for the parameter count and dtype: a preset that says
+        # 7B parameters in 1 MB is a typo that would size nodes wrongly.
+        expected = self.parameters * DTYPE_BYTES[self.dtype]
+        _require(0.5 * expected <= self.weight_bytes <= 2.0 * expected, owner, "weight_bytes", self.weight_bytes,
+                 f"about parameters x {DTYPE_BYTES[self.dtype]:g} bytes ({expected:.3g}) for dtype {self.dtype}")
+        _require(isinstance(self.runtimes, Mapping) and bool(self.runtimes), owner, "runtimes", self.runtimes,
+                 "a non-empty mapping runtime name -> default engine arguments")
+        _set(self, "runtimes", _freeze(dict(self.runtimes)))
+        _require(self.default_runtime in self.runtimes, owner, "default_runtime", self.default_runtime,
+                 f"one of the preset's runtimes {sorted(self.runtimes)}")
+        _require(self.weights_source in WEIGHT_SOURCES, owner, "weights_source", self.weights_source,
+                 f"one of {list(WEIGHT_SOURCES)}")
+        _require(isinstance(self.gated, bool), owner, "gated", self.gated, "true or false")
+        _set(self, "aliases", tuple(self.aliases))
+        _require(self.name not in self.aliases, owner, "aliases", self.aliases, "names other than the preset's own")
+        if self.tuning is not None:
+            _require(isinstance(self.tuning, TuningRecipe), owner, "tuning", self.tuning, "a TuningRecipe")
+            self.tuning.check(owner)
+        if self.chat_template is not None:
+            _require(isinstance(self.chat_template, str) and "{" in self.chat_template, owner, "chat_template",
+                     (self.chat_template or "")[:40], "a Jinja chat template")
+
+    @property
+    def bytes_per_param(self) -> float:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def weight_gib(self) -> float:
+        return self.weight_bytes / 2**30
+
+    def kv_bytes_per_token(self, dtype_bytes: float | None = None) -> float:
+        """KV-cache bytes one token costs: 2 (K and V) x layers x kv_heads x head_dim x dtype."""
+        b = self.bytes_per_param if dtype_bytes is None else dtype_bytes
+        return 2 * self.num_layers * self.num_kv_heads * (self.head_dim or 0) * b
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(v: Any) -> Any:
+            if isinstance(v, Mapping):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            if isinstance(v, TuningRecipe):
+                return {f: plain(getattr(v, f)) for f in v.__dataclass_fields__}
+            return v
+        return {f: plain(getattr(self, f)) for f in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """A GPU machine type a cloud offers. ``gpu_memory_gib`` is per GPU."""
+
+    name: str
+    cloud: str
+    gpu_count: int
+    gpu_memory_gib: float
+    gpu_model: str
+    vcpus: int = 0
+    memory_gib: float = 0.0
+    hourly_usd: float | None = None
+    nvlink: bool = False
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        owner = f"instance type {self.name!r}"
+        _require(isinstance(self.name, str) and bool(self.name), owner, "name", self.name, "a non-empty string")
+        _require(isinstance(self.cloud, str) and bool(DNS1123_LABEL.match(self.cloud)), owner, "cloud",
+                 self.cloud, "a lowercase cloud name such as 'azure' or 'aws'")
+        _require(isinstance(self.gpu_count, int) and self.gpu_count > 0, owner, "gpu_count", self.gpu_count,
+                 "a positive integer")
+        _require(isinstance(self.gpu_memory_gib, (int, float)) and self.gpu_memory_gib > 0, owner,
+                 "gpu_memory_gib", self.gpu_memory_gib, "a positive number of GiB per GPU")
+        _require(self.hourly_usd is None or self.hourly_usd > 0, owner, "hourly_usd", self.hourly_usd,
+                 "a positive price or None")
+        _set(self, "aliases", tuple(self.aliases))
+
+    @property
+    def total_gpu_memory_gib(self) -> float:
+        return self.gpu_count * self.gpu_memory_gib
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """An inference backend the runtime can start (transformers built in; vllm by plugin).
+
+    :param module: the Python module that must import for the backend to work; checked lazily.
+    """
+
+    name: str
+    module: str
+    description: str = ""
+    supports_multinode: bool = False
+    supports_adapters: bool = True
+    requires_gpu: bool = False
+    image: str = ""
+
+    def __post_init__(self) -> None:
+        owner = f"runtime {self.name!r}"
+        _require(isinstance(self.name, str) and bool(DNS1123_LABEL.match(self.name)), owner, "name", self.name,
+                 "a DNS-1123 label")
+        _require(isinstance(self.module, str) and bool(self.module), owner, "module", self.module,
+                 "the importable module the backend needs")
+
+
+# --- Provisioning -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeRequest:
+    """One node the Workspace needs. ``name`` is deterministic (derived from the Workspace uid
+    and the index), so a crash between two steps can never make a second node."""
+
+    name: str
+    workspace: str
+    namespace: str
+    instance_type: str
+    index: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Mapping[str, str], ...] = ()
+    disk_gib: int = 0
+    gpu_count: int = 1
+
+    def __post_init__(self) -> None:
+        _set(self, "labels", _freeze(dict(self.labels)))
+        _set(self, "taints", _freeze(list(self.taints)))
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What a provisioner observed about one node request.
+
+    ``reason`` is a CamelCase condition reason a user can act on (``QuotaExceeded``,
+    ``SKUNotAvailable``, ``LaunchFailed``...), ``message`` the provider's words.
+    """
+
+    name: str
+    ready: bool
+    node_name: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    failed: bool = False
+
+
+class KubeAPI(Protocol):
+    """The few API-server verbs a provisioner may use (implemented by the operator)."""
+
+    def get(self, *, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None: ...
+
+    def list(self, *, api_version: str, kind: str, namespace: str | None = None,
+             labels: Mapping[str, str] | None = None) -> list[dict]: ...
+
+    def create(self, obj: dict) -> dict: ...
+
+    def delete(self, *, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool: ...
+
+
+@dataclass
+class ProvisionerContext:
+    """I/O handles and settings passed to a provisioner by the operator or local mode."""
+
+    kube: KubeAPI | None = None
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provisioner(Protocol):
+    """Makes GPU nodes appear and disappear for Workspaces.
+
+    ``node_requests`` and ``desired_objects`` are pure (they run inside the reconciler and
+    ``kaito render``); ``ensure``, ``observe`` and ``release`` do I/O and must be idempotent:
+    calling ``ensure`` twice with the same requests never creates a second node.
+    """
+
+    name: str
+
+    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]: ...
+
+    def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]: ...
+
+    def ensure(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]: ...
+
+    def observe(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]: ...
+
+    def release(self, *, workspace: Any, ctx: ProvisionerContext) -> None: ...
