@@ -166,15 +166,38 @@ class Registry:
         found = self.resolve_preset_name(name)
         if found is not None:
             return self.presets[found]
+        generic = self._resolve_generic(name)
+        if generic is not None:
+            return generic
         raise UnknownPreset(name, self.unknown_preset_hint(name))
+
+    def _resolve_generic(self, name: str) -> ModelPreset | None:
+        """Any Hugging Face id ``org/model`` or local model directory, sized from its config.
+
+        Served by the built-in ``kaito.hf`` plugin module (blockable like any plugin).
+        """
+        if "/" not in name or "kaito.hf" not in self.plugins or self.plugins["kaito.hf"].blocked:
+            return None
+        try:
+            from kaito_core.builtins import hf
+        except ImportError:
+            return None
+        resolve = getattr(hf, "resolve", None)
+        return resolve(name) if resolve is not None else None
 
     def unknown_preset_hint(self, name: str) -> str:
         family = family_of(name)
         if family is not None:
             dist = f"kaito-preset-{family}"
-            blocked = [p for p in self.plugins.values() if p.name == family and p.blocked]
-            if blocked:
+            info = self.plugins.get(family)
+            if info is not None and info.blocked:
                 return f"it belongs to the {family!r} family, whose plugin is blocked by {DISABLE_ENV}"
+            if info is not None and info.ok:
+                have = ", ".join(sorted(n for n in self.presets if self.owner.get(("presets", n)) == family))
+                return (f"the installed {dist} {info.version or ''} does not provide it "
+                        f"(it provides: {have or 'nothing'}); upgrade it: pip install -U {dist}")
+            if info is not None:
+                return f"it belongs to the {family!r} family, but plugin {family!r} is broken: see `kaito plugins doctor`"
             return f"it belongs to the {family!r} family: install {dist} (pip install {dist})"
         known = ", ".join(sorted(self.presets)) or "none installed"
         return (f"no installed plugin provides it; known presets: {known}. "

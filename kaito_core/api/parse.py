@@ -1,0 +1,212 @@
+"""Reading Workspaces and ConfigMaps from YAML, with errors that name the field.
+
+``load_documents`` reads a (multi-document) YAML file; ``parse_workspace`` turns one mapping
+into a :class:`~kaito_core.api.models.Workspace` or raises
+:class:`~kaito_core.errors.WorkspaceInvalid` listing every problem (pydantic's errors are
+translated: path like ``inference.adapters[1].strength``, the value, what was expected).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kaito_core.api import models as m
+from kaito_core.errors import MISSING, FieldError, KaitoError, WorkspaceInvalid
+
+
+class DocumentError(KaitoError, ValueError):
+    """A file that is not YAML, or a document that is not a Kubernetes object."""
+
+
+@dataclass
+class Document:
+    """One YAML document of a file: ``obj`` is a Workspace, a ConfigMap, or the raw mapping."""
+
+    obj: Union[m.Workspace, m.ConfigMap, dict]
+    source: str
+    index: int
+    raw: dict
+    error: WorkspaceInvalid | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.raw.get("kind", ""))
+
+    @property
+    def label(self) -> str:
+        name = (self.raw.get("metadata") or {}).get("name") if isinstance(self.raw.get("metadata"), dict) else None
+        return f"{self.kind or 'object'}/{name or '<unnamed>'}"
+
+
+def format_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def _all_aliases() -> set[str]:
+    names: set[str] = set()
+    for cls in (m.Workspace, m.ObjectMeta, m.ResourceSpec, m.LabelSelector, m.LabelSelectorRequirement,
+                m.Partition, m.PresetOptions, m.PresetSpec, m.DataSource, m.DataDestination, m.AdapterSpec,
+                m.InferenceSpec, m.TuningSpec, m.WorkspaceStatus, m.Condition):
+        for name, info in cls.model_fields.items():
+            names.add(info.alias or name)
+    return names
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names allowed at the parent of ``loc`` (for 'did you mean' hints)."""
+    import typing
+
+    cls: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return []
+        fld = next((f for n, f in cls.model_fields.items() if (f.alias or n) == part), None)
+        if fld is None:
+            return []
+        ann = fld.annotation
+        # unwrap Optional[...] / list[...]
+        for _ in range(3):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if typing.get_origin(ann) in (typing.Union, list) and args:
+                ann = args[0]
+        cls = ann
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return [f.alias or n for n, f in cls.model_fields.items()]
+    return []
+
+
+_TYPE_WORDS = {
+    "string_type": "must be a string", "int_type": "must be an integer", "int_parsing": "must be an integer",
+    "bool_type": "must be true or false", "dict_type": "must be a mapping (key: value)",
+    "list_type": "must be a list", "model_type": "must be a mapping of fields",
+    "model_attributes_type": "must be a mapping of fields",
+}
+
+
+def translate(exc: ValidationError, model: type[BaseModel] = m.Workspace) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err.get("loc", ()))
+        path = format_path(loc)
+        kind = err.get("type", "")
+        value = err.get("input", MISSING)
+        if kind == "missing":
+            errors.append(FieldError(path, MISSING, "is required"))
+        elif kind == "extra_forbidden":
+            allowed = _fields_at(model, loc) or sorted(_all_aliases())
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed here: {', '.join(allowed)}"
+            errors.append(FieldError(path, MISSING, "unknown field", hint))
+        elif kind == "literal_error":
+            expected = (err.get("ctx") or {}).get("expected", "")
+            errors.append(FieldError(path, value, f"must be one of {expected}"))
+        elif kind in _TYPE_WORDS:
+            errors.append(FieldError(path, value, _TYPE_WORDS[kind]))
+        else:
+            errors.append(FieldError(path, value, str(err.get("msg", "is invalid")).lower()))
+    return errors
+
+
+def _name_of(raw: Any) -> str:
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    kind = raw.get("kind", "Workspace") if isinstance(raw, dict) else "Workspace"
+    return f"{kind} {name!r}" if name else f"{kind} <unnamed>"
+
+
+def parse_workspace(raw: Any, source: str | None = None) -> m.Workspace:
+    """Parse one mapping into a Workspace (shape and types only; see validation for rules)."""
+    if not isinstance(raw, dict):
+        raise WorkspaceInvalid("Workspace", [FieldError("<root>", raw, "must be a mapping (a Kubernetes object)")],
+                               source)
+    if "spec" in raw and not any(k in raw for k in ("resource", "inference", "tuning")):
+        # A common mistake: KAITO's fields sit at the top level, not under spec.
+        raise WorkspaceInvalid(_name_of(raw), [FieldError(
+            "spec", MISSING, "Workspace has no 'spec'",
+            "move 'resource', 'inference' and 'tuning' to the top level, beside 'metadata' (as upstream KAITO)")],
+            source)
+    try:
+        return m.Workspace.model_validate(raw)
+    except ValidationError as exc:
+        raise WorkspaceInvalid(_name_of(raw), translate(exc), source) from None
+
+
+def parse_configmap(raw: Any, source: str | None = None) -> m.ConfigMap:
+    try:
+        return m.ConfigMap.model_validate(raw)
+    except ValidationError as exc:
+        raise WorkspaceInvalid(_name_of(raw), translate(exc, m.ConfigMap), source) from None
+
+
+def load_text(text: str, source: str = "<string>") -> list[Document]:
+    """Every document in ``text``; a Workspace that does not parse keeps its error on ``.error``."""
+    try:
+        raws = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DocumentError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    docs: list[Document] = []
+    for i, raw in enumerate(raws):
+        if not isinstance(raw, dict):
+            raise DocumentError(f"{source}: document {i + 1} is a {type(raw).__name__}, "
+                                "expected a Kubernetes object (a mapping with apiVersion and kind)")
+        kind = raw.get("kind")
+        if kind == m.KIND or (kind is None and any(k in raw for k in ("inference", "tuning"))):
+            try:
+                docs.append(Document(parse_workspace(raw, source), source, i, raw))
+            except WorkspaceInvalid as exc:
+                docs.append(Document(raw, source, i, raw, error=exc))
+        elif kind == "ConfigMap":
+            try:
+                docs.append(Document(parse_configmap(raw, source), source, i, raw))
+            except WorkspaceInvalid as exc:
+                docs.append(Document(raw, source, i, raw, error=exc))
+        else:
+            docs.append(Document(raw, source, i, raw))
+    return docs
+
+
+def load_documents(path: str | Path) -> list[Document]:
+    """Every document in a YAML file (``-`` reads standard input)."""
+    if str(path) == "-":
+        import sys
+
+        return load_text(sys.stdin.read(), "<stdin>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DocumentError(f"{path}: cannot read: {exc}") from None
+    return load_text(text, str(path))
+
+
+def load_workspaces(path: str | Path) -> list[m.Workspace]:
+    """The Workspaces in a file; raises the first parse error (use load_documents to get all)."""
+    out = []
+    for doc in load_documents(path):
+        if doc.error is not None:
+            raise doc.error
+        if isinstance(doc.obj, m.Workspace):
+            out.append(doc.obj)
+    return out
+
+
+def configmaps_by_name(docs: Iterable[Document]) -> dict[str, m.ConfigMap]:
+    return {d.obj.name: d.obj for d in docs if isinstance(d.obj, m.ConfigMap)}

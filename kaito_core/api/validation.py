@@ -1,0 +1,437 @@
+"""Workspace rules beyond shape: everything upstream's admission webhook checks, and more.
+
+``validate_workspace`` collects every problem (not just the first) as
+:class:`~kaito_core.errors.FieldError` with the field path, the value, what was expected and
+the fix. The same function backs ``kaito validate``, the admission webhook, ``kaito plan`` and
+``kaito up``. It is pure: the plugins' registry, the previous object (for immutability on
+update) and the ConfigMaps the Workspace refers to are passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from kaito_core.api import models as m
+from kaito_core.errors import MISSING, FieldError
+from kaito_core.netguard import url_problem
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# registry[:port]/path[:tag][@sha256:...]. Upstream's examples carry placeholders such as
+# "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1", which must still be accepted, so case is
+# not enforced here (a warning says a registry will refuse it).
+IMAGE_REF = re.compile(
+    r"^(?:[A-Za-z0-9_.-]+(?::[0-9]+)?/)?[A-Za-z0-9_]+(?:[._-]+[A-Za-z0-9_]+)*(?:/[A-Za-z0-9_]+(?:[._-]+[A-Za-z0-9_]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
+
+
+def _image(path: str, ref: str, r: "ValidationResult", hint: str = "expected registry/repository[:tag]") -> None:
+    if not IMAGE_REF.match(ref):
+        r.error(path, ref, "is not a valid image reference", hint)
+    elif ref.split("@")[0].rsplit(":", 1)[0].split("/", 1)[-1] != ref.split("@")[0].rsplit(":", 1)[0].split("/", 1)[-1].lower():
+        r.warn(path, ref, "has uppercase letters in the repository name",
+               "OCI registries require lowercase repository names; replace the placeholder")
+AZURE_GPU_SKU = re.compile(r"^Standard_N[A-Za-z0-9_]+$")
+MAX_ADAPTERS = 10
+TUNING_METHODS = ("lora", "qlora")
+TRAINING_SECTIONS = ("ModelConfig", "QuantizationConfig", "LoraConfig", "TrainingArguments",
+                     "DataCollator", "DatasetConfig")
+# Fields that cannot change once the Workspace exists (upstream's webhook): changing them
+# would need new nodes or a different model; the fix is a new Workspace.
+IMMUTABLE = (
+    ("resource.instanceType", lambda w: w.resource.instance_type if w.resource else None),
+    ("resource.labelSelector", lambda w: w.resource.label_selector.to_k8s()
+     if w.resource and w.resource.label_selector else None),
+    ("resource.count", lambda w: w.resource.count if w.resource else None),
+    ("inference.preset.name", lambda w: w.inference.preset.name if w.inference and w.inference.preset else None),
+    ("tuning.preset.name", lambda w: w.tuning.preset.name if w.tuning and w.tuning.preset else None),
+    ("tuning.method", lambda w: w.tuning.method if w.tuning else None),
+    ("tuning.input", lambda w: w.tuning.input.to_k8s() if w.tuning and w.tuning.input else None),
+)
+
+
+@dataclass
+class ValidationResult:
+    errors: list[FieldError] = field(default_factory=list)
+    warnings: list[FieldError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def error(self, path: str, value: Any, message: str, hint: str = "") -> None:
+        self.errors.append(FieldError(path, value, message, hint))
+
+    def warn(self, path: str, value: Any, message: str, hint: str = "") -> None:
+        self.warnings.append(FieldError(path, value, message, hint))
+
+
+def validate_workspace(ws: m.Workspace, *, registry: Any = None, old: m.Workspace | None = None,
+                       configmaps: Mapping[str, m.ConfigMap] | None = None) -> ValidationResult:
+    """Check ``ws`` (and, on update, that immutable fields match ``old``).
+
+    :param registry: a :class:`kaito_core.plugins.Registry`; ``None`` loads the default one.
+    :param configmaps: ConfigMaps by name, to check ``inference.config`` / ``tuning.config``
+        when they are at hand (a missing one is only a warning: it may be created later).
+    """
+    if registry is None:
+        from kaito_core.plugins import get_registry
+
+        registry = get_registry()
+    r = ValidationResult()
+    _metadata(ws, r)
+    if (ws.inference is None) == (ws.tuning is None):
+        both = ws.inference is not None
+        r.error("inference" if both else "<root>", MISSING,
+                "exactly one of 'inference' or 'tuning' must be set" + (", not both" if both else ""),
+                "a Workspace either serves a model (inference) or fine-tunes one (tuning)")
+    preset = None
+    if ws.inference is not None:
+        preset = _inference(ws, ws.inference, registry, r)
+    if ws.tuning is not None:
+        preset = _tuning(ws, ws.tuning, registry, r)
+    _resource(ws, registry, preset, r)
+    _annotations(ws, preset, registry, r)
+    if configmaps is not None:
+        _configs(ws, configmaps, r)
+    if old is not None:
+        _immutable(ws, old, r)
+    return r
+
+
+# -- metadata -------------------------------------------------------------------------------
+
+
+def _metadata(ws: m.Workspace, r: ValidationResult) -> None:
+    name = ws.metadata.name
+    if not name:
+        r.error("metadata.name", MISSING, "is required", "give the Workspace a name such as 'phi-3-mini'")
+    elif len(name) > 63 or not DNS1123_LABEL.match(name):
+        r.error("metadata.name", name, "must be a DNS-1123 label: lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit, at most 63 characters",
+                f"for example {_suggest_label(name)!r}")
+    ns = ws.metadata.namespace
+    if ns is not None and (len(ns) > 63 or not DNS1123_LABEL.match(ns)):
+        r.error("metadata.namespace", ns, "must be a DNS-1123 label", f"for example {_suggest_label(ns)!r}")
+
+
+def _suggest_label(text: str) -> str:
+    s = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return (s or "workspace")[:63].rstrip("-")
+
+
+# -- resource -------------------------------------------------------------------------------
+
+
+def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) -> None:
+    res = ws.resource
+    if res is None:
+        r.error("resource", MISSING, "is required",
+                "add 'resource: {instanceType: ..., labelSelector: {matchLabels: {apps: <name>}}}'")
+        return
+    if res.label_selector is None:
+        r.error("resource.labelSelector", MISSING, "is required",
+                "nodes for this Workspace are found by label, e.g. labelSelector: {matchLabels: {apps: my-model}}")
+    else:
+        _selector(res.label_selector, r)
+    if res.count is not None:
+        if res.count < 1:
+            r.error("resource.count", res.count, "must be at least 1")
+        elif ws.tuning is not None and res.count > 1:
+            r.error("resource.count", res.count, "must be 1 for tuning", "tuning runs on a single node")
+        else:
+            r.warn("resource.count", res.count, "is deprecated; the node count is computed from the model's size")
+    if res.preferred_nodes is not None:
+        for i, node in enumerate(res.preferred_nodes):
+            if not DNS1123_SUBDOMAIN.match(node) or len(node) > 253:
+                r.error(f"resource.preferredNodes[{i}]", node, "must be a node name (DNS-1123 subdomain)")
+    it_name = res.instance_type
+    if it_name is None:
+        return
+    types = getattr(registry, "instance_types", {}) or {}
+    it = types.get(it_name)
+    if it is None:
+        if AZURE_GPU_SKU.match(it_name):
+            r.warn("resource.instanceType", it_name, "is not in the installed instance catalogs; "
+                   "GPU memory cannot be checked", "set kaito.sh/bypass-resource-checks if this is intended")
+        elif types:
+            import difflib
+
+            close = difflib.get_close_matches(it_name, list(types), n=1, cutoff=0.6)
+            r.error("resource.instanceType", it_name, "is not a known GPU instance type",
+                    f"did you mean {close[0]!r}?" if close else
+                    "see `kaito plan` for types that fit, or install the provisioner plugin for your cloud")
+        return
+    if preset is not None and not ws.bypass_resource_checks:
+        total = it.gpu_count * it.gpu_memory_gib
+        weights = preset.weight_bytes / 2**30
+        if ws.tuning is not None and ws.tuning.method == "qlora":
+            weights = weights / 4  # 4-bit weights
+        if total < weights:
+            r.error("resource.instanceType", it_name,
+                    f"has {total:g} GiB of GPU memory in total, less than the {weights:.1f} GiB of "
+                    f"{preset.name}'s weights",
+                    "pick a larger instance type (see `kaito plan`) or set the annotation "
+                    "kaito.sh/bypass-resource-checks: \"True\"")
+
+
+def _selector(sel: m.LabelSelector, r: ValidationResult) -> None:
+    path = "resource.labelSelector"
+    if not sel.match_labels and not sel.match_expressions:
+        r.error(path, sel.to_k8s(), "must have matchLabels or matchExpressions",
+                "an empty selector would match every node")
+    for key, value in (sel.match_labels or {}).items():
+        _label(f"{path}.matchLabels", key, value, r)
+    for i, expr in enumerate(sel.match_expressions or []):
+        p = f"{path}.matchExpressions[{i}]"
+        if expr.operator in ("In", "NotIn") and not expr.values:
+            r.error(f"{p}.values", expr.values, f"must be non-empty for operator {expr.operator}")
+        if expr.operator in ("Exists", "DoesNotExist") and expr.values:
+            r.error(f"{p}.values", expr.values, f"must be empty for operator {expr.operator}")
+        _label(f"{p}", expr.key, None, r, key_path=f"{p}.key")
+
+
+def _label(path: str, key: str, value: str | None, r: ValidationResult, key_path: str | None = None) -> None:
+    prefix, _, name = key.rpartition("/")
+    if (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))) or len(name) > 63 \
+            or not LABEL_NAME.match(name):
+        r.error(key_path or f"{path}.{key}", key, "is not a valid label key",
+                "use [prefix/]name with letters, digits, '-', '_', '.' (name at most 63 characters)")
+    if value is not None and (len(value) > 63 or not LABEL_VALUE.match(value)):
+        r.error(f"{path}.{key}", value, "is not a valid label value",
+                "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric")
+
+
+# -- presets --------------------------------------------------------------------------------
+
+
+def _preset(spec: m.PresetSpec, path: str, registry: Any, r: ValidationResult) -> Any:
+    from kaito_core.plugins import UnknownPreset
+
+    if spec.access_mode is not None:
+        r.warn(f"{path}.accessMode", spec.access_mode, "is deprecated and ignored",
+               "private images are set with presetOptions.image and imagePullSecrets")
+    opts = spec.preset_options
+    if opts is not None:
+        if opts.image is not None:
+            _image(f"{path}.presetOptions.image", opts.image, r)
+        for i, s in enumerate(opts.image_pull_secrets or []):
+            if not DNS1123_SUBDOMAIN.match(s):
+                r.error(f"{path}.presetOptions.imagePullSecrets[{i}]", s, "must be a Secret name")
+        if opts.model_access_secret is not None and not DNS1123_SUBDOMAIN.match(opts.model_access_secret):
+            r.error(f"{path}.presetOptions.modelAccessSecret", opts.model_access_secret, "must be a Secret name")
+    try:
+        preset = registry.get_preset(spec.name)
+    except UnknownPreset as exc:
+        r.error(f"{path}.name", spec.name, "is not a known preset", exc.hint)
+        return None
+    except LookupError as exc:
+        r.error(f"{path}.name", spec.name, "is not a known preset", str(exc))
+        return None
+    if preset.deprecated:
+        r.error(f"{path}.name", spec.name, f"is deprecated: {preset.deprecated}",
+                "pick a newer preset (`kaito presets list`)")
+    if preset.gated and not (opts and opts.model_access_secret):
+        r.error(f"{path}.presetOptions.modelAccessSecret", MISSING,
+                f"is required: {preset.name}'s weights are gated on Hugging Face",
+                "create a Secret with key HF_TOKEN and name it in presetOptions.modelAccessSecret")
+    return preset
+
+
+def _inference(ws: m.Workspace, inf: m.InferenceSpec, registry: Any, r: ValidationResult) -> Any:
+    preset = None
+    if (inf.preset is None) == (inf.template is None):
+        r.error("inference", MISSING, "exactly one of 'inference.preset' or 'inference.template' must be set"
+                + (", not both" if inf.preset is not None else ""),
+                "use preset.name for a known model, or template for your own pod")
+    if inf.preset is not None:
+        preset = _preset(inf.preset, "inference.preset", registry, r)
+    if inf.template is not None and not isinstance(inf.template.get("spec"), dict):
+        r.error("inference.template.spec", MISSING, "is required", "template is a PodTemplateSpec with a 'spec'")
+    if inf.config is not None and not DNS1123_SUBDOMAIN.match(inf.config):
+        r.error("inference.config", inf.config, "must be a ConfigMap name (DNS-1123 subdomain)")
+    adapters = inf.adapters or []
+    if adapters and inf.preset is None:
+        r.error("inference.adapters", len(adapters), "need inference.preset", "adapters apply to a preset model")
+    if len(adapters) > MAX_ADAPTERS:
+        r.error("inference.adapters", len(adapters), f"at most {MAX_ADAPTERS} adapters are allowed")
+    seen: dict[str, int] = {}
+    for i, ad in enumerate(adapters):
+        p = f"inference.adapters[{i}]"
+        name = ad.source.name
+        if not name:
+            r.error(f"{p}.source.name", MISSING, "is required", "the adapter is served as model '<name>'")
+        elif len(name) > 63 or not DNS1123_LABEL.match(name):
+            r.error(f"{p}.source.name", name, "must be a DNS-1123 label", f"for example {_suggest_label(name)!r}")
+        elif name in seen:
+            r.error(f"{p}.source.name", name, f"is already used by inference.adapters[{seen[name]}]",
+                    "adapter names must be unique")
+        else:
+            seen[name] = i
+        kinds = [k for k in ("image", "volume_source", "urls") if getattr(ad.source, k)]
+        if len(kinds) != 1:
+            r.error(f"{p}.source", MISSING if not kinds else kinds,
+                    "must set exactly one of image or volumeSource" + (", not several" if kinds else ""))
+        if ad.source.image is not None:
+            _image(f"{p}.source.image", ad.source.image, r)
+        if ad.strength is not None:
+            try:
+                strength = float(ad.strength)
+            except ValueError:
+                r.error(f"{p}.strength", ad.strength, "must be a number between 0 and 1, as a string",
+                        'for example strength: "0.5"')
+            else:
+                if not 0.0 <= strength <= 1.0:
+                    r.error(f"{p}.strength", ad.strength, "must be between 0 and 1")
+    return preset
+
+
+def _tuning(ws: m.Workspace, tun: m.TuningSpec, registry: Any, r: ValidationResult) -> Any:
+    preset = None
+    if tun.preset is None:
+        r.error("tuning.preset", MISSING, "is required", "name the model to tune, e.g. preset: {name: phi-3-mini-4k-instruct}")
+    else:
+        preset = _preset(tun.preset, "tuning.preset", registry, r)
+    if tun.method is None:
+        r.error("tuning.method", MISSING, "is required", "lora or qlora")
+    elif tun.method not in TUNING_METHODS:
+        r.error("tuning.method", tun.method, "must be 'lora' or 'qlora'")
+    elif preset is not None:
+        recipe = preset.tuning
+        if recipe is None:
+            r.error("tuning.preset.name", preset.name, "cannot be tuned: the preset has no tuning recipe")
+        elif tun.method not in recipe.methods:
+            r.error("tuning.method", tun.method, f"is not supported by {preset.name}",
+                    f"supported: {', '.join(recipe.methods)}")
+    if tun.config is not None and not DNS1123_SUBDOMAIN.match(tun.config):
+        r.error("tuning.config", tun.config, "must be a ConfigMap name (DNS-1123 subdomain)")
+    if tun.input is None:
+        r.error("tuning.input", MISSING, "is required", "set one of urls, image or volumeSource")
+    else:
+        src = tun.input
+        kinds = [k for k in ("urls", "image", "volume_source") if getattr(src, k) is not None]
+        if len(kinds) != 1:
+            r.error("tuning.input", MISSING if not kinds else [_camel(k) for k in kinds],
+                    "must set exactly one of urls, image or volumeSource" + (", not several" if kinds else ""))
+        if src.urls is not None:
+            if not src.urls:
+                r.error("tuning.input.urls", src.urls, "must not be empty")
+            for i, url in enumerate(src.urls):
+                problem = url_problem(url)
+                if problem:
+                    r.error(f"tuning.input.urls[{i}]", url, problem,
+                            "data must come from a public http(s) URL, an image or a volume")
+        if src.image is not None:
+            _image("tuning.input.image", src.image, r)
+    if tun.output is None:
+        r.error("tuning.output", MISSING, "is required", "set image (+ imagePushSecret) or volumeSource")
+    else:
+        out = tun.output
+        kinds = [k for k in ("image", "volume_source") if getattr(out, k) is not None]
+        if len(kinds) != 1:
+            r.error("tuning.output", MISSING if not kinds else [_camel(k) for k in kinds],
+                    "must set exactly one of image or volumeSource" + (", not both" if kinds else ""))
+        if out.image is not None:
+            _image("tuning.output.image", out.image, r)
+            if not out.image_push_secret:
+                r.error("tuning.output.imagePushSecret", MISSING, "is required when output.image is set",
+                        "a docker-registry Secret with push rights to the registry")
+        elif out.image_push_secret is not None:
+            r.warn("tuning.output.imagePushSecret", out.image_push_secret, "is ignored without output.image")
+    return preset
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+# -- annotations and configs ----------------------------------------------------------------
+
+
+def _annotations(ws: m.Workspace, preset: Any, registry: Any, r: ValidationResult) -> None:
+    runtime = ws.runtime_annotation
+    if runtime is None:
+        return
+    path = f"metadata.annotations[{m.ANNOTATION_RUNTIME}]"
+    known = sorted(getattr(registry, "runtimes", {}) or {"transformers": 1, "vllm": 1})
+    if runtime not in known:
+        r.error(path, runtime, f"must be one of {', '.join(known)}")
+    elif preset is not None and runtime not in preset.runtimes:
+        r.error(path, runtime, f"is not supported by preset {preset.name}",
+                f"supported: {', '.join(sorted(preset.runtimes))}")
+    if ws.tuning is not None:
+        r.warn(path, runtime, "is ignored for tuning Workspaces")
+
+
+def _configs(ws: m.Workspace, configmaps: Mapping[str, m.ConfigMap], r: ValidationResult) -> None:
+    if ws.inference is not None and ws.inference.config:
+        cm = configmaps.get(ws.inference.config)
+        if cm is None:
+            r.warn("inference.config", ws.inference.config, "ConfigMap not found here",
+                   "it must exist in the Workspace's namespace before the pods start")
+        else:
+            for problem in inference_config_problems(cm):
+                r.errors.append(FieldError("inference.config", ws.inference.config, problem))
+    if ws.tuning is not None and ws.tuning.config:
+        cm = configmaps.get(ws.tuning.config)
+        if cm is None:
+            r.warn("tuning.config", ws.tuning.config, "ConfigMap not found here",
+                   "it must exist in the Workspace's namespace before the Job starts")
+        else:
+            for problem in training_config_problems(cm):
+                r.errors.append(FieldError("tuning.config", ws.tuning.config, problem))
+
+
+def _config_doc(cm: m.ConfigMap, key: str) -> tuple[Any, list[str]]:
+    data = cm.data or {}
+    if key not in data:
+        return None, [f"ConfigMap {cm.name!r} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})"]
+    try:
+        return yaml.safe_load(data[key]) or {}, []
+    except yaml.YAMLError as exc:
+        return None, [f"ConfigMap {cm.name!r} key {key!r} is not valid YAML: {exc}"]
+
+
+def inference_config_problems(cm: m.ConfigMap) -> list[str]:
+    doc, problems = _config_doc(cm, "inference_config.yaml")
+    if problems:
+        return problems
+    if not isinstance(doc, dict):
+        return [f"ConfigMap {cm.name!r}: inference_config.yaml must be a mapping"]
+    if "vllm" in doc and not isinstance(doc["vllm"], dict):
+        problems.append(f"ConfigMap {cm.name!r}: inference_config.yaml 'vllm' must be a mapping of engine flags")
+    return problems
+
+
+def training_config_problems(cm: m.ConfigMap) -> list[str]:
+    doc, problems = _config_doc(cm, "training_config.yaml")
+    if problems:
+        return problems
+    if not isinstance(doc, dict) or not isinstance(doc.get("training_config"), dict):
+        return [f"ConfigMap {cm.name!r}: training_config.yaml must have a top-level 'training_config' mapping"]
+    for section, value in doc["training_config"].items():
+        if section not in TRAINING_SECTIONS:
+            problems.append(f"ConfigMap {cm.name!r}: training_config.{section} is not a known section "
+                            f"(allowed: {', '.join(TRAINING_SECTIONS)})")
+        elif value is not None and not isinstance(value, dict):
+            problems.append(f"ConfigMap {cm.name!r}: training_config.{section} must be a mapping")
+    return problems
+
+
+def _immutable(ws: m.Workspace, old: m.Workspace, r: ValidationResult) -> None:
+    if (ws.tuning is None) != (old.tuning is None):
+        r.error("inference" if ws.inference is not None else "tuning", MISSING,
+                "cannot switch a Workspace between inference and tuning", "create a new Workspace")
+        return
+    for path, get in IMMUTABLE:
+        before, after = get(old), get(ws)
+        if before != after:
+            r.error(path, after, f"is immutable (was {before!r})",
+                    "delete and re-create the Workspace to change it")
