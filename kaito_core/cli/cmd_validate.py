@@ -1,0 +1,74 @@
+"""``kaito validate FILE...``: every problem in every Workspace, exit 0 (valid) or 1."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate", help="check Workspace YAML files (all errors, with field paths)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="YAML files ('-' for standard input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kaito_core.api import (ConfigMap, DocumentError, Workspace, configmaps_by_name, load_documents,
+                                validate_workspace)
+    from kaito_core.api.validation import inference_config_problems, training_config_problems
+    from kaito_core.plugins import get_registry
+
+    registry = get_registry()
+    failed = total = 0
+    for path in args.files:
+        try:
+            docs = load_documents(path)
+        except DocumentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        configmaps = configmaps_by_name(docs)
+        found = False
+        for doc in docs:
+            if doc.error is not None:
+                found, total, failed = True, total + 1, failed + 1
+                print(f"FAIL {doc.error}")
+                continue
+            if isinstance(doc.obj, ConfigMap):
+                data = doc.obj.data or {}
+                problems = (inference_config_problems(doc.obj) if "inference_config.yaml" in data else []) + \
+                    (training_config_problems(doc.obj) if "training_config.yaml" in data else [])
+                if "inference_config.yaml" in data or "training_config.yaml" in data:
+                    found, total = True, total + 1
+                    label = f"{path}: ConfigMap {doc.obj.name!r}"
+                    if problems:
+                        failed += 1
+                        print(f"FAIL {label}:")
+                        for problem in problems:
+                            print(f"  - {problem}")
+                    elif not args.quiet:
+                        print(f"ok   {label}")
+                continue
+            if not isinstance(doc.obj, Workspace):
+                continue
+            found, total = True, total + 1
+            result = validate_workspace(doc.obj, registry=registry, configmaps=configmaps)
+            bad = result.errors + (result.warnings if args.strict else [])
+            label = f"{path}: Workspace {doc.obj.name!r}"
+            if bad:
+                failed += 1
+                print(f"FAIL {label} ({len(bad)} problem{'s' if len(bad) != 1 else ''}):")
+                for err in bad:
+                    print(f"  - {err}")
+            elif not args.quiet:
+                print(f"ok   {label}")
+            if not args.quiet and not args.strict:
+                for warn in result.warnings:
+                    print(f"  warning: {warn}")
+        if not found:
+            print(f"FAIL {path}: no Workspace (or KAITO ConfigMap) in this file")
+            failed += 1
+    if not args.quiet:
+        print(f"{total - min(failed, total)}/{total} object(s) valid")
+    return 1 if failed else 0
