@@ -1,0 +1,452 @@
+"""How much GPU a model needs, and where it fits: memory estimate -> instance type and nodes.
+
+Pure functions over the contract types (no torch, no I/O): the operator, the admission webhook,
+``kaito plan`` and local mode all call :func:`estimate` and :func:`place`.
+
+The rule follows upstream KAITO's estimator (KAITO-REFERENCE.md, "Sizing facts"): weights +
+KV cache for the serving context (2048 tokens, or the configured ``max-model-len``) + activation
+and runtime overhead, against the usable part of each GPU (upstream keeps ~0.84 of it). Tuning
+is method-aware: LoRA keeps the base weights in their dtype, QLoRA stores them in 4 bits; both
+add the adapter's parameters, gradients and Adam state, and the activations kept for backward.
+Every decision carries a sentence a person can read (``reasons``); a placement that cannot
+work carries ``errors`` that name a fix. docs/sizing.md explains each constant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from kaito_core.types import DTYPE_BYTES, InstanceType, ModelPreset, Runtime, TUNING_METHODS
+
+__all__ = [
+    "DEFAULT_CONTEXT_TOKENS", "GPU_MEMORY_UTILIZATION", "GPU_RUNTIME_OVERHEAD_GIB", "DISK_HEADROOM_GIB",
+    "MAX_NODES", "MULTINODE_RUNTIMES", "MemoryEstimate", "Requirement", "estimate", "place",
+    "parallel_sizes", "context_tokens",
+]
+
+GIB = 2**30
+DEFAULT_CONTEXT_TOKENS = 2048
+# Upstream sizes against ~84% of each GPU: the rest is the CUDA context, NCCL buffers and
+# allocator fragmentation, which grow with the card, not with the model.
+GPU_MEMORY_UTILIZATION = 0.84
+# Fixed per-GPU cost on top of the model: CUDA context, cuBLAS workspaces, CUDA graphs (vLLM).
+GPU_RUNTIME_OVERHEAD_GIB = 1.0
+# Upstream: disk = weights + 80Gi (image layers, the weights' download cache, logs).
+DISK_HEADROOM_GIB = 80
+MAX_NODES = 16
+# Runtimes that can spread one model over several nodes (vLLM: Ray, TP inside, PP across).
+MULTINODE_RUNTIMES = frozenset({"vllm"})
+
+# Activation bytes kept per token, per unit of hidden size, per layer, when training in 16-bit
+# with fused (SDPA/flash) attention: Korthikanti et al. 2022, "Reducing Activation Recomputation
+# in Large Transformer Models", eq. 1 without the 5*a*s/h attention-score term.
+TRAIN_ACTIVATION_BYTES = 34
+# Inference forward pass: live activations per token are a few hidden-sized tensors (residual,
+# normed input, q/k/v, attention output) plus the MLP's intermediate (~3.5x hidden, gated).
+INFER_ACTIVATION_HIDDENS = 12
+# Logits are computed in float32 for the last position of each sequence (transformers keeps
+# only the last position during generation; vLLM samples from it).
+LOGITS_BYTES = 4
+# QLoRA: nf4 weights (0.5 byte) + one fp32 absmax per 64-weight block (0.0625), double-quant
+# shrinks that to ~0.016; embeddings and the LM head stay in the compute dtype.
+QLORA_BYTES_PER_PARAM = 0.5 + 0.016
+# Adapter parameters are trained in fp32: weight 4 + gradient 4 + Adam m and v 8 = 16 bytes.
+ADAPTER_STATE_BYTES = 16
+
+# CPU (local mode, the accuracy bench): the process also holds glibc arenas and the loader's
+# transient copies; measured on a 2-core Debian machine by bench/sizing_accuracy.py.
+CPU_RUNTIME_OVERHEAD_GIB = 0.0
+CPU_WEIGHT_OVERHEAD = 0.0
+
+
+def _gib(n_bytes: float) -> float:
+    return n_bytes / GIB
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Memory one replica of a model needs, split into parts (all GiB).
+
+    ``weights``, ``kv_cache``, ``activations`` and ``tuning_state`` shard across the devices
+    that hold the model; ``per_device_overhead`` is paid once per device.
+    """
+
+    weights_gib: float
+    kv_cache_gib: float
+    activations_gib: float
+    tuning_state_gib: float
+    per_device_overhead_gib: float
+    context_tokens: int
+    batch: int
+    dtype: str
+    method: str | None
+    device: str
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def sharded_gib(self) -> float:
+        return self.weights_gib + self.kv_cache_gib + self.activations_gib + self.tuning_state_gib
+
+    def per_device_gib(self, devices: int = 1) -> float:
+        """Memory each of ``devices`` devices needs when the model is spread evenly over them."""
+        return self.sharded_gib / max(1, devices) + self.per_device_overhead_gib
+
+    @property
+    def total_gib(self) -> float:
+        return self.per_device_gib(1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weightsGiB": round(self.weights_gib, 3), "kvCacheGiB": round(self.kv_cache_gib, 3),
+                "activationsGiB": round(self.activations_gib, 3),
+                "tuningStateGiB": round(self.tuning_state_gib, 3),
+                "perDeviceOverheadGiB": round(self.per_device_overhead_gib, 3),
+                "totalGiB": round(self.total_gib, 3), "contextTokens": self.context_tokens,
+                "batch": self.batch, "dtype": self.dtype, "method": self.method, "device": self.device}
+
+
+def context_tokens(preset: ModelPreset, runtime: str, max_model_len: int | None = None,
+                   method: str | None = None) -> tuple[int, str]:
+    """The serving context the KV cache is sized for (or the training sequence length), and why."""
+    if max_model_len is not None:
+        what = "sequence length" if method else "max-model-len"
+        return int(max_model_len), f"{what} {max_model_len} from the workspace's config"
+    if method is not None:
+        n = min(DEFAULT_CONTEXT_TOKENS, preset.context_length)
+        return n, f"default training sequence length of {n} tokens"
+    engine = preset.runtimes.get(runtime, {}) if runtime else {}
+    if isinstance(engine, Mapping) and engine.get("max-model-len"):
+        n = int(engine["max-model-len"])
+        return n, f"max-model-len {n} from the preset's default {runtime} arguments"
+    n = min(DEFAULT_CONTEXT_TOKENS, preset.context_length)
+    return n, f"default serving context of {n} tokens"
+
+
+def _runtime_dtype(preset: ModelPreset, runtime: str, dtype: str | None) -> str:
+    if dtype:
+        return dtype
+    engine = preset.runtimes.get(runtime, {}) if runtime else {}
+    value = engine.get("dtype") if isinstance(engine, Mapping) else None
+    return value if value in DTYPE_BYTES else preset.dtype
+
+
+def _lora_params(preset: ModelPreset, r: int, n_modules: int) -> int:
+    # Each adapted d_in x d_out projection adds r*(d_in + d_out) parameters; attention
+    # projections are about hidden x hidden, so ~2*r*hidden per module per layer.
+    return 2 * r * preset.hidden_size * max(1, n_modules) * preset.num_layers
+
+
+def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int | None = None, batch: int = 1,
+             method: str | None = None, device: str = "gpu", dtype: str | None = None) -> MemoryEstimate:
+    """Memory one replica of ``preset`` needs to serve (``method=None``) or tune (lora|qlora).
+
+    :param runtime: the serving runtime; its default engine arguments may set dtype and
+        max-model-len.
+    :param max_model_len: the serving context (or training sequence length); default: the
+        preset's ``max-model-len`` engine argument, else 2048 tokens.
+    :param batch: sequences held at once (serving) or per-device batch size (tuning).
+    :param device: ``"gpu"`` (CUDA overheads) or ``"cpu"`` (local mode, the accuracy bench).
+    :param dtype: override the weights' dtype (e.g. ``"float32"`` on CPU).
+    """
+    if method is not None and method not in TUNING_METHODS:
+        raise ValueError(f"method {method!r}: expected one of {list(TUNING_METHODS)} or None for serving")
+    if batch < 1:
+        raise ValueError(f"batch {batch!r}: expected a positive integer")
+    if device not in ("gpu", "cpu"):
+        raise ValueError(f"device {device!r}: expected 'gpu' or 'cpu'")
+    reasons: list[str] = []
+    ctx, ctx_why = context_tokens(preset, runtime, max_model_len, method)
+    reasons.append(f"context: {ctx_why}")
+    wdtype = _runtime_dtype(preset, runtime, dtype)
+    act_bytes = DTYPE_BYTES[wdtype] if DTYPE_BYTES[wdtype] >= 2 else 2.0
+    scale = DTYPE_BYTES[wdtype] / DTYPE_BYTES[preset.dtype]
+    weights = preset.weight_bytes * scale
+    tuning_state = 0.0
+    if method == "qlora":
+        embed = 2 * preset.vocab_size * preset.hidden_size  # embeddings + LM head stay unquantized
+        weights = max(0, preset.parameters - embed) * QLORA_BYTES_PER_PARAM + embed * act_bytes
+        reasons.append(f"qlora: base weights in 4-bit nf4 ({_gib(weights):.1f} GiB with unquantized embeddings)")
+    else:
+        reasons.append(f"weights: {_gib(weights):.1f} GiB in {wdtype}")
+    if method is None:
+        kv = preset.kv_bytes_per_token(act_bytes) * ctx * batch
+        # One forward pass over the longest prefill chunk (vLLM chunks prefills at 2048 tokens
+        # per step by default; transformers runs the whole prompt at once).
+        chunk = ctx * batch if runtime != "vllm" else min(ctx * batch, max(ctx, 2048))
+        act = chunk * preset.hidden_size * act_bytes * INFER_ACTIVATION_HIDDENS \
+            + batch * preset.vocab_size * LOGITS_BYTES * 2
+        reasons.append(f"kv cache: {_gib(kv):.2f} GiB for {batch} x {ctx} tokens "
+                       f"({preset.kv_bytes_per_token(act_bytes) / 1024:.0f} KiB per token)")
+    else:
+        recipe = preset.tuning
+        r = recipe.r if recipe else 8
+        modules = len(recipe.target_modules) if recipe else 2
+        n_adapter = _lora_params(preset, r, modules)
+        tuning_state = n_adapter * ADAPTER_STATE_BYTES
+        kv = 0.0
+        act = (ctx * batch * preset.hidden_size * preset.num_layers * TRAIN_ACTIVATION_BYTES * act_bytes / 2
+               + ctx * batch * preset.vocab_size * LOGITS_BYTES * 2)
+        reasons.append(f"{method}: adapter r={r} on {modules} module(s) per layer = {n_adapter / 1e6:.1f}M "
+                       f"parameters, {_gib(tuning_state):.2f} GiB with gradients and Adam state")
+        reasons.append(f"training activations for {batch} x {ctx} tokens: {_gib(act):.1f} GiB")
+    if device == "gpu":
+        overhead = GPU_RUNTIME_OVERHEAD_GIB
+    else:
+        overhead = CPU_RUNTIME_OVERHEAD_GIB
+        weights *= 1.0 + CPU_WEIGHT_OVERHEAD
+    return MemoryEstimate(weights_gib=_gib(weights), kv_cache_gib=_gib(kv), activations_gib=_gib(act),
+                          tuning_state_gib=_gib(tuning_state), per_device_overhead_gib=overhead,
+                          context_tokens=ctx, batch=batch, dtype=wdtype, method=method, device=device,
+                          reasons=tuple(reasons))
+
+
+def parallel_sizes(preset: ModelPreset, gpus_per_node: int, node_count: int = 1) -> tuple[int, int]:
+    """vLLM (tensor_parallel_size, pipeline_parallel_size) for the GPUs of a placement.
+
+    Tensor parallelism stays inside a node (NVLink/PCIe); nodes are chained by pipeline
+    parallelism, as upstream's multi-node vLLM does. vLLM needs the attention heads to split
+    evenly over the TP ranks, and the KV heads to split evenly or be replicated; when the node's
+    GPU count does not divide them (Falcon-7B has 71 heads) the remaining factor becomes
+    pipeline stages inside the node.
+    """
+    heads, kv = preset.num_attention_heads, preset.num_kv_heads
+    tp = 1
+    for t in range(gpus_per_node, 0, -1):
+        if gpus_per_node % t == 0 and heads % t == 0 and (kv % t == 0 or t % kv == 0):
+            tp = t
+            break
+    return tp, (gpus_per_node // tp) * node_count
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Where and how one Workspace runs: the sizing decision and why.
+
+    ``gpu_memory_required_gib`` is the whole model (all parts plus every GPU's overhead) over
+    the placement's ``gpus_per_node * node_count`` GPUs; ``gpu_memory_available_gib`` is the
+    usable part (``GPU_MEMORY_UTILIZATION``) of those GPUs. ``per_gpu_required_gib`` is what
+    each GPU must hold. When ``errors`` is non-empty the Workspace cannot be placed and the
+    numbers describe the closest attempt.
+    """
+
+    preset: str
+    runtime: str
+    instance_type: str | None
+    gpus_per_node: int
+    node_count: int
+    gpu_memory_required_gib: float
+    gpu_memory_available_gib: float
+    disk_gib: int
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    per_gpu_required_gib: float = 0.0
+    per_gpu_usable_gib: float = 0.0
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    method: str | None = None
+    reasons: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    estimate: MemoryEstimate | None = field(default=None, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus_per_node * self.node_count
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``kaito plan --output json`` shape (camelCase, like the Workspace API)."""
+        return {"preset": self.preset, "runtime": self.runtime, "instanceType": self.instance_type,
+                "gpusPerNode": self.gpus_per_node, "nodeCount": self.node_count,
+                "gpuMemoryRequiredGiB": round(self.gpu_memory_required_gib, 2),
+                "gpuMemoryAvailableGiB": round(self.gpu_memory_available_gib, 2),
+                "diskGiB": self.disk_gib, "tensorParallelSize": self.tensor_parallel_size,
+                "pipelineParallelSize": self.pipeline_parallel_size,
+                "perGpuRequiredGiB": round(self.per_gpu_required_gib, 2),
+                "perGpuUsableGiB": round(self.per_gpu_usable_gib, 2),
+                "contextTokens": self.context_tokens, "method": self.method,
+                "reasons": list(self.reasons), "errors": list(self.errors)}
+
+
+def disk_gib(preset: ModelPreset) -> int:
+    return int(math.ceil(preset.weight_gib)) + DISK_HEADROOM_GIB
+
+
+def _runtime_name(runtime: str | Runtime | None, preset: ModelPreset) -> str:
+    if runtime is None:
+        return preset.default_runtime
+    return runtime.name if isinstance(runtime, Runtime) else str(runtime)
+
+
+def _multinode(runtime: str | Runtime | None, name: str, preset: ModelPreset, method: str | None) -> bool:
+    if method is not None:
+        return False  # upstream: a tuning Workspace runs on one node (count <= 1)
+    runtime_ok = runtime.supports_multinode if isinstance(runtime, Runtime) else name in MULTINODE_RUNTIMES
+    return runtime_ok and preset.supports_multinode
+
+
+def _fit(est: MemoryEstimate, it: InstanceType, nodes: int) -> tuple[float, float, bool]:
+    gpus = it.gpu_count * nodes
+    per_gpu = est.per_device_gib(gpus)
+    usable = it.gpu_memory_gib * GPU_MEMORY_UTILIZATION
+    return per_gpu, usable, per_gpu <= usable
+
+
+def _place_on(preset: ModelPreset, est: MemoryEstimate, it: InstanceType, runtime: str, multinode: bool,
+              method: str | None, max_nodes: int) -> Requirement:
+    reasons = [f"{preset.name}: needs {est.total_gib:.1f} GiB on one GPU "
+               f"({est.sharded_gib:.1f} GiB of model state + {est.per_device_overhead_gib:g} GiB runtime overhead)"]
+    reasons += list(est.reasons)
+    usable = it.gpu_memory_gib * GPU_MEMORY_UTILIZATION
+    reasons.append(f"{it.name}: {it.gpu_count} x {it.gpu_model} {it.gpu_memory_gib:g} GiB, "
+                   f"{usable:.1f} GiB usable per GPU ({GPU_MEMORY_UTILIZATION:.0%})")
+    errors: list[str] = []
+    nodes = 1
+    per_gpu, usable, ok = _fit(est, it, 1)
+    if ok:
+        reasons.append(f"one node: all {it.gpu_count} GPU(s) of the dedicated node hold "
+                       f"{per_gpu:.1f} GiB each <= {usable:.1f} GiB usable")
+    elif multinode:
+        for n in range(2, max_nodes + 1):
+            per_gpu, usable, ok = _fit(est, it, n)
+            if ok:
+                nodes = n
+                break
+        if ok:
+            reasons.append(f"multi-node: one {it.name} is not enough; {nodes} nodes x {it.gpu_count} GPU(s) hold "
+                           f"{per_gpu:.1f} GiB each <= {usable:.1f} GiB usable ({runtime} spans nodes)")
+        else:
+            nodes = max_nodes
+            errors.append(f"{preset.name} needs {est.total_gib:.1f} GiB and does not fit on {max_nodes} nodes of "
+                          f"{it.name}; choose an instance type with more GPU memory")
+    else:
+        why = (f"tuning runs on one node" if method else
+               f"runtime {runtime!r} cannot span nodes" if runtime not in MULTINODE_RUNTIMES
+               else f"preset {preset.name!r} is not marked for multi-node serving")
+        errors.append(f"{preset.name} needs {per_gpu:.1f} GiB per GPU on {it.name} but only {usable:.1f} GiB "
+                      f"is usable per GPU, and {why}")
+    if method is None and runtime == "vllm":
+        tp, pp = parallel_sizes(preset, it.gpu_count, nodes)
+        if tp * pp > 1:
+            reasons.append(f"vLLM: tensor-parallel-size {tp} inside each node"
+                           + (f", pipeline-parallel-size {pp}" if pp > 1 else "")
+                           + (f" (the {preset.num_attention_heads} attention heads do not split over "
+                              f"{it.gpu_count} GPUs)" if tp < it.gpu_count else ""))
+    else:
+        tp, pp = 1, 1
+        if it.gpu_count > 1:
+            reasons.append(f"{'tuning' if method else runtime}: layers spread over {it.gpu_count} GPUs "
+                           f"(device_map=auto)")
+    if method is not None and preset.tuning is not None:
+        floor = preset.tuning.memory_gib_per_gpu.get(method)
+        if floor is not None and floor > it.gpu_memory_gib:
+            errors.append(f"the {preset.name} {method} recipe asks for {floor:g} GiB per GPU; "
+                          f"{it.name} has {it.gpu_memory_gib:g} GiB GPUs")
+    if est.weights_gib > it.total_gpu_memory_gib * nodes and not errors:
+        errors.append(f"{it.name} x {nodes} has {it.total_gpu_memory_gib * nodes:g} GiB of GPU memory, "
+                      f"less than the {est.weights_gib:.1f} GiB of weights")
+    gpus = it.gpu_count * nodes
+    disk = disk_gib(preset)
+    reasons.append(f"disk: {disk} GiB (weights {preset.weight_gib:.1f} GiB + {DISK_HEADROOM_GIB} GiB)")
+    return Requirement(
+        preset=preset.name, runtime=runtime, instance_type=it.name, gpus_per_node=it.gpu_count, node_count=nodes,
+        gpu_memory_required_gib=est.sharded_gib + est.per_device_overhead_gib * gpus,
+        gpu_memory_available_gib=usable * gpus, disk_gib=disk, tensor_parallel_size=tp,
+        pipeline_parallel_size=pp, per_gpu_required_gib=per_gpu, per_gpu_usable_gib=usable,
+        context_tokens=est.context_tokens, method=method, reasons=tuple(reasons), errors=tuple(errors),
+        estimate=est)
+
+
+def _cost_key(req: Requirement, it: InstanceType) -> tuple:
+    # No price list ships with kaito: without prices, fewer nodes, then less GPU memory, then
+    # fewer GPUs and vCPUs stand in for cost (they track the clouds' price lists closely).
+    price = it.hourly_usd * req.node_count if it.hourly_usd is not None else math.inf
+    return (req.node_count, price, it.total_gpu_memory_gib * req.node_count, req.total_gpus,
+            it.vcpus, it.name)
+
+
+def place(preset: ModelPreset, instance_types: Iterable[InstanceType] | Mapping[str, InstanceType], *,
+          instance_type: str | None = None, runtime: str | Runtime | None = None,
+          max_model_len: int | None = None, batch: int = 1, method: str | None = None,
+          cloud: str | None = None, max_nodes: int = MAX_NODES) -> Requirement:
+    """Decide where ``preset`` runs: instance type, GPUs per node, node count, TP/PP, disk.
+
+    :param instance_types: the catalog (``registry.instance_types`` or any iterable).
+    :param instance_type: the Workspace's ``resource.instanceType``; None (BYO / Karpenter
+        choosing) picks the cheapest fitting type of the catalog.
+    :param runtime: runtime name or :class:`Runtime`; default the preset's default runtime.
+    :param method: None to serve, ``"lora"``/``"qlora"`` to tune.
+    :param cloud: only consider the catalog's types of this cloud (``"azure"``, ``"aws"``) when
+        choosing a type (an explicit ``instance_type`` is looked up in the whole catalog).
+    :param max_nodes: the most nodes a multi-node placement may use.
+    :returns: a :class:`Requirement`; check ``errors`` (never raises for a misfit).
+    """
+    catalog: dict[str, InstanceType] = (dict(instance_types) if isinstance(instance_types, Mapping)
+                                        else {it.name: it for it in instance_types})
+    rt = _runtime_name(runtime, preset)
+    est = estimate(preset, runtime=rt, max_model_len=max_model_len, batch=batch, method=method)
+    errors: list[str] = []
+    if method is None and rt not in preset.runtimes:
+        errors.append(f"runtime {rt!r} is not supported by preset {preset.name!r}; "
+                      f"use one of {sorted(preset.runtimes)} (annotation kaito.sh/runtime)")
+    if est.context_tokens > preset.context_length:
+        errors.append(f"max-model-len {est.context_tokens} exceeds {preset.name}'s context limit of "
+                      f"{preset.context_length} tokens; set vllm.max-model-len <= {preset.context_length}")
+    multinode = _multinode(runtime, rt, preset, method)
+    if instance_type is not None:
+        it = catalog.get(instance_type) or next(
+            (t for t in catalog.values() if instance_type in t.aliases), None)
+        if it is None:
+            known = ", ".join(sorted(catalog)) or "none registered"
+            return Requirement(preset=preset.name, runtime=rt, instance_type=instance_type, gpus_per_node=0,
+                               node_count=0, gpu_memory_required_gib=est.total_gib, gpu_memory_available_gib=0.0,
+                               disk_gib=disk_gib(preset), context_tokens=est.context_tokens, method=method,
+                               reasons=est.reasons, estimate=est,
+                               errors=tuple(errors + [f"resource.instanceType {instance_type!r} is not in the "
+                                                      f"instance-type catalog; known: {known}"]))
+        req = _place_on(preset, est, it, rt, multinode, method, max_nodes)
+        if not req.ok:
+            same_cloud = {n: t for n, t in catalog.items() if t.cloud == it.cloud}
+            alt = _cheapest(preset, est, same_cloud, rt, multinode=False, method=method, max_nodes=1)
+            if alt is not None and alt.instance_type != it.name:
+                req = _with(req, errors=req.errors + (f"an instance type that fits on one node: {alt.instance_type} "
+                                                      f"({alt.gpus_per_node} GPU(s))",))
+        return _with(req, errors=tuple(errors) + req.errors) if errors else req
+    if cloud is not None:
+        catalog = {n: t for n, t in catalog.items() if t.cloud == cloud}
+    best = _cheapest(preset, est, catalog, rt, multinode=multinode, method=method, max_nodes=max_nodes)
+    if best is None:
+        return Requirement(preset=preset.name, runtime=rt, instance_type=None, gpus_per_node=0, node_count=0,
+                           gpu_memory_required_gib=est.total_gib, gpu_memory_available_gib=0.0,
+                           disk_gib=disk_gib(preset), context_tokens=est.context_tokens, method=method,
+                           reasons=est.reasons, estimate=est,
+                           errors=tuple(errors + [f"no instance type in the catalog ({len(catalog)} types) fits "
+                                                  f"{preset.name} ({est.total_gib:.1f} GiB)"]))
+    note = (f"no instanceType given: {best.instance_type} is the cheapest fitting type of "
+            f"{len(catalog)} in the catalog (fewest nodes, then least GPU memory)")
+    return _with(best, reasons=(note,) + best.reasons, errors=tuple(errors) + best.errors)
+
+
+def _cheapest(preset: ModelPreset, est: MemoryEstimate, catalog: Mapping[str, InstanceType], runtime: str, *,
+              multinode: bool, method: str | None, max_nodes: int) -> Requirement | None:
+    fits = []
+    for it in catalog.values():
+        req = _place_on(preset, est, it, runtime, multinode, method, max_nodes)
+        if req.ok:
+            fits.append((_cost_key(req, it), req))
+    return min(fits, key=lambda x: x[0])[1] if fits else None
+
+
+def _with(req: Requirement, **changes: Any) -> Requirement:
+    from dataclasses import replace
+
+    return replace(req, **changes)
+
+
+def place_all(presets: Sequence[ModelPreset], instance_types: Iterable[InstanceType], **kwargs: Any
+              ) -> dict[tuple[str, str], Requirement]:
+    """Every preset on every instance type (for tables and tests)."""
+    its = list(instance_types)
+    return {(p.name, it.name): place(p, its, instance_type=it.name, **kwargs) for p in presets for it in its}
