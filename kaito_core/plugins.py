@@ -326,11 +326,11 @@ class KaitoPluginManager(pluggy.PluginManager):
             "kaito_register_instance_types": reg.add_instance_type,
             "kaito_register_runtimes": reg.add_runtime,
         }
-        # Call every implementation on its own, in registration order (pluggy calls LIFO and
+        # Call every implementation on its own, in registration order (pluggy would call LIFO and
         # aborts the whole call when one raises), so a failure is attributed and isolated.
         for hook_name in HOOKS:
             caller = getattr(self.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():
                 plugin = impl.plugin_name
                 info = self.infos.setdefault(plugin, PluginInfo(name=plugin))
                 names: list[str] = []
@@ -386,6 +386,7 @@ def get_plugin_manager(*, disabled: Iterable[str] | None = None, entry_points: b
                 pm.infos[name] = info
                 continue
             pm.add_plugin(plugin, name, info)
+        pm.registry  # noqa: B018 - run the hooks now, so failures are recorded in pm.infos
         if default and cached:
             _CACHED = pm
         return pm
