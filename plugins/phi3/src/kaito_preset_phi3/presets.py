@@ -1,0 +1,109 @@
+"""The Phi presets: Phi-3 mini/medium (4k and 128k), Phi-3.5 mini, Phi-4 and Phi-4 mini.
+
+Every Phi model here is a ``Phi3ForCausalLM`` (fused ``qkv_proj``), published in bfloat16.
+Sizes are the safetensors totals from upstream's model catalog (``modelFileSize``); parameter
+counts are the models' published totals. Long-context models default to an 8k serving context
+(their KV cache at 128k tokens would need tens of GiB): raise ``vllm.max-model-len`` in the
+Workspace's inference config to serve longer prompts.
+"""
+
+from __future__ import annotations
+
+from kaito_core.images import runtime_image
+from kaito_core.types import ModelPreset, TuningRecipe
+
+GIB = 2**30
+
+# Phi-3 / Phi-3.5 / Phi-4-mini chat format: <|user|>\n...<|end|>\n<|assistant|>\n
+PHI3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+# Phi-4 uses ChatML-like turns with <|im_sep|> between the role and the content.
+PHI4_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '<|im_sep|>' + message['content'] + '<|im_end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant<|im_sep|>' }}{% endif %}"
+)
+
+# Phi-4-mini: the same role markers without newlines.
+PHI4_MINI_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+# Phi-3 fuses q/k/v into one projection; upstream tunes qkv_proj and o_proj. The per-GPU
+# memory figures are upstream's tuning requirements for the mini models.
+PHI3_MINI_TUNING = TuningRecipe(
+    methods=("lora", "qlora"), target_modules=("qkv_proj", "o_proj"), r=8, lora_alpha=8,
+    lora_dropout=0.0, num_train_epochs=1, per_device_train_batch_size=1,
+    memory_gib_per_gpu={"lora": 16.0, "qlora": 8.0})
+PHI3_LARGE_TUNING = TuningRecipe(
+    methods=("lora", "qlora"), target_modules=("qkv_proj", "o_proj"), r=8, lora_alpha=8,
+    lora_dropout=0.0, num_train_epochs=1, per_device_train_batch_size=1)
+
+
+def _runtimes(max_model_len: int) -> dict:
+    return {"vllm": {"dtype": "bfloat16", "max-model-len": max_model_len, "gpu-memory-utilization": 0.9},
+            "transformers": {"dtype": "bfloat16"}}
+
+
+def _phi(name: str, repo: str, revision: str, *, parameters: int, size_gib: float, context: int,
+         hidden: int, layers: int, heads: int, kv_heads: int, vocab: int, max_model_len: int,
+         tuning: TuningRecipe, template: str = PHI3_CHAT_TEMPLATE, multinode: bool = False,
+         description: str) -> ModelPreset:
+    return ModelPreset(
+        name=name, family="phi3", hf_repo=repo, revision=revision, architecture="Phi3ForCausalLM",
+        parameters=parameters, weight_bytes=int(size_gib * GIB), dtype="bfloat16", context_length=context,
+        num_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_kv_heads=kv_heads,
+        vocab_size=vocab, license="mit", gated=False, chat_template=template,
+        runtimes=_runtimes(max_model_len), default_runtime="vllm", image=runtime_image("vllm"),
+        weights_source="oci", tuning=tuning, tag="0.2.0", aliases=(repo,), supports_multinode=multinode,
+        description=description)
+
+
+PHI_3_MINI_4K = _phi(
+    "phi-3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct", "0a67737cc96d2554230f90338b163bc6380a2a85",
+    parameters=3_821_079_552, size_gib=7.12, context=4096, hidden=3072, layers=32, heads=32, kv_heads=32,
+    vocab=32064, max_model_len=4096, tuning=PHI3_MINI_TUNING,
+    description="Phi-3 Mini, 3.8B parameters, 4k context, instruction-tuned")
+PHI_3_MINI_128K = _phi(
+    "phi-3-mini-128k-instruct", "microsoft/Phi-3-mini-128k-instruct", "072cb7562cb8c4adf682a8e186aaafa49469eb5d",
+    parameters=3_821_079_552, size_gib=7.12, context=131072, hidden=3072, layers=32, heads=32, kv_heads=32,
+    vocab=32064, max_model_len=8192, tuning=PHI3_MINI_TUNING,
+    description="Phi-3 Mini, 3.8B parameters, 128k context (served at 8k by default)")
+PHI_3_MEDIUM_4K = _phi(
+    "phi-3-medium-4k-instruct", "microsoft/Phi-3-medium-4k-instruct", "b64223aaea6fbf273c0c8cd0801d5e732dce8897",
+    parameters=13_960_238_080, size_gib=26.00, context=4096, hidden=5120, layers=40, heads=40, kv_heads=10,
+    vocab=32064, max_model_len=4096, tuning=PHI3_LARGE_TUNING, multinode=True,
+    description="Phi-3 Medium, 14B parameters, 4k context, grouped-query attention")
+PHI_3_MEDIUM_128K = _phi(
+    "phi-3-medium-128k-instruct", "microsoft/Phi-3-medium-128k-instruct", "fa7d2aa4f5ea69b2e36b20d050cdae79c9bfbb3f",
+    parameters=13_960_238_080, size_gib=26.00, context=131072, hidden=5120, layers=40, heads=40, kv_heads=10,
+    vocab=32064, max_model_len=8192, tuning=PHI3_LARGE_TUNING, multinode=True,
+    description="Phi-3 Medium, 14B parameters, 128k context (served at 8k by default)")
+PHI_3_5_MINI = _phi(
+    "phi-3.5-mini-instruct", "microsoft/Phi-3.5-mini-instruct", "3145e03a9fd4cdd7cd953c34d9bbf7ad606122ca",
+    parameters=3_821_079_552, size_gib=7.12, context=131072, hidden=3072, layers=32, heads=32, kv_heads=32,
+    vocab=32064, max_model_len=8192, tuning=PHI3_MINI_TUNING,
+    description="Phi-3.5 Mini, 3.8B parameters, 128k context (served at 8k by default), multilingual")
+PHI_4 = _phi(
+    "phi-4", "microsoft/phi-4", "187ef0342fff0eb3333be9f00389385e95ef0b61",
+    parameters=14_659_507_200, size_gib=27.31, context=16384, hidden=5120, layers=40, heads=40, kv_heads=10,
+    vocab=100352, max_model_len=16384, tuning=PHI3_LARGE_TUNING, template=PHI4_CHAT_TEMPLATE, multinode=True,
+    description="Phi-4, 14.7B parameters, 16k context, reasoning-focused")
+PHI_4_MINI = _phi(
+    "phi-4-mini-instruct", "microsoft/Phi-4-mini-instruct", "c0fb9e74abda11b496b7907a9c6c9009a7a0488f",
+    parameters=3_836_021_760, size_gib=7.15, context=131072, hidden=3072, layers=32, heads=24, kv_heads=8,
+    vocab=200064, max_model_len=8192, tuning=PHI3_MINI_TUNING, template=PHI4_MINI_CHAT_TEMPLATE,
+    description="Phi-4 Mini, 3.8B parameters, 128k context (served at 8k by default), 200k vocabulary")
+
+PRESETS = (PHI_3_MINI_4K, PHI_3_MINI_128K, PHI_3_MEDIUM_4K, PHI_3_MEDIUM_128K, PHI_3_5_MINI, PHI_4, PHI_4_MINI)
