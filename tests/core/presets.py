@@ -11,4 +11,5 @@ BASE = dict(family="test", hf_repo="org/tiny", revision="0" * 40, architecture="
 
 
 def make_preset(name: str, **overrides) -> ModelPreset:
-    return ModelPreset(name=name, **{**BASE, **overrides})
+    fields = {"name": name, **BASE, **overrides}
+    return ModelPreset(**fields)
