@@ -157,15 +157,18 @@ def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) 
     types = getattr(registry, "instance_types", {}) or {}
     it = types.get(it_name)
     if it is None:
-        if AZURE_GPU_SKU.match(it_name):
+        import difflib
+
+        close = difflib.get_close_matches(it_name, list(types), n=1, cutoff=0.85)
+        if close:
+            r.error("resource.instanceType", it_name, "is not a known GPU instance type",
+                    f"did you mean {close[0]!r}?")
+        elif AZURE_GPU_SKU.match(it_name):
+            # upstream accepts any Azure N-series SKU; we cannot check its GPU memory
             r.warn("resource.instanceType", it_name, "is not in the installed instance catalogs; "
                    "GPU memory cannot be checked", "set kaito.sh/bypass-resource-checks if this is intended")
         elif types:
-            import difflib
-
-            close = difflib.get_close_matches(it_name, list(types), n=1, cutoff=0.6)
             r.error("resource.instanceType", it_name, "is not a known GPU instance type",
-                    f"did you mean {close[0]!r}?" if close else
                     "see `kaito plan` for types that fit, or install the provisioner plugin for your cloud")
         return
     if preset is not None and not ws.bypass_resource_checks:
