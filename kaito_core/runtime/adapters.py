@@ -1,0 +1,162 @@
+"""LoRA adapters for the transformers backend: load, unload, per-request selection, strength.
+
+All adapters live in one ``PeftModel`` next to the untouched base weights; each forward pass
+passes peft's ``adapter_names`` (one per row, ``"__base__"`` for the base model), so requests
+for different adapters share a batch. ``strength`` scales an adapter's LoRA delta
+(``scaling = strength * alpha / r``), the per-adapter weight upstream KAITO applies when it
+combines mounted adapters. Mutations run on the engine thread, between forward passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kaito_core.runtime.loader import ModelLoadError, check_weights
+from kaito_core.runtime.oci import looks_like_reference, pull_adapter
+from kaito_core.runtime.options import AdapterSpec, check_adapter_name, check_strength
+
+log = logging.getLogger("kaito.runtime.adapters")
+BASE = "__base__"
+
+
+@dataclass
+class AdapterInfo:
+    name: str
+    source: str
+    path: str
+    strength: float
+    created: int
+    base_model: str | None = None
+
+
+def resolve_source(source: str, cache_dir: Path, name: str) -> Path:
+    """A directory as is; an OCI reference pulled into ``cache_dir/name``."""
+    path = Path(source)
+    if path.exists():
+        if not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter {name!r}: {source!r} has no adapter_config.json; expected a PEFT "
+                                 "LoRA directory (/mnt/adapter/<name>) with adapter_config.json and "
+                                 "adapter_model.safetensors")
+        return path
+    if looks_like_reference(source):
+        dest = cache_dir / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        return pull_adapter(source, dest)
+    raise ModelLoadError(f"adapter {name!r}: source {source!r} is neither an existing directory nor an OCI "
+                         "reference (REGISTRY/REPOSITORY:TAG)")
+
+
+def scan_adapters_dir(root: str | os.PathLike) -> list[AdapterSpec]:
+    """Every ``root/<name>`` holding ``adapter_config.json`` (upstream's /mnt/adapter layout).
+
+    Strength comes from an environment variable named like the adapter, as upstream's
+    transformers server reads it (``os.getenv(adapter_name, '1.0')``).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    specs = []
+    for sub in sorted(root.iterdir()):
+        if (sub / "adapter_config.json").is_file():
+            name = check_adapter_name(sub.name, where=f"adapter directory {str(sub)!r}")
+            strength = check_strength(os.environ.get(sub.name, "1.0"), where=f"env {sub.name}")
+            specs.append(AdapterSpec(name=name, source=str(sub), strength=strength))
+    return specs
+
+
+class AdapterSet:
+    """The adapters loaded into one base model. Not thread-safe: call from the engine thread."""
+
+    def __init__(self, base_model: Any, *, allow_pickle: bool = False, cache_dir: str | None = None):
+        self.base = base_model
+        self.peft: Any = None
+        self.allow_pickle = allow_pickle
+        self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="kaito-adapters-"))
+        self.adapters: dict[str, AdapterInfo] = {}
+
+    @property
+    def model(self) -> Any:
+        """What the engine calls: the PeftModel once an adapter was loaded, else the base model."""
+        return self.peft if self.peft is not None else self.base
+
+    def forward_kwargs(self, rows: list[Any]) -> dict[str, Any]:
+        if self.peft is None:
+            return {}
+        return {"adapter_names": [r.adapter or BASE for r in rows]}
+
+    def fetch(self, name: str, source: str) -> Path:
+        """Resolve ``source`` to a local directory (pulling OCI references). Any thread."""
+        check_adapter_name(name)
+        return resolve_source(source, self.cache_dir, name)
+
+    def load(self, name: str, source: str, strength: float = 1.0, path: Path | None = None) -> AdapterInfo:
+        """Load adapter ``name`` (from ``path`` when already fetched). Engine thread only."""
+        from peft import PeftModel
+
+        check_adapter_name(name)
+        strength = check_strength(strength, where=f"adapter {name!r}")
+        if name in self.adapters:
+            raise ModelLoadError(f"adapter {name!r} is already loaded; unload it first to replace it")
+        path = path or resolve_source(source, self.cache_dir, name)
+        check_weights(path, allow_pickle=self.allow_pickle, what=f"adapter {name!r}")
+        try:
+            config = json.loads((path / "adapter_config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"adapter {name!r}: adapter_config.json is not valid JSON ({exc})") from None
+        if str(config.get("peft_type", "LORA")).upper() != "LORA":
+            raise ModelLoadError(f"adapter {name!r}: peft_type is {config.get('peft_type')!r}; only LoRA adapters "
+                                 "can be served")
+        kwargs = {"adapter_name": name, "is_trainable": False,
+                  "use_safetensors": None if self.allow_pickle else True}
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base, str(path), **kwargs)
+            else:
+                self.peft.load_adapter(str(path), **kwargs)
+        except TypeError:  # a peft without use_safetensors: weights were checked above
+            kwargs.pop("use_safetensors")
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base, str(path), **kwargs)
+            else:
+                self.peft.load_adapter(str(path), **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a wrong base model, missing modules, bad tensors
+            self._forget(name)
+            raise ModelLoadError(f"adapter {name!r} from {source!r} does not fit this model: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        self.peft.eval()
+        self._set_strength(name, strength)
+        info = AdapterInfo(name=name, source=source, path=str(path), strength=strength, created=int(time.time()),
+                           base_model=config.get("base_model_name_or_path"))
+        self.adapters[name] = info
+        log.info("adapter %s loaded from %s (strength %.2f)", name, source, strength)
+        return info
+
+    def _set_strength(self, name: str, strength: float) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        for module in self.peft.modules():
+            if isinstance(module, LoraLayer):
+                module.set_scale(name, strength)
+
+    def _forget(self, name: str) -> None:
+        if self.peft is not None and name in getattr(self.peft, "peft_config", {}):
+            try:
+                self.peft.delete_adapter(name)
+            except Exception:  # noqa: BLE001
+                log.exception("cleanup of adapter %s failed", name)
+
+    def unload(self, name: str) -> AdapterInfo:
+        info = self.adapters.pop(name)
+        self.peft.delete_adapter(name)
+        shutil.rmtree(self.cache_dir / name, ignore_errors=True)
+        log.info("adapter %s unloaded", name)
+        return info

@@ -1,0 +1,250 @@
+"""Options of the inference server: flags, environment and ``inference_config.yaml``.
+
+Shared by ``kaito serve`` and ``python -m kaito_core.runtime`` (what local mode and the runtime
+image run), so both accept exactly the same flags. Standard library + PyYAML only: the CLI
+imports this module at every start.
+
+Precedence, highest first: command-line flag, environment variable (``KAITO_*``), the
+``inference_config.yaml`` given with ``--config`` (in a pod: the Workspace's ConfigMap), default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from kaito_core.errors import KaitoError
+
+RUNTIMES = ("transformers", "vllm")
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
+DEFAULT_MAX_BODY = 8 * 2**20
+DEFAULT_ADAPTER_ROOT = "/mnt/adapter"
+
+
+class OptionsError(KaitoError, ValueError):
+    """A flag, environment variable or config entry the server cannot start with."""
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """One LoRA adapter to load at start: a directory or an OCI reference."""
+
+    name: str
+    source: str
+    strength: float = 1.0
+
+
+@dataclass
+class ServeOptions:
+    """Everything the server needs to start. Built by :func:`options_from_args` or by hand."""
+
+    model: str
+    preset: str | None = None
+    runtime: str = "transformers"
+    adapters: list[AdapterSpec] = field(default_factory=list)
+    adapters_dir: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5000
+    api_key: str | None = None
+    max_batch: int = 16
+    max_model_len: int | None = None
+    dtype: str | None = None
+    device: str | None = None
+    served_model_name: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    max_queue: int = 256
+    config_path: str | None = None
+    vllm_args: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise OptionsError("--model is required: a local model directory or a Hugging Face id 'org/model'")
+        if self.runtime not in RUNTIMES:
+            raise OptionsError(f"--runtime is {self.runtime!r}, expected one of {list(RUNTIMES)}")
+        if not 0 < self.port < 65536:
+            raise OptionsError(f"--port is {self.port}, expected 1..65535")
+        if self.max_batch < 1:
+            raise OptionsError(f"--max-batch is {self.max_batch}, expected a positive integer")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise OptionsError(f"--max-model-len is {self.max_model_len}, expected at least 2 tokens")
+        if self.max_body_bytes < 1024:
+            raise OptionsError(f"--max-body-bytes is {self.max_body_bytes}, expected at least 1024")
+        seen: set[str] = set()
+        for spec in self.adapters:
+            if spec.name in seen:
+                raise OptionsError(f"adapter {spec.name!r} is given twice; adapter names must be unique")
+            seen.add(spec.name)
+
+    @property
+    def model_name(self) -> str:
+        """The id clients use in ``model``: the served name, else the preset, else the path/id."""
+        return self.served_model_name or self.preset or self.model
+
+
+def parse_adapter(text: str, strengths: Mapping[str, float] | None = None) -> AdapterSpec:
+    """``NAME=PATH_OR_OCI_REF`` -> :class:`AdapterSpec` (strength from ``strengths``)."""
+    name, sep, source = text.partition("=")
+    name, source = name.strip(), source.strip()
+    if not sep or not name or not source:
+        raise OptionsError(f"--adapter {text!r}: expected NAME=PATH_OR_OCI_REF, e.g. "
+                           "--adapter sql=/mnt/adapter/sql or --adapter sql=myregistry.io/adapters/sql:v1")
+    check_adapter_name(name, where=f"--adapter {text!r}")
+    strength = (strengths or {}).get(name, 1.0)
+    return AdapterSpec(name=name, source=source, strength=check_strength(strength, where=f"adapter {name!r}"))
+
+
+def check_adapter_name(name: str, where: str = "adapter") -> str:
+    if not isinstance(name, str) or not ADAPTER_NAME.match(name):
+        raise OptionsError(f"{where}: name {name!r} is not valid; use 1-63 letters, digits, '.', '_' or '-', "
+                           "starting with a letter or digit")
+    return name
+
+
+def check_strength(value: Any, where: str = "adapter") -> float:
+    try:
+        strength = float(value)
+    except (TypeError, ValueError):
+        raise OptionsError(f"{where}: strength {value!r} is not a number; expected 0.0..1.0") from None
+    if not 0.0 <= strength <= 1.0:
+        raise OptionsError(f"{where}: strength {strength} is out of range; expected 0.0..1.0 "
+                           "(upstream KAITO's adapter strength)")
+    return strength
+
+
+def _parse_strength(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise OptionsError(f"--adapter-strength {text!r}: expected NAME=STRENGTH, e.g. sql=0.5")
+    return name.strip(), check_strength(value, where=f"--adapter-strength {text!r}")
+
+
+def load_inference_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``inference_config.yaml`` (upstream's ConfigMap key), refusing what it cannot use."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise OptionsError(f"--config {str(p)!r}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise OptionsError(f"--config {str(p)!r}: not valid YAML ({exc})") from None
+    # Upstream's ConfigMap holds the file under the key inference_config.yaml; accept the
+    # whole ConfigMap data too, so `kubectl get cm -o yaml | yq .data` works unchanged.
+    if isinstance(data, dict) and isinstance(data.get("inference_config.yaml"), str):
+        data = yaml.safe_load(data["inference_config.yaml"]) or {}
+    if not isinstance(data, dict):
+        raise OptionsError(f"--config {str(p)!r}: expected a mapping at the top level, got {type(data).__name__}")
+    for key in ("vllm", "transformers"):
+        if key in data and not isinstance(data[key], dict):
+            raise OptionsError(f"--config {str(p)!r}: '{key}' must be a mapping of settings, "
+                               f"got {type(data[key]).__name__}")
+    if "adapters" in data and not isinstance(data["adapters"], list):
+        raise OptionsError(f"--config {str(p)!r}: 'adapters' must be a list of {{name, source, strength}}")
+    return data
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's flags (``kaito serve`` and ``python -m kaito_core.runtime``)."""
+    env = os.environ.get
+    parser.add_argument("--model", default=env("KAITO_MODEL"),
+                        help="local model directory (safetensors) or Hugging Face id org/model")
+    parser.add_argument("--preset", default=env("KAITO_PRESET"),
+                        help="preset name: dtype, context, chat template and engine arguments")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=env("KAITO_RUNTIME"),
+                        help="inference backend (default: transformers)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH_OR_OCI_REF",
+                        help="LoRA adapter to load (repeatable): a directory or an OCI reference")
+    parser.add_argument("--adapter-strength", action="append", default=[], metavar="NAME=STRENGTH",
+                        help="weight 0.0..1.0 of an adapter's LoRA delta (default 1.0)")
+    parser.add_argument("--adapters-dir", default=env("KAITO_ADAPTERS_DIR"),
+                        help=f"load every adapter directory under this one (pods: {DEFAULT_ADAPTER_ROOT})")
+    parser.add_argument("--host", default=env("KAITO_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(env("KAITO_PORT", "5000")), help="port (default 5000)")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' (or env KAITO_API_KEY); /health stays open")
+    parser.add_argument("--max-batch", type=int, default=None, help="most sequences decoded together (16)")
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help="context limit in tokens (default: the preset's or the model's)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the preset's)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--served-model-name", default=None, help="model id clients use (default: preset or --model)")
+    parser.add_argument("--config", default=env("KAITO_INFERENCE_CONFIG"), metavar="inference_config.yaml",
+                        help="upstream KAITO's inference_config.yaml: a 'vllm:' map, 'transformers:' settings")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow loading pickle (.bin/.pt) weights; only for weights you trust")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model repo")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help=f"request size limit ({DEFAULT_MAX_BODY})")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+_CONFIG_KEYS = {  # transformers: settings in inference_config.yaml -> ServeOptions field
+    "max_batch": int, "max-batch": int, "max_model_len": int, "max-model-len": int, "dtype": str,
+    "device": str, "max_body_bytes": int, "allow_pickle": bool, "served_model_name": str,
+}
+
+
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    """Merge flags, environment and the config file into :class:`ServeOptions`."""
+    config: dict[str, Any] = load_inference_config(args.config) if args.config else {}
+    tcfg = dict(config.get("transformers") or {})
+    unknown = sorted(k for k in tcfg if k not in _CONFIG_KEYS)
+    if unknown:
+        raise OptionsError(f"--config {args.config!r}: unknown transformers setting(s) {unknown}; "
+                           f"known: {sorted({k.replace('-', '_') for k in _CONFIG_KEYS})}")
+    tcfg = {k.replace("-", "_"): v for k, v in tcfg.items()}
+
+    strengths = dict(_parse_strength(s) for s in args.adapter_strength)
+    adapters = [parse_adapter(a, strengths) for a in args.adapter]
+    for i, entry in enumerate(config.get("adapters") or []):
+        if not isinstance(entry, dict) or not entry.get("name") or not entry.get("source"):
+            raise OptionsError(f"--config {args.config!r}: adapters[{i}] must have 'name' and 'source'")
+        name = check_adapter_name(str(entry["name"]), where=f"adapters[{i}]")
+        if any(a.name == name for a in adapters):
+            continue  # a flag wins over the file
+        adapters.append(AdapterSpec(name=name, source=str(entry["source"]),
+                                    strength=check_strength(strengths.get(name, entry.get("strength", 1.0)),
+                                                            where=f"adapters[{i}]")))
+    unknown_strength = sorted(set(strengths) - {a.name for a in adapters})
+    if unknown_strength:
+        raise OptionsError(f"--adapter-strength names {unknown_strength}, which no --adapter defines")
+
+    def pick(flag: Any, key: str, default: Any) -> Any:
+        return flag if flag is not None else tcfg.get(key, default)
+
+    return ServeOptions(
+        model=args.model or "",
+        preset=args.preset,
+        runtime=args.runtime or "transformers",
+        adapters=adapters,
+        adapters_dir=args.adapters_dir,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("KAITO_API_KEY") or None,
+        max_batch=int(pick(args.max_batch, "max_batch", 16)),
+        max_model_len=pick(args.max_model_len, "max_model_len", None),
+        dtype=pick(args.dtype, "dtype", None),
+        device=pick(args.device, "device", None),
+        served_model_name=pick(args.served_model_name, "served_model_name", None),
+        allow_pickle=bool(args.allow_pickle or tcfg.get("allow_pickle", False)),
+        trust_remote_code=bool(args.trust_remote_code),
+        max_body_bytes=int(pick(args.max_body_bytes, "max_body_bytes", DEFAULT_MAX_BODY)),
+        config_path=args.config,
+        vllm_args=dict(config.get("vllm") or {}),
+        log_level=args.log_level,
+    )
+
+
+def build_parser(prog: str = "kaito serve") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a model over the OpenAI and KAITO APIs.")
+    add_serve_arguments(parser)
+    return parser

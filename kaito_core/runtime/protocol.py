@@ -1,0 +1,404 @@
+"""Request bodies -> validated generation requests, or an :class:`APIError` naming the param.
+
+Written by hand rather than as pydantic models so every refusal says which parameter, what
+it was and what is expected, in OpenAI's error shape, and so the checks are cheap: they run on
+the event loop for every request. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaito_core.runtime.errors import APIError, bad_param, missing_param, unsupported_param
+
+ROLES = ("system", "developer", "user", "assistant")
+MAX_STOP = 16          # vLLM has no limit, OpenAI allows 4; 16 keeps the per-token check cheap
+MAX_STOP_LEN = 256     # characters per stop string
+MAX_LOGIT_BIAS = 300   # entries (OpenAI's limit)
+MAX_SEED = 2**63 - 1
+MAX_MESSAGES = 4096
+_NUMBER = (int, float)
+
+# Parameters OpenAI defines that this server cannot honour: refused, never silently ignored.
+_UNSUPPORTED_CHAT = {
+    "tools": "tool calling is not implemented by the transformers backend",
+    "tool_choice": "tool calling is not implemented by the transformers backend",
+    "functions": "function calling is not implemented by the transformers backend",
+    "function_call": "function calling is not implemented by the transformers backend",
+    "response_format": "structured output is not implemented by the transformers backend",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+}
+_UNSUPPORTED_COMPLETION = {
+    "suffix": "insertion (suffix) is not supported",
+    "best_of": "best_of is not supported; send n=1",
+}
+
+
+@dataclass
+class SamplingParams:
+    """Per-request decoding settings, already validated."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0                      # 0: no top-k
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    ignore_eos: bool = False
+    min_tokens: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+@dataclass
+class ParsedRequest:
+    """What the server hands to the engine once the body is valid (tokens come later)."""
+
+    kind: str                              # "chat" | "completion" | "kaito_chat"
+    model: str | None
+    params: SamplingParams
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    prompt_ids: list[int] | None = None
+    stream: bool = False
+    include_usage: bool = False
+    return_full_text: bool = False         # /chat: upstream's pipeline default
+    max_length: int | None = None          # /chat: prompt + new tokens (upstream's generate_kwargs)
+    min_length: int = 0                    # /chat: prompt + new tokens, at least
+    echo: bool = False
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """Bytes -> a JSON object, refusing invalid UTF-8, NaN/Infinity and non-objects."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise APIError(400, f"the request body is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r});"
+                            " send JSON encoded as UTF-8", param="body", code="invalid_encoding") from None
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        data = json.loads(text, parse_constant=no_constants)
+    except RecursionError:
+        raise APIError(400, "the request body nests too deeply to be a real request", param="body",
+                       code="invalid_json") from None
+    except ValueError as exc:
+        raise APIError(400, f"the request body is not valid JSON: {exc}", param="body", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}", param="body",
+                       code="invalid_type")
+    return data
+
+
+# -- scalar checks ---------------------------------------------------------------------------
+
+
+def _int(body: dict, key: str, *, lo: int | None = None, hi: int | None = None, default: Any = None,
+         param: str | None = None, expected: str | None = None) -> Any:
+    name = param or key
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise bad_param(name, value, expected or "an integer", code="invalid_type")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = expected or f"an integer in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise bad_param(name, value, rng)
+    return value
+
+
+def _num(body: dict, key: str, *, lo: float | None = None, hi: float | None = None, default: Any = None,
+         lo_open: bool = False, param: str | None = None) -> Any:
+    name = param or key
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
+        raise bad_param(name, value, "a number", code="invalid_type")
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    if bad_lo or (hi is not None and value > hi):
+        left = "(" if lo_open else "["
+        raise bad_param(name, value, f"a number in {left}{lo}, {hi if hi is not None else 'inf'}]")
+    return float(value)
+
+
+def _bool(body: dict, key: str, default: bool = False, param: str | None = None) -> bool:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_param(param or key, value, "true or false", code="invalid_type")
+    return value
+
+
+def _stop(body: dict) -> list[str]:
+    value = body.get("stop")
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list):
+        raise bad_param("stop", value, "a string or a list of strings", code="invalid_type")
+    if len(stops) > MAX_STOP:
+        raise bad_param("stop", f"{len(stops)} stop sequences", f"at most {MAX_STOP} stop sequences")
+    for i, s in enumerate(stops):
+        if not isinstance(s, str):
+            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a string", code="invalid_type")
+        if not s:
+            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a non-empty string")
+        if len(s) > MAX_STOP_LEN:
+            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s,
+                            f"a string of at most {MAX_STOP_LEN} characters")
+    return list(dict.fromkeys(stops))
+
+
+def _stop_token_ids(body: dict) -> list[int]:
+    value = body.get("stop_token_ids")
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_STOP:
+        raise bad_param("stop_token_ids", value, f"a list of at most {MAX_STOP} token ids", code="invalid_type")
+    for i, t in enumerate(value):
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise bad_param(f"stop_token_ids[{i}]", t, "a non-negative integer token id", code="invalid_type")
+    return value
+
+
+def _logit_bias(body: dict) -> dict[int, float]:
+    value = body.get("logit_bias")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_param("logit_bias", value, "an object mapping token ids to a bias in [-100, 100]", code="invalid_type")
+    if len(value) > MAX_LOGIT_BIAS:
+        raise bad_param("logit_bias", f"{len(value)} entries", f"at most {MAX_LOGIT_BIAS} entries")
+    out: dict[int, float] = {}
+    for k, v in value.items():
+        try:
+            tid = int(k)
+        except (TypeError, ValueError):
+            raise bad_param("logit_bias", k, "token ids as keys (strings of integers)", code="invalid_type") from None
+        if tid < 0:
+            raise bad_param("logit_bias", k, "non-negative token ids")
+        if isinstance(v, bool) or not isinstance(v, _NUMBER) or not -100 <= v <= 100:
+            raise bad_param(f"logit_bias.{k}", v, "a number in [-100, 100]")
+        out[tid] = float(v)
+    return out
+
+
+def sampling_from(body: dict, *, max_tokens_key: str = "max_tokens") -> SamplingParams:
+    """The sampling parameters shared by chat and completions (OpenAI + vLLM extras)."""
+    max_tokens = _int(body, max_tokens_key, lo=1, expected="a positive integer")
+    if max_tokens_key == "max_completion_tokens" or body.get("max_completion_tokens") is not None:
+        mct = _int(body, "max_completion_tokens", lo=1, expected="a positive integer")
+        max_tokens = mct if mct is not None else max_tokens
+    top_k = _int(body, "top_k", lo=-1, expected="-1, 0 (disabled) or a positive integer", default=0)
+    params = SamplingParams(
+        max_tokens=max_tokens,
+        temperature=_num(body, "temperature", lo=0.0, hi=2.0, default=1.0),
+        top_p=_num(body, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0),
+        top_k=max(top_k, 0),
+        min_p=_num(body, "min_p", lo=0.0, hi=1.0, default=0.0),
+        seed=_int(body, "seed", lo=-MAX_SEED, hi=MAX_SEED, expected="a 64-bit integer"),
+        stop=_stop(body),
+        stop_token_ids=_stop_token_ids(body),
+        presence_penalty=_num(body, "presence_penalty", lo=-2.0, hi=2.0, default=0.0),
+        frequency_penalty=_num(body, "frequency_penalty", lo=-2.0, hi=2.0, default=0.0),
+        repetition_penalty=_num(body, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0),
+        logit_bias=_logit_bias(body),
+        ignore_eos=_bool(body, "ignore_eos"),
+        min_tokens=_int(body, "min_tokens", lo=0, default=0, expected="a non-negative integer"),
+    )
+    if params.max_tokens is not None and params.min_tokens > params.max_tokens:
+        raise bad_param("min_tokens", params.min_tokens, f"at most max_tokens ({params.max_tokens})")
+    return params
+
+
+def _common(body: dict, unsupported: dict[str, str]) -> tuple[str | None, bool, bool]:
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise bad_param("model", model, "a model id string (GET /v1/models lists them)", code="invalid_type")
+    n = _int(body, "n", lo=1, default=1, expected="1")
+    if n != 1:
+        raise bad_param("n", n, "1: this server returns one choice per request; send n parallel requests instead")
+    for key, why in unsupported.items():
+        if body.get(key) not in (None, [], {}):
+            raise unsupported_param(key, why)
+    if body.get("logprobs") not in (None, False, 0):
+        raise unsupported_param("logprobs", "log probabilities are not returned by this server")
+    if body.get("top_logprobs") not in (None, 0):
+        raise unsupported_param("top_logprobs", "log probabilities are not returned by this server")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise bad_param("user", user, "a string", code="invalid_type")
+    stream = _bool(body, "stream")
+    opts = body.get("stream_options")
+    include_usage = False
+    if opts is not None:
+        if not stream:
+            raise bad_param("stream_options", opts, "to be set only when stream is true")
+        if not isinstance(opts, dict):
+            raise bad_param("stream_options", opts, "an object such as {\"include_usage\": true}", code="invalid_type")
+        include_usage = _bool(opts, "include_usage", param="stream_options.include_usage")
+    return model, stream, include_usage
+
+
+def _content_text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict):
+                raise bad_param(f"{where}[{j}]", part, "a content part object {\"type\": \"text\", \"text\": ...}",
+                                code="invalid_type")
+            if part.get("type") != "text":
+                raise bad_param(f"{where}[{j}].type", part.get("type"),
+                                "'text' (this model reads text only; images, audio and files are not supported)")
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise bad_param(f"{where}[{j}].text", text, "a string", code="invalid_type")
+            parts.append(text)
+        return "".join(parts)
+    raise bad_param(where, content, "a string or a list of text parts", code="invalid_type")
+
+
+def parse_messages(value: Any, param: str = "messages") -> list[dict[str, str]]:
+    if value is None:
+        raise missing_param(param, "a non-empty list of {\"role\", \"content\"} messages")
+    if not isinstance(value, list):
+        raise bad_param(param, value, "a list of {\"role\", \"content\"} messages", code="invalid_type")
+    if not value:
+        raise bad_param(param, value, "at least one message")
+    if len(value) > MAX_MESSAGES:
+        raise bad_param(param, f"{len(value)} messages", f"at most {MAX_MESSAGES} messages")
+    out = []
+    for i, msg in enumerate(value):
+        where = f"{param}[{i}]"
+        if not isinstance(msg, dict):
+            raise bad_param(where, msg, "an object with 'role' and 'content'", code="invalid_type")
+        role = msg.get("role")
+        if role is None:
+            raise missing_param(f"{where}.role", f"one of {list(ROLES)}")
+        if role not in ROLES:
+            extra = " (tool messages need tool calling, which this server does not implement)" \
+                if role in ("tool", "function") else ""
+            raise bad_param(f"{where}.role", role, f"one of {list(ROLES)}{extra}")
+        if "content" not in msg or msg["content"] is None:
+            if role == "assistant" and msg.get("tool_calls"):
+                raise unsupported_param(f"{where}.tool_calls", "tool calling is not implemented")
+            raise missing_param(f"{where}.content", "the message text (a string or a list of text parts)")
+        text = _content_text(msg["content"], f"{where}.content")
+        out.append({"role": "system" if role == "developer" else role, "content": text})
+    return out
+
+
+def parse_chat(body: dict) -> ParsedRequest:
+    """``POST /v1/chat/completions``."""
+    model, stream, include_usage = _common(body, _UNSUPPORTED_CHAT)
+    messages = parse_messages(body.get("messages"))
+    params = sampling_from(body)
+    return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
+                         include_usage=include_usage)
+
+
+def parse_completion(body: dict) -> ParsedRequest:
+    """``POST /v1/completions``: one prompt, as a string or token ids."""
+    model, stream, include_usage = _common(body, _UNSUPPORTED_COMPLETION)
+    echo = _bool(body, "echo")
+    if echo and stream:
+        raise unsupported_param("echo", "echo with stream is not supported; use one of them")
+    prompt = body.get("prompt")
+    text: str | None = None
+    ids: list[int] | None = None
+    if prompt is None:
+        raise missing_param("prompt", "a string, a list with one string, or a list of token ids")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]  # a batch of one
+    if isinstance(prompt, str):
+        text = prompt
+    elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        if any(t < 0 for t in prompt):
+            raise bad_param("prompt", prompt, "token ids >= 0")
+        ids = list(prompt)
+    elif isinstance(prompt, list) and len(prompt) > 1 and all(isinstance(p, (str, list)) for p in prompt):
+        raise bad_param("prompt", f"a batch of {len(prompt)} prompts",
+                        "one prompt per request (send the prompts as parallel requests)")
+    else:
+        raise bad_param("prompt", prompt, "a string, a list with one string, or a non-empty list of token ids",
+                        code="invalid_type")
+    params = sampling_from(body)
+    return ParsedRequest(kind="completion", model=model, params=params, prompt=text, prompt_ids=ids,
+                         stream=stream, include_usage=include_usage, echo=echo)
+
+
+# upstream KAITO's generate_kwargs defaults (presets/.../text-generation/inference_api.py)
+KAITO_DEFAULTS = {"max_length": 200, "min_length": 0, "do_sample": True, "temperature": 1.0,
+                  "top_k": 10, "top_p": 1.0, "repetition_penalty": 1.0}
+
+
+def parse_kaito_chat(body: dict) -> ParsedRequest:
+    """``POST /chat``: upstream KAITO's older API (``prompt`` or ``messages`` + ``generate_kwargs``)."""
+    prompt, messages = body.get("prompt"), body.get("messages")
+    if prompt is None and messages is None:
+        raise missing_param("prompt", "a 'prompt' string (text generation) or a 'messages' list (conversation)")
+    if prompt is not None and messages is not None:
+        raise bad_param("messages", "both prompt and messages", "only one of 'prompt' or 'messages'")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt):
+        raise bad_param("prompt", prompt, "a non-empty string", code="invalid_type")
+    parsed_messages = parse_messages(messages) if messages is not None else None
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise bad_param("model", model, "a model or adapter id string", code="invalid_type")
+    gk = body.get("generate_kwargs")
+    if gk is None:
+        gk = {}
+    if not isinstance(gk, dict):
+        raise bad_param("generate_kwargs", gk, "an object such as {\"max_length\": 200, \"temperature\": 0.7}",
+                        code="invalid_type")
+    kw = {**KAITO_DEFAULTS, **gk}
+    p = "generate_kwargs."
+    max_length = _int(kw, "max_length", lo=1, param=p + "max_length", expected="a positive integer")
+    max_new = _int(kw, "max_new_tokens", lo=1, param=p + "max_new_tokens", expected="a positive integer")
+    num_beams = _int(kw, "num_beams", lo=1, default=1, param=p + "num_beams")
+    if num_beams != 1:
+        raise unsupported_param(p + "num_beams", "beam search is not implemented; use num_beams=1")
+    do_sample = _bool(kw, "do_sample", True, param=p + "do_sample")
+    temperature = _num(kw, "temperature", lo=0.0, hi=100.0, default=1.0, param=p + "temperature")
+    top_k = _int(kw, "top_k", lo=0, default=0, param=p + "top_k", expected="a non-negative integer")
+    params = SamplingParams(
+        max_tokens=max_new,
+        temperature=temperature if do_sample else 0.0,
+        top_p=_num(kw, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0, param=p + "top_p"),
+        top_k=top_k,
+        seed=_int(kw, "seed", lo=-MAX_SEED, hi=MAX_SEED, param=p + "seed"),
+        repetition_penalty=_num(kw, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0,
+                                param=p + "repetition_penalty"),
+        min_tokens=_int(kw, "min_new_tokens", lo=0, default=0, param=p + "min_new_tokens"),
+        stop=_stop({"stop": kw.get("stop_strings")}) if kw.get("stop_strings") is not None else [],
+    )
+    min_length = _int(kw, "min_length", lo=0, default=0, param=p + "min_length")
+    if max_length is not None and min_length > max_length:
+        raise bad_param(p + "min_length", min_length, f"at most max_length ({max_length})")
+    rft = _bool(body, "return_full_text", True)
+    req = ParsedRequest(kind="kaito_chat", model=model, params=params, prompt=prompt, messages=parsed_messages,
+                        return_full_text=rft and prompt is not None, max_length=None if max_new else max_length,
+                        min_length=min_length)
+    return req

@@ -1,0 +1,271 @@
+"""The transformers backend as the HTTP layer sees it: load, resolve a model name, tokenize,
+check the context, and run one generation through the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from kaito_core.runtime.errors import APIError, bad_param, model_not_found
+from kaito_core.runtime.options import ServeOptions
+from kaito_core.runtime.protocol import ParsedRequest
+
+log = logging.getLogger("kaito.runtime.service")
+
+
+@dataclass
+class Prepared:
+    """A request ready for the engine: tokens, limits and the adapter to use."""
+
+    parsed: ParsedRequest
+    model_id: str
+    adapter: str | None
+    prompt_ids: list[int]
+    prompt_text: str
+    max_new_tokens: int
+
+
+class TransformersService:
+    def __init__(self, opts: ServeOptions, preset: Any = None, metrics: Any = None):
+        self.opts = opts
+        self.preset = preset
+        self.metrics = metrics
+        self.loaded: Any = None
+        self.engine: Any = None
+        self.adapters: Any = None
+        self.state = "loading"          # loading | ready | failed | stopped
+        self.error: str | None = None
+        self.created = int(time.time())
+        self._thread: threading.Thread | None = None
+        self._admin_lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop, background: bool = True) -> None:
+        if background:
+            self._thread = threading.Thread(target=self._load, args=(loop,), name="kaito-load", daemon=True)
+            self._thread.start()
+        else:
+            self._load(loop)
+
+    def _load(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            from kaito_core.runtime.adapters import AdapterSet, scan_adapters_dir
+            from kaito_core.runtime.engine import Engine
+            from kaito_core.runtime.loader import load_model
+
+            self.loaded = load_model(self.opts, self.preset)
+            self.adapters = AdapterSet(self.loaded.model, allow_pickle=self.opts.allow_pickle)
+            specs = list(self.opts.adapters)
+            if self.opts.adapters_dir:
+                names = {s.name for s in specs}
+                specs += [s for s in scan_adapters_dir(self.opts.adapters_dir) if s.name not in names]
+            for spec in specs:
+                self.adapters.load(spec.name, spec.source, spec.strength)
+            self.engine = Engine(self.loaded.model, max_batch=self.opts.max_batch, max_queue=self.opts.max_queue,
+                                 metrics=self.metrics, forward_kwargs=self.adapters.forward_kwargs)
+            self.engine.model = self.adapters.model
+            self.engine.start(loop)
+            self.state = "ready"
+            if self.metrics is not None:
+                self.metrics.loaded.set(1)
+        except Exception as exc:  # noqa: BLE001 - reported by /health and the log
+            self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("loading failed: %s", self.error)
+
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+        self.state = "stopped"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def require_ready(self) -> None:
+        if self.state == "loading":
+            raise APIError(503, "the model is still loading; retry shortly (GET /health says when it is ready)",
+                           type="server_error", code="model_loading", headers={"Retry-After": "5"})
+        if self.state != "ready":
+            raise APIError(503, f"the model failed to load: {self.error}", type="server_error", code="model_failed")
+
+    # -- names ---------------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self.opts.model_name
+
+    def base_names(self) -> set[str]:
+        names = {self.opts.model_name, self.opts.model}
+        if self.preset is not None:
+            names |= {self.preset.name, *self.preset.aliases}
+        return names
+
+    def model_ids(self) -> list[str]:
+        return [self.model_id, *sorted(self.adapters.adapters if self.adapters else [])]
+
+    def resolve_model(self, name: str | None) -> tuple[str, str | None]:
+        if name is None or name in self.base_names():
+            return self.model_id, None
+        if self.adapters is not None and name in self.adapters.adapters:
+            return name, name
+        raise model_not_found(name, self.model_ids())
+
+    # -- requests ------------------------------------------------------------------------
+
+    def prepare(self, parsed: ParsedRequest) -> Prepared:
+        self.require_ready()
+        model_id, adapter = self.resolve_model(parsed.model)
+        tok = self.loaded.tokenizer
+        ctx = self.loaded.context_length
+        if parsed.messages is not None:
+            try:
+                text = tok.apply_chat_template(parsed.messages, chat_template=self.loaded.chat_template,
+                                               add_generation_prompt=True, tokenize=False)
+            except Exception as exc:  # noqa: BLE001 - templates raise for e.g. a wrong role order
+                raise bad_param("messages", f"{len(parsed.messages)} messages",
+                                f"messages this model's chat template accepts ({exc})") from None
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            prompt_param = "messages"
+        elif parsed.prompt_ids is not None:
+            bad = [t for t in parsed.prompt_ids if t >= self.loaded.vocab_size]
+            if bad:
+                raise bad_param("prompt", bad[0], f"token ids below the vocabulary size ({self.loaded.vocab_size})")
+            ids = list(parsed.prompt_ids)
+            text = tok.decode(ids)
+            prompt_param = "prompt"
+        else:
+            text = parsed.prompt or ""
+            ids = tok(text)["input_ids"]
+            prompt_param = "prompt"
+        if not ids:
+            raise bad_param(prompt_param, text, "a prompt of at least one token")
+        n = len(ids)
+        if n >= ctx:
+            raise APIError(400, f"this model's maximum context length is {ctx} tokens, but the {prompt_param} has "
+                                f"{n} tokens; shorten it to at most {ctx - 1} tokens", param=prompt_param,
+                           code="context_length_exceeded")
+        params = parsed.params
+        if parsed.kind == "kaito_chat" and parsed.max_length is not None:
+            max_new = parsed.max_length - n
+            if max_new < 1:
+                raise bad_param("generate_kwargs.max_length", parsed.max_length,
+                                f"more than the prompt's {n} tokens (max_length counts prompt + new tokens), "
+                                "or send generate_kwargs.max_new_tokens")
+            max_new = min(max_new, ctx - n)
+            params.min_tokens = max(params.min_tokens, parsed.min_length - n)
+        elif params.max_tokens is not None:
+            if n + params.max_tokens > ctx:
+                raise APIError(400, f"this model's maximum context length is {ctx} tokens; you asked for "
+                                    f"{params.max_tokens} new tokens after a {n}-token prompt ({n + params.max_tokens} "
+                                    f"in all); lower max_tokens to at most {ctx - n}", param="max_tokens",
+                               code="context_length_exceeded")
+            max_new = params.max_tokens
+        else:
+            max_new = ctx - n
+        params.min_tokens = min(params.min_tokens, max_new)
+        return Prepared(parsed=parsed, model_id=model_id, adapter=adapter, prompt_ids=ids, prompt_text=text,
+                        max_new_tokens=max_new)
+
+    async def generate(self, prep: Prepared, is_disconnected: Any = None) -> AsyncIterator[Any]:
+        """Yield :class:`Output` objects until the last one (``finished``). Cancels on exit."""
+        from kaito_core.runtime.engine import AsyncSink, EngineBusy, Sequence
+        from kaito_core.runtime.textstream import Detokenizer
+
+        sink = AsyncSink(asyncio.get_running_loop())
+        seq = Sequence(prompt_ids=prep.prompt_ids, params=prep.parsed.params, max_new_tokens=prep.max_new_tokens,
+                       eos_ids=self.loaded.eos_ids, detok=Detokenizer(self.loaded.tokenizer), sink=sink,
+                       adapter=prep.adapter)
+        try:
+            self.engine.submit(seq)
+        except EngineBusy as exc:
+            raise APIError(503, f"the server is at capacity ({exc}); retry later", type="server_error",
+                           code="overloaded", headers={"Retry-After": "1"}) from None
+        if self.metrics is not None:
+            self.metrics.running.inc()
+            self.metrics.adapter_requests.labels(prep.adapter or "").inc()
+            self.metrics.prompt_tokens.labels(prep.model_id).inc(len(prep.prompt_ids))
+        done = False
+        last_check = time.monotonic()
+        try:
+            while True:
+                try:
+                    out = await asyncio.wait_for(sink.queue.get(), timeout=0.25)
+                except asyncio.TimeoutError:
+                    out = None
+                now = time.monotonic()
+                if is_disconnected is not None and (out is None or now - last_check > 0.5):
+                    last_check = now
+                    if await is_disconnected():
+                        log.info("client went away; freeing its slot")
+                        return
+                if out is None:
+                    continue
+                if out.finished:
+                    done = True
+                    if self.metrics is not None:
+                        self.metrics.generation_tokens.labels(prep.model_id).inc(out.completion_tokens)
+                        self.metrics.finished.labels(out.finish_reason or "unknown").inc()
+                        self.metrics.e2e.observe(time.monotonic() - seq.arrived)
+                    if out.error:
+                        raise APIError(500, f"generation failed: {out.error}", type="server_error",
+                                       code="generation_failed")
+                yield out
+                if done:
+                    return
+        finally:
+            if not done:
+                seq.cancel()
+            if self.metrics is not None:
+                self.metrics.running.dec()
+
+    # -- adapters (admin) ----------------------------------------------------------------
+
+    async def load_adapter(self, name: str, source: str, strength: float) -> Any:
+        from kaito_core.runtime.loader import ModelLoadError
+        from kaito_core.runtime.oci import OCIError
+        from kaito_core.runtime.options import OptionsError
+
+        self.require_ready()
+        async with self._admin_lock:
+            if name in self.adapters.adapters:
+                raise APIError(409, f"adapter {name!r} is already loaded; unload it first", param="name",
+                               code="adapter_exists")
+            if name in self.base_names():
+                raise bad_param("name", name, "a name other than the base model's")
+            try:
+                path = await asyncio.to_thread(self.adapters.fetch, name, source)
+
+                def load() -> Any:
+                    info = self.adapters.load(name, source, strength, path=path)
+                    self.engine.model = self.adapters.model  # the PeftModel after the first adapter
+                    return info
+
+                return await self.engine.acall(load)
+            except (ModelLoadError, OCIError, OptionsError) as exc:
+                raise APIError(400, str(exc), param="source", code="adapter_load_failed") from None
+
+    async def unload_adapter(self, name: str) -> Any:
+        self.require_ready()
+        async with self._admin_lock:
+            if name not in self.adapters.adapters:
+                raise APIError(404, f"adapter {name!r} is not loaded; loaded: {sorted(self.adapters.adapters)}",
+                               param="name", code="adapter_not_found")
+
+            def unload() -> Any:
+                busy = self.engine.busy_adapters.get(name, 0)
+                if busy:
+                    raise APIError(409, f"adapter {name!r} is serving {busy} request(s); retry when they finish",
+                                   param="name", code="adapter_in_use")
+                return self.adapters.unload(name)
+
+            return await self.engine.acall(unload)
