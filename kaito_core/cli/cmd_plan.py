@@ -46,15 +46,17 @@ def _lookup_preset(registry: Any, name: str) -> tuple[Any, str, str]:
 
     try:
         preset = registry.get_preset(name)
-        plugin = registry.plugin_of("presets", preset.name) or "?"
-        return preset, f"preset {preset.name!r} from plugin {plugin!r}", ""
     except UnknownPreset as exc:
         if not hf.is_candidate(name):
             return None, "", f"unknown preset {name!r}: {exc.hint}"
+        # The registry's generic fallback said no; ask the resolver itself for the reason.
         preset, why = hf.try_resolve(name)
         if preset is None:
             return None, "", f"preset {name!r} is not installed and could not be read as a model: {why}"
+    plugin = registry.plugin_of("presets", preset.name)
+    if plugin is None:
         return preset, f"generic preset for {name!r} ({preset.description})", ""
+    return preset, f"preset {preset.name!r} from plugin {plugin!r}", ""
 
 
 def plan_workspace(ws: Any, registry: Any, configmaps: dict, *, batch: int = 1, cloud: str | None = None
@@ -112,8 +114,8 @@ def plan_workspace(ws: Any, registry: Any, configmaps: dict, *, batch: int = 1, 
     for err in result.errors:
         if generic and err.path.endswith("preset.name"):
             continue  # the generic resolver found it (the webhook does the same)
-        if err.path == "resource.instanceType" and req.errors:
-            continue  # sizing already explains the misfit
+        if err.path == "resource.instanceType" and req.instance_type in registry.instance_types:
+            continue  # sizing decides the fit (it knows about multi-node placements)
         errors.append(f"invalid: {err}")
     row["errors"] = errors
     return row
