@@ -1,0 +1,117 @@
+"""The Karpenter provisioner: NodeClaims (or one NodePool) per Workspace, through the KubeAPI only."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from kaito_core.types import NodeRequest, NodeState, ProvisionerContext
+
+from kaito_provisioner_karpenter import builders
+from kaito_provisioner_karpenter.settings import KarpenterSettings
+from kaito_provisioner_karpenter.status import nodeclaim_state
+
+API_VERSION = builders.API_VERSION
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    """A 404 from any Kubernetes client (kubernetes' ApiException, kopf/aiohttp errors).
+
+    Used on delete only: when the Karpenter CRDs are missing there can be no NodeClaims left,
+    and deleting a Workspace must never hang on that (upstream kaito-project/kaito#1899).
+    """
+    for attr in ("status", "status_code", "code"):
+        if getattr(exc, attr, None) == 404:
+            return True
+    return False
+
+
+class KarpenterProvisioner:
+    """``karpenter``: one ``karpenter.sh/v1`` NodeClaim per node, or one NodePool per Workspace.
+
+    Settings (the operator's settings, else the environment): ``CLOUD_PROVIDER`` (azure|aws),
+    ``KARPENTER_NODECLASS_KIND`` / ``_GROUP`` / ``_NAME``, ``KARPENTER_MODE`` (nodeclaim|nodepool),
+    ``KARPENTER_NODEPOOL_LABEL``, ``KARPENTER_NODEPOOL_STATIC``. The pure methods use the
+    settings the provisioner was made with; ``ensure`` uses the context's on top of them.
+    """
+
+    name = "karpenter"
+
+    def __init__(self, settings: KarpenterSettings | Mapping[str, str] | None = None) -> None:
+        self._base: Mapping[str, str] = {} if isinstance(settings, KarpenterSettings) or settings is None \
+            else dict(settings)
+        self.settings = settings if isinstance(settings, KarpenterSettings) \
+            else KarpenterSettings.from_mapping(self._base)
+
+    def _settings(self, ctx: ProvisionerContext | None) -> KarpenterSettings:
+        if ctx is None or not ctx.settings:
+            return self.settings
+        return KarpenterSettings.from_mapping({**self._base, **dict(ctx.settings)})
+
+    # -- pure ----------------------------------------------------------------------------
+
+    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]:
+        return builders.node_requests(workspace, requirement)
+
+    def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]:
+        return builders.desired_objects(requests, self.settings)
+
+    # -- I/O -----------------------------------------------------------------------------
+
+    def ensure(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]:
+        kube = _kube(ctx)
+        settings = self._settings(ctx)
+        for obj in builders.desired_objects(requests, settings):
+            meta = obj["metadata"]
+            if kube.get(api_version=API_VERSION, kind=obj["kind"], name=meta["name"]) is not None:
+                continue  # adopt: the deterministic name means it is ours, from an earlier pass
+            try:
+                kube.create(obj)
+            except Exception:
+                # Lost a race with another reconcile (409 AlreadyExists)? Then adopt it.
+                if kube.get(api_version=API_VERSION, kind=obj["kind"], name=meta["name"]) is None:
+                    raise
+        return self._observe(requests, kube, settings)
+
+    def observe(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]:
+        return self._observe(requests, _kube(ctx), self._settings(ctx))
+
+    def _observe(self, requests: Sequence[NodeRequest], kube: Any, settings: KarpenterSettings) -> list[NodeState]:
+        if not requests:
+            return []
+        if settings.mode == "nodepool":
+            pool = builders.nodepool_name(requests[0].namespace, requests[0].workspace)
+            claims = kube.list(api_version=API_VERSION, kind="NodeClaim", labels={builders.NODEPOOL_LABEL: pool})
+            # Karpenter names these claims itself: hand them to the requests oldest first.
+            claims.sort(key=lambda c: (c["metadata"].get("creationTimestamp") or "", c["metadata"]["name"]))
+            return [nodeclaim_state(r.name, claims[i] if i < len(claims) else None)
+                    for i, r in enumerate(requests)]
+        return [nodeclaim_state(r.name, kube.get(api_version=API_VERSION, kind="NodeClaim", name=r.name))
+                for r in requests]
+
+    def release(self, *, workspace: Any, ctx: ProvisionerContext) -> None:
+        """Delete this Workspace's NodePool (NodePool mode) and every NodeClaim it owns.
+
+        Both kinds are cleaned whatever the current mode, so switching modes leaks nothing.
+        """
+        kube = _kube(ctx)
+        labels = builders.workspace_labels(workspace.metadata.name, workspace.metadata.namespace or "default")
+        for kind in ("NodePool", "NodeClaim"):
+            try:
+                found = kube.list(api_version=API_VERSION, kind=kind, labels=labels)
+            except Exception as exc:
+                if _is_not_found(exc):
+                    continue  # the CRD is not installed: nothing of this kind can exist
+                raise
+            for obj in found:
+                try:
+                    kube.delete(api_version=API_VERSION, kind=kind, name=obj["metadata"]["name"])
+                except Exception as exc:
+                    if not _is_not_found(exc):
+                        raise
+
+
+def _kube(ctx: ProvisionerContext) -> Any:
+    if ctx is None or ctx.kube is None:
+        raise ValueError("karpenter provisioner: ProvisionerContext.kube is None; the provisioner creates "
+                         "NodeClaims through the Kubernetes API and needs one (the operator passes it)")
+    return ctx.kube
