@@ -1,0 +1,136 @@
+"""Flags of ``kaito tune`` and ``python -m kaito_core.tuning`` (one definition for both).
+
+Light at import (argparse only): the ``kaito`` command imports this at every start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+DESCRIPTION = ("Fine-tune a model with LoRA or QLoRA and write the adapter to a directory or push it to an "
+               "OCI registry. Give a tuning Workspace (-f workspace.yaml, with its ConfigMap) or flags; "
+               "flags win over the Workspace.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
+                   help="Workspace YAML with a tuning section, and the ConfigMap / Secret it names "
+                        "(repeat for several files)")
+    p.add_argument("--workspace", metavar="NAME", help="which Workspace, when the files hold several")
+    p.add_argument("--preset", help="preset name (e.g. phi-3-mini-4k-instruct): LoRA defaults and chat template")
+    p.add_argument("--model-dir", metavar="DIR", help="directory with the base model's weights and tokenizer")
+    p.add_argument("--method", choices=("lora", "qlora"), help="lora (full-precision base) or qlora (4-bit nf4)")
+    p.add_argument("--data", action="append", default=[], metavar="URL|PATH",
+                   help="training data: http(s) URL, file or directory (repeatable); csv, json, jsonl, "
+                        "parquet, arrow")
+    p.add_argument("--input-image", metavar="REF", help="training data as an OCI artifact (pulled with oras)")
+    p.add_argument("--pull-secret", metavar="FILE", help="docker config for --input-image")
+    p.add_argument("--config", metavar="FILE",
+                   help="training_config.yaml, or a ConfigMap YAML holding it (upstream KAITO's format)")
+    p.add_argument("--output", metavar="DIR", help="write adapter_config.json + adapter_model.safetensors here")
+    p.add_argument("--output-image", metavar="REF", help="push the adapter as an OCI artifact to this reference")
+    p.add_argument("--push-secret", metavar="FILE",
+                   help="docker config JSON (or a dockerconfigjson Secret / mounted secret dir) for --output-image")
+    p.add_argument("--overwrite", action="store_true", help="replace an adapter already in --output")
+    p.add_argument("--work-dir", metavar="DIR", help="scratch directory (downloads, checkpoints); default: a temp dir")
+    p.add_argument("--allow-private-urls", action="store_true", default=None,
+                   help="allow data URLs on loopback/private/link-local addresses "
+                        "(or KAITO_ALLOW_PRIVATE_URLS=1); refused by default")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="registry spoken to over plain http (loopback registries always are)")
+    p.add_argument("--max-download-bytes", type=int, metavar="N", help="size limit per downloaded file")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics (step, loss, tokens/s) on this port while training")
+    p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                   help="progress bar (terminal), JSON log lines, or nothing (default: auto)")
+    p.add_argument("--skip-malformed", action="store_true", help="skip malformed rows instead of stopping")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
+
+
+def build_request(args: argparse.Namespace):
+    from kaito_core.tuning.errors import TuningError
+    from kaito_core.tuning.recipe import TuneRequest
+
+    fields: dict[str, Any] = {}
+    if args.filename:
+        from kaito_core.tuning.workspace import request_fields
+
+        fields = request_fields(args.filename, workspace=args.workspace)
+    ws = fields.pop("workspace", None)
+    data_volume = fields.pop("data_volume", "unset")
+    output_volume = fields.pop("output_volume", "unset")
+    secret_name = fields.pop("push_secret_name", None)
+    flag_map = {"preset": args.preset, "model_dir": args.model_dir, "method": args.method,
+                "input_image": args.input_image, "pull_secret": args.pull_secret, "config": args.config,
+                "output": args.output, "output_image": args.output_image, "push_secret": args.push_secret,
+                "work_dir": args.work_dir, "max_download_bytes": args.max_download_bytes,
+                "metrics_port": args.metrics_port, "max_steps": args.max_steps,
+                "allow_private_urls": args.allow_private_urls}
+    for key, value in flag_map.items():
+        if value is not None:
+            fields[key] = value
+    if args.data:
+        fields["data"] = list(args.data)
+    if data_volume is None and not args.data:
+        raise TuningError(f"Workspace {ws}: tuning.input.volumeSource is not a hostPath, so kaito tune cannot "
+                          "reach it here; give the data with --data PATH")
+    if output_volume is None and not args.output and not fields.get("output_image"):
+        raise TuningError(f"Workspace {ws}: tuning.output.volumeSource is not a hostPath; give --output DIR")
+    if fields.get("output_image") and secret_name and not fields.get("push_secret"):
+        raise TuningError(f"Workspace {ws}: tuning.output.imagePushSecret is {secret_name!r}; give its docker "
+                          "config with --push-secret FILE, or add the Secret manifest with -f")
+    return TuneRequest(overwrite=args.overwrite, insecure_registries=list(args.insecure_registry),
+                       progress=args.progress, skip_malformed=args.skip_malformed, **fields)
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("kaito.tuning")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    # Keep library chatter (oras info lines, transformers warnings) out of the run's log.
+    logging.getLogger("oras").setLevel(logging.WARNING)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from kaito_core.tuning.recipe import run
+
+    setup_logging()
+    req = build_request(args)
+    result = run(req)
+    s = result.summary
+    if args.json:
+        json.dump(s, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        where = " and ".join(x for x in (str(result.output_dir) if result.output_dir else "",
+                                         f"{result.image} ({result.digest})" if result.image else "") if x)
+        print(f"{s['method']}: {s['steps']} steps, loss {s['first_loss']:.4f} -> {s['final_loss']:.4f}, "
+              f"{s['tokens_seen']} tokens in {s['duration_s']:.1f}s; "
+              f"{s['data']['rows_used']}/{s['data']['rows_total']} rows used; adapter: {where}")
+        for note in s["notes"]:
+            print(f"note: {note}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kaito_core.errors import KaitoError
+
+    parser = argparse.ArgumentParser(prog="python -m kaito_core.tuning", description=DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except KaitoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

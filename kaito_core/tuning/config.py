@@ -1,0 +1,336 @@
+"""``training_config.yaml``: parse, check every key, merge over the preset's recipe (pure).
+
+Upstream KAITO reads a ConfigMap key ``training_config.yaml`` whose top-level key is
+``training_config`` with six sections (ModelConfig, QuantizationConfig, LoraConfig,
+TrainingArguments, DataCollator, DatasetConfig). Upstream silently drops keys it does not know;
+we refuse them with their path and a suggestion, because a typo such as ``learning_rat`` would
+otherwise train with the default and nobody would notice. Only the standard library and PyYAML
+are imported here, so the admission webhook can call :func:`parse_training_config` too.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from kaito_core.errors import MISSING, FieldError
+from kaito_core.tuning.errors import TuningConfigError
+from kaito_core.tuning.schema import SECTIONS
+from kaito_core.types import TUNING_METHODS, TuningRecipe
+
+ROOT = "training_config"
+CONFIGMAP_KEY = "training_config.yaml"
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+QUANT_TYPES = ("nf4", "fp4")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_INT = re.compile(r"^[+-]?\d+$")
+
+# Keys kaito decides itself; a user value is ignored with a note (not an error: upstream's
+# examples set them, e.g. output_dir: /mnt/results).
+CONTROLLED = {
+    "TrainingArguments": {
+        "output_dir": "checkpoints go to a scratch directory; the adapter goes to the tuning output",
+        "disable_tqdm": "kaito shows its own progress (a bar on a terminal, log lines otherwise)",
+    },
+    "LoraConfig": {
+        "task_type": "always CAUSAL_LM",
+        "peft_type": "always LORA",
+        "base_model_name_or_path": "set from the model that is tuned",
+        "inference_mode": "false while training",
+    },
+    "ModelConfig": {
+        "pretrained_model_name_or_path": "",  # used when no model directory is given
+    },
+}
+
+
+@dataclass
+class TrainingConfig:
+    """The effective configuration of one run: defaults <- preset recipe <- user's YAML."""
+
+    method: str
+    model: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    collator: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    user_keys: dict[str, set[str]] = field(default_factory=dict)
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        return {"ModelConfig": self.model, "QuantizationConfig": self.quantization, "LoraConfig": self.lora,
+                "TrainingArguments": self.training, "DataCollator": self.collator, "DatasetConfig": self.dataset}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, ROOT: copy.deepcopy(self.sections())}
+
+    def user_set(self, section: str, key: str) -> bool:
+        return key in self.user_keys.get(section, set())
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(kind: str, value: Any) -> tuple[bool, Any]:
+    """Accept ``value`` for a key of ``kind``; YAML 1.1 reads ``2e-4`` as a string, so numbers
+    written that way are converted (upstream parsed every value from a string, too)."""
+    if value is None or kind == "any":
+        return True, value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return True, value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return True, value.lower() == "true"
+        return False, value
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return True, value
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        if isinstance(value, str) and _INT.match(value.strip()):
+            return True, int(value)
+        return False, value
+    if kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value) if isinstance(value, float) else value
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            return True, float(value)
+        return False, value
+    if kind == "str":
+        return (True, value) if isinstance(value, str) else (False, value)
+    if kind == "list":
+        if isinstance(value, (list, tuple)):
+            return True, list(value)
+        if isinstance(value, str):
+            return True, [v.strip() for v in value.split(",") if v.strip()]
+        return False, value
+    if kind == "dict":
+        return (True, dict(value)) if isinstance(value, Mapping) else (False, value)
+    return True, value
+
+
+KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+              "list": "a list", "dict": "a mapping"}
+
+
+def load_yaml_document(text: str, source: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TuningConfigError(source, [FieldError(ROOT, MISSING, f"is not valid YAML{where}: "
+                                                    f"{getattr(exc, 'problem', exc)}")]) from None
+
+
+def parse_training_config(doc: Any, source: str = CONFIGMAP_KEY) -> dict[str, dict[str, Any]]:
+    """Check a ``training_config`` document and return its sections (values coerced).
+
+    ``doc`` is YAML text, the parsed mapping ``{"training_config": {...}}``, or a ConfigMap
+    object holding the key ``training_config.yaml``. Every problem is collected and raised
+    together as :class:`TuningConfigError`, each with its path (``training_config.LoraConfig.r``).
+    """
+    if isinstance(doc, (bytes, str)):
+        doc = load_yaml_document(doc.decode() if isinstance(doc, bytes) else doc, source)
+    if isinstance(doc, Mapping) and doc.get("kind") == "ConfigMap":
+        data = doc.get("data") or {}
+        name = (doc.get("metadata") or {}).get("name", "?")
+        if CONFIGMAP_KEY not in data:
+            raise TuningConfigError(source, [FieldError(
+                f"ConfigMap {name}.data", sorted(data), f"has no key {CONFIGMAP_KEY!r}",
+                f"put the tuning configuration under data.{CONFIGMAP_KEY}")])
+        return parse_training_config(data[CONFIGMAP_KEY], f"{source} (ConfigMap {name})")
+    if doc is None:
+        return {}
+    errors: list[FieldError] = []
+    if not isinstance(doc, Mapping):
+        raise TuningConfigError(source, [FieldError("(top level)", doc, "must be a mapping",
+                                                    f"write '{ROOT}:' followed by the sections")])
+    for key in doc:
+        if key != ROOT:
+            errors.append(FieldError(str(key), MISSING, "unknown top-level key",
+                                     f"the only top-level key is {ROOT!r}"))
+    body = doc.get(ROOT) or {}
+    if not isinstance(body, Mapping):
+        errors.append(FieldError(ROOT, body, "must be a mapping of sections", f"sections: {', '.join(SECTIONS)}"))
+        raise TuningConfigError(source, errors)
+    out: dict[str, dict[str, Any]] = {}
+    for section, values in body.items():
+        path = f"{ROOT}.{section}"
+        if section not in SECTIONS:
+            hint = _suggest(str(section), SECTIONS) or f"known sections: {', '.join(SECTIONS)}"
+            errors.append(FieldError(path, MISSING, "unknown section", hint))
+            continue
+        if values is None:
+            out[section] = {}
+            continue
+        if not isinstance(values, Mapping):
+            errors.append(FieldError(path, values, "must be a mapping of key: value"))
+            continue
+        keys = SECTIONS[section]
+        checked: dict[str, Any] = {}
+        for key, value in values.items():
+            kpath = f"{path}.{key}"
+            if key not in keys:
+                hint = _suggest(str(key), keys) or f"see docs/tuning.md for the keys of {section}"
+                errors.append(FieldError(kpath, MISSING, "unknown key", hint))
+                continue
+            ok, coerced = _coerce(keys[key], value)
+            if not ok:
+                errors.append(FieldError(kpath, value, f"must be {KIND_WORDS.get(keys[key], keys[key])}"))
+                continue
+            checked[key] = coerced
+        out[section] = checked
+    errors.extend(_check_values(out))
+    if errors:
+        raise TuningConfigError(source, errors)
+    return out
+
+
+def _check_values(sections: Mapping[str, Mapping[str, Any]]) -> list[FieldError]:
+    errors: list[FieldError] = []
+
+    def bad(section: str, key: str, expected: str, hint: str = "") -> None:
+        errors.append(FieldError(f"{ROOT}.{section}.{key}", sections[section][key], f"must be {expected}", hint))
+
+    def get(section: str, key: str) -> Any:
+        return sections.get(section, {}).get(key)
+
+    lora = sections.get("LoraConfig", {})
+    if "r" in lora and not (isinstance(lora["r"], int) and lora["r"] > 0):
+        bad("LoraConfig", "r", "a positive integer")
+    if "lora_alpha" in lora and not (isinstance(lora["lora_alpha"], (int, float)) and lora["lora_alpha"] > 0):
+        bad("LoraConfig", "lora_alpha", "a positive number")
+    if "lora_dropout" in lora and not (isinstance(lora["lora_dropout"], (int, float))
+                                       and 0 <= lora["lora_dropout"] < 1):
+        bad("LoraConfig", "lora_dropout", "a number in [0, 1)")
+    tm = lora.get("target_modules")
+    if "target_modules" in lora and not (
+            (isinstance(tm, str) and tm) or (isinstance(tm, list) and tm and all(isinstance(m, str) and m for m in tm))):
+        bad("LoraConfig", "target_modules", "a non-empty list of module names (or 'all-linear')")
+    ta = sections.get("TrainingArguments", {})
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if key in ta and not (isinstance(ta[key], int) and ta[key] > 0):
+            bad("TrainingArguments", key, "a positive integer")
+    for key in ("num_train_epochs", "learning_rate"):
+        if key in ta and not (isinstance(ta[key], (int, float)) and ta[key] > 0):
+            bad("TrainingArguments", key, "a positive number")
+    if ta.get("push_to_hub"):
+        bad("TrainingArguments", "push_to_hub", "false", "kaito publishes the adapter to tuning.output itself")
+    for key in ("deepspeed", "fsdp"):
+        if ta.get(key):
+            bad("TrainingArguments", key, "unset", "kaito's recipe trains on one node without DeepSpeed/FSDP")
+    for section, key in (("ModelConfig", "torch_dtype"), ("ModelConfig", "dtype"),
+                         ("QuantizationConfig", "bnb_4bit_compute_dtype")):
+        value = get(section, key)
+        if value is not None and value not in DTYPES:
+            bad(section, key, f"one of {list(DTYPES)}")
+    qt = get("QuantizationConfig", "bnb_4bit_quant_type")
+    if qt is not None and qt not in QUANT_TYPES:
+        bad("QuantizationConfig", "bnb_4bit_quant_type", f"one of {list(QUANT_TYPES)}")
+    qm = get("QuantizationConfig", "quant_method")
+    if qm is not None and qm != "bitsandbytes":
+        bad("QuantizationConfig", "quant_method", "'bitsandbytes'", "QLoRA here quantizes with bitsandbytes")
+    split = get("DatasetConfig", "train_test_split")
+    if split is not None and not (0 < split <= 1):
+        bad("DatasetConfig", "train_test_split", "a fraction in (0, 1]", "1 trains on all rows; 0.8 holds out 20%")
+    msl = get("DatasetConfig", "max_seq_length")
+    if msl is not None and not msl >= 8:
+        bad("DatasetConfig", "max_seq_length", "an integer >= 8")
+    rt = get("DataCollator", "return_tensors")
+    if rt is not None and rt != "pt":
+        bad("DataCollator", "return_tensors", "'pt'")
+    pm = get("DataCollator", "pad_to_multiple_of")
+    if pm is not None and not pm > 0:
+        bad("DataCollator", "pad_to_multiple_of", "a positive integer")
+    return errors
+
+
+DEFAULT_RECIPE = TuningRecipe(target_modules=("all-linear",))
+
+
+def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecipe | None, method: str | None,
+            cuda: bool = False, bf16_ok: bool = False, source: str = CONFIGMAP_KEY) -> TrainingConfig:
+    """Merge kaito's defaults, the preset's :class:`TuningRecipe` and the user's sections.
+
+    ``method`` comes from the Workspace (``tuning.method``) or ``--method``; without one,
+    a config with ``QuantizationConfig.load_in_4bit: true`` means QLoRA, as upstream.
+    """
+    user = {k: dict(v) for k, v in (user or {}).items()}
+    recipe = recipe or DEFAULT_RECIPE
+    notes: list[str] = []
+    quant_user = user.get("QuantizationConfig", {})
+    wants_4bit = bool(quant_user.get("load_in_4bit") or user.get("ModelConfig", {}).get("load_in_4bit"))
+    if method is None:
+        method = "qlora" if wants_4bit else "lora"
+    if method not in TUNING_METHODS:
+        raise TuningConfigError(source, [FieldError("tuning.method", method, f"must be one of {list(TUNING_METHODS)}")])
+    if method == "lora" and wants_4bit:
+        # Upstream turns QLoRA on whenever the quantization config asks for 4 bits.
+        notes.append("QuantizationConfig.load_in_4bit is true, so this runs as QLoRA although the "
+                     "method is 'lora' (upstream KAITO does the same)")
+        method = "qlora"
+    if method not in recipe.methods:
+        raise TuningConfigError(source, [FieldError("tuning.method", method,
+                                                    f"is not supported by this preset (supported: {list(recipe.methods)})")])
+    half = "bfloat16" if bf16_ok else "float32"
+    cfg = TrainingConfig(method=method, notes=notes)
+    cfg.model = {"torch_dtype": half if cuda else "float32", "device_map": "auto" if cuda else "cpu",
+                 "local_files_only": True, "trust_remote_code": False, "chat_template": None}
+    cfg.quantization = {}
+    if method == "qlora":
+        cfg.quantization = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                            "bnb_4bit_compute_dtype": half if cuda else "float32"}
+    cfg.lora = {"r": recipe.r, "lora_alpha": recipe.lora_alpha, "lora_dropout": recipe.lora_dropout,
+                "target_modules": list(recipe.target_modules), "bias": "none"}
+    cfg.training = {"num_train_epochs": recipe.num_train_epochs,
+                    "per_device_train_batch_size": recipe.per_device_train_batch_size,
+                    "learning_rate": recipe.learning_rate, "logging_steps": 1, "save_strategy": "no",
+                    "include_num_input_tokens_seen": "non_padding",
+                    "report_to": "none", "seed": 42}
+    cfg.collator = {"mlm": False, "pad_to_multiple_of": None}
+    cfg.dataset = {"dataset_path": None, "dataset_extension": None, "shuffle_dataset": True, "shuffle_seed": 42,
+                   "context_column": None, "response_column": "text", "messages_column": None,
+                   "prompt_column": "prompt", "completion_column": "completion",
+                   "train_test_split": 0.8, "max_seq_length": 1024, "skip_malformed_rows": False}
+    sections = cfg.sections()
+    for section, values in user.items():
+        cfg.user_keys[section] = set(values)
+        for key, value in values.items():
+            why = CONTROLLED.get(section, {}).get(key)
+            if why:
+                notes.append(f"{ROOT}.{section}.{key} ({value!r}) is not used: {why}")
+            if section == "ModelConfig" and key == "dtype":
+                key = "torch_dtype"  # transformers 5 spelling of the same setting
+            sections[section][key] = value
+    if method == "qlora":
+        cfg.quantization.setdefault("load_in_4bit", True)
+        if not cfg.quantization.get("load_in_4bit") and not cfg.quantization.get("load_in_8bit"):
+            raise TuningConfigError(source, [FieldError(f"{ROOT}.QuantizationConfig.load_in_4bit", False,
+                                                        "must be true for method 'qlora'",
+                                                        "remove it, or use method 'lora'")])
+    if not cuda:
+        for section, key in (("ModelConfig", "torch_dtype"), ("QuantizationConfig", "bnb_4bit_compute_dtype")):
+            if sections[section].get(key) == "float16":
+                notes.append(f"{ROOT}.{section}.{key} float16 is not supported for training on CPU: "
+                             "using float32")
+                sections[section][key] = "float32"
+        if sections["ModelConfig"].get("device_map") not in (None, "cpu"):
+            notes.append(f"{ROOT}.ModelConfig.device_map {sections['ModelConfig']['device_map']!r}: "
+                         "no GPU here, using 'cpu'")
+            sections["ModelConfig"]["device_map"] = "cpu"
+        for key in ("bf16", "fp16", "tf32"):
+            if cfg.training.get(key):
+                notes.append(f"{ROOT}.TrainingArguments.{key} needs a GPU: ignored on CPU")
+                cfg.training[key] = False
+    if isinstance(cfg.lora.get("target_modules"), str) and cfg.lora["target_modules"] != "all-linear":
+        cfg.lora["target_modules"] = [m.strip() for m in cfg.lora["target_modules"].split(",") if m.strip()]
+    return cfg

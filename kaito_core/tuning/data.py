@@ -1,0 +1,403 @@
+"""Training data: find the files, read rows, turn each row into a conversation or a text.
+
+Formats: csv, json (an array, or one object per line), jsonl, parquet and arrow (IPC file or
+stream, as ``datasets`` saves). Row layouts, checked per file in this order:
+
+1. a messages column (``DatasetConfig.messages_column``, else ``messages``): OpenAI-style
+   ``[{"role": ..., "content": ...}, ...]`` (upstream's dolly-15k "oai-style" parquet);
+2. a prompt/response pair: ``DatasetConfig.context_column`` + ``response_column`` when a
+   context column is configured, else ``prompt`` + ``completion``;
+3. a plain text column (``DatasetConfig.response_column``, default ``text``): the whole text is
+   learned.
+
+A malformed row stops the run with its file and row number (or is skipped and counted when
+``DatasetConfig.skip_malformed_rows`` is true); the summary says how many rows were used.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from kaito_core.tuning.errors import DataError
+
+EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+              ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
+FORMATS = ("csv", "json", "jsonl", "parquet", "arrow")
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+@dataclass
+class Example:
+    """One usable row: a conversation (loss on assistant turns) or a plain text (loss on all)."""
+
+    source: str  # "file.jsonl row 3"
+    messages: list[dict[str, str]] | None = None
+    text: str | None = None
+
+
+@dataclass
+class DataSummary:
+    files: list[str] = field(default_factory=list)
+    rows_total: int = 0
+    rows_used: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    first_skipped: list[str] = field(default_factory=list)
+    layouts: dict[str, str] = field(default_factory=dict)
+    train_rows: int = 0
+    eval_rows: int = 0
+
+    @property
+    def rows_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def skip(self, where: str, reason: str) -> None:
+        self.skipped[reason.split(":")[0]] += 1
+        if len(self.first_skipped) < 5:
+            self.first_skipped.append(f"{where}: {reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "layouts": self.layouts, "rows_total": self.rows_total,
+                "rows_used": self.rows_used, "rows_skipped": self.rows_skipped,
+                "skipped_reasons": dict(self.skipped), "first_skipped": self.first_skipped,
+                "train_rows": self.train_rows, "eval_rows": self.eval_rows}
+
+
+class Malformed(Exception):
+    """A row that cannot be used; the message says why (before the first ':' is the category)."""
+
+
+# --- finding and reading files ---------------------------------------------------------------
+
+
+def find_data_files(paths: list[Path], *, dataset_path: str | None = None) -> list[Path]:
+    """The data files under ``paths`` (files or directories, searched recursively, sorted).
+
+    ``dataset_path`` (DatasetConfig) picks one file, relative to the input directories.
+    """
+    if dataset_path:
+        cand = Path(dataset_path)
+        tries = [cand] if cand.is_absolute() else [p / cand for p in paths if p.is_dir()] + [cand]
+        for t in tries:
+            if t.is_file():
+                return [t]
+        raise DataError(f"DatasetConfig.dataset_path {dataset_path!r}: no such file in "
+                        f"{', '.join(str(p) for p in paths) or 'the inputs'}")
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not any(
+                part.startswith(".") for part in f.relative_to(p).parts))
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DataError(f"input {str(p)!r} does not exist; give a data file or a directory of them")
+    usable = [f for f in files if f.suffix.lower() in EXTENSIONS or _sniff(f)]
+    if not usable:
+        shown = ", ".join(str(f) for f in files[:5]) or "no files at all"
+        raise DataError(f"no training data found in {', '.join(str(p) for p in paths)} ({shown}); "
+                        f"expected files ending in {', '.join(sorted(EXTENSIONS))}")
+    return usable
+
+
+def _sniff(path: Path) -> str | None:
+    """Guess the format of a file without a known extension (e.g. a download named 'data')."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            f.seek(-4, 2) if path.stat().st_size >= 8 else None
+            tail = f.read(4) if path.stat().st_size >= 8 else b""
+    except OSError:
+        return None
+    if head.startswith(b"PAR1") and tail == b"PAR1":
+        return "parquet"
+    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+        return "arrow"
+    text = head.lstrip()
+    if text.startswith(b"["):
+        return "json"
+    if text.startswith(b"{"):
+        return "jsonl"
+    return None
+
+
+def format_of(path: Path, override: str | None = None) -> str:
+    if override:
+        fmt = override.lower().lstrip(".")
+        if fmt not in FORMATS:
+            raise DataError(f"DatasetConfig.dataset_extension {override!r}: expected one of {list(FORMATS)}")
+        return fmt
+    fmt = EXTENSIONS.get(path.suffix.lower()) or _sniff(path)
+    if fmt is None:
+        raise DataError(f"{path}: unknown data format; name it .csv, .json, .jsonl, .parquet or .arrow, "
+                        "or set DatasetConfig.dataset_extension")
+    if fmt == "json" and _sniff(path) == "jsonl":
+        fmt = "jsonl"  # ".json" files holding one object per line, as datasets writes them
+    return fmt
+
+
+def read_rows(path: Path, fmt: str) -> tuple[list[str], Iterator[tuple[str, Any]]]:
+    """Columns and an iterator of (row label, row mapping). Unreadable files raise DataError."""
+    try:
+        if fmt == "jsonl":
+            return _read_jsonl(path)
+        if fmt == "json":
+            return _read_json(path)
+        import pyarrow as pa
+
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            # Every column as text: a CSV cell "007" stays "007", a messages cell stays JSON.
+            with open(path, "rb") as f:
+                header = f.readline().decode("utf-8", "replace")
+            import csv
+
+            names = next(csv.reader([header]), [])
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False))
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            table = _read_arrow(path)
+    except DataError:
+        raise
+    except PermissionError as exc:
+        raise DataError(f"cannot read {path}: permission denied ({exc.strerror}); make the file readable") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {exc}") from None
+    except Exception as exc:  # pyarrow raises ArrowInvalid & co for corrupt files
+        raise DataError(f"cannot read {path} as {fmt}: {type(exc).__name__}: {exc}") from None
+    cols = list(table.column_names)
+
+    def numbered() -> Iterator[tuple[str, Any]]:
+        n = 0
+        for b in table.to_batches(max_chunksize=4096):
+            for row in b.to_pylist():
+                n += 1
+                yield f"{path.name} row {n}", row
+
+    return cols, numbered()
+
+
+def _read_arrow(path: Path):
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    with pa.memory_map(str(path)) as source:
+        if magic == b"ARROW1":
+            return ipc.open_file(source).read_all()
+        return ipc.open_stream(source).read_all()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"cannot read {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _read_jsonl(path: Path):
+    lines = _read_text(path).splitlines()
+    parsed: list[tuple[str, Any]] = []
+    cols: dict[str, None] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {n}: not valid JSON ({exc.msg} at column {exc.colno}); every line "
+                            "of a .jsonl file must be one JSON object") from None
+        if isinstance(obj, dict):
+            cols.update(dict.fromkeys(obj))
+        parsed.append((f"{path.name} line {n}", obj))
+    return list(cols), iter(parsed)
+
+
+def _read_json(path: Path):
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(data, dict):
+        # {"data": [...]} or a column-oriented {"col": [values...]}
+        lists = {k: v for k, v in data.items() if isinstance(v, list)}
+        if len(lists) == 1 and all(isinstance(r, dict) for r in next(iter(lists.values()))):
+            data = next(iter(lists.values()))
+        elif lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
+            keys = list(lists)
+            data = [dict(zip(keys, vals)) for vals in zip(*lists.values())]
+        else:
+            raise DataError(f"{path}: a JSON file must hold an array of records (or one object per line)")
+    if not isinstance(data, list):
+        raise DataError(f"{path}: a JSON file must hold an array of records, found {type(data).__name__}")
+    cols: dict[str, None] = {}
+    for r in data[:1000]:
+        if isinstance(r, dict):
+            cols.update(dict.fromkeys(r))
+    return list(cols), ((f"{path.name} record {i}", r) for i, r in enumerate(data, 1))
+
+
+# --- rows -> examples ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # messages | pair | text
+    columns: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.kind} ({', '.join(self.columns)})"
+
+
+def choose_layout(columns: list[str], ds: Mapping[str, Any], path: Path) -> Layout:
+    cols = set(columns)
+    messages_col = ds.get("messages_column")
+    if messages_col:
+        if messages_col in cols:
+            return Layout("messages", (messages_col,))
+        raise _wrong_columns(path, columns, f"DatasetConfig.messages_column is {messages_col!r}")
+    if ds.get("context_column"):
+        ctx, resp = ds["context_column"], ds.get("response_column") or "text"
+        missing = [c for c in (ctx, resp) if c not in cols]
+        if missing:
+            raise _wrong_columns(path, columns, f"DatasetConfig.context_column/response_column are "
+                                                f"{ctx!r}/{resp!r}; missing {missing}")
+        return Layout("pair", (ctx, resp))
+    if "messages" in cols:
+        return Layout("messages", ("messages",))
+    prompt, completion = ds.get("prompt_column") or "prompt", ds.get("completion_column") or "completion"
+    if prompt in cols and completion in cols:
+        return Layout("pair", (prompt, completion))
+    resp = ds.get("response_column") or "text"
+    if resp in cols:
+        return Layout("text", (resp,))
+    raise _wrong_columns(path, columns, "")
+
+
+def _wrong_columns(path: Path, columns: list[str], why: str) -> DataError:
+    found = ", ".join(repr(c) for c in columns) or "none"
+    lead = f"{why}; " if why else ""
+    return DataError(
+        f"{path}: {lead}the columns found ({found}) match no supported layout. Expected a 'messages' column "
+        "(OpenAI chat format), 'prompt' + 'completion', or a 'text' column; for other names set "
+        "DatasetConfig.messages_column, or context_column + response_column, or response_column")
+
+
+def _content(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # OpenAI content parts
+        parts = []
+        for p in value:
+            if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str):
+                parts.append(p["text"])
+            else:
+                raise Malformed("bad content: only text content parts can be trained on")
+        return "".join(parts)
+    raise Malformed(f"bad content: expected a string, got {type(value).__name__}")
+
+
+def to_messages(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise Malformed("bad messages: a string that is not JSON; expected a list of "
+                            "{role, content} objects") from None
+    if isinstance(value, dict) and isinstance(value.get("messages"), list):
+        value = value["messages"]
+    if not isinstance(value, list) or not value:
+        raise Malformed("bad messages: expected a non-empty list of {role, content} objects, got "
+                        f"{type(value).__name__ if value is not None else 'null'}")
+    out = []
+    for k, m in enumerate(value):
+        if not isinstance(m, dict) or "role" not in m:
+            raise Malformed(f"bad messages: message {k} is not a {{role, content}} object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise Malformed(f"bad messages: message {k} has role {role!r}; expected one of {list(ROLES)}")
+        content = m.get("content")
+        if content is None:
+            content = ""
+        out.append({"role": role, "content": _content(content)})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
+        raise Malformed("no assistant message: nothing to learn from (add an assistant turn)")
+    return out
+
+
+def row_to_example(row: Any, layout: Layout, where: str) -> Example:
+    if not isinstance(row, Mapping):
+        raise Malformed(f"not a record: expected an object with columns, got {type(row).__name__}")
+    if layout.kind == "messages":
+        return Example(where, messages=to_messages(row.get(layout.columns[0])))
+    if layout.kind == "pair":
+        ctx, resp = (row.get(c) for c in layout.columns)
+        if ctx is None:
+            ctx = ""
+        if not isinstance(ctx, str):
+            raise Malformed(f"bad {layout.columns[0]}: expected text, got {type(ctx).__name__}")
+        if not isinstance(resp, str) or not resp.strip():
+            raise Malformed(f"empty {layout.columns[1]}: nothing to learn from")
+        return Example(where, messages=[{"role": "user", "content": ctx}, {"role": "assistant", "content": resp}])
+    text = row.get(layout.columns[0])
+    if not isinstance(text, str) or not text.strip():
+        raise Malformed(f"empty {layout.columns[0]}: no text to learn from")
+    return Example(where, text=text)
+
+
+def load_examples(files: list[Path], ds: Mapping[str, Any]) -> tuple[list[Example], DataSummary]:
+    """Read every file into examples; malformed rows raise (or are skipped and counted)."""
+    summary = DataSummary(files=[str(f) for f in files])
+    skip = bool(ds.get("skip_malformed_rows"))
+    examples: list[Example] = []
+    for path in files:
+        fmt = format_of(path, ds.get("dataset_extension"))
+        columns, rows = read_rows(path, fmt)
+        layout = choose_layout(columns, ds, path) if columns else None
+        if layout:
+            summary.layouts[path.name] = layout.describe()
+        for where, row in rows:
+            summary.rows_total += 1
+            try:
+                if layout is None:
+                    raise Malformed(f"not a record: expected an object with columns, got {type(row).__name__}")
+                examples.append(row_to_example(row, layout, where))
+            except Malformed as exc:
+                if not skip:
+                    raise DataError(f"{path} ({where.split(' ', 1)[1]}): {exc}. Fix the record, or set "
+                                    "DatasetConfig.skip_malformed_rows: true (--skip-malformed) to skip "
+                                    "such rows") from None
+                summary.skip(where, str(exc))
+    summary.rows_used = len(examples)
+    if not examples:
+        where = ", ".join(Path(f).name for f in files)
+        why = f"; {summary.rows_skipped} malformed rows were skipped, e.g. {summary.first_skipped[0]}" \
+            if summary.first_skipped else ""
+        raise DataError(f"the training data set is empty: {summary.rows_total} rows in {where}{why}")
+    return examples, summary
+
+
+def shuffle_and_split(examples: list[Example], ds: Mapping[str, Any],
+                      summary: DataSummary) -> tuple[list[Example], list[Example]]:
+    """Upstream order: shuffle once (seeded), then keep ``train_test_split`` of the rows for training."""
+    items = list(examples)
+    if ds.get("shuffle_dataset", True):
+        random.Random(ds.get("shuffle_seed", 42)).shuffle(items)
+    frac = float(ds.get("train_test_split", 1.0))
+    n_train = len(items) if frac >= 1 else max(1, int(round(len(items) * frac)))
+    if frac < 1 and n_train == len(items) and len(items) > 1:
+        n_train -= 1  # keep at least one evaluation row when a split was asked for
+    train, test = items[:n_train], items[n_train:]
+    summary.train_rows, summary.eval_rows = len(train), len(test)
+    return train, test

@@ -1,0 +1,155 @@
+"""Examples -> token ids and labels: chat template applied, loss only on assistant tokens.
+
+The assistant spans are found by rendering the conversation turn by turn: the text the
+template adds for assistant turn *i* is ``render(messages[:i+1])`` minus
+``render(messages[:i], add_generation_prompt=True)``. Tokens whose characters fall in those
+spans get labels; every other token (system, user, the template's headers) gets -100, so the
+model learns to answer, not to write the user's questions. Plain texts learn every token.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from kaito_core.tuning.data import Example
+from kaito_core.tuning.errors import DataError
+
+IGNORE = -100
+
+
+def resolve_chat_template(configured: str | None, tokenizer: Any, preset_template: str | None) -> tuple[str | None, str]:
+    """The template to use and where it came from: ModelConfig.chat_template (inline or a file,
+    as upstream), else the tokenizer's own, else the preset's."""
+    if configured:
+        if any(c in configured for c in "{}\n"):
+            return codecs.decode(configured, "unicode_escape") if "\\n" in configured else configured, \
+                "ModelConfig.chat_template"
+        path = Path(configured)
+        if not path.is_file():
+            raise DataError(f"ModelConfig.chat_template {configured!r}: neither a template nor a readable file")
+        return path.read_text(encoding="utf-8"), f"ModelConfig.chat_template file {configured}"
+    if getattr(tokenizer, "chat_template", None):
+        return None, "the tokenizer"
+    if preset_template:
+        return preset_template, "the preset"
+    return None, ""
+
+
+def _render(tokenizer: Any, messages: Sequence[dict], *, gen: bool) -> str:
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=gen)
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    full = _render(tokenizer, messages, gen=False)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], gen=True) if i else ""
+        upto = _render(tokenizer, messages[: i + 1], gen=False)
+        if i and upto.startswith(before) and full.startswith(upto):
+            spans.append((len(before), len(upto)))
+            cursor = len(upto)
+            continue
+        # A template that is not prefix-stable (it rewrites earlier turns): find the content.
+        at = full.find(m["content"], cursor)
+        if at < 0:
+            continue
+        end = at + len(m["content"])
+        spans.append((at, end))
+        cursor = end
+    return full, spans
+
+
+class Encoder:
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tok = tokenizer
+        self.max_length = max_length
+        self.skipped: Counter = Counter()
+        self.first_skipped: list[str] = []
+        self.truncated = 0
+
+    def _skip(self, ex: Example, reason: str) -> None:
+        self.skipped[reason] += 1
+        if len(self.first_skipped) < 5:
+            self.first_skipped.append(f"{ex.source}: {reason}")
+
+    def encode(self, ex: Example) -> dict[str, list[int]] | None:
+        if ex.messages is not None:
+            if not getattr(self.tok, "chat_template", None):
+                raise DataError(f"{ex.source}: chat records need a chat template, and the tokenizer has none; "
+                                "set ModelConfig.chat_template")
+            text, spans = assistant_spans(self.tok, ex.messages)
+        else:
+            eos = self.tok.eos_token or ""
+            text = ex.text + (eos if eos and not ex.text.endswith(eos) else "")
+            spans = [(0, len(text))]
+        ids, labels = self._tokenize(text, spans)
+        if len(ids) > self.max_length:
+            self.truncated += 1
+            ids, labels = ids[: self.max_length], labels[: self.max_length]
+        if not any(label != IGNORE for label in labels):
+            self._skip(ex, "no assistant tokens within max_seq_length" if ex.messages is not None
+                       else "no tokens")
+            return None
+        return {"input_ids": ids, "labels": labels}
+
+    def _tokenize(self, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+        if getattr(self.tok, "is_fast", False):
+            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = list(enc["input_ids"])
+            labels = []
+            for tid, (s, e) in zip(ids, enc["offset_mapping"]):
+                inside = any(s < b and e > a for a, b in spans) if e > s else False
+                labels.append(tid if inside else IGNORE)
+            return ids, labels
+        # Slow tokenizers have no offsets: tokenize the pieces one by one.
+        ids, labels, pos = [], [], 0
+        for a, b in sorted(spans):
+            for piece, learn in ((text[pos:a], False), (text[a:b], True)):
+                if piece:
+                    t = self.tok(piece, add_special_tokens=False)["input_ids"]
+                    ids.extend(t)
+                    labels.extend(t if learn else [IGNORE] * len(t))
+            pos = b
+        if pos < len(text):
+            t = self.tok(text[pos:], add_special_tokens=False)["input_ids"]
+            ids.extend(t)
+            labels.extend([IGNORE] * len(t))
+        return ids, labels
+
+    def encode_all(self, examples: list[Example]) -> list[dict[str, list[int]]]:
+        out = []
+        for ex in examples:
+            item = self.encode(ex)
+            if item is not None:
+                out.append(item)
+        return out
+
+
+class PadCollator:
+    """Pads a batch to its longest row (optionally to a multiple); padded labels are ignored."""
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_id = pad_id
+        self.multiple = pad_to_multiple_of
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        n = max(len(r["input_ids"]) for r in rows)
+        if self.multiple:
+            n = -(-n // self.multiple) * self.multiple
+        ids = torch.full((len(rows), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, r in enumerate(rows):
+            k = len(r["input_ids"])
+            ids[i, :k] = torch.tensor(r["input_ids"], dtype=torch.long)
+            labels[i, :k] = torch.tensor(r["labels"], dtype=torch.long)
+            mask[i, :k] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

@@ -1,0 +1,182 @@
+"""Load the base model (full precision or 4-bit nf4) and wrap it with LoRA adapters.
+
+CPU facts (shared/ENVIRONMENT.md): bitsandbytes 0.50 loads nf4 on CPU with a float32 compute
+dtype; a 4-bit model that ran generate()/eval before training in the same process trains with
+zero gradients, so a run always loads a fresh instance and checks the gradient norm after
+training; and bitsandbytes leaves Falcon's layers (FalconLinear) unquantized, which we count
+and report instead of pretending the model is 4-bit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kaito_core.tuning.config import TrainingConfig
+from kaito_core.tuning.errors import TuningConfigError, TuningError
+
+log = logging.getLogger("kaito.tuning")
+
+# LoRA targets per architecture when no preset is named (ENVIRONMENT.md, upstream presets).
+TARGETS_BY_MODEL_TYPE = {
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mistral": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "phi3": ("qkv_proj", "o_proj"),
+    "falcon": ("query_key_value",),
+}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    tokenizer_changed: list[str] = field(default_factory=list)
+    linear_layers: int = 0
+    quantized_layers: int = 0
+    trainable_params: int = 0
+    total_params: int = 0
+    target_modules: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def torch_dtype(name: str | None):
+    import torch
+
+    if name in (None, "auto"):
+        return "auto" if name == "auto" else None
+    return getattr(torch, name)
+
+
+def read_model_type(model_dir: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((model_dir / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def load_tokenizer(source: str, cfg: TrainingConfig) -> tuple[Any, list[str]]:
+    from transformers import AutoTokenizer
+
+    m = cfg.model
+    tok = AutoTokenizer.from_pretrained(source, local_files_only=bool(m.get("local_files_only", True)),
+                                        trust_remote_code=bool(m.get("trust_remote_code")),
+                                        revision=m.get("revision") or None)
+    changed = []
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+        changed.append("pad_token set to eos_token")
+    return tok, changed
+
+
+def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
+    """A fresh base model with LoRA layers, ready for training."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    m, q = cfg.model, cfg.quantization
+    kwargs: dict[str, Any] = {"local_files_only": bool(m.get("local_files_only", True)),
+                              "trust_remote_code": bool(m.get("trust_remote_code")),
+                              "device_map": m.get("device_map") or "cpu"}
+    if m.get("revision"):
+        kwargs["revision"] = m["revision"]
+    if m.get("cache_dir"):
+        kwargs["cache_dir"] = m["cache_dir"]
+    dtype = torch_dtype(m.get("torch_dtype"))
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if cfg.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        bnb = {k: v for k, v in q.items() if k != "quant_method" and v is not None}
+        if "bnb_4bit_compute_dtype" in bnb:
+            bnb["bnb_4bit_compute_dtype"] = torch_dtype(bnb["bnb_4bit_compute_dtype"])
+        if "bnb_4bit_quant_storage" in bnb:
+            bnb["bnb_4bit_quant_storage"] = torch_dtype(bnb["bnb_4bit_quant_storage"])
+        kwargs["quantization_config"] = BitsAndBytesConfig(**bnb)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise TuningError(f"cannot load the base model from {source!r}: {exc}") from None
+    loaded = LoadedModel(model=None, tokenizer=None)
+    loaded.linear_layers, loaded.quantized_layers = count_linear(model)
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        if loaded.quantized_layers == 0:
+            loaded.notes.append(
+                f"QLoRA: bitsandbytes quantized 0 of {loaded.linear_layers} linear layers of "
+                f"{type(model).__name__}; they stay in full precision (fp32 on CPU), so this run uses about "
+                "as much memory as LoRA (known for Falcon's FalconLinear layers)")
+        elif loaded.quantized_layers < loaded.linear_layers:
+            log.info("QLoRA: %d of %d linear layers are 4-bit (the rest, e.g. lm_head, stay full precision)",
+                     loaded.quantized_layers, loaded.linear_layers)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(cfg.training.get("gradient_checkpointing")))
+    lora_args = {k: v for k, v in cfg.lora.items()
+                 if k not in ("task_type", "peft_type", "base_model_name_or_path", "inference_mode")}
+    lora_args["target_modules"] = check_targets(model, lora_args.get("target_modules"), loaded.notes)
+    loaded.target_modules = list(lora_args["target_modules"]) if not isinstance(
+        lora_args["target_modules"], str) else [lora_args["target_modules"]]
+    try:
+        lora = LoraConfig(task_type="CAUSAL_LM", **lora_args)
+    except (TypeError, ValueError) as exc:
+        raise TuningConfigError("training_config.LoraConfig", [_field("LoraConfig", str(exc))]) from None
+    model = get_peft_model(model, lora)
+    model.config.use_cache = False
+    trainable, total = model.get_nb_trainable_parameters()
+    loaded.model, loaded.trainable_params, loaded.total_params = model, int(trainable), int(total)
+    return loaded
+
+
+def _field(section: str, message: str):
+    from kaito_core.errors import MISSING, FieldError
+
+    return FieldError(f"training_config.{section}", MISSING, message)
+
+
+def count_linear(model: Any) -> tuple[int, int]:
+    """(linear layers in the decoder, of which 4-bit) - lm_head excluded."""
+    import torch
+
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except Exception:  # noqa: BLE001 - bitsandbytes is only needed for QLoRA
+        Linear4bit = ()  # type: ignore[assignment]
+    total = quant = 0
+    for name, mod in model.named_modules():
+        if name.endswith("lm_head"):
+            continue
+        if isinstance(mod, torch.nn.Linear):
+            total += 1
+            if Linear4bit and isinstance(mod, Linear4bit):
+                quant += 1
+    return total, quant
+
+
+def check_targets(model: Any, targets: Any, notes: list[str]) -> Any:
+    """Keep the target modules the model has; refuse a list that matches nothing.
+
+    Upstream's Phi-3 example names q_proj/k_proj/v_proj/o_proj, but Phi-3 fuses q/k/v into
+    qkv_proj: peft would train only o_proj without a word. We say which names matched.
+    """
+    if targets in (None, "all-linear") or isinstance(targets, str):
+        return targets or "all-linear"
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    found = [t for t in targets if t in names]
+    missing = [t for t in targets if t not in names]
+    if not found:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, mod in model.named_modules()
+                         if type(mod).__name__.endswith("Linear") or type(mod).__name__ == "Linear4bit"} - {"lm_head"})
+        raise TuningConfigError("training_config.LoraConfig", [_field(
+            "LoraConfig.target_modules", f"none of {list(targets)} is a module of this model; its linear "
+                                         f"layers are {linear}")])
+    if missing:
+        notes.append(f"LoraConfig.target_modules: {missing} are not modules of this model and were skipped; "
+                     f"training {found}")
+    return found
