@@ -1,0 +1,244 @@
+"""One reconcile pass, synchronous and kopf-free: observe, plan (pure), apply, report.
+
+The kopf handlers (:mod:`kaito_core.operator.handlers`) are thin wrappers around
+:class:`Reconciler`; the benchmark and tests drive it the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from kaito_core.api import parse_workspace, validate_workspace
+from kaito_core.errors import KaitoError, WorkspaceInvalid
+from kaito_core.operator.kube import ApiError, KubeClient
+from kaito_core.operator.settings import Settings
+from kaito_core.reconcile import Observed, Plan, invalid, names, plan
+from kaito_core.reconcile.inputs import resolve
+from kaito_core.reconcile.status import Event
+from kaito_core.types import ProvisionerContext
+
+log = logging.getLogger("kaito.operator")
+ANNOTATION_PROVISIONER = "kaito.sh/provisioner"
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    plan: Plan | None = None
+    actions: dict[str, str] = field(default_factory=dict)  # "Kind/name" -> created|updated|...
+
+
+def _apiv(obj: Mapping[str, Any]) -> tuple[str, str, str, str | None]:
+    meta = obj.get("metadata") or {}
+    return obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")
+
+
+def apply_object(kube: KubeClient, obj: Mapping[str, Any], uid: str) -> str:
+    """Create ``obj`` if absent, patch it if our last applied version differs, recreate a Job
+    whose revision changed (a Job's pod template is immutable). Never touches an object of the
+    same name that another owner made. Returns what happened."""
+    desired = copy.deepcopy(dict(obj))
+    digest = names.stable_hash(desired)
+    desired["metadata"].setdefault("annotations", {})[names.ANNOTATION_HASH] = digest
+    api_version, kind, name, namespace = _apiv(desired)
+    current = kube.get(api_version=api_version, kind=kind, name=name, namespace=namespace)
+    if current is None:
+        try:
+            kube.create(desired)
+            return "created"
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            current = kube.get(api_version=api_version, kind=kind, name=name, namespace=namespace)
+            if current is None:
+                return "pending"  # being deleted (e.g. a Job being replaced): next pass
+    meta = current.get("metadata") or {}
+    if (meta.get("labels") or {}).get(names.LABEL_UID) != uid:
+        return "conflict"
+    if meta.get("deletionTimestamp"):
+        return "pending"
+    annotations = meta.get("annotations") or {}
+    if annotations.get(names.ANNOTATION_HASH) == digest:
+        return "unchanged"
+    if kind == "Job":
+        want = desired["metadata"]["annotations"].get(names.ANNOTATION_REVISION)
+        if annotations.get(names.ANNOTATION_REVISION) != want:
+            kube.delete(api_version=api_version, kind=kind, name=name, namespace=namespace)
+            return "recreating"
+        return "unchanged"
+    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "status")}
+    body["metadata"] = {k: desired["metadata"][k] for k in ("labels", "annotations", "ownerReferences")
+                        if k in desired["metadata"]}
+    kube.patch(api_version=api_version, kind=kind, name=name, namespace=namespace, patch=body)
+    return "updated"
+
+
+class Reconciler:
+    """Everything one operator process holds: the API client, plugins, settings, locks."""
+
+    def __init__(self, kube: KubeClient, registry: Any, settings: Settings,
+                 clock: Callable[[], str] = now_rfc3339):
+        self.kube = kube
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def forget(self, key: str) -> None:
+        with self._guard:
+            self._locks.pop(key, None)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def provisioner_name(self, ws: Any) -> str:
+        return ws.annotations.get(ANNOTATION_PROVISIONER) or self.settings.provisioner or default_provisioner(self.registry)
+
+    def provisioner_for(self, ws: Any) -> Any:
+        name = self.provisioner_name(ws)
+        prov = self.registry.provisioners.get(name)
+        if prov is None:
+            installed = ", ".join(sorted(self.registry.provisioners)) or "none"
+            raise KaitoError(f"provisioner {name!r} is not installed (installed: {installed}); install "
+                             f"kaito-provisioner-{name} or set KAITO_PROVISIONER / annotation {ANNOTATION_PROVISIONER}")
+        return prov
+
+    def context_for(self, ws: Any) -> ProvisionerContext:
+        extra = {"workspace.name": ws.name, "workspace.namespace": ws.namespace}
+        if ws.resource is not None and ws.resource.label_selector is not None:
+            extra["workspace.labelSelector"] = json.dumps(ws.resource.label_selector.to_k8s(), sort_keys=True)
+        if ws.resource is not None and ws.resource.preferred_nodes:
+            extra["workspace.preferredNodes"] = ",".join(ws.resource.preferred_nodes)
+        return ProvisionerContext(kube=self.kube, settings={**self.settings.provisioner_settings, **extra})
+
+    @staticmethod
+    def parse(body: Mapping[str, Any]) -> Any:
+        raw = json.loads(json.dumps(dict(body), default=dict))
+        return parse_workspace(raw)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        now = self.clock()
+        try:
+            ws = self.parse(body)
+        except WorkspaceInvalid as exc:
+            return self._invalid_body(body, [str(e) for e in exc.errors], now)
+        with self.lock(ws.metadata.uid or f"{ws.namespace}/{ws.name}"):
+            return self._reconcile(ws, now)
+
+    def _invalid_body(self, body: Mapping[str, Any], problems: list[str], now: str) -> Outcome:
+        status = {"conditions": [{"type": "ResourceReady", "status": "False", "reason": "InvalidWorkspace",
+                                  "message": "; ".join(problems), "lastTransitionTime": now}],
+                  "state": "Failed", "workerNodes": []}
+        return Outcome(status, [Event("Warning", "InvalidWorkspace", "; ".join(problems))])
+
+    def _reconcile(self, ws: Any, now: str) -> Outcome:
+        result = validate_workspace(ws, registry=self.registry)
+        if result.errors:
+            p = invalid(ws, [str(e) for e in result.errors], now=now)
+            return Outcome(p.status, p.events, p)
+        config = None
+        if ws.inference is not None and ws.inference.config:
+            config = self.kube.get(api_version="v1", kind="ConfigMap", name=ws.inference.config,
+                                   namespace=ws.namespace)
+        inputs = resolve(ws, self.registry, config=config)
+        if inputs.problems:
+            p = invalid(ws, inputs.problems, now=now)
+            return Outcome(p.status, p.events, p)
+        try:
+            prov = self.provisioner_for(ws)
+            first = plan(ws, inputs.preset, inputs.requirement, prov, Observed(now=now))
+        except (KaitoError, ValueError) as exc:
+            p = invalid(ws, [str(exc)], now=now, reason="ProvisioningError")
+            return Outcome(p.status, p.events, p)
+        if first.errors:
+            return Outcome(first.status, first.events, first)
+        observed = self.observe(ws, prov, first, now)
+        final = plan(ws, inputs.preset, inputs.requirement, prov, observed)
+        actions: dict[str, str] = {}
+        events = list(final.events)
+        for obj in final.objects:
+            key = f"{obj['kind']}/{obj['metadata']['name']}"
+            try:
+                actions[key] = apply_object(self.kube, obj, final.uid)
+            except ApiError as exc:
+                actions[key] = "error"
+                events.append(Event("Warning", "ApplyFailed", f"{key}: {exc}"))
+                log.warning("workspace %s/%s: cannot apply %s: %s", ws.namespace, ws.name, key, exc)
+            if actions[key] == "conflict":
+                events.append(Event("Warning", "NameConflict",
+                                    f"{key} exists and is not owned by this Workspace; rename or delete it"))
+        return Outcome(final.status, events, final, actions)
+
+    def observe(self, ws: Any, prov: Any, first: Plan, now: str) -> Observed:
+        error = None
+        states: tuple = ()
+        try:
+            states = tuple(prov.ensure(requests=first.node_requests, ctx=self.context_for(ws)))
+        except Exception as exc:  # noqa: BLE001 - any provider failure becomes a visible condition
+            error = f"provisioner {prov.name!r}: {exc}"
+            log.warning("workspace %s/%s: %s", ws.namespace, ws.name, error)
+        nodes = []
+        for s in states:
+            if s.node_name:
+                node = self.kube.get(api_version="v1", kind="Node", name=s.node_name)
+                if node is not None:
+                    nodes.append(node)
+        kind, api = ("Job", "batch/v1") if ws.mode == "tuning" else ("StatefulSet", "apps/v1")
+        workload = self.kube.get(api_version=api, kind=kind, name=ws.name, namespace=ws.namespace)
+        if workload is not None and (workload.get("metadata") or {}).get("labels", {}).get(names.LABEL_UID) != first.uid:
+            workload = None  # someone else's object of the same name: not ours to report
+        pods = self.kube.list(api_version="v1", kind="Pod", namespace=ws.namespace,
+                              labels={names.LABEL_UID: first.uid}) if workload is not None else []
+        return Observed(node_states=states, nodes=tuple(nodes), workload=workload, pods=tuple(pods),
+                        provisioner_error=error, now=now)
+
+    # -- delete ---------------------------------------------------------------------------
+
+    def release(self, body: Mapping[str, Any]) -> list[str]:
+        """Give the nodes back and delete the children. Raises if the provisioner fails."""
+        ws = self.parse(body)
+        with self.lock(ws.metadata.uid or f"{ws.namespace}/{ws.name}"):
+            prov = self.provisioner_for(ws)
+            prov.release(workspace=ws, ctx=self.context_for(ws))
+            deleted = self.delete_children(ws)
+        self.forget(ws.metadata.uid or f"{ws.namespace}/{ws.name}")
+        return deleted
+
+    def delete_children(self, ws: Any) -> list[str]:
+        """Delete what the Workspace owns (the garbage collector would too; emulators and
+        clusters without GC must not keep orphans)."""
+        uid = names.uid_of(ws.namespace, ws.name, ws.metadata.uid)
+        wanted = [("apps/v1", "StatefulSet", ws.name), ("batch/v1", "Job", ws.name), ("v1", "Service", ws.name),
+                  ("v1", "Service", names.headless_name(ws.name)),
+                  ("v1", "ConfigMap", names.config_name(ws.name, "inference")),
+                  ("v1", "ConfigMap", names.config_name(ws.name, "tuning"))]
+        deleted = []
+        for api, kind, name in wanted:
+            cur = self.kube.get(api_version=api, kind=kind, name=name, namespace=ws.namespace)
+            if cur is None or ((cur.get("metadata") or {}).get("labels") or {}).get(names.LABEL_UID) != uid:
+                continue
+            if self.kube.delete(api_version=api, kind=kind, name=name, namespace=ws.namespace):
+                deleted.append(f"{kind}/{name}")
+        return deleted
+
+
+def default_provisioner(registry: Any) -> str:
+    """karpenter when installed (upstream's default), else byo (existing nodes)."""
+    return "karpenter" if "karpenter" in registry.provisioners else "byo"

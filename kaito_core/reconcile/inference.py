@@ -1,0 +1,194 @@
+"""Inference objects: engine ConfigMap, Service ``<ws>``, headless Service, StatefulSet (pure).
+
+Follows upstream's controller (KAITO-REFERENCE.md, "The controller, in order", step 4).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import yaml
+
+from kaito_core.reconcile import names, pods
+from kaito_core.reconcile.context import ADAPTER_DIR, CONFIG_DIR, SERVE_PORT, Context
+from kaito_core.reconcile.weights import hf_token_env, weights
+
+CONFIG_KEY = "inference_config.yaml"
+
+
+def engine_config(ctx: Context) -> dict[str, Any]:
+    """The default ``inference_config.yaml``: the preset's engine arguments + the parallelism
+    sizing chose (used when the Workspace names no ``inference.config``)."""
+    preset = ctx.preset
+    vllm = dict(preset.runtimes.get("vllm", {})) if preset is not None else {}
+    if ctx.runtime == "vllm":
+        vllm["tensor-parallel-size"] = ctx.tensor_parallel_size
+        if ctx.pipeline_parallel_size > 1:
+            vllm["pipeline-parallel-size"] = ctx.pipeline_parallel_size
+    doc: dict[str, Any] = {"vllm": {k: vllm[k] for k in sorted(vllm)}}
+    if preset is not None and "transformers" in preset.runtimes:
+        tr = dict(preset.runtimes["transformers"])
+        if tr:
+            doc["transformers"] = {k: tr[k] for k in sorted(tr)}
+    return doc
+
+
+def config_map(ctx: Context) -> dict[str, Any]:
+    text = yaml.safe_dump(engine_config(ctx), sort_keys=True)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": ctx.metadata(names.config_name(ctx.name, "inference")),
+            "data": {CONFIG_KEY: text}}
+
+
+def service(ctx: Context) -> dict[str, Any]:
+    selector = names.selector_labels(ctx.name)
+    if ctx.node_count > 1:
+        # Multi-node: only the leader (pod 0) serves the API; the others are engine workers.
+        selector["statefulset.kubernetes.io/pod-name"] = f"{ctx.name}-0"
+    spec: dict[str, Any] = {"selector": selector,
+                            "ports": [{"name": "http", "port": 80, "targetPort": SERVE_PORT, "protocol": "TCP"}],
+                            "type": "LoadBalancer" if ctx.ws.load_balancer else "ClusterIP"}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": ctx.metadata(ctx.name), "spec": spec}
+
+
+def headless_service(ctx: Context) -> dict[str, Any]:
+    # Stable DNS names <ws>-N.<ws>-headless for multi-node rendezvous, ready or not.
+    spec = {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": names.selector_labels(ctx.name),
+            "ports": [{"name": "http", "port": SERVE_PORT, "targetPort": SERVE_PORT, "protocol": "TCP"}]}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": ctx.metadata(names.headless_name(ctx.name)),
+            "spec": spec}
+
+
+def _adapters(ctx: Context) -> tuple[list[dict], list[dict], list[dict], list[str]]:
+    """Init containers, volumes, main-container mounts and server args for the adapters."""
+    adapters = ctx.ws.inference.adapters or []
+    if not adapters:
+        return [], [], [], []
+    inits: list[dict] = []
+    volumes: list[dict] = [{"name": "adapters", "emptyDir": {}}]
+    mounts: list[dict] = [{"name": "adapters", "mountPath": ADAPTER_DIR}]
+    args = ["--adapters-dir", ADAPTER_DIR]
+    for i, ad in enumerate(adapters):
+        name = ad.source.name or f"adapter-{i}"
+        if ad.source.image:
+            # Upstream's adapter images carry the adapter files under /data.
+            inits.append({"name": f"adapter-{i}", "image": ad.source.image, "imagePullPolicy": "IfNotPresent",
+                          "command": ["sh", "-c", f"mkdir -p {ADAPTER_DIR}/{name} && cp -r /data/. {ADAPTER_DIR}/{name}/"],
+                          "volumeMounts": [{"name": "adapters", "mountPath": ADAPTER_DIR}],
+                          "securityContext": pods.container_security(),
+                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}})
+        elif ad.source.volume_source:
+            vol = {"name": f"adapter-src-{i}", **copy.deepcopy(ad.source.volume_source)}
+            volumes.append(vol)
+            mounts.append({"name": f"adapter-src-{i}", "mountPath": f"{ADAPTER_DIR}/{name}", "readOnly": True})
+        if ad.strength is not None:
+            args += ["--adapter-strength", f"{name}={ad.strength}"]
+    return inits, volumes, mounts, args
+
+
+def _probes(ctx: Context) -> dict[str, Any]:
+    get = {"path": "/health", "port": SERVE_PORT}
+    # Loading grows with the weights: allow ~30 s per GiB (plus 5 minutes) before giving up.
+    startup_failures = 30 + int(math.ceil(ctx.weight_gib)) * 3
+    return {
+        "startupProbe": {"httpGet": get, "periodSeconds": 10, "failureThreshold": startup_failures},
+        "readinessProbe": {"httpGet": get, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
+        "livenessProbe": {"httpGet": get, "periodSeconds": 20, "failureThreshold": 6, "timeoutSeconds": 5},
+    }
+
+
+def statefulset(ctx: Context) -> dict[str, Any]:
+    ws = ctx.ws
+    template = pod_template(ctx)
+    spec = {"replicas": ctx.node_count, "serviceName": names.headless_name(ctx.name),
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": names.selector_labels(ctx.name)},
+            "template": template,
+            "updateStrategy": {"type": "RollingUpdate"},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"}}
+    del ws
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": ctx.metadata(ctx.name, annotations={names.ANNOTATION_REVISION: ctx.revision}),
+            "spec": spec}
+
+
+def _template_pod(ctx: Context) -> dict[str, Any]:
+    """``inference.template``: the user's pod, placed on the Workspace's nodes."""
+    tpl = copy.deepcopy(ctx.ws.inference.template or {})
+    spec = tpl.get("spec") or {}
+    meta = tpl.get("metadata") or {}
+    return {"metadata": meta, "spec": spec}
+
+
+def pod_template(ctx: Context) -> dict[str, Any]:
+    labels = {**ctx.labels, **names.selector_labels(ctx.name)}
+    annotations = {names.ANNOTATION_REVISION: ctx.revision}
+    if ctx.preset is None:
+        tpl = _template_pod(ctx)
+        spec = tpl["spec"]
+        meta = tpl["metadata"]
+        meta["labels"] = {**(meta.get("labels") or {}), **labels}
+        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+        spec.setdefault("tolerations", [])
+        spec["tolerations"] = spec["tolerations"] + [t for t in pods.TOLERATIONS if t not in spec["tolerations"]]
+        aff = pods.node_affinity(ctx.label_selector)
+        if aff and "affinity" not in spec:
+            spec["affinity"] = aff
+        return {"metadata": meta, "spec": spec}
+
+    w = weights(ctx)
+    inits, ad_volumes, ad_mounts, ad_args = _adapters(ctx)
+    preset = ctx.preset
+    config_ref = ctx.ws.inference.config or names.config_name(ctx.name, "inference")
+    args = ["--model", w.model, "--preset", preset.name, "--runtime", ctx.runtime,
+            "--host", "0.0.0.0", "--port", str(SERVE_PORT),
+            "--served-model-name", preset.name,
+            "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"] + ad_args
+    env = [{"name": "KAITO_WORKSPACE", "value": ctx.name},
+           {"name": "KAITO_NODE_COUNT", "value": str(ctx.node_count)}] + w.env + hf_token_env(ctx.model_access_secret)
+    if ctx.node_count > 1:
+        env += [{"name": "KAITO_NODE_RANK", "valueFrom": {"fieldRef": {
+                    "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+                {"name": "KAITO_LEADER_ADDRESS",
+                 "value": f"{ctx.name}-0.{names.headless_name(ctx.name)}.{ctx.namespace}.svc.cluster.local"}]
+    container = {
+        "name": "inference", "image": ctx.image, "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "kaito_core.runtime"], "args": args, "env": env,
+        "ports": [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}],
+        "resources": pods.gpu_resources(ctx.gpus_per_node, "2", ctx.host_memory_gib),
+        "volumeMounts": w.mounts + [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                                    {"name": "dshm", "mountPath": "/dev/shm"}] + ad_mounts,
+        "securityContext": pods.container_security(),
+        **_probes(ctx),
+    }
+    spec: dict[str, Any] = {
+        "initContainers": w.init_containers + inits,
+        "containers": [container],
+        "volumes": w.volumes + [{"name": "config", "configMap": {"name": config_ref}}, pods.shm_volume()]
+        + ad_volumes,
+        "tolerations": list(pods.TOLERATIONS),
+        "securityContext": pods.pod_security(),
+        "terminationGracePeriodSeconds": 30,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    aff = pods.node_affinity(ctx.label_selector)
+    if aff:
+        spec["affinity"] = aff
+    secrets = ctx.pull_secrets + [s for ad in (ctx.ws.inference.adapters or []) for s in (ad.source.image_pull_secrets or [])]
+    if secrets:
+        spec["imagePullSecrets"] = pods.image_pull_secrets(secrets)
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+
+
+def objects(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(objects that can exist before the nodes, the workload that waits for them)."""
+    first: list[dict[str, Any]] = []
+    if ctx.preset is not None and not ctx.ws.inference.config:
+        first.append(config_map(ctx))
+    first += [service(ctx), headless_service(ctx)]
+    return first, [statefulset(ctx)]

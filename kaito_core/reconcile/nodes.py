@@ -1,0 +1,50 @@
+"""Node requests every provisioner can build the same way (pure).
+
+A provisioner's ``node_requests`` may simply return :func:`standard_node_requests`: names from
+the Workspace uid (never a second node after a crash), upstream's labels
+(``kaito.sh/workspace``, ``kaito.sh/workspacenamespace`` + the selector's matchLabels, so the
+pods' node affinity matches the new nodes), upstream's taint ``sku=gpu:NoSchedule``, the disk
+sizing asked for, one request per node of ``requirement.node_count``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kaito_core.reconcile import names
+from kaito_core.types import NodeRequest
+
+GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
+
+
+def target_node_count(workspace: Any, requirement: Any) -> int:
+    """Nodes the Workspace needs: sizing's count, at least the (deprecated) resource.count for
+    inference (upstream honours it), exactly one for tuning."""
+    if workspace.tuning is not None:
+        return 1
+    count = int(getattr(requirement, "node_count", 0) or 0) if requirement is not None else 0
+    res = workspace.resource
+    if res is not None and res.count:
+        count = max(count, int(res.count))
+    return max(count, 1)
+
+
+def workspace_node_labels(workspace: Any) -> dict[str, str]:
+    labels = {names.LABEL_WORKSPACE: workspace.name, names.LABEL_NAMESPACE: workspace.namespace}
+    res = workspace.resource
+    if res is not None and res.label_selector is not None:
+        labels.update(res.label_selector.match_labels or {})
+    return labels
+
+
+def standard_node_requests(workspace: Any, requirement: Any) -> list[NodeRequest]:
+    uid = names.uid_of(workspace.namespace, workspace.name, workspace.metadata.uid)
+    instance_type = (getattr(requirement, "instance_type", None)
+                     or (workspace.resource.instance_type if workspace.resource is not None else None) or "")
+    gpus = int(getattr(requirement, "gpus_per_node", 0) or 0)
+    disk = int(getattr(requirement, "disk_gib", 0) or 0)
+    labels = workspace_node_labels(workspace)
+    return [NodeRequest(name=names.node_request_name(uid, i), workspace=workspace.name,
+                        namespace=workspace.namespace, instance_type=instance_type, index=i, labels=labels,
+                        taints=(GPU_TAINT,), disk_gib=disk, gpu_count=max(gpus, 1) if gpus else 0)
+            for i in range(target_node_count(workspace, requirement))]

@@ -1,0 +1,142 @@
+"""Tuning objects: the recipe ConfigMap and a batch Job ``<ws>`` (pure).
+
+Upstream's shape (KAITO-REFERENCE.md, step 5): init containers fetch the weights and the
+input data, the main container runs the recipe, the adapter is written to the output volume
+or pushed as an OCI artifact with the push secret.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from kaito_core.reconcile import names, pods
+from kaito_core.reconcile.context import CONFIG_DIR, DATA_DIR, RESULTS_DIR, Context
+from kaito_core.reconcile.weights import hf_token_env, weights
+
+CONFIG_KEY = "training_config.yaml"
+PUSH_SECRET_DIR = "/var/run/secrets/kaito/push"
+
+# Downloads each URL into /mnt/data with the standard library only (any Python image).
+FETCH_SCRIPT = (
+    "import os, sys, urllib.parse, urllib.request\n"
+    "for i, url in enumerate(sys.argv[1:]):\n"
+    "    base = os.path.basename(urllib.parse.urlparse(url).path) or 'data'\n"
+    "    dest = os.path.join(os.environ['DATA_DIR'], f'{i:03d}-{base}')\n"
+    "    print('fetching', url, '->', dest, flush=True)\n"
+    "    urllib.request.urlretrieve(url, dest)\n"
+)
+
+
+def training_config(ctx: Context) -> dict[str, Any]:
+    """The default ``training_config.yaml`` from the preset's recipe and the method."""
+    recipe = ctx.preset.tuning
+    method = ctx.ws.tuning.method or "lora"
+    cfg: dict[str, Any] = {
+        "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
+        "LoraConfig": {"r": recipe.r, "lora_alpha": recipe.lora_alpha, "lora_dropout": recipe.lora_dropout,
+                       "target_modules": list(recipe.target_modules)},
+        "TrainingArguments": {"output_dir": RESULTS_DIR, "save_strategy": "epoch",
+                              "per_device_train_batch_size": recipe.per_device_train_batch_size,
+                              "num_train_epochs": recipe.num_train_epochs, "learning_rate": recipe.learning_rate},
+        "DataCollator": {"mlm": False},
+        "DatasetConfig": {"shuffle_dataset": True, "train_test_split": 1},
+    }
+    if method == "qlora":
+        cfg["QuantizationConfig"] = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                                     "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_use_double_quant": True}
+    return {"training_config": cfg}
+
+
+def config_map(ctx: Context) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": ctx.metadata(names.config_name(ctx.name, "tuning")),
+            "data": {CONFIG_KEY: yaml.safe_dump(training_config(ctx), sort_keys=True)}}
+
+
+def _data(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
+    """Init containers, volumes and recipe mounts for tuning.input."""
+    src = ctx.ws.tuning.input
+    mount = {"name": "data", "mountPath": DATA_DIR}
+    if src.volume_source:
+        return [], [{"name": "data", **copy.deepcopy(src.volume_source)}], [dict(mount, readOnly=True)]
+    volumes = [{"name": "data", "emptyDir": {}}]
+    common = {"imagePullPolicy": "IfNotPresent", "volumeMounts": [mount],
+              "securityContext": pods.container_security(),
+              "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}
+    if src.urls:
+        init = {"name": "data-fetch", "image": ctx.image, "command": ["python", "-c", FETCH_SCRIPT],
+                "args": list(src.urls), "env": [{"name": "DATA_DIR", "value": DATA_DIR}], **common}
+    else:
+        # Upstream's data images carry the files under /data.
+        init = {"name": "data-fetch", "image": src.image, "command": ["sh", "-c", f"cp -r /data/. {DATA_DIR}/"],
+                **common}
+    return [init], volumes, [dict(mount, readOnly=True)]
+
+
+def _output(ctx: Context) -> tuple[list[dict], list[dict], list[str], list[dict]]:
+    """Volumes, mounts, recipe args and env for tuning.output."""
+    out = ctx.ws.tuning.output
+    mount = {"name": "results", "mountPath": RESULTS_DIR}
+    if out.volume_source:
+        return [{"name": "results", **copy.deepcopy(out.volume_source)}], [mount], [], []
+    volumes = [{"name": "results", "emptyDir": {}},
+               {"name": "push-secret", "secret": {"secretName": out.image_push_secret,
+                                                  "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}]
+    mounts = [mount, {"name": "push-secret", "mountPath": PUSH_SECRET_DIR, "readOnly": True}]
+    return volumes, mounts, ["--push", out.image], [{"name": "DOCKER_CONFIG", "value": PUSH_SECRET_DIR}]
+
+
+def job(ctx: Context) -> dict[str, Any]:
+    tun = ctx.ws.tuning
+    w = weights(ctx)
+    data_inits, data_volumes, data_mounts = _data(ctx)
+    out_volumes, out_mounts, out_args, out_env = _output(ctx)
+    config_ref = tun.config or names.config_name(ctx.name, "tuning")
+    args = ["--preset", ctx.preset.name, "--method", tun.method or "lora", "--model", w.model,
+            "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--data", DATA_DIR, "--output", RESULTS_DIR] + out_args
+    container = {
+        "name": "tuning", "image": ctx.image, "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "kaito_core.tuning"], "args": args,
+        "env": [{"name": "KAITO_WORKSPACE", "value": ctx.name}] + w.env + out_env
+        + hf_token_env(ctx.model_access_secret),
+        "resources": pods.gpu_resources(ctx.gpus_per_node, "4", ctx.host_memory_gib),
+        "volumeMounts": w.mounts + data_mounts + out_mounts
+        + [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, {"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": pods.container_security(),
+    }
+    labels = {**ctx.labels, **names.selector_labels(ctx.name)}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "initContainers": w.init_containers + data_inits,
+        "containers": [container],
+        "volumes": w.volumes + data_volumes + out_volumes
+        + [{"name": "config", "configMap": {"name": config_ref}}, pods.shm_volume()],
+        "tolerations": list(pods.TOLERATIONS),
+        "securityContext": pods.pod_security(),
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    aff = pods.node_affinity(ctx.label_selector)
+    if aff:
+        spec["affinity"] = aff
+    secrets = ctx.pull_secrets + list(tun.input.image_pull_secrets or [])
+    if secrets:
+        spec["imagePullSecrets"] = pods.image_pull_secrets(secrets)
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": ctx.metadata(ctx.name, annotations={names.ANNOTATION_REVISION: ctx.revision}),
+            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": None,
+                     "template": {"metadata": {"labels": labels,
+                                               "annotations": {names.ANNOTATION_REVISION: ctx.revision}},
+                                  "spec": spec}}}
+
+
+def objects(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    first = [] if ctx.ws.tuning.config else [config_map(ctx)]
+    j = job(ctx)
+    j["spec"] = {k: v for k, v in j["spec"].items() if v is not None}
+    return first, [j]
