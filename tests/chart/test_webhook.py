@@ -71,7 +71,9 @@ def test_self_signed_certificate_is_consistent(render):
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
     mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "webhook-cert")
     env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
-    assert env["KAITO_WEBHOOK_CERT_DIR"] == mount["mountPath"] and mount["readOnly"] is True
+    assert mount["readOnly"] is True
+    assert env["KAITO_WEBHOOK_CERT"] == f"{mount['mountPath']}/tls.crt"
+    assert env["KAITO_WEBHOOK_KEY"] == f"{mount['mountPath']}/tls.key"
 
     ca, leaf = _cert(secret["data"]["ca.crt"]), _cert(secret["data"]["tls.crt"])
     # The serving certificate is signed by the CA the API server is told to trust ...
