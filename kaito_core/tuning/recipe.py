@@ -70,6 +70,12 @@ def run(request: TuneRequest | None = None, **kwargs: Any) -> TuneResult:
     return _Run(req).execute()
 
 
+def progress_mode(mode: str | None) -> str:
+    from kaito_core.tuning.progress import choose_mode
+
+    return choose_mode(mode)
+
+
 def read_config_argument(value: Any) -> tuple[Any, str]:
     """``config`` as given: a mapping, YAML text, or a path to a YAML file (ConfigMap or plain)."""
     if value is None:
@@ -118,9 +124,16 @@ class _Run:
         self.work = Path(req.work_dir) if req.work_dir else Path(tempfile.mkdtemp(prefix="kaito-tune-"))
         self.own_work = req.work_dir is None
         self.work.mkdir(parents=True, exist_ok=True)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        if bars and progress_mode(req.progress) != "bar":
+            hf_logging.disable_progress_bar()  # "Loading weights" bars would break the log lines
         try:
             return self._train_and_publish(preset, cfg, dest)
         finally:
+            if bars:
+                hf_logging.enable_progress_bar()
             if self.own_work:
                 shutil.rmtree(self.work, ignore_errors=True)
             else:
@@ -359,6 +372,7 @@ class _Run:
     def _save(self, loaded, staging: Path, source, preset, tok, tok_changed, summary, need) -> None:
         try:
             loaded.model.save_pretrained(str(staging), safe_serialization=True)
+            (staging / "README.md").unlink(missing_ok=True)  # peft's empty model card
             cfg_path = staging / out_mod.ADAPTER_CONFIG
             adapter_cfg = json.loads(cfg_path.read_text())
             adapter_cfg["base_model_name_or_path"] = preset.hf_repo if preset else str(source)

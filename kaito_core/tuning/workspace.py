@@ -1,51 +1,19 @@
 """A tuning Workspace (+ its ConfigMap, + a push Secret) -> the arguments of a run.
 
-Reads the YAML documents with PyYAML (the Workspace API's ``kaito_core.api.load_documents``
-is used for validation when it is installed). ``tuning`` sits at the top level of the
-Workspace, as upstream: ``preset.name``, ``method``, ``config`` (a ConfigMap holding
-``training_config.yaml``), ``input`` (``urls`` | ``image`` | ``volumeSource``) and ``output``
-(``volumeSource`` | ``image`` + ``imagePushSecret``).
+The files are read with the Workspace API (:func:`kaito_core.api.load_documents`), so a
+Workspace with mistakes is refused with every field named, exactly as ``kaito validate`` does.
+``tuning`` sits at the top level of the Workspace, as upstream: ``preset.name``, ``method``,
+``config`` (a ConfigMap holding ``training_config.yaml``), ``input`` (``urls`` | ``image`` |
+``volumeSource``) and ``output`` (``volumeSource`` | ``image`` + ``imagePushSecret``).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 from kaito_core.tuning.errors import TuningError
-
-
-def load_documents(paths: list[str]) -> list[tuple[str, dict]]:
-    import yaml
-
-    docs: list[tuple[str, dict]] = []
-    for p in paths:
-        try:
-            text = Path(p).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise TuningError(f"cannot read {p}: {exc.strerror or exc}") from None
-        try:
-            for doc in yaml.safe_load_all(text):
-                if isinstance(doc, dict):
-                    docs.append((p, doc))
-        except yaml.YAMLError as exc:
-            raise TuningError(f"{p}: not valid YAML: {exc}") from None
-    return docs
-
-
-def _validate_with_api(paths: list[str]) -> None:
-    """Use the Workspace API's validation when that module provides it."""
-    try:
-        from kaito_core import api
-    except ImportError:
-        return
-    loader = getattr(api, "load_documents", None)
-    if loader is None:
-        return
-    for p in paths:
-        loader(p)  # raises WorkspaceInvalid with every problem
 
 
 def _host_path(volume: Any) -> str | None:
@@ -56,59 +24,75 @@ def _host_path(volume: Any) -> str | None:
     return None
 
 
+def _load(paths: list[str]) -> tuple[list[Any], list[dict], dict[str, dict], dict[str, dict]]:
+    """(workspaces, their raw mappings, ConfigMaps by name, Secrets by name) from every file."""
+    from kaito_core.api import Workspace, load_documents
+
+    workspaces, raws, configmaps, secrets = [], [], {}, {}
+    for p in paths:
+        for doc in load_documents(p):
+            if doc.error is not None:
+                raise doc.error
+            name = (doc.raw.get("metadata") or {}).get("name", "")
+            if isinstance(doc.obj, Workspace):
+                workspaces.append(doc.obj)
+                raws.append(doc.raw)
+            elif doc.kind == "ConfigMap":
+                configmaps[name] = doc.raw
+            elif doc.kind == "Secret":
+                secrets[name] = doc.raw
+    return workspaces, raws, configmaps, secrets
+
+
 def request_fields(paths: list[str], *, workspace: str | None = None) -> dict[str, Any]:
     """The TuneRequest fields a Workspace gives; flags given on the command line win over them."""
-    _validate_with_api(paths)
-    docs = load_documents(paths)
-    workspaces = [(p, d) for p, d in docs if d.get("kind") == "Workspace" and "tuning" in d]
+    workspaces, _raws, configmaps, secrets = _load(paths)
+    tuning_ws = [w for w in workspaces if w.tuning is not None]
     if workspace:
-        workspaces = [(p, d) for p, d in workspaces if (d.get("metadata") or {}).get("name") == workspace]
-    if not workspaces:
+        tuning_ws = [w for w in tuning_ws if w.name == workspace]
+    if not tuning_ws:
         raise TuningError(f"no Workspace with a tuning section{f' named {workspace!r}' if workspace else ''} "
                           f"in {', '.join(paths)}")
-    if len(workspaces) > 1:
-        names = [(d.get("metadata") or {}).get("name") for _, d in workspaces]
-        raise TuningError(f"several tuning Workspaces {names} in the files; pick one with --workspace NAME")
-    source, ws = workspaces[0]
-    name = (ws.get("metadata") or {}).get("name", "?")
-    tuning = ws.get("tuning") or {}
-    out: dict[str, Any] = {"workspace": name}
-    preset = (tuning.get("preset") or {}).get("name")
-    if preset:
-        out["preset"] = preset
-    if tuning.get("method"):
-        out["method"] = tuning["method"]
-    cm_name = tuning.get("config")
-    if cm_name:
-        cms = [d for _, d in docs if d.get("kind") == "ConfigMap" and (d.get("metadata") or {}).get("name") == cm_name]
-        if not cms:
-            raise TuningError(f"Workspace {name}: tuning.config names ConfigMap {cm_name!r}, which is not in "
-                              f"{', '.join(paths)}; add the file holding it (-f configmap.yaml)")
-        out["config"] = cms[0]
-    inp = tuning.get("input") or {}
-    if inp.get("urls"):
-        out["data"] = [str(u) for u in inp["urls"]]
-    if inp.get("image"):
-        out["input_image"] = str(inp["image"])
-    if inp.get("volumeSource") is not None:
-        hp = _host_path(inp["volumeSource"])
-        out["data_volume"] = hp  # None: the caller must give --data
-        if hp:
-            out["data"] = [hp]
-    outp = tuning.get("output") or {}
-    if outp.get("image"):
-        out["output_image"] = str(outp["image"])
-        secret = outp.get("imagePushSecret")
-        if secret:
-            out["push_secret_name"] = secret
-            found = [d for _, d in docs if d.get("kind") == "Secret" and (d.get("metadata") or {}).get("name") == secret]
-            if found:
-                out["push_secret"] = _secret_config(found[0])
-    if outp.get("volumeSource") is not None:
-        hp = _host_path(outp["volumeSource"])
-        out["output_volume"] = hp
-        if hp:
-            out["output"] = hp
+    if len(tuning_ws) > 1:
+        raise TuningError(f"several tuning Workspaces {[w.name for w in tuning_ws]} in the files; pick one with "
+                          "--workspace NAME")
+    ws = tuning_ws[0]
+    tuning = ws.tuning
+    out: dict[str, Any] = {"workspace": ws.name}
+    if tuning.preset is not None and tuning.preset.name:
+        out["preset"] = tuning.preset.name
+    if tuning.method:
+        out["method"] = tuning.method
+    if tuning.config:
+        cm = configmaps.get(tuning.config)
+        if cm is None:
+            raise TuningError(f"Workspace {ws.name}: tuning.config names ConfigMap {tuning.config!r}, which is "
+                              f"not in {', '.join(paths)}; add the file holding it (-f configmap.yaml)")
+        out["config"] = cm
+    inp = tuning.input
+    if inp is not None:
+        if inp.urls:
+            out["data"] = list(inp.urls)
+        if inp.image:
+            out["input_image"] = inp.image
+        if inp.volume_source is not None:
+            hp = _host_path(inp.volume_source)
+            out["data_volume"] = hp  # None: the caller must give --data
+            if hp:
+                out["data"] = [hp]
+    outp = tuning.output
+    if outp is not None:
+        if outp.image:
+            out["output_image"] = outp.image
+            if outp.image_push_secret:
+                out["push_secret_name"] = outp.image_push_secret
+                if outp.image_push_secret in secrets:
+                    out["push_secret"] = _secret_config(secrets[outp.image_push_secret])
+        if outp.volume_source is not None:
+            hp = _host_path(outp.volume_source)
+            out["output_volume"] = hp
+            if hp:
+                out["output"] = hp
     return out
 
 

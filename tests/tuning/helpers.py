@@ -1,0 +1,50 @@
+"""Shared helpers of the tuning tests (data, configs, model outputs)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+COUNTRIES = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"),
+             ("Egypt", "Cairo"), ("Peru", "Lima"), ("Kenya", "Nairobi"), ("Chile", "Santiago")]
+
+# Small, fast and learnable: a constant learning rate so 20 steps move the loss clearly.
+FAST_CONFIG = {"training_config": {
+    "TrainingArguments": {"learning_rate": 2e-2, "lr_scheduler_type": "constant",
+                          "per_device_train_batch_size": 2, "max_steps": 20},
+    "LoraConfig": {"r": 8, "lora_alpha": 16},
+    "DatasetConfig": {"train_test_split": 1, "max_seq_length": 64},
+}}
+
+
+def chat_rows() -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "Answer briefly."},
+                          {"role": "user", "content": f"What is the capital of {c}?"},
+                          {"role": "assistant", "content": f"The capital of {c} is {cap}."}]}
+            for c, cap in COUNTRIES * 2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- model helpers ---------------------------------------------------------------------------
+
+
+def logits_for(model_dir: Path, adapter_dir: Path | None, text: str = "What is the capital of Peru?"):
+    """Logits of the base model (or base + adapter) for ``text``; a fresh model each call."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    ids = tok(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(ids).logits[0]

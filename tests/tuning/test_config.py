@@ -1,0 +1,129 @@
+"""training_config.yaml: upstream's example accepted, unknown keys refused by path, merge order."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kaito_core.tuning.config import parse_training_config, resolve
+from kaito_core.tuning.errors import TuningConfigError
+from kaito_core.types import TuningRecipe
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "shared/reference/kaito-examples/kaito_configmap_tuning_phi_3.yaml"
+
+
+def _example_configmap() -> dict:
+    path = EXAMPLE if EXAMPLE.exists() else Path("/work/shared/reference/kaito-examples") / EXAMPLE.name
+    return yaml.safe_load(path.read_text())
+
+
+def test_upstream_phi3_configmap_is_accepted_and_merged_over_the_preset():
+    from kaito_core.plugins import get_registry
+
+    sections = parse_training_config(_example_configmap())
+    assert sections["QuantizationConfig"]["bnb_4bit_quant_type"] == "nf4"
+    assert sections["TrainingArguments"]["per_device_train_batch_size"] == 2
+    preset = get_registry().get_preset("phi-3-mini-4k-instruct")
+    cfg = resolve(sections, recipe=preset.tuning, method="qlora", cuda=False)
+    assert cfg.method == "qlora"
+    assert cfg.lora["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]  # the user's list wins
+    assert cfg.training["per_device_train_batch_size"] == 2  # the user's value wins
+    assert cfg.training["num_train_epochs"] == preset.tuning.num_train_epochs  # preset default kept
+    assert cfg.dataset["train_test_split"] == 1
+    # On CPU: bf16 compute is kept (it works), device_map auto becomes cpu, and output_dir is noted.
+    assert cfg.model["device_map"] == "cpu"
+    assert any("output_dir" in n for n in cfg.notes)
+
+
+def test_preset_defaults_without_a_config():
+    recipe = TuningRecipe(target_modules=("qkv_proj", "o_proj"), r=16, lora_alpha=32, learning_rate=1e-4)
+    cfg = resolve({}, recipe=recipe, method="lora")
+    assert cfg.lora["target_modules"] == ["qkv_proj", "o_proj"]
+    assert (cfg.lora["r"], cfg.lora["lora_alpha"], cfg.training["learning_rate"]) == (16, 32, 1e-4)
+    assert cfg.quantization == {}
+    q = resolve({}, recipe=recipe, method="qlora")
+    assert q.quantization["load_in_4bit"] and q.quantization["bnb_4bit_quant_type"] == "nf4"
+    assert q.quantization["bnb_4bit_compute_dtype"] == "float32"  # CPU: float32 compute
+
+
+def test_unknown_sections_and_keys_are_refused_with_their_path():
+    text = """
+training_config:
+  LoraConfig:
+    rr: 8
+    lora_alpha: 16
+  TrainingArgs:
+    learning_rate: 1e-4
+  TrainingArguments:
+    learning_rat: 1e-4
+    num_train_epochs: many
+"""
+    with pytest.raises(TuningConfigError) as err:
+        parse_training_config(text)
+    msg = str(err.value)
+    assert "training_config.LoraConfig.rr: unknown key" in msg and "did you mean 'r'?" in msg
+    assert "training_config.TrainingArgs: unknown section" in msg and "TrainingArguments" in msg
+    assert "training_config.TrainingArguments.learning_rat: unknown key" in msg and "learning_rate" in msg
+    assert "training_config.TrainingArguments.num_train_epochs: must be a number (got 'many')" in msg
+    assert "4 problems" in msg
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ("training: {}", "training: unknown top-level key"),
+    ("training_config: [1, 2]", "must be a mapping of sections"),
+    ("training_config:\n  LoraConfig: 3", "training_config.LoraConfig: must be a mapping"),
+    ("training_config:\n  LoraConfig: {r: 0}", "training_config.LoraConfig.r: must be a positive integer"),
+    ("training_config:\n  LoraConfig: {lora_dropout: 1.5}", "lora_dropout: must be a number in [0, 1)"),
+    ("training_config:\n  DatasetConfig: {train_test_split: 0}", "train_test_split: must be a fraction"),
+    ("training_config:\n  QuantizationConfig: {bnb_4bit_quant_type: int3}", "bnb_4bit_quant_type: must be one of"),
+    ("training_config:\n  TrainingArguments: {push_to_hub: true}", "push_to_hub: must be false"),
+    ("training_config:\n  ModelConfig: {torch_dtype: float64}", "torch_dtype: must be one of"),
+    ("training_config: {LoraConfig: {r: 8}", "is not valid YAML at line"),
+])
+def test_bad_values_name_the_field(doc, needle):
+    with pytest.raises(TuningConfigError) as err:
+        parse_training_config(doc)
+    assert needle in str(err.value)
+
+
+def test_yaml_1_1_numbers_written_as_strings_are_coerced():
+    # PyYAML reads 2e-4 (no dot) as a string; upstream parsed every value from text.
+    sections = parse_training_config("training_config:\n  TrainingArguments: {learning_rate: 2e-4, max_steps: '10'}")
+    assert sections["TrainingArguments"] == {"learning_rate": 2e-4, "max_steps": 10}
+
+
+def test_configmap_without_the_key_is_explained():
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"other.yaml": ""}}
+    with pytest.raises(TuningConfigError, match="has no key 'training_config.yaml'"):
+        parse_training_config(cm)
+
+
+def test_method_lora_with_4bit_quantization_runs_qlora_like_upstream():
+    sections = parse_training_config("training_config:\n  QuantizationConfig: {load_in_4bit: true}")
+    cfg = resolve(sections, recipe=None, method="lora")
+    assert cfg.method == "qlora"
+    assert any("runs as QLoRA" in n for n in cfg.notes)
+    assert resolve(sections, recipe=None, method=None).method == "qlora"
+
+
+def test_method_not_in_the_recipe_is_refused():
+    with pytest.raises(TuningConfigError, match="not supported by this preset"):
+        resolve({}, recipe=TuningRecipe(methods=("lora",), target_modules=("q_proj",)), method="qlora")
+
+
+def test_schema_snapshots_match_the_installed_libraries():
+    """The key lists the webhook uses without torch must be exactly what the libraries accept."""
+    import peft
+    import transformers
+
+    from kaito_core.tuning import schema
+
+    ta = {f.name for f in dataclasses.fields(transformers.TrainingArguments) if f.init}
+    lora = {f.name for f in dataclasses.fields(peft.LoraConfig) if f.init}
+    assert set(schema.TRAINING_ARGUMENTS) == ta
+    assert set(schema.PEFT_LORA_CONFIG) == lora
+    bnb = set(transformers.BitsAndBytesConfig().to_dict())
+    assert set(schema.QUANTIZATION_CONFIG) - {"quant_method"} <= bnb
