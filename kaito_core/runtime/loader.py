@@ -83,6 +83,8 @@ def load_model(opts: ServeOptions, preset: Any = None) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if opts.threads:
+        torch.set_num_threads(opts.threads)  # process-wide: the engine thread runs every forward pass
     device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _resolve_dtype(opts, preset, device)
     local = Path(opts.model)

@@ -59,6 +59,7 @@ class ServeOptions:
     trust_remote_code: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY
     max_queue: int = 256
+    threads: int | None = None
     config_path: str | None = None
     vllm_args: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
@@ -74,6 +75,8 @@ class ServeOptions:
             raise OptionsError(f"--max-batch is {self.max_batch}, expected a positive integer")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise OptionsError(f"--max-model-len is {self.max_model_len}, expected at least 2 tokens")
+        if self.threads is not None and self.threads < 1:
+            raise OptionsError(f"--threads is {self.threads}, expected a positive integer")
         if self.max_body_bytes < 1024:
             raise OptionsError(f"--max-body-bytes is {self.max_body_bytes}, expected at least 1024")
         seen: set[str] = set()
@@ -177,6 +180,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context limit in tokens (default: the preset's or the model's)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the preset's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine)")
     parser.add_argument("--served-model-name", default=None, help="model id clients use (default: preset or --model)")
     parser.add_argument("--config", default=env("KAITO_INFERENCE_CONFIG"), metavar="inference_config.yaml",
                         help="upstream KAITO's inference_config.yaml: a 'vllm:' map, 'transformers:' settings")
@@ -189,7 +194,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 _CONFIG_KEYS = {  # transformers: settings in inference_config.yaml -> ServeOptions field
     "max_batch": int, "max-batch": int, "max_model_len": int, "max-model-len": int, "dtype": str,
-    "device": str, "max_body_bytes": int, "allow_pickle": bool, "served_model_name": str,
+    "device": str, "max_body_bytes": int, "threads": int, "allow_pickle": bool, "served_model_name": str,
 }
 
 
@@ -233,6 +238,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         max_batch=int(pick(args.max_batch, "max_batch", 16)),
         max_model_len=pick(args.max_model_len, "max_model_len", None),
         dtype=pick(args.dtype, "dtype", None),
+        threads=pick(args.threads, "threads", None),
         device=pick(args.device, "device", None),
         served_model_name=pick(args.served_model_name, "served_model_name", None),
         allow_pickle=bool(args.allow_pickle or tcfg.get("allow_pickle", False)),
