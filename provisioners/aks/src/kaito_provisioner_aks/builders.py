@@ -1,0 +1,103 @@
+"""Pure builders: Workspace + requirement -> NodeRequests -> AKS agent-pool bodies.
+
+Upstream's gpu-provisioner turns each NodeClaim into one agent pool (a VM scale set of one
+node): pool name = the NodeClaim name, ``vmSize`` = the instance type, Linux with the Ubuntu or
+AzureLinux OS SKU, OS disk = the storage request, node labels and taints copied from the claim.
+We build the same pool straight from the Workspace. The pool is tagged with its Workspace so
+that ``release`` and the garbage collector find it (ARM tag names may not contain '/', so the
+tags spell the labels with dashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Mapping, Sequence
+
+from kaito_core.types import NodeRequest
+
+from kaito_provisioner_aks.settings import AKSSettings
+
+POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+ARM_API_VERSION = "2026-08-01"  # azure-mgmt-containerservice 41.8.0's default
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+TAG_CREATOR, TAG_WORKSPACE, TAG_NAMESPACE = "kaito-creator", "kaito-workspace", "kaito-workspace-namespace"
+CREATOR = "kaito"
+GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
+# AKS accepts OS disks of 30..2048 GiB.
+MIN_OS_DISK_GIB, MAX_OS_DISK_GIB = 30, 2048
+
+
+class PlanError(ValueError):
+    """The Workspace cannot be turned into agent pools."""
+
+
+def node_name(workspace: Any, index: int) -> str:
+    """``ws`` + 9 hex digits of sha256(uid/index): fits ``^[a-z][a-z0-9]{0,11}$`` and never repeats
+    for another Workspace (or a re-created one: it gets a new uid)."""
+    meta = workspace.metadata
+    seed = meta.uid or f"{meta.namespace or 'default'}/{meta.name}"
+    return "ws" + hashlib.sha256(f"{seed}/{index}".encode()).hexdigest()[:9]
+
+
+def node_requests(workspace: Any, requirement: Any) -> list[NodeRequest]:
+    ws_name = workspace.metadata.name
+    namespace = workspace.metadata.namespace or "default"
+    instance_type = getattr(requirement, "instance_type", None) or getattr(
+        getattr(workspace, "resource", None), "instance_type", None)
+    if not instance_type:
+        raise PlanError(f"Workspace {namespace}/{ws_name}: resource.instanceType is empty; the aks provisioner "
+                        "needs an Azure VM size such as Standard_NC24ads_A100_v4")
+    if not instance_type.startswith("Standard_"):
+        raise PlanError(f"Workspace {namespace}/{ws_name}: resource.instanceType {instance_type!r} is not an "
+                        "Azure VM size (expected Standard_..., e.g. Standard_NC24ads_A100_v4)")
+    selector = getattr(getattr(workspace, "resource", None), "label_selector", None)
+    labels = {**dict(getattr(selector, "match_labels", None) or {}),
+              WORKSPACE_LABEL: ws_name, WORKSPACE_NAMESPACE_LABEL: namespace}
+    disk = int(getattr(requirement, "disk_gib", 0) or 0)
+    return [NodeRequest(name=node_name(workspace, i), workspace=ws_name, namespace=namespace,
+                        instance_type=instance_type, index=i, labels=labels, taints=(GPU_TAINT,),
+                        disk_gib=disk, gpu_count=int(getattr(requirement, "gpus_per_node", 1) or 1))
+            for i in range(int(requirement.node_count))]
+
+
+def _taint(t: Mapping[str, str]) -> str:
+    value = f"={t['value']}" if t.get("value") else ""
+    return f"{t['key']}{value}:{t.get('effect', 'NoSchedule')}"
+
+
+def workspace_tags(name: str, namespace: str) -> dict[str, str]:
+    return {TAG_CREATOR: CREATOR, TAG_WORKSPACE: name, TAG_NAMESPACE: namespace}
+
+
+def agent_pool(request: NodeRequest, settings: AKSSettings) -> dict[str, Any]:
+    """The ARM ``AgentPool`` body to PUT for one node."""
+    if not POOL_NAME.match(request.name):
+        raise PlanError(f"agent pool name {request.name!r} does not match ^[a-z][a-z0-9]{{0,11}}$ (AKS's rule)")
+    props: dict[str, Any] = {
+        "count": 1,
+        "vmSize": request.instance_type,
+        "osType": "Linux",
+        "osSKU": settings.os_sku,
+        "mode": "User",
+        "type": "VirtualMachineScaleSets",
+        "nodeLabels": dict(request.labels),
+        "nodeTaints": [_taint(t) for t in request.taints],
+        "tags": workspace_tags(request.workspace, request.namespace),
+    }
+    if request.disk_gib > 0:
+        props["osDiskSizeGB"] = max(MIN_OS_DISK_GIB, min(MAX_OS_DISK_GIB, request.disk_gib))
+    return {"properties": props}
+
+
+def desired_objects(requests: Sequence[NodeRequest], settings: AKSSettings) -> list[dict[str, Any]]:
+    """The pools as ``kaito render`` shows them: the ARM body in a Kubernetes-style envelope."""
+    out = []
+    for r in requests:
+        body = agent_pool(r, settings)
+        out.append({"apiVersion": f"containerservice.azure.com/{ARM_API_VERSION}", "kind": "AgentPool",
+                    "metadata": {"name": r.name, "labels": {WORKSPACE_LABEL: r.workspace,
+                                                            WORKSPACE_NAMESPACE_LABEL: r.namespace}},
+                    **body})
+    return out
