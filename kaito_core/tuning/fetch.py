@@ -47,9 +47,9 @@ def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     text = str(ip)
     if text in METADATA_ADDRESSES:
         return f"a {METADATA_ADDRESSES[text]} address"
-    for attr, word in (("is_loopback", "a loopback"), ("is_link_local", "a link-local"),
-                       ("is_private", "a private"), ("is_multicast", "a multicast"),
-                       ("is_unspecified", "an unspecified"), ("is_reserved", "a reserved")):
+    for attr, word in (("is_unspecified", "an unspecified"), ("is_loopback", "a loopback"),
+                       ("is_link_local", "a link-local"), ("is_multicast", "a multicast"),
+                       ("is_private", "a private"), ("is_reserved", "a reserved")):
         if getattr(ip, attr):
             return f"{word} address"
     if not ip.is_global:
