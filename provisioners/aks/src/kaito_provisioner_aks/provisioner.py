@@ -133,10 +133,6 @@ class AKSProvisioner:
         return [self._ensure_one(client, s, r, ctx) for r in requests]
 
     def _ensure_one(self, client: Any, s: AKSSettings, request: NodeRequest, ctx: ProvisionerContext) -> NodeState:
-        with self._lock:
-            op = self._ops.get(request.name)
-        if op is not None and not op.done():
-            return self._state(client, s, request, ctx)
         try:
             pool = self._get_pool(client, s, request.name)
         except Exception as exc:  # noqa: BLE001 - reported as the node's state
@@ -146,8 +142,15 @@ class AKSProvisioner:
             if state != "Failed" or not self._retry_due(request.name, s):
                 return self._pool_state(request, pool, ctx)  # adopt, whatever created it
             log.info("re-creating failed agent pool %s after %.0fs", request.name, s.retry_backoff_s)
-        elif not self._retry_due(request.name, s):
-            return self._from_cause(request.name, self._failures[request.name].cause)
+        else:
+            with self._lock:
+                op = self._ops.get(request.name)
+            if op is not None and not op.done():
+                # ARM accepted the PUT but the pool is not listed yet: wait, do not PUT again
+                return NodeState(name=request.name, ready=False, reason="PoolCreating",
+                                 message=f"agent pool {request.name} is being created")
+            if not self._retry_due(request.name, s):
+                return self._from_cause(request.name, self._failures[request.name].cause)
         try:
             poller = client.agent_pools.begin_create_or_update(
                 s.resource_group, s.cluster_name, request.name, builders.agent_pool(request, s))
