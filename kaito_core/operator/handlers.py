@@ -24,6 +24,9 @@ from kaito_core.reconcile import names
 
 GROUP, VERSION, PLURAL = "kaito.sh", "v1beta1", "workspaces"
 RESYNC = float(os.environ.get("KAITO_RESYNC_SECONDS", "30") or 30)
+# kopf refuses to start with admission handlers but no webhook server: register them only
+# when the webhook is enabled (read at import, like the timer interval).
+WEBHOOK = os.environ.get("KAITO_WEBHOOK", "").strip().lower() in ("1", "true", "yes", "on")
 log = logging.getLogger("kaito.operator")
 
 
@@ -109,12 +112,6 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
                 chosen, cfg.resync_seconds, cfg.delete_grace_seconds, cfg.webhook, ",".join(cfg.namespaces) or "all")
 
 
-@kopf.on.cleanup()
-async def shutdown(**_: Any) -> None:
-    if STATE.executor is not None:
-        STATE.executor.shutdown(wait=False, cancel_futures=True)
-
-
 @kopf.on.login()
 def login(**kwargs: Any) -> Any:
     cfg = STATE.settings or Settings.from_env()
@@ -181,7 +178,6 @@ async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, run
 # -- admission webhooks -----------------------------------------------------------------------
 
 
-@kopf.on.validate(GROUP, VERSION, PLURAL, id="validate", operations=["CREATE", "UPDATE"])
 def validate(body: kopf.Body, old: Any, warnings: list[str], operation: str | None = None, **_: Any) -> None:
     from kaito_core.plugins import get_registry
 
@@ -191,9 +187,13 @@ def validate(body: kopf.Body, old: Any, warnings: list[str], operation: str | No
         raise kopf.AdmissionError(exc.message, code=exc.code)
 
 
-@kopf.on.mutate(GROUP, VERSION, PLURAL, id="defaults", operations=["CREATE"])
 def default(body: kopf.Body, patch: kopf.Patch, operation: str | None = None, **_: Any) -> None:
     from kaito_core.plugins import get_registry
 
     for key, value in defaults(body, registry=get_registry(), creating=operation == "CREATE").items():
         patch[key] = value
+
+
+if WEBHOOK:
+    kopf.on.validate(GROUP, VERSION, PLURAL, id="validate", operations=["CREATE", "UPDATE"])(validate)
+    kopf.on.mutate(GROUP, VERSION, PLURAL, id="defaults", operations=["CREATE"])(default)

@@ -1,0 +1,128 @@
+"""A Kubernetes API emulator for tests and benchmarks: kmock's KubernetesEmulator served on
+127.0.0.1 from a background thread, with the resources the operator uses declared.
+
+kmock is a test dependency (the ``test`` extra); it is imported only when an emulator starts.
+Traps handled here (ENVIRONMENT.md): kopf needs ``v1/namespaces`` and the CRD resource
+declared or it waits forever; kmock assigns no ``uid``/``resourceVersion``, so
+:func:`with_identity` adds them to the objects a test creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+RESOURCES: dict[str, dict[str, Any]] = {
+    "v1/namespaces": {"kind": "Namespace", "namespaced": False},
+    "v1/nodes": {"kind": "Node", "namespaced": False},
+    "v1/pods": {"kind": "Pod", "namespaced": True},
+    "v1/services": {"kind": "Service", "namespaced": True},
+    "v1/configmaps": {"kind": "ConfigMap", "namespaced": True},
+    "v1/events": {"kind": "Event", "namespaced": True},
+    "apps/v1/statefulsets": {"kind": "StatefulSet", "namespaced": True},
+    "batch/v1/jobs": {"kind": "Job", "namespaced": True},
+    "kaito.sh/v1beta1/workspaces": {"kind": "Workspace", "namespaced": True, "shortnames": {"wk", "wks"}},
+    "apiextensions.k8s.io/v1/customresourcedefinitions": {"kind": "CustomResourceDefinition", "namespaced": False},
+}
+KARPENTER = {
+    "karpenter.sh/v1/nodeclaims": {"kind": "NodeClaim", "namespaced": False},
+    "karpenter.sh/v1/nodepools": {"kind": "NodePool", "namespaced": False},
+}
+VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+
+
+def with_identity(obj: dict[str, Any]) -> dict[str, Any]:
+    """Give an object the uid, resourceVersion and generation a real API server would."""
+    meta = obj.setdefault("metadata", {})
+    meta.setdefault("uid", str(uuid.uuid4()))
+    meta.setdefault("resourceVersion", "1")
+    meta.setdefault("generation", 1)
+    meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+    return obj
+
+
+class Emulator:
+    """``with Emulator() as emu: emu.url`` — an API server on a free 127.0.0.1 port."""
+
+    def __init__(self, *, karpenter: bool = True):
+        self.karpenter = karpenter
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self.handler: Any = None
+
+    def __enter__(self) -> "Emulator":
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the Kubernetes emulator did not start within 30 s")
+        if self._error is not None:
+            raise RuntimeError(f"the Kubernetes emulator failed to start: {self._error}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller of __enter__
+            self._error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        import kmock
+
+        self._stop = asyncio.Event()
+        handler = kmock.KubernetesEmulator()
+        self.handler = handler
+        declared = dict(RESOURCES)
+        if self.karpenter:
+            declared.update(KARPENTER)
+        for key, info in declared.items():
+            handler.resources[key] = kmock.ResourceInfo(kind=info["kind"], namespaced=info["namespaced"],
+                                                        verbs=VERBS, shortnames=info.get("shortnames", set()))
+        async with handler, kmock.Server(handler) as server:
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+
+def start_operator(server: str, *, env: dict[str, str] | None = None, log_path: str | None = None,
+                   args: list[str] | None = None) -> Any:
+    """``kaito operator --server URL`` as a subprocess (the real kopf), logging to ``log_path``."""
+    import os
+    import subprocess
+    import sys
+
+    full = dict(os.environ)
+    full.update({"KAITO_KUBE_SERVER": server, "KAITO_RESYNC_SECONDS": "0.5", "KAITO_LOG_LEVEL": "INFO"})
+    full.update(env or {})
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    cmd = [sys.executable, "-m", "kaito_core", "operator", *(args or [])]
+    return subprocess.Popen(cmd, env=full, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_operator(proc: Any, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it does not stop in ``timeout`` seconds (by pid only)."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)

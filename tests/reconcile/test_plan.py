@@ -1,0 +1,187 @@
+"""Table-driven plans for upstream's example manifests (and a few shapes of our own)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from kaito_core.api import parse_workspace
+from kaito_core.builtins.byo import PROVISIONER as BYO
+from kaito_core.reconcile import Observed, fake_node, names, plan
+from kaito_core.reconcile.inputs import resolve
+from kaito_core.types import NodeState
+from tests.reconcile.conftest import example_workspaces
+
+UID = "0b3c1f7e-6f1a-4d5e-9a62-3f0d2c9b1e11"
+
+
+def _ws(raw: dict, uid: str = UID):
+    raw = copy.deepcopy(raw)
+    raw.setdefault("metadata", {}).setdefault("uid", uid)
+    raw["metadata"].setdefault("namespace", "default")
+    return parse_workspace(raw)
+
+
+PHI = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "phi"},
+       "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "phi"}}},
+       "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
+
+
+def _plan(ws, registry, observed=None, provisioner=BYO):
+    inputs = resolve(ws, registry)
+    assert not inputs.problems, inputs.problems
+    return plan(ws, inputs.preset, inputs.requirement, provisioner, observed), inputs
+
+
+def _ready(p, inputs):
+    return Observed.nodes_ready(p.node_requests, inputs.requirement.gpus_per_node if inputs.requirement else 0)
+
+
+# (example name, workload kind, first objects before nodes, replicas, gpus per pod)
+TABLE = {
+    "workspace-phi-3-mini": ("StatefulSet", ["ConfigMap", "Service", "Service"], 1, "1"),
+    "workspace-phi-3-mini-adapter": ("StatefulSet", ["ConfigMap", "Service", "Service"], 1, "1"),
+    "workspace-llama-3-1-8b-instruct": ("StatefulSet", ["ConfigMap", "Service", "Service"], 1, "4"),
+    "workspace-tuning-phi-3": ("Job", ["ConfigMap"], None, "1"),
+    "workspace-tuning-falcon-7b-oai-chatbot": ("Job", [], None, "2"),
+}
+
+
+@pytest.mark.parametrize("ws", [p for p in example_workspaces() if p.id in TABLE])
+def test_example_plans(ws, registry):
+    ws = _ws(ws.to_k8s())
+    kind, first, replicas, gpus = TABLE[ws.name]
+    p, inputs = _plan(ws, registry)
+    assert [o["kind"] for o in p.objects] == first
+    assert [o["kind"] for o in p.deferred] == [kind]  # the workload waits for the nodes
+    assert p.status["state"] == "Pending"
+    assert p.status["targetNodeCount"] == len(p.node_requests) >= 1
+    p2, _ = _plan(ws, registry, _ready(p, inputs))
+    workload = p2.workload
+    assert workload is not None and p2.deferred == [] and workload in p2.objects
+    pod = workload["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    if kind == "StatefulSet":
+        assert workload["spec"]["replicas"] == replicas
+        assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 5000}
+        assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
+    else:
+        assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in pod["tolerations"]
+    for obj in p2.all_objects():
+        ref = obj["metadata"]["ownerReferences"][0]
+        assert ref["uid"] == UID and ref["kind"] == "Workspace" and ref["controller"] is True
+        assert obj["metadata"]["labels"][names.LABEL_UID] == UID
+
+
+def test_names_are_derived_from_uid_not_time(registry):
+    a, _ = _plan(_ws(PHI), registry)
+    b, _ = _plan(_ws(PHI), registry)
+    other, _ = _plan(_ws(PHI, uid="11111111-2222-3333-4444-555555555555"), registry)
+    assert [r.name for r in a.node_requests] == [r.name for r in b.node_requests]
+    assert a.node_requests[0].name != other.node_requests[0].name
+    assert a.node_requests[0].name.startswith("ws") and len(a.node_requests[0].name) == 11
+
+
+def test_services_upstream_shape_and_load_balancer(registry):
+    p, _ = _plan(_ws(PHI), registry)
+    svc = next(o for o in p.objects if o["kind"] == "Service" and o["metadata"]["name"] == "phi")
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"}]
+    assert svc["spec"]["type"] == "ClusterIP"
+    headless = next(o for o in p.objects if o["metadata"]["name"] == "phi-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    lb = copy.deepcopy(PHI)
+    lb["metadata"]["annotations"] = {"kaito.sh/enablelb": "True"}
+    p_lb, _ = _plan(_ws(lb), registry)
+    assert next(o for o in p_lb.objects if o["metadata"]["name"] == "phi")["spec"]["type"] == "LoadBalancer"
+
+
+def test_revision_changes_with_spec_and_rolls_the_statefulset(registry):
+    p, inputs = _plan(_ws(PHI), registry)
+    ready = _ready(p, inputs)
+    before = _plan(_ws(PHI), registry, ready)[0].workload
+    changed = copy.deepcopy(PHI)
+    changed["inference"]["adapters"] = [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": "0.5"}]
+    after = _plan(_ws(changed), registry, ready)[0].workload
+    rev = names.ANNOTATION_REVISION
+    assert before["metadata"]["annotations"][rev] != after["metadata"]["annotations"][rev]
+    assert after["spec"]["template"]["metadata"]["annotations"][rev] == after["metadata"]["annotations"][rev]
+    inits = after["spec"]["template"]["spec"]["initContainers"]
+    assert any(c["image"] == "example.com/a1:1" for c in inits)
+    assert "--adapter-strength" in after["spec"]["template"]["spec"]["containers"][0]["args"]
+    # an annotation that does not change the pods does not change the revision
+    lb = copy.deepcopy(PHI)
+    lb["metadata"]["annotations"] = {"kaito.sh/enablelb": "True"}
+    assert _plan(_ws(lb), registry, ready)[0].revision == _plan(_ws(PHI), registry, ready)[0].revision
+
+
+def test_model_access_secret_becomes_hf_token(registry):
+    raw = copy.deepcopy(PHI)
+    raw["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token", "imagePullSecrets": ["pull"]}
+    p, inputs = _plan(_ws(raw), registry)
+    sts = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload
+    pod = sts["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "HF_TOKEN"}
+    assert pod["imagePullSecrets"] == [{"name": "pull"}]
+
+
+def test_tuning_job_output_push_secret(registry):
+    raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune"},
+           "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+           "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
+                      "input": {"urls": ["https://example.com/data.parquet"]},
+                      "output": {"image": "registry.example.com/adapters/tune:1", "imagePushSecret": "push"}}}
+    p, inputs = _plan(_ws(raw), registry)
+    job = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["model-weights", "data-fetch"]
+    assert pod["initContainers"][1]["args"] == ["https://example.com/data.parquet"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--push") + 1] == "registry.example.com/adapters/tune:1"
+    secret = next(v for v in pod["volumes"] if v["name"] == "push-secret")
+    assert secret["secret"]["secretName"] == "push"
+    cfg = next(o for o in p.objects if o["kind"] == "ConfigMap")
+    assert "QuantizationConfig" in cfg["data"]["training_config.yaml"]
+
+
+def test_sizing_failure_is_a_status_not_objects(registry):
+    raw = copy.deepcopy(PHI)
+    raw["resource"]["instanceType"] = "Standard_NC6s_v3"  # 16 GiB V100
+    raw["inference"]["preset"]["name"] = "llama-3.1-8b-instruct"
+    raw["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf"}
+    p, _ = _plan(_ws(raw), registry)
+    assert p.errors and p.all_objects() == []
+    assert p.status["state"] == "Failed"
+    cond = {c["type"]: c for c in p.status["conditions"]}
+    assert cond["ResourceReady"]["reason"] == "SizingFailed" and "GiB" in cond["ResourceReady"]["message"]
+
+
+def test_byo_without_instance_type_uses_node_gpus(registry):
+    raw = copy.deepcopy(PHI)
+    del raw["resource"]["instanceType"]
+    ws = _ws(raw)
+    p, inputs = _plan(ws, registry)
+    observed = Observed(node_states=tuple(NodeState(name=r.name, ready=True, node_name=f"gpu-{i}")
+                                          for i, r in enumerate(p.node_requests)),
+                        nodes=tuple(fake_node(f"gpu-{i}", 2) for i in range(len(p.node_requests))))
+    p2 = plan(ws, inputs.preset, inputs.requirement, BYO, observed)
+    assert p2.status["workerNodes"] == [f"gpu-{i}" for i in range(len(p.node_requests))]
+    assert p2.workload is not None
+
+
+def test_template_workspace_keeps_user_pod(registry):
+    raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "custom"},
+           "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+           "inference": {"template": {"spec": {"containers": [{"name": "srv", "image": "example.com/srv:1"}]}}}}
+    ws = _ws(raw)
+    p = plan(ws, None, None, BYO, None)
+    ready = Observed.nodes_ready(p.node_requests, 0)
+    sts = plan(ws, None, None, BYO, ready).workload
+    spec = sts["spec"]["template"]["spec"]
+    assert spec["containers"][0]["image"] == "example.com/srv:1"
+    assert spec["affinity"]["nodeAffinity"]
+    assert sts["spec"]["template"]["metadata"]["labels"][names.LABEL_WORKSPACE] == "custom"
