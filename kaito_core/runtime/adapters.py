@@ -35,6 +35,7 @@ class AdapterInfo:
     strength: float
     created: int
     base_model: str | None = None
+    internal: str = ""      # the name inside peft (user names may clash with torch attributes)
 
 
 def resolve_source(source: str, cache_dir: Path, name: str) -> Path:
@@ -73,6 +74,33 @@ def scan_adapters_dir(root: str | os.PathLike) -> list[AdapterSpec]:
     return specs
 
 
+def check_compatible(base_model: Any, path: Path, name: str) -> None:
+    """Refuse an adapter trained for another model before peft half-loads it: every LoRA
+    matrix must sit on a module of this model with matching in/out features."""
+    from safetensors import safe_open
+
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        return  # a pickle adapter (allowed explicitly): peft reports what does not fit
+    with safe_open(str(weights), framework="pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    for key, shape in sorted(shapes.items()):
+        for part, dim in ((".lora_A.", 1), (".lora_B.", 0)):
+            if part not in key:
+                continue
+            module_path = key.split(part)[0].removeprefix("base_model.model.")
+            try:
+                module = base_model.get_submodule(module_path)
+            except AttributeError:
+                raise ModelLoadError(f"adapter {name!r} was trained for another model: it adapts module "
+                                     f"{module_path!r}, which this model does not have") from None
+            features = getattr(module, "in_features" if dim == 1 else "out_features", None)
+            if features is not None and len(shape) == 2 and shape[dim] != features:
+                raise ModelLoadError(f"adapter {name!r} was trained for another model: module {module_path!r} has "
+                                     f"{features} {'input' if dim == 1 else 'output'} features here, the adapter "
+                                     f"expects {shape[dim]}")
+
+
 class AdapterSet:
     """The adapters loaded into one base model. Not thread-safe: call from the engine thread."""
 
@@ -82,6 +110,7 @@ class AdapterSet:
         self.allow_pickle = allow_pickle
         self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="kaito-adapters-"))
         self.adapters: dict[str, AdapterInfo] = {}
+        self._counter = 0
 
     @property
     def model(self) -> Any:
@@ -91,7 +120,8 @@ class AdapterSet:
     def forward_kwargs(self, rows: list[Any]) -> dict[str, Any]:
         if self.peft is None:
             return {}
-        return {"adapter_names": [r.adapter or BASE for r in rows]}
+        names = {n: i.internal for n, i in self.adapters.items()}
+        return {"adapter_names": [names.get(r.adapter, BASE) if r.adapter else BASE for r in rows]}
 
     def fetch(self, name: str, source: str) -> Path:
         """Resolve ``source`` to a local directory (pulling OCI references). Any thread."""
@@ -108,6 +138,7 @@ class AdapterSet:
             raise ModelLoadError(f"adapter {name!r} is already loaded; unload it first to replace it")
         path = path or resolve_source(source, self.cache_dir, name)
         check_weights(path, allow_pickle=self.allow_pickle, what=f"adapter {name!r}")
+        check_compatible(self.base, path, name)
         try:
             config = json.loads((path / "adapter_config.json").read_text())
         except (OSError, ValueError) as exc:
@@ -115,7 +146,11 @@ class AdapterSet:
         if str(config.get("peft_type", "LORA")).upper() != "LORA":
             raise ModelLoadError(f"adapter {name!r}: peft_type is {config.get('peft_type')!r}; only LoRA adapters "
                                  "can be served")
-        kwargs = {"adapter_name": name, "is_trainable": False,
+        # peft keeps adapters in torch ModuleDicts: a user's name like "half" or "v1.2" would
+        # clash with a module attribute or be refused, so peft sees a generated name.
+        self._counter += 1
+        internal = f"kaito_adapter_{self._counter}"
+        kwargs = {"adapter_name": internal, "is_trainable": False,
                   "use_safetensors": None if self.allow_pickle else True}
         try:
             if self.peft is None:
@@ -129,13 +164,13 @@ class AdapterSet:
             else:
                 self.peft.load_adapter(str(path), **kwargs)
         except Exception as exc:  # noqa: BLE001 - a wrong base model, missing modules, bad tensors
-            self._forget(name)
+            self._forget(internal)
             raise ModelLoadError(f"adapter {name!r} from {source!r} does not fit this model: "
                                  f"{type(exc).__name__}: {exc}") from exc
         self.peft.eval()
-        self._set_strength(name, strength)
+        self._set_strength(internal, strength)
         info = AdapterInfo(name=name, source=source, path=str(path), strength=strength, created=int(time.time()),
-                           base_model=config.get("base_model_name_or_path"))
+                           base_model=config.get("base_model_name_or_path"), internal=internal)
         self.adapters[name] = info
         log.info("adapter %s loaded from %s (strength %.2f)", name, source, strength)
         return info
@@ -156,7 +191,12 @@ class AdapterSet:
 
     def unload(self, name: str) -> AdapterInfo:
         info = self.adapters.pop(name)
-        self.peft.delete_adapter(name)
+        if self.adapters:
+            self.peft.delete_adapter(info.internal)
+        else:
+            # peft cannot run with no adapter left: take its LoRA layers out, back to the base model
+            self.base = self.peft.unload()
+            self.peft = None
         shutil.rmtree(self.cache_dir / name, ignore_errors=True)
         log.info("adapter %s unloaded", name)
         return info

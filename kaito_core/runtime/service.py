@@ -266,6 +266,8 @@ class TransformersService:
                 if busy:
                     raise APIError(409, f"adapter {name!r} is serving {busy} request(s); retry when they finish",
                                    param="name", code="adapter_in_use")
-                return self.adapters.unload(name)
+                info = self.adapters.unload(name)
+                self.engine.model = self.adapters.model
+                return info
 
             return await self.engine.acall(unload)

@@ -225,3 +225,9 @@ def make_server():
     yield make
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def adapter_maker():
+    """``adapter_maker(base_dir, dest, seed=..., targets=(...))`` -> a saved LoRA adapter."""
+    return make_adapter
