@@ -152,3 +152,14 @@ def auth_registry(tmp_path_factory):
     reg.stop()
 
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one thread on a busy 2-core machine; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -48,3 +48,48 @@ def logits_for(model_dir: Path, adapter_dir: Path | None, text: str = "What is t
     ids = tok(text, return_tensors="pt").input_ids
     with torch.no_grad():
         return model(ids).logits[0]
+
+
+class ThreadServer:
+    """The inference runtime (uvicorn) in a thread of this process; ``stop()`` shuts it down."""
+
+    def __init__(self, app):
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout: float = 60.0) -> "ThreadServer":
+        import time
+
+        import httpx
+
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"runtime at {self.url} not healthy within {timeout}s")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def greedy(url: str, model: str, prompt: str, n: int = 12) -> str:
+    import httpx
+
+    r = httpx.post(url + "/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": n,
+                                                  "temperature": 0, "ignore_eos": True}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["text"]

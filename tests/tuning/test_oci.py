@@ -1,0 +1,82 @@
+"""Adapters to a real OCI registry (Debian's docker-registry): push, pull back by reference, serve
+through the runtime; credentials from a docker-config secret; unauthorized pushes refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kaito_core.tuning import OutputError, run
+from kaito_core.tuning.oci import ADAPTER_CONFIG_MEDIA_TYPE, MEDIA_TYPES, pull_adapter
+from tests.tuning.helpers import ThreadServer, greedy, logits_for
+
+PROMPT = "<|system|>\nAnswer briefly.<|end|>\n<|user|>\nWhat is the capital of Peru?<|end|>\n<|assistant|>\n"
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, tiny_models, chat_jsonl, tmp_path_factory):
+    """A LoRA adapter trained on the tiny Llama and pushed to the open registry (image output only)."""
+    from tests.tuning.helpers import FAST_CONFIG
+
+    ref = f"{registry.host}/adapters/capitals:0.0.1"
+    result = run(model_dir=str(tiny_models["llama"]), method="lora", data=[str(chat_jsonl)], config=FAST_CONFIG,
+                 output_image=ref, progress="none", work_dir=str(tmp_path_factory.mktemp("work")))
+    return ref, result
+
+
+def test_push_then_pull_back_by_reference(pushed, registry, tiny_models, tmp_path):
+    import requests
+
+    ref, result = pushed
+    assert result.digest.startswith("sha256:") and result.output_dir is None
+    manifest = requests.get(f"http://{registry.host}/v2/adapters/capitals/manifests/0.0.1",
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=10).json()
+    assert manifest["config"]["mediaType"] == ADAPTER_CONFIG_MEDIA_TYPE
+    layers = {l["annotations"]["org.opencontainers.image.title"]: l["mediaType"] for l in manifest["layers"]}
+    assert layers["adapter_config.json"] == MEDIA_TYPES["adapter_config.json"]
+    assert layers["adapter_model.safetensors"] == MEDIA_TYPES["adapter_model.safetensors"]
+    ann = manifest["annotations"]
+    assert ann["sh.kaito.tuning.method"] == "lora" and ann["sh.kaito.tuning.steps"] == "20"
+    assert "org.opencontainers.image.created" in ann
+
+    pulled = pull_adapter(ref, tmp_path / "pulled")
+    summary = json.loads((pulled / "kaito-tuning-summary.json").read_text())
+    assert summary["output"]["image"] == ref and summary["steps"] == 20
+    base = logits_for(tiny_models["llama"], None)
+    assert (logits_for(tiny_models["llama"], pulled) - base).abs().max().item() > 1e-3
+
+
+def test_the_runtime_serves_the_pushed_adapter_by_reference(pushed, tiny_models):
+    from kaito_core.runtime.options import AdapterSpec
+    from kaito_core.runtime.server import create_app
+
+    ref, _ = pushed
+    app = create_app(model=str(tiny_models["llama"]), served_model_name="tiny-llama",
+                     adapters=[AdapterSpec("capitals", ref)])
+    srv = ThreadServer(app).start()
+    try:
+        base = greedy(srv.url, "tiny-llama", PROMPT)
+        tuned = greedy(srv.url, "capitals", PROMPT)
+    finally:
+        srv.stop()
+    assert tuned != base
+
+
+def test_registry_with_auth_needs_the_push_secret(auth_registry, tiny_models, chat_jsonl, fast_config, tmp_path):
+    ref = f"{auth_registry.host}/adapters/private:1"
+    kwargs = dict(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=fast_config,
+                  output_image=ref, progress="none")
+    with pytest.raises(OutputError) as err:
+        run(**kwargs)  # refused before any training
+    assert "requires credentials (HTTP 401 Unauthorized)" in str(err.value) and auth_registry.host in str(err.value)
+    wrong = auth_registry.docker_config(tmp_path / "wrong.json", password="nope")
+    with pytest.raises(OutputError, match="refused the credentials of user 'kaito'"):
+        run(**kwargs, push_secret=str(wrong))
+    fast_config["training_config"]["TrainingArguments"]["max_steps"] = 2
+    good = auth_registry.docker_config(tmp_path / "config.json")
+    result = run(**{**kwargs, "config": fast_config}, push_secret=str(good), output=str(tmp_path / "also-here"))
+    assert result.digest.startswith("sha256:") and (tmp_path / "also-here" / "adapter_config.json").is_file()
+    pulled = pull_adapter(ref, tmp_path / "pulled", docker_config=str(good))
+    assert (pulled / "adapter_model.safetensors").read_bytes() == \
+        (tmp_path / "also-here" / "adapter_model.safetensors").read_bytes()
