@@ -89,6 +89,7 @@ class Registry:
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin
         self.aliases: dict[str, str] = {}  # alias (lowercased) -> preset name
         self.plugins: dict[str, PluginInfo] = {}
+        self._generic_reasons: dict[str, str] = {}
 
     # -- registration (called through the hooks' ``register`` callbacks) ------------------
 
@@ -182,8 +183,9 @@ class Registry:
             from kaito_core.builtins import hf
         except ImportError:
             return None
-        resolve = getattr(hf, "resolve", None)
-        return resolve(name) if resolve is not None else None
+        preset, reason = hf.try_resolve(name)
+        self._generic_reasons[name] = reason
+        return preset
 
     def unknown_preset_hint(self, name: str) -> str:
         family = family_of(name)
@@ -199,6 +201,8 @@ class Registry:
             if info is not None:
                 return f"it belongs to the {family!r} family, but plugin {family!r} is broken: see `kaito plugins doctor`"
             return f"it belongs to the {family!r} family: install {dist} (pip install {dist})"
+        if name in self._generic_reasons and self._generic_reasons[name]:
+            return self._generic_reasons[name]
         known = ", ".join(sorted(self.presets)) or "none installed"
         return (f"no installed plugin provides it; known presets: {known}. "
                 "A Hugging Face id 'org/model' is also accepted")

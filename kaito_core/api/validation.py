@@ -172,16 +172,18 @@ def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) 
                     "see `kaito plan` for types that fit, or install the provisioner plugin for your cloud")
         return
     if preset is not None and not ws.bypass_resource_checks:
-        total = it.gpu_count * it.gpu_memory_gib
-        weights = preset.weight_bytes / 2**30
-        if ws.tuning is not None and ws.tuning.method == "qlora":
-            weights = weights / 4  # 4-bit weights
-        if total < weights:
-            r.error("resource.instanceType", it_name,
-                    f"has {total:g} GiB of GPU memory in total, less than the {weights:.1f} GiB of "
-                    f"{preset.name}'s weights",
-                    "pick a larger instance type (see `kaito plan`) or set the annotation "
-                    "kaito.sh/bypass-resource-checks: \"True\"")
+        # Sizing decides fit (weights + KV cache + overhead against usable GPU memory, and
+        # multi-node where the runtime and preset allow it); upstream only compares weights.
+        from kaito_core.sizing import place
+
+        runtime = ws.runtime_annotation if ws.runtime_annotation in preset.runtimes else None
+        method = ws.tuning.method if ws.tuning is not None else None
+        if method is not None and method not in TUNING_METHODS:
+            return  # reported on tuning.method
+        req = place(preset, types, instance_type=it_name, runtime=runtime, method=method)
+        if req.errors:
+            r.error("resource.instanceType", it_name, "; ".join(req.errors),
+                    "or set the annotation kaito.sh/bypass-resource-checks: \"True\"")
 
 
 def _selector(sel: m.LabelSelector, r: ValidationResult) -> None:
