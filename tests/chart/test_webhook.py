@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
+import os
+import subprocess
+import sys
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -40,22 +44,58 @@ def test_service_reaches_the_operator_webhook_port(render):
         assert svc_port["targetPort"] == "webhook"
         pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert {h["clientConfig"]["service"]["path"] for h in webhooks(objects)} == {"/validate-workspace",
-                                                                                  "/mutate-workspace"}
 
 
-def test_rules_cover_every_served_workspace_version(render):
+# The operator's admission handlers as kopf registers them (kopf serves each at /<handler id>).
+# A subprocess, so KAITO_WEBHOOK is set only there and the handlers register in a fresh registry.
+HANDLERS_SCRIPT = """
+import json, kopf
+import kaito_core.operator.handlers
+reg = kopf.get_default_registry()
+print(json.dumps([dict(id=h.id, reason=str(h.reason.value), operations=sorted(h.operations or []),
+                       group=h.selector.group, version=h.selector.version)
+                  for h in reg._webhooks.get_all_handlers()]))
+"""
+
+
+def operator_webhook_handlers() -> list[dict]:
+    env = {**os.environ, "KAITO_WEBHOOK": "true"}
+    proc = subprocess.run([sys.executable, "-c", HANDLERS_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_webhooks_match_the_operator_admission_handlers(render):
+    objects = render()
+    handlers = operator_webhook_handlers()
+    assert {h["reason"] for h in handlers} == {"validating", "mutating"}
+    for handler in handlers:
+        kind = "ValidatingWebhookConfiguration" if handler["reason"] == "validating" else \
+            "MutatingWebhookConfiguration"
+        (hook,) = one(objects, kind)["webhooks"]
+        assert hook["clientConfig"]["service"]["path"] == f"/{handler['id']}"
+        (rule,) = hook["rules"]
+        assert rule["apiGroups"] == [handler["group"]]
+        assert rule["apiVersions"] == [handler["version"]]
+        assert sorted(rule["operations"]) == handler["operations"]
+    assert len(webhooks(objects)) == len(handlers)
+
+
+def test_rules_reach_every_served_workspace_version(render):
     objects = render()
     crd = one(objects, "CustomResourceDefinition")
-    served = sorted(v["name"] for v in crd["spec"]["versions"] if v["served"])
+    served = {v["name"] for v in crd["spec"]["versions"] if v["served"]}
+    storage = [v["name"] for v in crd["spec"]["versions"] if v["storage"]]
     for hook in webhooks(objects):
         assert hook["failurePolicy"] == "Fail"
         assert hook["sideEffects"] == "None"
+        # Equivalent: requests for the other served versions are converted to the listed one.
+        assert hook["matchPolicy"] == "Equivalent"
         (rule,) = hook["rules"]
         assert rule["apiGroups"] == [crd["spec"]["group"]]
         assert rule["resources"] == [crd["spec"]["names"]["plural"]]
-        assert sorted(rule["apiVersions"]) == served
-        assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+        assert rule["apiVersions"] == storage and set(rule["apiVersions"]) <= served
 
 
 def _cert(b64: str) -> x509.Certificate:

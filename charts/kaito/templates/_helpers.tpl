@@ -54,15 +54,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-webhook-cert" (include "kaito.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The webhook paths are the operator's kopf handler ids (kopf serves /<handler id>). */}}
-{{- define "kaito.validatePath" -}}/validate-workspace{{- end }}
-{{- define "kaito.mutatePath" -}}/mutate-workspace{{- end }}
+{{/*
+The webhook paths are the operator's kopf handler ids (kopf serves each handler at /<id>):
+kaito_core/operator/handlers.py registers "validate" (CREATE, UPDATE) and "defaults" (CREATE)
+for kaito.sh/v1beta1 workspaces. With matchPolicy Equivalent the API server converts
+v1alpha1 requests to v1beta1 before calling them, so older objects are checked too.
+*/}}
+{{- define "kaito.validatePath" -}}/validate{{- end }}
+{{- define "kaito.mutatePath" -}}/defaults{{- end }}
 
-{{/* The admission rules both webhooks match: Workspaces of every served version. */}}
 {{- define "kaito.webhookRules" -}}
 - apiGroups: ["kaito.sh"]
-  apiVersions: ["v1alpha1", "v1beta1"]
-  operations: ["CREATE", "UPDATE"]
+  apiVersions: ["v1beta1"]
+  operations: {{ toJson . }}
   resources: ["workspaces"]
   scope: Namespaced
 {{- end }}
