@@ -1,0 +1,137 @@
+"""The conformance suite catches broken provisioners (and passes a correct one).
+
+A small reference provisioner (one ConfigMap per node) is run through every test of
+:class:`ProvisionerConformance`, once correct and once with each defect a real plugin could
+have; each defect must make the suite fail where it should.
+"""
+
+import inspect
+import uuid
+
+import pytest
+
+from kaito_core.testing import FakeKube
+from kaito_core.testing.conformance import ProvisionerConformance
+from kaito_core.types import NodeRequest, NodeState, ProvisionerContext
+
+
+class Reference:
+    name = "reference"
+
+    def __init__(self, defect=None):
+        self.defect = defect
+
+    def node_requests(self, *, workspace, requirement):
+        m = workspace.metadata
+        return [NodeRequest(name=(f"n{uuid.uuid4().hex[:8]}" if self.defect == "random_names"
+                                  else f"n{abs(hash((m.uid, i))) % 10**8:08d}"),
+                            workspace=m.name, namespace=m.namespace, instance_type=requirement.instance_type,
+                            index=i, labels={"ws": m.name}) for i in range(requirement.node_count)]
+
+    def desired_objects(self, *, requests):
+        extra = {"set": {1}} if self.defect == "not_plain_data" else {}
+        return [{"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": r.name, "namespace": r.namespace, "labels": dict(r.labels)},
+                 "data": {"index": str(r.index)}, **extra} for r in requests]
+
+    def ensure(self, *, requests, ctx):
+        for obj in self.desired_objects(requests=requests):
+            if self.defect == "duplicates":
+                obj["metadata"]["name"] += uuid.uuid4().hex[:4]
+            elif ctx.kube.get(api_version="v1", kind="ConfigMap", name=obj["metadata"]["name"],
+                              namespace=obj["metadata"]["namespace"]):
+                continue
+            ctx.kube.create(obj)
+        return self.observe(requests=requests, ctx=ctx)
+
+    def observe(self, *, requests, ctx):
+        out = []
+        for r in requests:
+            obj = ctx.kube.get(api_version="v1", kind="ConfigMap", name=r.name, namespace=r.namespace)
+            phase = ((obj or {}).get("status") or {}).get("phase")
+            if self.defect == "ready_at_once" and obj is not None:
+                phase = "Up"
+            if phase == "Up":
+                out.append(NodeState(name=r.name, ready=True))
+            elif phase == "Broken" and self.defect != "hides_failures":
+                reason = "out of quota" if self.defect == "prose_reason" else "OutOfQuota"
+                message = "" if self.defect == "no_message" else "no quota left"
+                out.append(NodeState(name=r.name, ready=False, failed=True, reason=reason, message=message))
+            else:
+                out.append(NodeState(name=r.name, ready=False))
+        return out
+
+    def release(self, *, workspace, ctx):
+        labels = None if self.defect == "release_all" else {"ws": workspace.metadata.name}
+        found = ctx.kube.list(api_version="v1", kind="ConfigMap", labels=labels)
+        if self.defect == "release_twice_fails" and not found:
+            raise RuntimeError("nothing to release")
+        for obj in found:
+            ctx.kube.delete(api_version="v1", kind="ConfigMap", name=obj["metadata"]["name"],
+                            namespace=obj["metadata"]["namespace"])
+
+
+class Harness:
+    def __init__(self):
+        self.kube = FakeKube()
+
+    def context(self):
+        return ProvisionerContext(kube=self.kube)
+
+    def backing(self, workspace):
+        return self.kube.names(api_version="v1", kind="ConfigMap", labels={"ws": workspace.metadata.name})
+
+    def _status(self, request, phase):
+        self.kube.set_status(api_version="v1", kind="ConfigMap", name=request.name, namespace=request.namespace,
+                             status={"phase": phase})
+
+    def make_ready(self, request):
+        self._status(request, "Up")
+
+    def fail(self, request):
+        self._status(request, "Broken")
+        return "OutOfQuota"
+
+
+SUITE = sorted(n for n in dir(ProvisionerConformance) if n.startswith("test_"))
+
+
+def run_suite(provisioner):
+    """Every suite test on a fresh harness; returns the names of the tests that failed."""
+    failed = []
+    suite = ProvisionerConformance()
+    for name in SUITE:
+        method = getattr(suite, name)
+        kwargs = {"provisioner": provisioner, "harness": Harness()}
+        params = inspect.signature(method).parameters
+        try:
+            method(**{k: v for k, v in kwargs.items() if k in params})
+        except (AssertionError, pytest.fail.Exception, Exception):
+            failed.append(name)
+    return failed
+
+
+def test_a_correct_provisioner_passes_everything():
+    assert len(SUITE) >= 8
+    assert run_suite(Reference()) == []
+
+
+@pytest.mark.parametrize("defect, caught_by", [
+    ("random_names", "test_node_requests_are_deterministic"),
+    ("not_plain_data", "test_desired_objects_are_serialisable"),
+    ("duplicates", "test_ensure_is_idempotent"),
+    ("ready_at_once", "test_ensure_creates_one_backing_resource_per_request"),
+    ("hides_failures", "test_failure_becomes_a_reason"),
+    ("prose_reason", "test_failure_becomes_a_reason"),
+    ("no_message", "test_failure_becomes_a_reason"),
+    ("release_all", "test_release_removes_only_this_workspace"),
+    ("release_twice_fails", "test_release_removes_only_this_workspace"),
+])
+def test_each_defect_is_caught(defect, caught_by):
+    assert caught_by in run_suite(Reference(defect))
+
+
+def test_a_subclass_without_fixtures_is_told_what_to_add():
+    suite = ProvisionerConformance()
+    with pytest.raises(pytest.fail.Exception, match="must define a `provisioner` fixture"):
+        ProvisionerConformance.provisioner.__wrapped__(suite)
