@@ -120,3 +120,26 @@ def test_upstream_dolly_oai_parquet_with_held_out_rows(tiny_models, tmp_path):
     assert (d["rows_total"], d["train_rows"], d["eval_rows"]) == (10, 8, 2)
     assert d["layouts"][path.name] == "messages (messages)"
     assert result.summary["eval_loss"] is not None and result.summary["eval_loss"] > 0
+
+
+def test_upstream_phi3_configmap_trains_unchanged(tiny_models, chat_jsonl, tmp_path):
+    """kaito-examples/kaito_configmap_tuning_phi_3.yaml as is: bf16, nf4 QLoRA, q/k/v/o targets
+    (Phi-3 fuses q/k/v, so only o_proj matches, and the run says so)."""
+    from tests.tuning.test_config import EXAMPLE, _example_configmap
+
+    result = run(model_dir=str(tiny_models["phi3"]), preset="phi-3-mini-4k-instruct", method="qlora",
+                 data=[str(chat_jsonl)], config=_example_configmap(), output=str(tmp_path / "out"),
+                 progress="none", max_steps=3)
+    s = result.summary
+    assert s["steps"] == 3 and s["target_modules"] == ["o_proj"] and s["grad_norm_max"] > 0
+    assert s["config"]["training_config"]["ModelConfig"]["torch_dtype"] == "bfloat16"
+    assert any("['q_proj', 'k_proj', 'v_proj'] are not modules of this model" in n for n in s["notes"])
+    assert EXAMPLE.name.endswith(".yaml")
+
+
+def test_progress_bar_mode_draws_a_bar(tiny_models, chat_jsonl, fast_config, tmp_path, capsys):
+    fast_config["training_config"]["TrainingArguments"]["max_steps"] = 2
+    run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=fast_config,
+        output=str(tmp_path / "out"), progress="bar")
+    err = capsys.readouterr().err
+    assert "tuning: 100%" in err and "2/2" in err and "loss=" in err
