@@ -43,6 +43,23 @@ def with_identity(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _emulator_class() -> Any:
+    """kmock's emulator + ``metadata.generateName`` (kopf posts Events with it; kmock 0.8
+    would store them all under one empty name and refuse the second with 409)."""
+    import kmock
+
+    class GeneratingEmulator(kmock.KubernetesEmulator):
+        async def _handle(self, request: Any) -> Any:
+            data = getattr(request, "data", None)
+            if request.action == kmock.action.CREATE and isinstance(data, dict):
+                meta = data.setdefault("metadata", {})
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            return await super()._handle(request)
+
+    return GeneratingEmulator
+
+
 class Emulator:
     """``with Emulator() as emu: emu.url`` — an API server on a free 127.0.0.1 port."""
 
@@ -86,7 +103,7 @@ class Emulator:
         import kmock
 
         self._stop = asyncio.Event()
-        handler = kmock.KubernetesEmulator()
+        handler = _emulator_class()()
         self.handler = handler
         declared = dict(RESOURCES)
         if self.karpenter:

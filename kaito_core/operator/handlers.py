@@ -84,6 +84,10 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     # Our own Events carry the reasons; kopf's per-handler chatter stays in the log.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = cfg.workers
+    # A resync pass in flight when a Workspace is deleted must not hold the finalizer for
+    # kopf's default 60 s polling: wait for it briefly, then re-check every second.
+    settings.background.instant_exit_timeout = 0.5
+    settings.background.cancellation_polling = 1.0
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     if cfg.webhook:

@@ -1,0 +1,91 @@
+"""System tests: the real ``kaito operator`` (kopf) as a subprocess against kmock's
+KubernetesEmulator on 127.0.0.1. The test plays the rest of the cluster (Karpenter, kubelet,
+StatefulSet controller) by patching objects over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from kaito_core.operator.emulator import Emulator, start_operator, stop_operator, with_identity
+from kaito_core.operator.kube import KubeClient
+
+WS_API = "kaito.sh/v1beta1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Cluster:
+    def __init__(self, url: str):
+        self.url = url
+        self.kube = KubeClient(url)
+
+    def workspace(self, name: str, namespace: str) -> dict | None:
+        return self.kube.get(api_version=WS_API, kind="Workspace", name=name, namespace=namespace)
+
+    def create_workspace(self, raw: dict) -> dict:
+        return self.kube.create(with_identity(raw))
+
+    def conditions(self, name: str, namespace: str) -> dict[str, dict]:
+        ws = self.workspace(name, namespace) or {}
+        return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
+
+    def nodeclaims(self, workspace: str) -> list[dict]:
+        return self.kube.list(api_version="karpenter.sh/v1", kind="NodeClaim", labels={"kaito.sh/workspace": workspace})
+
+    def events(self, namespace: str) -> list[dict]:
+        return self.kube.list(api_version="v1", kind="Event", namespace=namespace)
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def cluster(emulator):
+    return Cluster(emulator.url)
+
+
+@pytest.fixture(scope="module")
+def operator_factory(emulator, tmp_path_factory):
+    procs: list[tuple[Any, Path]] = []
+
+    def start(env: dict[str, str] | None = None, args: list[str] | None = None) -> tuple[Any, Path]:
+        log = tmp_path_factory.mktemp("operator") / "operator.log"
+        base = {"KAITO_PROVISIONER": "karpenter", "KAITO_DELETE_GRACE_SECONDS": "3", "KAITO_RESYNC_SECONDS": "0.3"}
+        proc = start_operator(emulator.url, env={**base, **(env or {})}, log_path=str(log), args=args)
+        procs.append((proc, log))
+        wait_for("the operator to start", lambda: proc.poll() is None and "kaito operator: provisioner="
+                 in log.read_text(errors="replace"), timeout=30)
+        return proc, log
+
+    yield start
+    for proc, log in procs:
+        stop_operator(proc)
+        if os.environ.get("KAITO_SHOW_OPERATOR_LOG"):
+            print(log.read_text(errors="replace")[-5000:])

@@ -1,0 +1,138 @@
+"""Create -> node requests + children -> nodes/pods ready -> Ready; crash loop -> InferenceReady
+False with the reason; delete -> node requests gone, finalizer removed. Real kopf, kmock."""
+
+from __future__ import annotations
+
+import pytest
+
+from kaito_core.operator.emulator import with_identity
+from kaito_core.reconcile import fake_node
+from tests.operator.conftest import wait_for
+
+NS = "flow"
+
+
+def _workspace(name: str, instance_type: str = "Standard_NC24ads_A100_v4") -> dict:
+    return {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": name, "namespace": NS},
+            "resource": {"instanceType": instance_type, "labelSelector": {"matchLabels": {"apps": name}}},
+            "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
+
+
+def _ready_claim(cluster, claim: dict, node: str) -> None:
+    conds = [{"type": t, "status": "True", "reason": t, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+             for t in ("Launched", "Registered", "Initialized", "Ready")]
+    cluster.kube.patch(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim["metadata"]["name"],
+                       patch={"status": {"nodeName": node, "conditions": conds}})
+    cluster.kube.create(with_identity(fake_node(node, 1, labels=claim["metadata"]["labels"])))
+
+
+def _pod(name: str, uid: str, container_state: dict, ready: bool) -> dict:
+    return with_identity({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{name}-0", "namespace": NS,
+                     "labels": {"kaito.sh/workspace": name, "kaito.sh/workspace-uid": uid}},
+        "spec": {"containers": [{"name": "inference", "image": "img"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                   "containerStatuses": [{"name": "inference", "image": "img", "ready": ready, "restartCount": 0,
+                                          "state": container_state}]}})
+
+
+@pytest.fixture(scope="module")
+def operator(operator_factory):
+    return operator_factory()
+
+
+def test_create_ready_crashloop_delete(cluster, operator):
+    name = "phi"
+    ws = cluster.create_workspace(_workspace(name))
+    uid = ws["metadata"]["uid"]
+
+    # 1. node requests and the children that do not need nodes
+    claims = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name))
+    assert len(claims) == 1 and claims[0]["spec"]["requirements"]
+    for kind, child in (("ConfigMap", f"{name}-inference-config"), ("Service", name), ("Service", f"{name}-headless")):
+        wait_for(f"{kind}/{child}", lambda: cluster.kube.get(api_version="v1", kind=kind, name=child, namespace=NS))
+    got = wait_for("finalizer and status", lambda: (lambda w: w if (w.get("status") or {}).get("conditions") else None)(
+        cluster.workspace(name, NS)))
+    assert "workspace.finalizer.kaito.sh" in got["metadata"]["finalizers"]
+    conds = {c["type"]: c for c in got["status"]["conditions"]}
+    assert conds["NodeClaimReady"]["status"] == "False"
+    assert got["status"]["state"] == "Pending" and got["status"]["targetNodeCount"] == 1
+    assert cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS) is None
+
+    # 2. Karpenter launches the node -> the StatefulSet appears
+    _ready_claim(cluster, claims[0], "gpu-node-0")
+    sts = wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
+                                                               name=name, namespace=NS))
+    assert sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert sts["metadata"]["ownerReferences"][0]["uid"] == uid
+    wait_for("ResourceReady", lambda: cluster.conditions(name, NS).get("ResourceReady", {}).get("status") == "True")
+
+    # 3. the pod becomes ready -> Workspace Ready with upstream's conditions
+    cluster.kube.create(_pod(name, uid, {"running": {"startedAt": "2026-01-01T00:00:00Z"}}, ready=True))
+    cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS, patch={
+        "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r1", "updateRevision": "r1"}})
+    wait_for("state Ready", lambda: (cluster.workspace(name, NS).get("status") or {}).get("state") == "Ready")
+    conds = cluster.conditions(name, NS)
+    for t in ("NodeClaimReady", "NodesReady", "ResourceReady", "InferenceReady", "WorkspaceSucceeded"):
+        assert conds[t]["status"] == "True", (t, conds[t])
+    assert cluster.workspace(name, NS)["status"]["workerNodes"] == ["gpu-node-0"]
+
+    # 4. crash loop -> InferenceReady False with the reason (upstream #931)
+    cluster.kube.patch(api_version="v1", kind="Pod", name=f"{name}-0", namespace=NS, patch={"status": {
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": "inference", "image": "img", "ready": False, "restartCount": 5,
+                               "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m"}},
+                               "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]}})
+    inf = wait_for("InferenceReady=False", lambda: (lambda c: c if c.get("status") == "False" else None)(
+        cluster.conditions(name, NS).get("InferenceReady", {})))
+    assert inf["reason"] == "CrashLoopBackOff" and f"{name}-0" in inf["message"]
+    assert cluster.workspace(name, NS)["status"]["state"] == "NotReady"
+    events = wait_for("a CrashLoopBackOff event", lambda: [e for e in cluster.events(NS)
+                                                           if e.get("reason") == "CrashLoopBackOff"])
+    assert events[0]["type"] == "Warning"
+
+    # 5. delete -> node requests gone, children gone, finalizer removed (object gone)
+    cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
+    assert cluster.nodeclaims(name) == []
+    assert cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS) is None
+    assert cluster.kube.get(api_version="v1", kind="Service", name=name, namespace=NS) is None
+
+
+def test_sizing_failure_is_reported_without_nodes(cluster, operator):
+    raw = _workspace("toosmall", "Standard_NC6s_v3")
+    raw["inference"]["preset"] = {"name": "llama-3.1-8b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}
+    cluster.create_workspace(raw)
+    rr = wait_for("ResourceReady=False", lambda: cluster.conditions("toosmall", NS).get("ResourceReady"))
+    # the API's GPU-memory rule (weights > 16 GiB) refuses it before sizing: no node is asked for
+    assert rr["status"] == "False" and rr["reason"] == "InvalidWorkspace"
+    assert "resource.instanceType" in rr["message"] and "GiB" in rr["message"]
+    assert cluster.workspace("toosmall", NS)["status"]["state"] == "Failed"
+    assert cluster.nodeclaims("toosmall") == []
+    cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name="toosmall", namespace=NS)
+    wait_for("the Workspace to go", lambda: cluster.workspace("toosmall", NS) is None)
+
+
+def test_spec_change_rolls_statefulset(cluster, operator):
+    name = "roll"
+    cluster.create_workspace(_workspace(name))
+    claims = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name))
+    _ready_claim(cluster, claims[0], "gpu-node-roll")
+    sts = wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
+                                                               name=name, namespace=NS))
+    before = sts["metadata"]["annotations"]["kaito.sh/revision"]
+    cluster.kube.patch(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS, patch={
+        "metadata": {"generation": 2},
+        "inference": {"adapters": [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": "0.5"}]}})
+
+    def rolled():
+        cur = cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS)
+        rev = cur["metadata"]["annotations"]["kaito.sh/revision"]
+        return cur if rev != before else None
+    cur = wait_for("a new revision", rolled)
+    tpl = cur["spec"]["template"]
+    assert tpl["metadata"]["annotations"]["kaito.sh/revision"] == cur["metadata"]["annotations"]["kaito.sh/revision"]
+    assert any(c["image"] == "example.com/a1:1" for c in tpl["spec"]["initContainers"])
+    cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
