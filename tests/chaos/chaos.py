@@ -1,0 +1,163 @@
+"""Chaos: SIGKILL the operator at random moments while Workspaces reconcile, restart it, and
+check that every Workspace ends with exactly its desired children and node requests.
+
+Run the full version (50 Workspaces, 20 kills) with ``python -m tests.chaos.chaos``; the test
+suite runs a small one. The test plays Karpenter and the kubelet: NodeClaims become Ready
+nodes, StatefulSets get Ready pods. A fifth of the Workspaces are deleted midway, so the
+count covers deletes interrupted by kills too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from kaito_core.operator.emulator import Emulator, start_operator, with_identity
+from kaito_core.operator.kube import ApiError, KubeClient
+from kaito_core.reconcile import fake_node, names
+
+NS = "chaos"
+WS_API = "kaito.sh/v1beta1"
+CHILD_KINDS = (("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "StatefulSet"))
+EXPECTED = {"ConfigMap": 1, "Service": 2, "StatefulSet": 1, "NodeClaim": 1}
+
+
+def workspace(i: int) -> dict[str, Any]:
+    return with_identity({
+        "apiVersion": WS_API, "kind": "Workspace", "metadata": {"name": f"ws-{i:03d}", "namespace": NS},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"ws": str(i)}}},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}})
+
+
+class FakeCluster(threading.Thread):
+    """Karpenter + kubelet + StatefulSet controller, just enough for Workspaces to get Ready."""
+
+    def __init__(self, kube: KubeClient):
+        super().__init__(daemon=True, name="fake-cluster")
+        self.kube = kube
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.step()
+            except (ApiError, OSError):
+                pass
+            self.stop.wait(0.2)
+
+    def step(self) -> None:
+        for claim in self.kube.list(api_version="karpenter.sh/v1", kind="NodeClaim"):
+            if (claim.get("status") or {}).get("nodeName"):
+                continue
+            node = f"node-{claim['metadata']['name']}"
+            if self.kube.get(api_version="v1", kind="Node", name=node) is None:
+                self.kube.create(with_identity(fake_node(node, 1, labels=claim["metadata"].get("labels"))))
+            conds = [{"type": t, "status": "True", "reason": t, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+                     for t in ("Launched", "Registered", "Initialized", "Ready")]
+            self.kube.patch(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim["metadata"]["name"],
+                            patch={"status": {"nodeName": node, "conditions": conds}})
+        for sts in self.kube.list(api_version="apps/v1", kind="StatefulSet", namespace=NS):
+            if (sts.get("status") or {}).get("readyReplicas"):
+                continue
+            meta = sts["metadata"]
+            labels = sts["spec"]["template"]["metadata"]["labels"]
+            pod = f"{meta['name']}-0"
+            if self.kube.get(api_version="v1", kind="Pod", name=pod, namespace=NS) is None:
+                self.kube.create(with_identity({
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": labels},
+                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                               "containerStatuses": [{"name": "inference", "ready": True, "restartCount": 0,
+                                                      "state": {"running": {}}}]}}))
+            self.kube.patch(api_version="apps/v1", kind="StatefulSet", name=meta["name"], namespace=NS, patch={
+                "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r", "updateRevision": "r"}})
+
+
+def count(kube: KubeClient, live: dict[str, str]) -> dict[str, int]:
+    """Duplicates (more than desired per Workspace), missing, and orphans (no live owner)."""
+    per: dict[tuple[str, str], int] = {}
+    orphans = 0
+    objects = [("NodeClaim", o) for o in kube.list(api_version="karpenter.sh/v1", kind="NodeClaim")]
+    for api, kind in CHILD_KINDS:
+        objects += [(kind, o) for o in kube.list(api_version=api, kind=kind, namespace=NS)]
+    for kind, obj in objects:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        ws = labels.get(names.LABEL_WORKSPACE)
+        if ws is None:
+            continue
+        uid = labels.get(names.LABEL_UID)
+        if ws not in live or (uid is not None and uid != live[ws]):
+            orphans += 1
+            continue
+        per[(ws, kind)] = per.get((ws, kind), 0) + 1
+    duplicates = sum(max(0, n - EXPECTED[k]) for (_, k), n in per.items())
+    missing = sum(max(0, EXPECTED[k] - per.get((ws, k), 0)) for ws in live for k in EXPECTED)
+    return {"workspaces": len(live), "duplicates": duplicates, "orphans": orphans, "missing": missing}
+
+
+def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, settle: float = 60.0) -> dict[str, Any]:
+    rng = random.Random(seed)
+    log_dir = log_dir or tempfile.mkdtemp(prefix="kaito-chaos-")
+    log = os.path.join(log_dir, "operator.log")
+    env = {"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "0.5", "KAITO_DELETE_GRACE_SECONDS": "5"}
+    with Emulator() as emu:
+        kube = KubeClient(emu.url)
+        fake = FakeCluster(kube)
+        fake.start()
+        created = [kube.create(workspace(i)) for i in range(workspaces)]
+        doomed = set(rng.sample(range(workspaces), workspaces // 5))
+        killed = 0
+        for k in range(kills):
+            proc = start_operator(emu.url, env=env, log_path=log)
+            time.sleep(rng.uniform(0.3, 2.0))  # kopf starts in ~1 s: some kills land before, most during work
+            if k == kills // 2:
+                for i in doomed:
+                    kube.delete(api_version=WS_API, kind="Workspace", name=f"ws-{i:03d}", namespace=NS)
+            proc.kill()  # SIGKILL: no cleanup, no finalizer handling, mid-request
+            proc.wait()
+            killed += 1
+        proc = start_operator(emu.url, env=env, log_path=log)
+        live = {w["metadata"]["name"]: w["metadata"]["uid"] for i, w in enumerate(created) if i not in doomed}
+        deadline = time.monotonic() + settle
+        ready = 0
+        while time.monotonic() < deadline:
+            items = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
+            ready = sum(1 for w in items if (w.get("status") or {}).get("state") == "Ready")
+            gone = {f"ws-{i:03d}" for i in doomed}.isdisjoint({w["metadata"]["name"] for w in items})
+            counts = count(kube, live)
+            if ready == len(live) and gone and counts["missing"] == 0 and counts["orphans"] == 0:
+                break
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait()
+        fake.stop.set()
+        counts = count(kube, live)
+        remaining = {w["metadata"]["name"] for w in kube.list(api_version=WS_API, kind="Workspace", namespace=NS)}
+    counts.update({"kills": killed, "ready": ready, "deleted": len(doomed),
+                   "deleted_still_present": len({f"ws-{i:03d}" for i in doomed} & remaining), "log": log})
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workspaces", type=int, default=50)
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    t0 = time.monotonic()
+    c = run(args.workspaces, args.kills, args.seed, settle=180)
+    print(f"chaos: {c['workspaces']} live Workspaces ({c['deleted']} deleted midway), {c['kills']} SIGKILLs, "
+          f"{time.monotonic() - t0:.1f}s")
+    print(f"  ready={c['ready']}/{c['workspaces']} duplicates={c['duplicates']} orphans={c['orphans']} "
+          f"missing={c['missing']} deleted_still_present={c['deleted_still_present']}")
+    ok = c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0 and c["deleted_still_present"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
