@@ -19,7 +19,8 @@ through its installed entry point with :func:`installed_provisioner`) and ``harn
             return MyHarness(kaito_kube)
 
 The suite checks what the operator relies on: deterministic, pure planning; ``ensure`` creates
-exactly the requested nodes and never a second one (same object or a fresh one after a restart);
+exactly the requested nodes and never a second one (same object, or a fresh one after a restart
+when the optional ``restarted_provisioner`` fixture gives one);
 ``observe`` counts ready nodes and turns backend failures into condition reasons a user can act
 on; ``release`` removes everything of one Workspace and nothing of another, and may run twice.
 """
@@ -105,6 +106,12 @@ class ProvisionerConformance:
     def harness(self) -> Harness:
         pytest.fail(f"{type(self).__name__} must define a `harness` fixture (see kaito_core.testing.conformance)")
 
+    @pytest.fixture
+    def restarted_provisioner(self) -> Provisioner | None:
+        """Optional: a second, independent instance, as a restarted operator would make (e.g.
+        ``installed_provisioner(name)`` again). ``ensure`` through it must adopt, not duplicate."""
+        return None
+
     # -- helpers -------------------------------------------------------------------------
 
     def workspace(self, name: str = "conformance", namespace: str = "team-a") -> Any:
@@ -165,7 +172,8 @@ class ProvisionerConformance:
         assert not any(s.ready for s in states), "a node cannot be ready the moment it is asked for"
         assert len(harness.backing(ws)) == self.node_count
 
-    def test_ensure_is_idempotent(self, provisioner: Provisioner, harness: Harness) -> None:
+    def test_ensure_is_idempotent(self, provisioner: Provisioner, harness: Harness,
+                                  restarted_provisioner: Provisioner | None) -> None:
         ws, requests = self.workspace(), self.plan(provisioner)
         ctx = harness.context()
         provisioner.ensure(requests=requests, ctx=ctx)
@@ -173,6 +181,11 @@ class ProvisionerConformance:
         provisioner.ensure(requests=requests, ctx=ctx)
         provisioner.ensure(requests=self.plan(provisioner), ctx=harness.context())
         assert sorted(harness.backing(ws)) == created, "a second ensure must adopt, never duplicate"
+        if restarted_provisioner is not None:
+            assert restarted_provisioner is not provisioner, "the restarted provisioner must be a new instance"
+            assert [r.name for r in self.plan(restarted_provisioner)] == [r.name for r in requests]
+            restarted_provisioner.ensure(requests=self.plan(restarted_provisioner), ctx=harness.context())
+            assert sorted(harness.backing(ws)) == created, "a restarted operator must adopt, never duplicate"
 
     def test_observe_counts_ready_nodes(self, provisioner: Provisioner, harness: Harness) -> None:
         requests = self.plan(provisioner)

@@ -45,3 +45,7 @@ class TestGPUMachineConformance(ProvisionerConformance):
     @pytest.fixture
     def harness(self, kaito_kube):
         return GPUMachineHarness(kaito_kube)
+
+    @pytest.fixture
+    def restarted_provisioner(self):
+        return installed_provisioner("gpumachine")

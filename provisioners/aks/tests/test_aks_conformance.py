@@ -17,3 +17,7 @@ class TestAKSConformance(ProvisionerConformance):
     @pytest.fixture
     def harness(self, aks_harness):
         return aks_harness
+
+    @pytest.fixture
+    def restarted_provisioner(self, token):
+        return installed_provisioner("aks").configured(credential=token)

@@ -18,6 +18,10 @@ class TestKarpenterConformance(ProvisionerConformance):
     def harness(self, kaito_kube):
         return KarpenterHarness(kaito_kube)
 
+    @pytest.fixture
+    def restarted_provisioner(self):
+        return installed_provisioner("karpenter")
+
 
 class TestKarpenterConformanceOnEKS(TestKarpenterConformance):
     instance_type = "g5.12xlarge"
