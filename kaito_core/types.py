@@ -310,7 +310,11 @@ class NodeState:
 
 
 class KubeAPI(Protocol):
-    """The few API-server verbs a provisioner may use (implemented by the operator)."""
+    """The few API-server verbs a provisioner may use (implemented by the operator).
+
+    Errors raised by an implementation carry the HTTP status as ``.status`` (409: already
+    exists, 404: not found or the kind is not served, e.g. Karpenter's CRDs are absent).
+    """
 
     def get(self, *, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None: ...
 
@@ -318,6 +322,9 @@ class KubeAPI(Protocol):
              labels: Mapping[str, str] | None = None) -> list[dict]: ...
 
     def create(self, obj: dict) -> dict: ...
+
+    def patch(self, *, api_version: str, kind: str, name: str, namespace: str | None = None,
+              patch: Mapping[str, Any]) -> dict: ...
 
     def delete(self, *, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool: ...
 
@@ -343,7 +350,8 @@ class Provisioner(Protocol):
 
     def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]: ...
 
-    def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]: ...
+    def desired_objects(self, *, requests: Sequence[NodeRequest],
+                        settings: Mapping[str, str] | None = None) -> list[dict]: ...
 
     def ensure(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]: ...
 
