@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="DIR",
                    help="model directory to use (default: the kaito.sh/use-local-weights annotation, the "
                         "Hugging Face cache, then a download when online)")
-    p.add_argument("--port", type=int, default=None, help="port to serve on (default: 5000, or the next free one)")
+    p.add_argument("--port", type=int, default=None, help="port to serve on (default: 5000, or the next free one; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--name", default=None, help="the Workspace to run when the file holds several")
     p.add_argument("-d", "--detach", action="store_true",

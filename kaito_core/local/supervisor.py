@@ -19,6 +19,7 @@ Standard library only.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -63,12 +64,23 @@ def tail_lines(path: Path, n: int = 3, max_bytes: int = 8192) -> list[str]:
     return [ln[:300] for ln in lines[-n:]]
 
 
-def health_ok(url: str, timeout: float = 2.0) -> bool:
+def health(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) of the runtime's /health; (0, {}) when it does not answer."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own loopback URL
-            return resp.status == 200
+            return resp.status, _json(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _json(exc.read())
     except (urllib.error.URLError, OSError, ValueError):
-        return False
+        return 0, {}
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def describe_exit(rc: int) -> str:
@@ -165,13 +177,22 @@ class Supervisor:
             self.set(st.INFERENCE_READY, False, st.R_LOADING,
                      f"runtime pid {child.pid} is loading the model", st.PENDING if failures == 0 else st.NOT_READY)
             ready_at: float | None = None
+            load_error: str | None = None
             checked = 0.0
             while child.poll() is None and not self.stop.is_set():
                 if ready_at is not None and time.monotonic() - checked < READY_HEALTH_INTERVAL_S:
                     self.stop.wait(HEALTH_INTERVAL_S)
                     continue
                 checked = time.monotonic()
-                if health_ok(url):
+                code, body = health(url)
+                if code == 503 and body.get("status") == "Failed":
+                    # The server is up but the model will never load: like a failing liveness
+                    # probe, stop it and start again (after the backoff) in case it was transient.
+                    load_error = str(body.get("error") or "unknown error")
+                    self.event(f"the runtime could not load the model: {load_error}")
+                    self.stop_child()
+                    break
+                if code == 200:
                     if ready_at is None:
                         ready_at = time.monotonic()
                         self.event(f"ready after {ready_at - started:.1f}s: {self.launch.endpoint}")
@@ -188,15 +209,19 @@ class Supervisor:
             rc = child.wait()
             failures += 1
             self.status["local"]["restarts"] = self.status["local"].get("restarts", 0) + 1
+            restarts = self.status["local"]["restarts"]
             delay = min(self.launch.max_backoff_s, self.launch.backoff_s * 2 ** (failures - 1))
-            last = " | ".join(tail_lines(self.wdir / state.LOG)) or "no output"
             ran = time.monotonic() - started
             self.status["local"]["lastExit"] = {"code": rc, "afterSeconds": round(ran, 1), "at": st.now_rfc3339()}
-            self.event(f"runtime pid {child.pid} {describe_exit(rc)} after {ran:.1f}s; restarting in {delay:g}s "
-                       f"(restart {self.status['local']['restarts']})")
-            self.set(st.INFERENCE_READY, False, st.R_CRASHED,
-                     f"the runtime {describe_exit(rc)} after {ran:.1f}s (last output: {last}); "
-                     f"restart {self.status['local']['restarts']} in {delay:g}s; see `kaito logs {self.launch.name}`",
+            if load_error is not None:
+                what, reason = f"could not load the model: {load_error}", st.R_LOAD_FAILED
+            else:
+                last = " | ".join(tail_lines(self.wdir / state.LOG)) or "no output"
+                what, reason = f"{describe_exit(rc)} after {ran:.1f}s (last output: {last})", st.R_CRASHED
+            self.event(f"runtime pid {child.pid} {what if load_error else describe_exit(rc)}; "
+                       f"restarting in {delay:g}s (restart {restarts})")
+            self.set(st.INFERENCE_READY, False, reason,
+                     f"the runtime {what}; restart {restarts} in {delay:g}s; see `kaito logs {self.launch.name}`",
                      st.NOT_READY)
             self.stop.wait(delay)
         self.set(st.INFERENCE_READY, False, st.R_STOPPING, "kaito down: the runtime was stopped", st.STOPPED)

@@ -117,6 +117,10 @@ def _host_path(volume: Any, base: Path | None = None) -> str | None:
     return None
 
 
+def _params(n: int) -> str:
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -351,7 +355,7 @@ def wait_inference(lw: LocalWorkspace, p: Printer, timeout_s: float) -> dict[str
         if cond.get("status") == "True":
             p(f"  ready after {elapsed:.1f}s")
             return status
-        if cond.get("reason") == st.R_CRASHED or status.get("state") == st.STOPPED:
+        if cond.get("reason") in (st.R_CRASHED, st.R_LOAD_FAILED) or status.get("state") == st.STOPPED:
             raise UpError(f"the runtime did not start: {cond.get('message', status.get('state'))}")
         if elapsed > timeout_s:
             raise UpError(f"the runtime is not ready after {timeout_s:.0f}s ({cond.get('message', '')}); it keeps "
@@ -422,7 +426,7 @@ def up(opts: UpOptions, out: TextIO | None = None, registry: Any = None) -> UpRe
         local_preset = hf.from_directory(found.path)
         preset_arg = None  # the preset's dtype/context/template describe other weights
         note = (f"the weights in {found.path} are not {preset.name}'s published weights ({why}); this machine "
-                f"is sized for the weights as they are ({local_preset.parameters / 1e6:.1f}M parameters)")
+                f"is sized for the weights as they are ({_params(local_preset.parameters)} parameters)")
     stamp_file = found.path / "kaito-tiny.json"
     if stamp_file.is_file():
         p("  note: these are tiny RANDOM-WEIGHT test weights (kaito_core.testing.tiny_models): answers are "
@@ -481,7 +485,8 @@ def up(opts: UpOptions, out: TextIO | None = None, registry: Any = None) -> UpRe
             p("5. tune (the job's output follows)")
             status = wait_tuning(lw, p, None)
     except UpError:
-        if mode == "inference" and (st.condition(lw.status(), st.INFERENCE_READY) or {}).get("reason") == st.R_CRASHED:
+        reason = (st.condition(lw.status(), st.INFERENCE_READY) or {}).get("reason")
+        if mode == "inference" and reason in (st.R_CRASHED, st.R_LOAD_FAILED):
             tail = _log_tail(lw)
             down_ws(lw)
             p("  the runtime's last output:")
@@ -551,7 +556,9 @@ def _prepare(ws: Any, opts: UpOptions, wdir: Path, mode: str, preset: Any, prese
         if importlib.util.find_spec("vllm") is None:
             raise UpError("metadata.annotations[kaito.sh/runtime] is 'vllm', but vllm is not installed here; "
                           "install it (GPU machines: pip install vllm) or remove the annotation to use transformers")
-    if opts.port is not None:
+    if opts.port == 0:
+        port = free_port(opts.host, None)  # any free port the OS gives
+    elif opts.port is not None:
         if not _port_free(opts.host, opts.port):
             raise UpError(f"--port {opts.port}: {opts.host}:{opts.port} is already in use; pick another port "
                           "or leave --port out to use a free one")
