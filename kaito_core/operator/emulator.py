@@ -49,7 +49,18 @@ def _emulator_class() -> Any:
     import kmock
 
     class GeneratingEmulator(kmock.KubernetesEmulator):
+        # Plurals answered with HTTP 500 (a provider API that is down), and whether requests
+        # for undeclared resources get a real API server's 404 (kmock would store them).
+        failing: set = set()
+        declared_only: bool = False
+
         async def _handle(self, request: Any) -> Any:
+            res = getattr(request, "resource", None)
+            if res is not None and getattr(res, "plural", None) in self.failing:
+                raise kmock.KubernetesError()
+            if res is not None and self.declared_only and isinstance(getattr(res, "plural", None), str) and not any(
+                    (r.group, r.version, r.plural) == (res.group, res.version, res.plural) for r in self.resources):
+                raise kmock.KubernetesResourceNotFoundError()
             data = getattr(request, "data", None)
             if request.action == kmock.action.CREATE and isinstance(data, dict):
                 meta = data.setdefault("metadata", {})
@@ -61,9 +72,14 @@ def _emulator_class() -> Any:
 
 
 class Emulator:
-    """``with Emulator() as emu: emu.url`` — an API server on a free 127.0.0.1 port."""
+    """``with Emulator() as emu: emu.url`` — an API server on a free 127.0.0.1 port.
+
+    ``emu.fail("nodeclaims")`` makes every request for that resource answer HTTP 500.
+    """
 
     def __init__(self, *, karpenter: bool = True):
+        """:param karpenter: declare Karpenter's resources; without them, requests for
+            NodeClaims get the 404 a cluster without Karpenter's CRDs answers."""
         self.karpenter = karpenter
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,6 +88,9 @@ class Emulator:
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
         self.handler: Any = None
+
+    def fail(self, *plurals: str) -> None:
+        self.handler.failing = set(plurals)
 
     def __enter__(self) -> "Emulator":
         self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
@@ -104,6 +123,8 @@ class Emulator:
 
         self._stop = asyncio.Event()
         handler = _emulator_class()()
+        handler.failing = set()
+        handler.declared_only = True
         self.handler = handler
         declared = dict(RESOURCES)
         if self.karpenter:
