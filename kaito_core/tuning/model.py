@@ -100,7 +100,11 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
             bnb["bnb_4bit_quant_storage"] = torch_dtype(bnb["bnb_4bit_quant_storage"])
         kwargs["quantization_config"] = BitsAndBytesConfig(**bnb)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model = None
+        if cfg.method == "qlora":
+            model = _load_quantized_streaming(source, kwargs)
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise TuningError(f"cannot load the base model from {source!r}: {exc}") from None
     loaded = LoadedModel(model=None, tokenizer=None)
@@ -132,6 +136,88 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
     trainable, total = model.get_nb_trainable_parameters()
     loaded.model, loaded.trainable_params, loaded.total_params = model, int(trainable), int(total)
     return loaded
+
+
+class _StateDict(dict):
+    """transformers deep-copies from_pretrained's kwargs; lazy safetensors slices cannot be copied."""
+
+    def __deepcopy__(self, memo: dict) -> "_StateDict":
+        return self
+
+
+def _load_quantized_streaming(source: str, kwargs: dict[str, Any]) -> Any:
+    """Quantize a local checkpoint tensor by tensor, read with pread instead of mmap.
+
+    transformers maps the safetensors files; every page it reads for quantization stays
+    resident while the mapping lives, and the unquantized embeddings and norms keep it alive,
+    so a QLoRA load peaked at the full-precision size on CPU. Reading each tensor into its own
+    buffer (freed once quantized), with large allocations returned to the system at once,
+    keeps the peak near the 4-bit size (measured by bench/tuning_memory.py). Returns None when
+    this path does not apply (not a local safetensors directory, remote code); the caller then
+    uses the usual loader.
+    """
+    import glob
+    import os
+
+    import transformers
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    files = sorted(glob.glob(os.path.join(source, "*.safetensors")))
+    if not files or kwargs.get("trust_remote_code"):
+        return None
+    config = AutoConfig.from_pretrained(source, local_files_only=True)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        return None
+    _return_big_allocations_at_once()
+    handles, state = [], _StateDict()
+    try:
+        for f in files:
+            h = safe_open(f, framework="pt", device="cpu", backend="pread")
+            handles.append(h)
+            for key in h.keys():
+                state[key] = h.get_slice(key)
+        args = {k: v for k, v in kwargs.items() if k not in ("local_files_only", "revision", "cache_dir")}
+        model = cls.from_pretrained(None, config=config, state_dict=state, **args)
+    except TypeError:
+        return None  # an older safetensors without the pread backend
+    finally:
+        state.clear()
+        for h in handles:
+            h.__exit__(None, None, None)
+    _trim_heap()
+    return model
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def _return_big_allocations_at_once() -> None:
+    """glibc raises its mmap threshold after big frees, so later big buffers come from the heap
+    and stay there; fixing the threshold at 1 MiB hands each freed tensor back to the system."""
+    try:
+        libc = _libc()
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+            libc.mallopt(-1, 1 << 20)  # M_TRIM_THRESHOLD
+    except OSError:
+        pass
+
+
+def _trim_heap() -> None:
+    try:
+        libc = _libc()
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
 
 
 def _field(section: str, message: str):
