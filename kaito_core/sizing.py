@@ -43,9 +43,26 @@ MULTINODE_RUNTIMES = frozenset({"vllm"})
 # with fused (SDPA/flash) attention: Korthikanti et al. 2022, "Reducing Activation Recomputation
 # in Large Transformer Models", eq. 1 without the 5*a*s/h attention-score term.
 TRAIN_ACTIVATION_BYTES = 34
-# Inference forward pass: live activations per token are a few hidden-sized tensors (residual,
-# normed input, q/k/v, attention output) plus the MLP's intermediate (~3.5x hidden, gated).
-INFER_ACTIVATION_HIDDENS = 12
+# Inference forward pass (transformers' code, read for Llama, Phi-3 and Falcon; vLLM is close):
+# while one decoder layer runs, a few hidden-sized tensors are alive - the embeddings' output
+# (the model keeps it), the layer's input, the residual stream and the normed MLP input - plus
+# the MLP's temporaries, counted in units of its intermediate width (MLP_INTERMEDIATE_COPIES).
+INFER_HIDDEN_COPIES = 4
+# MLP temporaries alive at the MLP's peak, in intermediate-sized tensors, by architecture prefix:
+# Phi-3's fused gate_up (2) + act(gate) (1) + the product (1) = 4; Llama-style separate gate and
+# up: act(gate), up, the product = 3; a plain MLP (Falcon, GPT-NeoX, GPT-2, ...): up, act(up) = 2.
+# Also (second value): the MLP's weight matrices per layer in units of hidden x intermediate
+# (gated 3, plain 2), used to recover the intermediate width from the parameter count.
+MLP_SHAPES: tuple[tuple[str, int, int], ...] = (
+    ("Phi3", 4, 3), ("Falcon", 2, 2), ("GPTNeoX", 2, 2), ("GPT2", 2, 2), ("GPTBigCode", 2, 2),
+    ("GPTJ", 2, 2), ("Bloom", 2, 2), ("OPT", 2, 2), ("PhiForCausalLM", 2, 2), ("", 3, 3))
+# Multi-query Falcon (one KV head, e.g. Falcon-7B) in transformers always passes an explicit
+# attention mask and does not repeat its single K/V head; torch's fused SDPA kernels reject
+# mismatched head counts, so the "math" kernel runs and materializes the scores: QK^T and its
+# softmax (2 x batch x heads x seq x seq in float32, also for 16-bit inputs), the additive
+# float32 mask (batch x seq x seq) and float32 copies of the queries and output (2 x tokens x
+# hidden x 4). Measured on torch 2.13 CPU: 2.5-2.6 score-sized tensors at the peak.
+MATH_ATTENTION_SCORE_COPIES = 2
 # Logits are computed in float32 for the last position of each sequence (transformers keeps
 # only the last position during generation; vLLM samples from it).
 LOGITS_BYTES = 4
@@ -55,10 +72,13 @@ QLORA_BYTES_PER_PARAM = 0.5 + 0.016
 # Adapter parameters are trained in fp32: weight 4 + gradient 4 + Adam m and v 8 = 16 bytes.
 ADAPTER_STATE_BYTES = 16
 
-# CPU (local mode, the accuracy bench): no CUDA context; the weights stay mmap'd from the
-# safetensors files (zero-copy, so no loader copy). What remains is thread-pool and oneDNN
-# scratch: ~8 MiB, the median residual measured by bench/sizing_accuracy.py on 2 cores.
-CPU_RUNTIME_OVERHEAD_GIB = 8 / 1024
+# CPU (local mode, the accuracy bench): no CUDA context. What a process pays besides the model
+# state: ~10.5 MiB when transformers loads a model (Python objects, the loader's buffers) and the
+# compute libraries' workspaces kept after the first forward pass (oneDNN/MKL packing buffers,
+# thread pools): 8.5 MiB in float32, 13.5 MiB in bfloat16. Measured on a 2-layer, hidden-64
+# calibration model (0.1M parameters, so its own state is negligible) that is not one of the
+# accuracy bench's shapes; the bench re-measures it on every run and prints it.
+CPU_RUNTIME_OVERHEAD_GIB = 22 / 1024
 
 
 def _gib(n_bytes: float) -> float:
@@ -137,6 +157,60 @@ def _lora_params(preset: ModelPreset, r: int, n_modules: int) -> int:
     return 2 * r * preset.hidden_size * max(1, n_modules) * preset.num_layers
 
 
+def _mlp_shape(preset: ModelPreset) -> tuple[int, int]:
+    """(temporaries at the MLP's peak, weight matrices per layer), both in intermediate units."""
+    for prefix, copies, matrices in MLP_SHAPES:
+        if preset.architecture.startswith(prefix):
+            return copies, matrices
+    return MLP_SHAPES[-1][1:]  # pragma: no cover - the last prefix matches everything
+
+
+def intermediate_size(preset: ModelPreset) -> int:
+    """The MLP's intermediate width: the preset's own when it has one, else from the parameters.
+
+    Parameters = embeddings and LM head (2 x vocab x hidden; an untied head is assumed, so a
+    model with tied embeddings gets a smaller width than it has) + per layer the attention
+    projections (hidden x head_dim x (heads + 2 x kv_heads) + heads x head_dim x hidden) and
+    the MLP (gated: 3, plain: 2 hidden x intermediate matrices).
+    """
+    own = getattr(preset, "intermediate_size", None)
+    if isinstance(own, int) and own > 0:
+        return own
+    h, d = preset.hidden_size, preset.head_dim or preset.hidden_size // preset.num_attention_heads
+    attn = h * d * (preset.num_attention_heads + 2 * preset.num_kv_heads) + preset.num_attention_heads * d * h
+    mlp = (preset.parameters - 2 * preset.vocab_size * h) / preset.num_layers - attn
+    _, matrices = _mlp_shape(preset)
+    return max(h, int(mlp / (matrices * h)))  # never below hidden (a tied model's head over-subtracted)
+
+
+def uses_math_attention(preset: ModelPreset, runtime: str) -> bool:
+    """Whether transformers' attention for this model materializes the full score matrix."""
+    return runtime != "vllm" and preset.architecture.startswith("Falcon") and preset.num_kv_heads == 1
+
+
+def _inference_activations(preset: ModelPreset, runtime: str, tokens: int, ctx: int, batch: int,
+                           act_bytes: float) -> tuple[float, str]:
+    """Peak bytes of one forward pass over ``tokens`` tokens (the prefill), and why."""
+    h = preset.hidden_size
+    copies, _ = _mlp_shape(preset)
+    inter = intermediate_size(preset)
+    live = tokens * h * act_bytes * INFER_HIDDEN_COPIES
+    mlp = tokens * inter * act_bytes * copies
+    logits = batch * preset.vocab_size * LOGITS_BYTES * 2
+    if uses_math_attention(preset, runtime):
+        seqs = max(1, tokens // ctx)
+        scores = (MATH_ATTENTION_SCORE_COPIES * seqs * preset.num_attention_heads * ctx * ctx * 4
+                  + seqs * ctx * ctx * 4 + 2 * tokens * h * 4)
+        peak, phase = max((mlp, "MLP"), (scores, "attention scores"))
+    else:
+        scores, peak, phase = 0.0, mlp, "MLP"
+    why = (f"activations: {_gib(live + peak + logits):.2f} GiB at the {phase} peak of a {tokens}-token prefill "
+           f"(intermediate {inter}, {copies} MLP temporaries"
+           + (f"; {preset.architecture} multi-query attention materializes {batch} x "
+              f"{preset.num_attention_heads} heads x {ctx}^2 float32 scores" if scores else "") + ")")
+    return live + peak + logits, why
+
+
 def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int | None = None, batch: int = 1,
              method: str | None = None, device: str = "gpu", dtype: str | None = None) -> MemoryEstimate:
     """Memory one replica of ``preset`` needs to serve (``method=None``) or tune (lora|qlora).
@@ -174,8 +248,8 @@ def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int |
         # One forward pass over the longest prefill chunk (vLLM chunks prefills at 2048 tokens
         # per step by default; transformers runs the whole prompt at once).
         chunk = ctx * batch if runtime != "vllm" else min(ctx * batch, max(ctx, 2048))
-        act = chunk * preset.hidden_size * act_bytes * INFER_ACTIVATION_HIDDENS \
-            + batch * preset.vocab_size * LOGITS_BYTES * 2
+        act, act_why = _inference_activations(preset, runtime, chunk, ctx, batch, act_bytes)
+        reasons.append(act_why)
         reasons.append(f"kv cache: {_gib(kv):.2f} GiB for {batch} x {ctx} tokens "
                        f"({preset.kv_bytes_per_token(act_bytes) / 1024:.0f} KiB per token)")
     else:

@@ -29,6 +29,38 @@ def test_kv_cache_per_token_matches_the_shapes():
     assert f7.kv_cache_gib * GIB == 2 * 32 * 1 * 64 * 2 * 2048
 
 
+def test_intermediate_width_is_recovered_from_the_parameter_count():
+    # The published configs: Llama 3.1 8B 14336, Llama 3.3 70B 28672, Phi-3-mini 8192,
+    # Phi-3-medium 17920, Falcon-40B 4 x 8192.
+    for name, width in (("llama-3.1-8b-instruct", 14336), ("llama-3.3-70b-instruct", 28672),
+                        ("phi-3-mini-4k-instruct", 8192), ("phi-3-medium-4k-instruct", 17920)):
+        assert sizing.intermediate_size(preset(name)) == width, name
+    assert sizing.intermediate_size(preset("falcon-40b")) == pytest.approx(32768, rel=0.01)
+    # Tied embeddings (Falcon-7B: 4 x 4544 = 18176) come out somewhat narrower, never below hidden.
+    assert 4544 <= sizing.intermediate_size(preset("falcon-7b")) <= 18176
+
+
+def test_prefill_activations_follow_the_architecture():
+    llama = preset("llama-3.1-8b-instruct")
+    est = sizing.estimate(llama, max_model_len=2048)
+    # 4 hidden-sized tensors + 3 intermediate-sized MLP temporaries per token, bf16, plus logits.
+    assert est.activations_gib * GIB == 2048 * 2 * (4 * 4096 + 3 * 14336) + 128256 * 4 * 2
+    phi = preset("phi-3-mini-4k-instruct")  # fused gate_up: 4 MLP temporaries
+    assert sizing.estimate(phi, max_model_len=1024).activations_gib * GIB == \
+        1024 * 2 * (4 * 3072 + 4 * 8192) + phi.vocab_size * 8
+    # Multi-query Falcon under transformers materializes float32 attention scores; vLLM does not.
+    f7 = preset("falcon-7b")
+    hf_rt = sizing.estimate(f7, runtime="transformers", max_model_len=2048)
+    vllm = sizing.estimate(f7, runtime="vllm", max_model_len=2048)
+    scores = 2 * 71 * 2048 * 2048 * 4
+    assert hf_rt.activations_gib * GIB > scores > 10 * vllm.activations_gib * GIB
+    assert any("multi-query attention" in r for r in hf_rt.reasons)
+    # Falcon-40B's 8 KV heads are broadcast to the query heads: the fused kernels run.
+    f40 = preset("falcon-40b")
+    assert sizing.estimate(f40, runtime="transformers").activations_gib == \
+        sizing.estimate(f40, runtime="vllm").activations_gib
+
+
 def test_context_source_order():
     p = preset("phi-3-mini-4k-instruct")
     assert sizing.context_tokens(p, "vllm")[0] == 4096  # the preset's engine argument

@@ -17,12 +17,25 @@ PRESETS = sorted(REG.presets.values(), key=lambda p: p.name)
 TYPES = sorted(REG.instance_types.values(), key=lambda t: t.name)
 
 
+# The catalog's architectures, restated from docs/sizing.md: (MLP temporaries at the peak, MLP
+# weight matrices per layer), both in units of the intermediate width.
+ORACLE_MLP = {"LlamaForCausalLM": (3, 3), "Phi3ForCausalLM": (4, 3), "FalconForCausalLM": (2, 2)}
+
+
 def oracle_need(p, runtime: str) -> float:
     """Model state (GiB) of one replica, from the documented rule."""
     engine = p.runtimes.get(runtime, {})
     ctx = engine.get("max-model-len") or min(2048, p.context_length)
+    h = p.hidden_size
     kv = 2 * p.num_layers * p.num_kv_heads * p.head_dim * 2 * ctx
-    act = ctx * p.hidden_size * 2 * 12 + p.vocab_size * 4 * 2
+    temps, matrices = ORACLE_MLP[p.architecture]
+    per_layer = (p.parameters - 2 * p.vocab_size * h) / p.num_layers
+    attention = h * p.head_dim * (p.num_attention_heads + 2 * p.num_kv_heads) + p.num_attention_heads * p.head_dim * h
+    inter = max(h, int((per_layer - attention) / (matrices * h)))
+    peak = ctx * inter * 2 * temps
+    if runtime == "transformers" and p.architecture == "FalconForCausalLM" and p.num_kv_heads == 1:
+        peak = max(peak, 2 * p.num_attention_heads * ctx * ctx * 4 + ctx * ctx * 4 + 2 * ctx * h * 4)
+    act = ctx * h * 2 * 4 + peak + p.vocab_size * 4 * 2
     return (p.weight_bytes + kv + act) / GIB
 
 
