@@ -452,15 +452,18 @@ def up(opts: UpOptions, out: TextIO | None = None, registry: Any = None) -> UpRe
             raise UpError(f"{ws.name}: {local_preset.name} does not fit this machine: {fit.message}. "
                           "To try anyway, set the annotation kaito.sh/bypass-resource-checks: \"True\"")
 
-    if existing is not None:
-        return existing  # already running with the same spec
+    if existing is not None:  # already running with the same spec: nothing to do (like kubectl apply)
+        p(f"{ws.name} is already running unchanged ({existing.state}): "
+          f"{existing.endpoint or existing.output or ''}; `kaito ps` shows its conditions")
+        return existing
     if wdir.exists():
         shutil.rmtree(wdir)  # a stopped or finished run of the same name: start afresh
     wdir.mkdir(parents=True)
     try:
         launch = _prepare(ws, opts, wdir, mode, preset, preset_arg, found.path, configmaps, registry, p)
-        status = st.new_status(mode, socket.gethostname())
-        st.set_condition(status, st.RESOURCE_READY, True, st.R_RESOURCES_READY, f"this machine: {fit.message}")
+        node = provision(ws, registry, machine)
+        status = st.new_status(mode, node)
+        st.set_condition(status, st.RESOURCE_READY, True, st.R_RESOURCES_READY, f"node {node} (this machine): {fit.message}")
         (wdir / state.MANIFEST).write_text(_manifest_yaml(ws))
         state.write_json_atomic(wdir / state.LAUNCH, launch.to_dict())
         state.write_json_atomic(wdir / state.STATUS, status)
@@ -508,6 +511,25 @@ def up(opts: UpOptions, out: TextIO | None = None, registry: Any = None) -> UpRe
           + (f"image: {launch.output}" if not launch.output.startswith("/") else
              f"volumeSource: {{hostPath: {{path: {launch.output}}}}}"))
     return result
+
+
+def provision(ws: Any, registry: Any, machine: Any) -> str:
+    """This machine as the Workspace's one node, through the built-in ``local`` provisioner."""
+    from types import SimpleNamespace
+
+    from kaito_core.types import ProvisionerContext
+
+    prov = getattr(registry, "provisioners", {}).get("local")
+    if prov is None:  # blocked with KAITO_DISABLE_PLUGINS: this machine is still the node
+        return socket.gethostname()
+    ctx = ProvisionerContext(kube=None, settings={})
+    requests = prov.node_requests(workspace=ws, requirement=SimpleNamespace(gpus_per_node=len(machine.gpus)))
+    states = list(prov.ensure(requests=requests, ctx=ctx))
+    bad = [s for s in states if not s.ready]
+    if bad or not states:
+        why = bad[0].message or bad[0].reason if bad else "no node"
+        raise UpError(f"the local provisioner did not make this machine ready: {why}")
+    return states[0].node_name or socket.gethostname()
 
 
 def _existing(ws: Any, wdir: Path) -> UpResult | None:
