@@ -66,6 +66,10 @@ def run(args) -> int:
     os.environ.update({k: v for k, v in env.items() if k.startswith("KAITO_")})
     logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level.upper() != "DEBUG":
+        # kopf logs every handler run at INFO ("Timer 'resync' succeeded" per Workspace per
+        # resync); kaito's own lines say what changed. kopf's warnings and errors stay.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import kopf
 
     import kaito_core.operator.handlers  # noqa: F401 - registers the handlers with kopf

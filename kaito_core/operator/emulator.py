@@ -135,7 +135,22 @@ class Emulator:
         async with handler, kmock.Server(handler) as server:
             self.url = str(server.url).rstrip("/")
             self._ready.set()
-            await self._stop.wait()
+            while not self._stop.is_set():
+                # kmock keeps every request and error for assertions; a long benchmark does not
+                # need them, and scanning them slows every later request down.
+                for attr in ("_requests", "_errors"):
+                    kept = getattr(handler, attr, None)
+                    if isinstance(kept, list):
+                        if attr == "_errors":
+                            for bucket in kept:
+                                if isinstance(bucket, list):
+                                    bucket.clear()
+                        else:
+                            kept.clear()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=2.0)
+                except asyncio.TimeoutError:
+                    pass
 
 
 def start_operator(server: str, *, env: dict[str, str] | None = None, log_path: str | None = None,

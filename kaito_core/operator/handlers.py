@@ -58,6 +58,14 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
     return await loop.run_in_executor(STATE.executor, fn, *args)
 
 
+def _log_actions(body: Any, outcome: Outcome) -> None:
+    changed = {k: v for k, v in outcome.actions.items() if v != "unchanged"}
+    if changed:
+        meta = body.get("metadata") or {}
+        log.info("workspace %s/%s: %s", meta.get("namespace"), meta.get("name"),
+                 ", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
+
+
 def _report(body: Any, patch: Any, outcome: Outcome) -> None:
     old = dict(body.get("status") or {})
     from kaito_core.reconcile.status import same
@@ -139,9 +147,7 @@ def login(**kwargs: Any) -> Any:
 async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
     rec = _reconciler()
     outcome = await _in_thread(rec.reconcile, body)
-    changed = {k: v for k, v in outcome.actions.items() if v not in ("unchanged",)}
-    if changed:
-        logger.info("applied: %s", ", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
+    _log_actions(body, outcome)
     _report(body, patch, outcome)
 
 
@@ -150,9 +156,7 @@ async def resync(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, **_
     """Re-observe nodes and children: status follows the cluster, not only spec changes."""
     rec = _reconciler()
     outcome = await _in_thread(rec.reconcile, body)
-    changed = {k: v for k, v in outcome.actions.items() if v not in ("unchanged",)}
-    if changed:
-        logger.info("applied: %s", ", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
+    _log_actions(body, outcome)
     _report(body, patch, outcome)
 
 
@@ -176,7 +180,9 @@ async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, run
                    message=(f"gave up releasing nodes after {elapsed:.0f}s: {exc}; delete leftover node requests "
                             f"labelled {names.LABEL_WORKSPACE}={body.get('metadata', {}).get('name')} by hand")[:1000])
         return
-    logger.info("released nodes; deleted %s", ", ".join(deleted) or "no children")
+    meta = body.get("metadata") or {}
+    log.info("workspace %s/%s: released nodes; deleted %s", meta.get("namespace"), meta.get("name"),
+             ", ".join(deleted) or "no children")
 
 
 # -- admission webhooks -----------------------------------------------------------------------

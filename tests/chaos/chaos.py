@@ -100,11 +100,13 @@ def count(kube: KubeClient, live: dict[str, str]) -> dict[str, int]:
     return {"workspaces": len(live), "duplicates": duplicates, "orphans": orphans, "missing": missing}
 
 
-def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, settle: float = 60.0) -> dict[str, Any]:
+def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, settle: float = 60.0,
+        resync: float = 0.5) -> dict[str, Any]:
     rng = random.Random(seed)
     log_dir = log_dir or tempfile.mkdtemp(prefix="kaito-chaos-")
     log = os.path.join(log_dir, "operator.log")
-    env = {"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "0.5", "KAITO_DELETE_GRACE_SECONDS": "5"}
+    env = {"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": str(resync),
+           "KAITO_DELETE_GRACE_SECONDS": "5"}
     with Emulator() as emu:
         kube = KubeClient(emu.url)
         fake = FakeCluster(kube)
@@ -148,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workspaces", type=int, default=50)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--resync", type=float, default=2.0, help="operator resync seconds (default 2)")
     args = p.parse_args(argv)
     t0 = time.monotonic()
-    c = run(args.workspaces, args.kills, args.seed, settle=180)
+    c = run(args.workspaces, args.kills, args.seed, settle=180, resync=args.resync)
     print(f"chaos: {c['workspaces']} live Workspaces ({c['deleted']} deleted midway), {c['kills']} SIGKILLs, "
           f"{time.monotonic() - t0:.1f}s")
     print(f"  ready={c['ready']}/{c['workspaces']} duplicates={c['duplicates']} orphans={c['orphans']} "
