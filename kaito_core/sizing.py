@@ -73,11 +73,12 @@ QLORA_BYTES_PER_PARAM = 0.5 + 0.016
 ADAPTER_STATE_BYTES = 16
 
 # CPU (local mode, the accuracy bench): no CUDA context. What a process pays besides the model
-# state: ~10.5 MiB when transformers loads a model (Python objects, the loader's buffers) and the
-# compute libraries' workspaces kept after the first forward pass (oneDNN/MKL packing buffers,
-# thread pools): 8.5 MiB in float32, 13.5 MiB in bfloat16. Measured on a 2-layer, hidden-64
-# calibration model (0.1M parameters, so its own state is negligible) that is not one of the
-# accuracy bench's shapes; the bench re-measures it on every run and prints it.
+# state: ~10.5 MiB when transformers loads a model (RSS after loading and reading every weight,
+# minus the weights: Python objects, the loader's buffers) and the compute libraries' workspaces
+# that stay after the first forward pass once its tensors are freed (oneDNN/MKL packing buffers,
+# thread pools): 8.5 MiB in float32, 13.5 MiB in bfloat16. Measured directly (no rule subtracted)
+# on a 2-layer, hidden-64 calibration model that is not one of the accuracy bench's shapes; the
+# bench re-measures it on every run and prints it. 22 MiB is the mean of 19 and 24.
 CPU_RUNTIME_OVERHEAD_GIB = 22 / 1024
 
 
