@@ -227,8 +227,9 @@ class Demo:
             target = str(adapter_dir)
             shutil.rmtree(adapter_dir, ignore_errors=True)
             ws["tuning"]["output"] = {"volumeSource": {"hostPath": {"path": target}}}
-            self.p("docker-registry is not installed (apt-get install docker-registry): the adapter goes to "
-                   f"a directory, {target}")
+            why = ("--no-registry" if not self.use_registry else
+                   "docker-registry is not installed (apt-get install docker-registry)")
+            self.p(f"{why}: the adapter goes to a directory, {target}")
             source = {"name": "phi-3-faq", "volumeSource": {"hostPath": {"path": target}}}
         tuning_file = _write(self.work / "phi-3-tuning.yaml", tuning_docs)
         self.p(f"({tuning_file} is {src / 'phi-3-tuning.yaml'} with its data and output set for this machine)")
