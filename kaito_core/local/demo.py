@@ -180,7 +180,11 @@ class Demo:
         self.p(f"work directory: {self.work}")
 
         self.step("1. a tiny phi-3 model with RANDOM weights (its answers are meaningless text)")
+        from transformers.utils import logging as hf_logging
+
         from kaito_core.testing.tiny_models import build_tiny_model
+
+        hf_logging.disable_progress_bar()  # the model is under 1 MiB: no bar for writing it
 
         t0 = time.monotonic()
         weights = build_tiny_model(self.work / "phi-3-tiny-random", "phi3")

@@ -104,13 +104,12 @@ def all_workspaces(root: Path | None = None) -> list[LocalWorkspace]:
     return out
 
 
-def down(ws: LocalWorkspace, *, keep_logs: bool = False) -> list[int]:
-    """Stop every process of ``ws`` and remove its state; return the pids that were stopped."""
+def down(ws: LocalWorkspace) -> list[int]:
+    """Stop every process of ``ws`` and remove its state; return the pids that were stopped.
+
+    The state goes only once every pid is gone (``processes.stop`` raises otherwise), so a
+    Workspace that could not be stopped stays visible to ``kaito ps``.
+    """
     pids = processes.stop(ws.wdir)
-    if keep_logs:
-        for child in ws.wdir.iterdir():
-            if child.name != state.LOG:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    else:
-        shutil.rmtree(ws.wdir, ignore_errors=True)
+    shutil.rmtree(ws.wdir, ignore_errors=True)
     return pids

@@ -20,7 +20,6 @@ from kaito_core.local import processes, state
 from kaito_core.local import status as st
 from kaito_core.local.workspaces import all_workspaces, down
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "local"
 
 
 @pytest.fixture(scope="session")
