@@ -108,7 +108,7 @@ def create_app(opts: ServeOptions | None = None, *, preset: Any = None, load_in_
     if opts is None:
         opts = ServeOptions(**kwargs)
     if opts.runtime != "transformers":
-        from kaito_core.runtime.vllm import create_proxy_app
+        from kaito_core.runtime.vllm_proxy import create_proxy_app
 
         return create_proxy_app(opts, preset=preset)
     preset = preset if preset is not None else resolve_preset(opts.preset)
@@ -362,8 +362,19 @@ def serve(opts: ServeOptions) -> int:
         from kaito_core.runtime.vllm import run_vllm
 
         return run_vllm(opts)
+    import sys
+
     import uvicorn
 
     app = create_app(opts)
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level=opts.log_level, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port, log_level=opts.log_level,
+                                           timeout_graceful_shutdown=10))
+    service: TransformersService = app.state.service
+    # A model that cannot load ends the process (exit 1): a pod then shows the reason in its
+    # log and restarts, instead of running "healthy-looking" forever (upstream issue #931).
+    service.on_failed = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if service.state == "failed":
+        print(f"error: {service.error}", file=sys.stderr)
+        return 1
     return 0

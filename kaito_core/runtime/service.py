@@ -43,6 +43,7 @@ class TransformersService:
         self.created = int(time.time())
         self._thread: threading.Thread | None = None
         self._admin_lock = asyncio.Lock()
+        self.on_failed: Any = None       # called (from the loading thread) when loading fails
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -77,6 +78,8 @@ class TransformersService:
         except Exception as exc:  # noqa: BLE001 - reported by /health and the log
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("loading failed: %s", self.error)
+            if self.on_failed is not None:
+                self.on_failed()
 
     def wait_loaded(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -85,7 +88,8 @@ class TransformersService:
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.stop()
-        self.state = "stopped"
+        if self.state != "failed":
+            self.state = "stopped"
 
     @property
     def ready(self) -> bool:

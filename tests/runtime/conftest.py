@@ -71,10 +71,10 @@ class ThreadServer:
         self.thread.join(10)
 
 
-def start_server(**kwargs: Any) -> ThreadServer:
+def start_server(wait_healthy: bool = True, **kwargs: Any) -> ThreadServer:
     from kaito_core.runtime.server import create_app
 
-    return ThreadServer(create_app(**kwargs)).start()
+    return ThreadServer(create_app(**kwargs)).start(health=wait_healthy)
 
 
 # -- models and adapters ---------------------------------------------------------------------
@@ -217,8 +217,8 @@ def make_server():
     """Start servers for one test (``make_server(model=..., ...)``); all stopped afterwards."""
     started: list[ThreadServer] = []
 
-    def make(**kwargs: Any) -> ThreadServer:
-        srv = start_server(**kwargs)
+    def make(wait_healthy: bool = True, **kwargs: Any) -> ThreadServer:
+        srv = start_server(wait_healthy, **kwargs)
         started.append(srv)
         return srv
 
@@ -231,3 +231,25 @@ def make_server():
 def adapter_maker():
     """``adapter_maker(base_dir, dest, seed=..., targets=(...))`` -> a saved LoRA adapter."""
     return make_adapter
+
+
+@pytest.fixture
+def serve_app():
+    """``serve_app(app, wait_healthy=True, timeout=60)``: any ASGI app on a free port, for one test."""
+    started: list[ThreadServer] = []
+
+    def serve(app: Any, wait_healthy: bool = True, timeout: float = 60.0) -> ThreadServer:
+        srv = ThreadServer(app).start(health=False)
+        started.append(srv)
+        if wait_healthy:
+            wait_http(srv.url + "/health", timeout=timeout)
+        return srv
+
+    yield serve
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def unused_port():
+    return free_port
