@@ -250,9 +250,9 @@ def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int |
         # per step by default; transformers runs the whole prompt at once).
         chunk = ctx * batch if runtime != "vllm" else min(ctx * batch, max(ctx, 2048))
         act, act_why = _inference_activations(preset, runtime, chunk, ctx, batch, act_bytes)
-        reasons.append(act_why)
         reasons.append(f"kv cache: {_gib(kv):.2f} GiB for {batch} x {ctx} tokens "
                        f"({preset.kv_bytes_per_token(act_bytes) / 1024:.0f} KiB per token)")
+        reasons.append(act_why)
     else:
         recipe = preset.tuning
         r = recipe.r if recipe else 8
