@@ -23,7 +23,7 @@ from kaito_core.types import DTYPE_BYTES, InstanceType, ModelPreset, Runtime, TU
 __all__ = [
     "DEFAULT_CONTEXT_TOKENS", "GPU_MEMORY_UTILIZATION", "GPU_RUNTIME_OVERHEAD_GIB", "DISK_HEADROOM_GIB",
     "MAX_NODES", "MULTINODE_RUNTIMES", "MemoryEstimate", "Requirement", "estimate", "place",
-    "parallel_sizes", "context_tokens",
+    "parallel_sizes", "context_tokens", "intermediate_size", "uses_math_attention",
 ]
 
 GIB = 2**30
