@@ -125,6 +125,7 @@ class ModelPreset:
     num_kv_heads: int
     vocab_size: int = 32000
     head_dim: int | None = None
+    intermediate_size: int | None = None
     license: str = "unknown"
     gated: bool = False
     chat_template: str | None = None
@@ -167,6 +168,9 @@ class ModelPreset:
             _set(self, "head_dim", self.hidden_size // self.num_attention_heads)
         _require(isinstance(self.head_dim, int) and self.head_dim > 0, owner, "head_dim", self.head_dim,
                  "a positive integer")
+        _require(self.intermediate_size is None or (isinstance(self.intermediate_size, int)
+                                                    and self.intermediate_size > 0),
+                 owner, "intermediate_size", self.intermediate_size, "a positive integer (the MLP width) or None")
         # The weights must be plausible for the parameter count and dtype: a preset that says
         # 7B parameters in 1 MB is a typo that would size nodes wrongly.
         expected = self.parameters * DTYPE_BYTES[self.dtype]

@@ -193,6 +193,7 @@ def preset_from_files(config: Mapping[str, Any], weights: WeightsInfo | None, *,
         parameters=int(params), weight_bytes=int(nbytes), dtype=dtype, context_length=context,
         num_layers=int(layers), hidden_size=int(hidden), num_attention_heads=int(heads), num_kv_heads=int(kv),
         vocab_size=vocab, head_dim=int(head_dim), license=license, gated=gated,
+        intermediate_size=_intermediate(cfg),
         chat_template=chat_template if chat_template and "{" in chat_template else None,
         runtimes=runtimes, default_runtime="vllm", image=runtime_image("vllm"), weights_source=weights_source,
         tuning=TuningRecipe(methods=("lora", "qlora"), target_modules=targets), aliases=(alias,) if alias else (),
@@ -363,6 +364,11 @@ def load(name_or_path: str) -> ModelPreset:
         raise HFResolveError(f"{repo}: not in the Hugging Face cache at {hub_cache_dir()} and HF_HUB_OFFLINE is "
                              "set; download it first or name a local directory")
     return from_hub(repo, revision or "main")
+
+
+def _intermediate(cfg: dict) -> int | None:
+    value = _first(cfg, "intermediate_size", "ffn_hidden_size", "n_inner")
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def try_resolve(name_or_path: str) -> tuple[ModelPreset | None, str]:

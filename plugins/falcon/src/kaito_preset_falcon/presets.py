@@ -36,9 +36,9 @@ RUNTIMES = {"vllm": {"dtype": "bfloat16", "max-model-len": 2048, "gpu-memory-uti
 
 def _falcon(name: str, repo: str, revision: str, *, big: bool, description: str) -> ModelPreset:
     shape = (dict(parameters=41_800_000_000, weight_bytes=83_700_000_000, num_layers=60, hidden_size=8192,
-                  num_attention_heads=128, num_kv_heads=8) if big else
+                  num_attention_heads=128, num_kv_heads=8, intermediate_size=32768) if big else
              dict(parameters=6_921_720_704, weight_bytes=14_400_000_000, num_layers=32, hidden_size=4544,
-                  num_attention_heads=71, num_kv_heads=1))
+                  num_attention_heads=71, num_kv_heads=1, intermediate_size=18176))
     return ModelPreset(
         name=name, family="falcon", hf_repo=repo, revision=revision, architecture="FalconForCausalLM",
         dtype="bfloat16", context_length=2048, vocab_size=65024, license="apache-2.0", gated=False,

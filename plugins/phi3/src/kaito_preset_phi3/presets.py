@@ -59,7 +59,7 @@ def _runtimes(max_model_len: int) -> dict:
 def _phi(name: str, repo: str, revision: str, *, parameters: int, size_gib: float, context: int,
          hidden: int, layers: int, heads: int, kv_heads: int, vocab: int, max_model_len: int,
          tuning: TuningRecipe, template: str = PHI3_CHAT_TEMPLATE, multinode: bool = False,
-         description: str) -> ModelPreset:
+         intermediate: int | None = None, description: str) -> ModelPreset:
     return ModelPreset(
         name=name, family="phi3", hf_repo=repo, revision=revision, architecture="Phi3ForCausalLM",
         parameters=parameters, weight_bytes=int(size_gib * GIB), dtype="bfloat16", context_length=context,
@@ -67,7 +67,7 @@ def _phi(name: str, repo: str, revision: str, *, parameters: int, size_gib: floa
         vocab_size=vocab, license="mit", gated=False, chat_template=template,
         runtimes=_runtimes(max_model_len), default_runtime="vllm", image=runtime_image("vllm"),
         weights_source="oci", tuning=tuning, tag="0.2.0", aliases=(repo,), supports_multinode=multinode,
-        description=description)
+        intermediate_size=intermediate, description=description)
 
 
 PHI_3_MINI_4K = _phi(
@@ -104,6 +104,7 @@ PHI_4_MINI = _phi(
     "phi-4-mini-instruct", "microsoft/Phi-4-mini-instruct", "c0fb9e74abda11b496b7907a9c6c9009a7a0488f",
     parameters=3_836_021_760, size_gib=7.15, context=131072, hidden=3072, layers=32, heads=24, kv_heads=8,
     vocab=200064, max_model_len=8192, tuning=PHI3_MINI_TUNING, template=PHI4_MINI_CHAT_TEMPLATE,
+    intermediate=8192,
     description="Phi-4 Mini, 3.8B parameters, 128k context (served at 8k by default), 200k vocabulary")
 
 PRESETS = (PHI_3_MINI_4K, PHI_3_MINI_128K, PHI_3_MEDIUM_4K, PHI_3_MEDIUM_128K, PHI_3_5_MINI, PHI_4, PHI_4_MINI)
