@@ -13,7 +13,7 @@ from kaito_core.errors import KaitoError
 
 # Environment passed to provisioners as ProvisionerContext.settings (cloud and Karpenter
 # settings; never secrets such as tokens).
-PROVISIONER_ENV_PREFIXES = ("ARM_", "AZURE_", "AWS_REGION", "CLOUD_PROVIDER", "KARPENTER_", "LOCATION",
+PROVISIONER_ENV_PREFIXES = ("ARM_", "AZURE_", "AKS_", "AWS_REGION", "CLOUD_PROVIDER", "KARPENTER_", "LOCATION",
                             "KAITO_PROVISIONER_")
 
 
