@@ -34,6 +34,11 @@ def start_supervisor(wdir: Path) -> int:
     finally:
         log.close()
     (wdir / state.SUPERVISOR_PID).write_text(f"{proc.pid}\n")
+    # Until the child has exec'd, /proc/<pid>/cmdline is still ours, and a reader would take the
+    # supervisor for a stranger (on a busy machine that window is long enough to be seen).
+    deadline = time.monotonic() + 30.0
+    while proc.poll() is None and SUPERVISOR_MODULE not in cmdline(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
     # The Popen object is dropped on purpose: the supervisor outlives `kaito up`. Its exit is
     # reaped by init once we exit; within a long-lived caller (the demo, tests) a finished
     # supervisor may linger as a zombie, which `alive` treats as gone.
