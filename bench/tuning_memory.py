@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -30,16 +29,22 @@ SIZES = {  # hidden, layers, heads, intermediate
 }
 
 
-def rss_mib() -> float:
+def _status(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
+def rss_mib() -> float:
+    return _status("VmRSS")
+
+
 def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM is this process's own high-water mark. getrusage's ru_maxrss is not: Linux keeps
+    # it across fork+exec, so a child inherits the parent's RSS (the parent built the model).
+    return _status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(method: str, model: str, data: str, steps: int) -> None:
@@ -49,7 +54,6 @@ def child(method: str, model: str, data: str, steps: int) -> None:
 
     from kaito_core.tuning import run
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2)))
     after_imports = rss_mib()
     times: list[float] = []
     last = [time.perf_counter()]
@@ -93,7 +97,11 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--dir", help="where to build the model (default: a temp dir, removed after)")
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "MODEL", "DATA"), help=argparse.SUPPRESS)
+    ap.add_argument("--build", nargs=2, metavar=("SIZE", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build:
+        build(Path(args.build[1]), args.build[0])
+        return 0
     if args.child:
         child(*args.child, steps=args.steps)
         return 0
@@ -101,6 +109,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kaito-bench-") as tmp:
         root = Path(args.dir) if args.dir else Path(tmp)
         t0 = time.perf_counter()
+        # Build in a child too, so this process stays small while the runs are measured.
+        subprocess.run([sys.executable, __file__, "--build", size, str(root)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         model, data = build(root, size)
         weights = sum(p.stat().st_size for p in model.glob("*.safetensors"))
         print(f"model: random Llama {SIZES[size]} (hidden, layers, heads, intermediate), "
