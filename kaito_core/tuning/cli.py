@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(repeat for several files)")
     p.add_argument("--workspace", metavar="NAME", help="which Workspace, when the files hold several")
     p.add_argument("--preset", help="preset name (e.g. phi-3-mini-4k-instruct): LoRA defaults and chat template")
-    p.add_argument("--model-dir", metavar="DIR", help="directory with the base model's weights and tokenizer")
+    p.add_argument("--model-dir", "--model", dest="model_dir", metavar="DIR",
+                   help="directory with the base model's weights and tokenizer (or a Hugging Face id 'org/model' "
+                        "when the weights are downloaded at run time)")
     p.add_argument("--method", choices=("lora", "qlora"), help="lora (full-precision base) or qlora (4-bit nf4)")
     p.add_argument("--data", action="append", default=[], metavar="URL|PATH",
                    help="training data: http(s) URL, file or directory (repeatable); csv, json, jsonl, "
@@ -32,9 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
                    help="training_config.yaml, or a ConfigMap YAML holding it (upstream KAITO's format)")
     p.add_argument("--output", metavar="DIR", help="write adapter_config.json + adapter_model.safetensors here")
-    p.add_argument("--output-image", metavar="REF", help="push the adapter as an OCI artifact to this reference")
+    p.add_argument("--output-image", "--push", dest="output_image", metavar="REF",
+                   help="push the adapter as an OCI artifact to this reference")
     p.add_argument("--push-secret", metavar="FILE",
-                   help="docker config JSON (or a dockerconfigjson Secret / mounted secret dir) for --output-image")
+                   help="docker config JSON (or a dockerconfigjson Secret / mounted secret dir) for --output-image; "
+                        "default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json")
     p.add_argument("--overwrite", action="store_true", help="replace an adapter already in --output")
     p.add_argument("--work-dir", metavar="DIR", help="scratch directory (downloads, checkpoints); default: a temp dir")
     p.add_argument("--allow-private-urls", action="store_true", default=None,

@@ -284,7 +284,7 @@ def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecip
     half = "bfloat16" if bf16_ok else "float32"
     cfg = TrainingConfig(method=method, notes=notes)
     cfg.model = {"torch_dtype": half if cuda else "float32", "device_map": "auto" if cuda else "cpu",
-                 "local_files_only": True, "trust_remote_code": False, "chat_template": None}
+                 "local_files_only": False, "trust_remote_code": False, "chat_template": None}
     cfg.quantization = {}
     if method == "qlora":
         cfg.quantization = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,

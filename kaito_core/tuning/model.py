@@ -63,7 +63,7 @@ def load_tokenizer(source: str, cfg: TrainingConfig) -> tuple[Any, list[str]]:
     from transformers import AutoTokenizer
 
     m = cfg.model
-    tok = AutoTokenizer.from_pretrained(source, local_files_only=bool(m.get("local_files_only", True)),
+    tok = AutoTokenizer.from_pretrained(source, local_files_only=bool(m.get("local_files_only", False)),
                                         trust_remote_code=bool(m.get("trust_remote_code")),
                                         revision=m.get("revision") or None)
     changed = []
@@ -80,7 +80,7 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     m, q = cfg.model, cfg.quantization
-    kwargs: dict[str, Any] = {"local_files_only": bool(m.get("local_files_only", True)),
+    kwargs: dict[str, Any] = {"local_files_only": bool(m.get("local_files_only", False)),
                               "trust_remote_code": bool(m.get("trust_remote_code")),
                               "device_map": m.get("device_map") or "cpu"}
     if m.get("revision"):

@@ -95,7 +95,9 @@ def load_docker_config(path: str | Path | dict | None) -> dict[str, Any]:
     holding either (a mounted Secret), a Secret manifest (YAML/JSON with base64 data), or the
     parsed mapping itself."""
     if path is None:
-        return {}
+        path = default_docker_config()
+        if path is None:
+            return {}
     if isinstance(path, dict):
         return path if "auths" in path else {"auths": path}
     p = Path(path)
@@ -133,6 +135,16 @@ def load_docker_config(path: str | Path | dict | None) -> dict[str, Any]:
     if "auths" not in data and all(isinstance(v, dict) for v in data.values()):
         data = {"auths": data}  # the legacy .dockercfg layout
     return data
+
+
+def default_docker_config() -> Path | None:
+    """``$DOCKER_CONFIG/config.json`` (the tuning Job mounts the push secret there), else
+    ``~/.docker/config.json``, as docker and oras do."""
+    env = os.environ.get("DOCKER_CONFIG")
+    for cand in ([Path(env) / "config.json"] if env else []) + [Path.home() / ".docker" / "config.json"]:
+        if cand.is_file():
+            return cand
+    return None
 
 
 def credentials_for(config: dict[str, Any], registry: str) -> tuple[str, str] | None:

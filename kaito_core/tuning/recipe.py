@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ log = logging.getLogger("kaito.tuning")
 
 # Where upstream's tuning image finds the weights when the Workspace names a preset.
 UPSTREAM_WEIGHTS_DIR = "/workspace/tfs/weights"
+HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -196,10 +198,15 @@ class _Run:
     def _model_source(self, cfg, preset) -> str:
         if self.req.model_dir:
             p = Path(self.req.model_dir)
-            if not (p / "config.json").is_file():
-                raise TuningError(f"--model-dir {p}: no config.json there; give the directory holding the "
-                                  "model's weights and tokenizer")
-            return str(p)
+            if p.is_dir():
+                if not (p / "config.json").is_file():
+                    raise TuningError(f"--model-dir {p}: no config.json there; give the directory holding the "
+                                      "model's weights and tokenizer")
+                return str(p)
+            if HF_ID.match(self.req.model_dir) and not p.exists():
+                return self.req.model_dir  # downloaded by transformers (ModelConfig.local_files_only: false)
+            raise TuningError(f"--model-dir {self.req.model_dir!r}: no such directory; give the directory holding "
+                              "the model's weights, or a Hugging Face id 'org/model'")
         configured = cfg.model.get("pretrained_model_name_or_path")
         if configured:
             return str(configured)

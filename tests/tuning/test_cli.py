@@ -141,3 +141,28 @@ def test_python_m_has_the_same_flags(argv):
     for flag in ("--preset", "--model-dir", "--method", "--data", "--config", "--output", "--output-image",
                  "--push-secret", "-f FILE", "--metrics-port"):
         assert flag in out.stdout
+
+
+def test_the_job_command_line_of_the_reconciler(tiny_models, chat_jsonl, auth_registry, tmp_path, monkeypatch):
+    """The flags kaito_core/reconcile/tuning.py gives the Job's container: --model, --data DIR,
+    --output /mnt/results, --push REF, and the push secret mounted as $DOCKER_CONFIG/config.json."""
+    from kaito_core.tuning.cli import main as module_main
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "train.jsonl").write_text(chat_jsonl.read_text())
+    secret_dir = tmp_path / "push-secret"
+    secret_dir.mkdir()
+    auth_registry.docker_config(secret_dir / "config.json")
+    monkeypatch.setenv("DOCKER_CONFIG", str(secret_dir))
+    config = tmp_path / "training_config.yaml"
+    config.write_text("training_config:\n  TrainingArguments: {max_steps: 2}\n")
+    ref = f"{auth_registry.host}/adapters/job:1"
+    code = module_main(["--preset", "llama-3.1-8b-instruct", "--method", "lora", "--model", str(tiny_models["llama"]),
+                        "--config", str(config), "--data", str(data_dir), "--output", str(tmp_path / "results"),
+                        "--push", ref, "--progress", "log"])
+    assert code == 0
+    assert is_complete(tmp_path / "results")
+    pulled = pull_adapter(ref, tmp_path / "pulled")  # credentials from $DOCKER_CONFIG again
+    assert (pulled / "adapter_model.safetensors").read_bytes() == \
+        (tmp_path / "results" / "adapter_model.safetensors").read_bytes()
