@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from kaito_core.errors import FieldError
+from kaito_core.errors import MISSING, FieldError
 from kaito_core.tuning import config as config_mod
 from kaito_core.tuning import data as data_mod
 from kaito_core.tuning import output as out_mod
@@ -29,6 +30,7 @@ log = logging.getLogger("kaito.tuning")
 
 # Where upstream's tuning image finds the weights when the Workspace names a preset.
 UPSTREAM_WEIGHTS_DIR = "/workspace/tfs/weights"
+METRICS_PORT_ENV = "KAITO_TUNING_METRICS_PORT"
 HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -303,11 +305,14 @@ class _Run:
             args = TrainingArguments(**targs)
         except (TypeError, ValueError) as exc:
             raise TuningConfigError("training_config.TrainingArguments",
-                                    [FieldError("training_config.TrainingArguments", targs.get("output_dir"),
+                                    [FieldError("training_config.TrainingArguments", MISSING,
                                                 f"rejected by transformers: {exc}")]) from None
         mode = progress.choose_mode(req.progress)
         history = progress.History()
-        metrics = progress.Metrics(req.metrics_port) if req.metrics_port is not None else None
+        port = req.metrics_port
+        if port is None and os.environ.get(METRICS_PORT_ENV, "").strip().isdigit():
+            port = int(os.environ[METRICS_PORT_ENV])
+        metrics = progress.Metrics(port) if port is not None else None
         if metrics is not None:
             log.info("training metrics on http://0.0.0.0:%d/metrics", metrics.port)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
