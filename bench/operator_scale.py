@@ -59,7 +59,7 @@ def run_operator(n: int, timeout: float) -> dict:
             kube.create(workspace(i))
         log = os.path.join(tempfile.mkdtemp(prefix="kaito-scale-"), "operator.log")
         t0 = time.monotonic()
-        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "2",
+        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "30",
                                             "KAITO_LOG_LEVEL": "WARNING"}, log_path=log)
         peak = 0
         ready = 0

@@ -21,6 +21,8 @@ FLAGS = (
     ("--webhook-key", "webhook_key", "TLS private key file (KAITO_WEBHOOK_KEY)"),
     ("--webhook-managed", "webhook_managed",
      "name of the webhook configurations the operator creates and keeps updated (KAITO_WEBHOOK_MANAGED)"),
+    ("--metrics-port", "metrics_port", "Prometheus metrics on this port, path /metrics; 0 disables "
+                                       "(KAITO_METRICS_PORT, 8080)"),
     ("--log-level", "log_level", "DEBUG, INFO, WARNING, ERROR (KAITO_LOG_LEVEL, INFO)"),
 )
 

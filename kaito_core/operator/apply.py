@@ -44,12 +44,17 @@ def _apiv(obj: Mapping[str, Any]) -> tuple[str, str, str, str | None]:
     return obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace")
 
 
+def object_digest(obj: Mapping[str, Any]) -> str:
+    """The ``kaito.sh/object-hash`` of a desired object (before the annotation is added)."""
+    return names.stable_hash(dict(obj))
+
+
 def apply_object(kube: KubeClient, obj: Mapping[str, Any], uid: str) -> str:
     """Create ``obj`` if absent, patch it if our last applied version differs, recreate a Job
     whose revision changed (a Job's pod template is immutable). Never touches an object of the
     same name that another owner made. Returns what happened."""
     desired = copy.deepcopy(dict(obj))
-    digest = names.stable_hash(desired)
+    digest = object_digest(desired)
     desired["metadata"].setdefault("annotations", {})[names.ANNOTATION_HASH] = digest
     api_version, kind, name, namespace = _apiv(desired)
     current = kube.get(api_version=api_version, kind=kind, name=name, namespace=namespace)
@@ -95,6 +100,11 @@ class Reconciler:
         self.clock = clock
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # (workspace uid, "Kind/name") -> object hash last created/patched/seen unchanged. A
+        # pass woken by a watch event skips the GET for children whose hash is unchanged; the
+        # periodic resync (verify=True) checks every child again, and a watched child's
+        # deletion drops its entry (forget_object).
+        self._applied: dict[tuple[str, str], str] = {}
 
     def lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -103,6 +113,13 @@ class Reconciler:
     def forget(self, key: str) -> None:
         with self._guard:
             self._locks.pop(key, None)
+            for k in [k for k in self._applied if k[0] == key]:
+                del self._applied[k]
+
+    def forget_object(self, uid: str, kind: str, name: str) -> None:
+        """A child was deleted (watch event): the next pass must look at it again."""
+        with self._guard:
+            self._applied.pop((uid, f"{kind}/{name}"), None)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -133,14 +150,17 @@ class Reconciler:
 
     # -- one pass -------------------------------------------------------------------------
 
-    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+    def reconcile(self, body: Mapping[str, Any], *, pods: list[Mapping[str, Any]] | None = None,
+                  verify: bool = True) -> Outcome:
+        """One pass. ``pods``: the Workspace's pods from the operator's watch (None: list them).
+        ``verify=False``: trust the memo of applied children (a pass woken by a watch event)."""
         now = self.clock()
         try:
             ws = self.parse(body)
         except WorkspaceInvalid as exc:
             return self._invalid_body(body, [str(e) for e in exc.errors], now)
         with self.lock(ws.metadata.uid or f"{ws.namespace}/{ws.name}"):
-            return self._reconcile(ws, now)
+            return self._reconcile(ws, now, pods=pods, verify=verify)
 
     def _invalid_body(self, body: Mapping[str, Any], problems: list[str], now: str) -> Outcome:
         status = {"conditions": [{"type": "ResourceReady", "status": "False", "reason": "InvalidWorkspace",
@@ -148,7 +168,8 @@ class Reconciler:
                   "state": "Failed", "workerNodes": []}
         return Outcome(status, [Event("Warning", "InvalidWorkspace", "; ".join(problems))])
 
-    def _reconcile(self, ws: Any, now: str) -> Outcome:
+    def _reconcile(self, ws: Any, now: str, *, pods: list[Mapping[str, Any]] | None = None,
+                   verify: bool = True) -> Outcome:
         result = validate_workspace(ws, registry=self.registry)
         if result.errors:
             p = invalid(ws, [str(e) for e in result.errors], now=now)
@@ -169,24 +190,39 @@ class Reconciler:
             return Outcome(p.status, p.events, p)
         if first.errors:
             return Outcome(first.status, first.events, first)
-        observed = self.observe(ws, prov, first, now)
+        observed = self.observe(ws, prov, first, now, pods=pods)
         final = plan(ws, inputs.preset, inputs.requirement, prov, observed)
         actions: dict[str, str] = {}
         events = list(final.events)
+        memo_key = ws.metadata.uid or f"{ws.namespace}/{ws.name}"
+        if observed.workload is None:
+            # the workload is gone (or never was): whatever the memo says, apply it again
+            for kind in ("StatefulSet", "Job"):
+                self.forget_object(memo_key, kind, ws.name)
         for obj in final.objects:
             key = f"{obj['kind']}/{obj['metadata']['name']}"
+            digest = object_digest(obj)
+            if not verify and self._applied.get((memo_key, key)) == digest:
+                actions[key] = "unchanged"
+                continue
             try:
                 actions[key] = apply_object(self.kube, obj, final.uid)
             except ApiError as exc:
                 actions[key] = "error"
                 events.append(Event("Warning", "ApplyFailed", f"{key}: {exc}"))
                 log.warning("workspace %s/%s: cannot apply %s: %s", ws.namespace, ws.name, key, exc)
+            with self._guard:
+                if actions[key] in ("created", "updated", "unchanged"):
+                    self._applied[(memo_key, key)] = digest
+                else:
+                    self._applied.pop((memo_key, key), None)
             if actions[key] == "conflict":
                 events.append(Event("Warning", "NameConflict",
                                     f"{key} exists and is not owned by this Workspace; rename or delete it"))
         return Outcome(final.status, events, final, actions)
 
-    def observe(self, ws: Any, prov: Any, first: Plan, now: str) -> Observed:
+    def observe(self, ws: Any, prov: Any, first: Plan, now: str,
+                pods: list[Mapping[str, Any]] | None = None) -> Observed:
         error = None
         states: tuple = ()
         try:
@@ -204,8 +240,13 @@ class Reconciler:
         workload = self.kube.get(api_version=api, kind=kind, name=ws.name, namespace=ws.namespace)
         if workload is not None and (workload.get("metadata") or {}).get("labels", {}).get(names.LABEL_UID) != first.uid:
             workload = None  # someone else's object of the same name: not ours to report
-        pods = self.kube.list(api_version="v1", kind="Pod", namespace=ws.namespace,
-                              labels={names.LABEL_UID: first.uid}) if workload is not None else []
+        if workload is None:
+            pods = []
+        elif pods is None:
+            pods = self.kube.list(api_version="v1", kind="Pod", namespace=ws.namespace,
+                                  labels={names.LABEL_UID: first.uid})
+        else:
+            pods = [p for p in pods if (p.get("metadata") or {}).get("namespace") in (None, ws.namespace)]
         return Observed(node_states=states, nodes=tuple(nodes), workload=workload, pods=tuple(pods),
                         provisioner_error=error, now=now)
 

@@ -2,30 +2,39 @@
 
 Run with ``kaito operator`` (which sets the environment and calls kopf) or directly with
 ``kopf run -m kaito_core.operator.handlers --standalone -A``. Settings come from ``KAITO_*``
-environment variables (see :mod:`kaito_core.operator.settings`), read at import for the timer
-interval and at startup for the rest.
+environment variables (see :mod:`kaito_core.operator.settings`), read at startup (the webhook
+switch at import).
+
+Reconciles are event-driven: create/update/resume handlers for the Workspace itself, and a
+per-Workspace daemon woken by watch events on what it depends on (StatefulSets, Jobs, Pods,
+Nodes, NodeClaims carrying kaito's labels; see :mod:`kaito_core.operator.wakeup`), with a slow
+resync (``KAITO_RESYNC_SECONDS``) as the safety net.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
+import time
 from typing import Any
 
 import kopf
 
 from kaito_core.operator.admission import Rejection, defaults, review
 from kaito_core.operator.apply import Outcome, Reconciler, default_provisioner
-from kaito_core.operator.kube import KubeClient
+from kaito_core.operator import metrics
+from kaito_core.operator.kube import ApiError, KubeClient
 from kaito_core.operator.settings import Settings
+from kaito_core.operator.wakeup import Wakeups
 from kaito_core.reconcile import names
+from kaito_core.reconcile.status import same
 
 GROUP, VERSION, PLURAL = "kaito.sh", "v1beta1", "workspaces"
-RESYNC = float(os.environ.get("KAITO_RESYNC_SECONDS", "30") or 30)
 # kopf refuses to start with admission handlers but no webhook server: register them only
-# when the webhook is enabled (read at import, like the timer interval).
+# when the webhook is enabled (read at import).
 WEBHOOK = os.environ.get("KAITO_WEBHOOK", "").strip().lower() in ("1", "true", "yes", "on")
 log = logging.getLogger("kaito.operator")
 
@@ -37,6 +46,9 @@ class State:
     connection: Any = None
     reconciler: Reconciler | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
+    wakeups: Wakeups = Wakeups()
+    written: dict[str, dict] = {}  # "ns/name" -> the status this process last wrote
+    metrics_server: Any = None
 
 
 STATE = State()
@@ -53,9 +65,14 @@ def _reconciler() -> Reconciler:
     return STATE.reconciler
 
 
-async def _in_thread(fn: Any, *args: Any) -> Any:
+async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(STATE.executor, fn, *args)
+    return await loop.run_in_executor(STATE.executor, functools.partial(fn, *args, **kwargs))
+
+
+def _key(body: Any) -> str:
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def _log_actions(body: Any, outcome: Outcome) -> None:
@@ -66,15 +83,71 @@ def _log_actions(body: Any, outcome: Outcome) -> None:
                  ", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
 
 
-def _report(body: Any, patch: Any, outcome: Outcome) -> None:
-    old = dict(body.get("status") or {})
-    from kaito_core.reconcile.status import same
+def _pods(body: Any, kaito_pods: Any) -> list[dict] | None:
+    """The Workspace's pods from the watch index (a copy: the index changes under us)."""
+    if kaito_pods is None:
+        return None
+    uid = names.uid_of((body.get("metadata") or {}).get("namespace") or "default",
+                       (body.get("metadata") or {}).get("name") or "", (body.get("metadata") or {}).get("uid"))
+    return [dict(p) for p in kaito_pods.get(uid, [])]
 
-    if not same(old, outcome.status):
-        for key, value in outcome.status.items():
-            patch.status[key] = value
+
+async def _pass(body: Any, trigger: str, kaito_pods: Any, verify: bool = True) -> Outcome:
+    """One reconcile pass in a worker thread, with metrics."""
+    rec = _reconciler()
+    started = time.monotonic()
+    try:
+        outcome = await _in_thread(rec.reconcile, body, pods=_pods(body, kaito_pods), verify=verify)
+    except Exception as exc:
+        metrics.error(type(exc).__name__)
+        raise
+    finally:
+        metrics.reconciled(trigger, time.monotonic() - started)
+    if any(v == "error" for v in outcome.actions.values()):
+        metrics.error("ApplyFailed")
+    if any(c.get("reason") == "ProvisioningError" for c in outcome.status.get("conditions") or []):
+        metrics.error("ProvisioningError")
+    metrics.workspace_state(_key(body), outcome.status.get("state"))
+    _log_actions(body, outcome)
+    return outcome
+
+
+def _events(body: Any, outcome: Outcome) -> None:
     for ev in outcome.events:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
+
+
+def _report(body: Any, patch: Any, outcome: Outcome) -> None:
+    """Through kopf's patch (create/update/resume handlers): status only when it changed."""
+    if not same(dict(body.get("status") or {}), outcome.status):
+        for key, value in outcome.status.items():
+            patch.status[key] = value
+    STATE.written[_key(body)] = outcome.status
+    _events(body, outcome)
+
+
+async def _write_status(body: Any, outcome: Outcome) -> None:
+    """From the daemon (kopf applies a daemon's patch only when it exits): our own PATCH of the
+    status subresource, skipped when neither the live body nor our last write differs."""
+    key = _key(body)
+    if same(dict(body.get("status") or {}), outcome.status):
+        _events(body, outcome)
+        return
+    if same(STATE.written.get(key), outcome.status):
+        return  # written already; kopf's copy of the body has not caught up yet
+    meta = body.get("metadata") or {}
+    rec = _reconciler()
+    try:
+        await _in_thread(rec.kube.patch, api_version=f"{GROUP}/{VERSION}", kind="Workspace", name=meta.get("name"),
+                         namespace=meta.get("namespace"), patch={"status": outcome.status}, subresource="status")
+    except ApiError as exc:
+        if exc.status == 404:
+            return  # deleted meanwhile
+        metrics.error("StatusPatchFailed")
+        log.warning("workspace %s: cannot write status: %s", key, exc)
+        return
+    STATE.written[key] = outcome.status
+    _events(body, outcome)
 
 
 # -- startup ----------------------------------------------------------------------------------
@@ -98,6 +171,9 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     settings.background.cancellation_polling = 1.0
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    if cfg.metrics_port:
+        STATE.metrics_server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+        logger.info("metrics on http://%s:%d/metrics", cfg.metrics_addr, cfg.metrics_port)
     if cfg.webhook:
         from kaito_core.operator.certs import webhook_server
 
@@ -141,23 +217,88 @@ def login(**kwargs: Any) -> Any:
 # -- Workspaces -------------------------------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
-    rec = _reconciler()
-    outcome = await _in_thread(rec.reconcile, body)
-    _log_actions(body, outcome)
+# Pods: indexed by Workspace uid from the watch (status reasons without a LIST per pass). kopf
+# fills indexes from its initial listing before any other handler runs.
+@kopf.index("v1", "pods", labels={names.LABEL_UID: kopf.PRESENT})
+def kaito_pods(body: kopf.Body, labels: Any, **_: Any) -> dict[str, dict]:
+    meta = body.get("metadata") or {}
+    slim = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "deletionTimestamp")
+                         if meta.get(k) is not None},
+            "status": dict(body.get("status") or {})}
+    return {labels[names.LABEL_UID]: json_copy(slim)}
+
+
+def json_copy(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=dict))
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")
+@kopf.on.create(GROUP, VERSION, PLURAL, id="create")
+@kopf.on.update(GROUP, VERSION, PLURAL, id="update")
+async def reconcile(body: kopf.Body, patch: kopf.Patch, reason: Any, kaito_pods: kopf.Index, **_: Any) -> None:
+    outcome = await _pass(body, str(getattr(reason, "value", reason) or "update"), kaito_pods)
     _report(body, patch, outcome)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC, initial_delay=min(RESYNC, 1.0))
-async def resync(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, **_: Any) -> None:
-    """Re-observe nodes and children: status follows the cluster, not only spec changes."""
-    rec = _reconciler()
-    outcome = await _in_thread(rec.reconcile, body)
-    _log_actions(body, outcome)
-    _report(body, patch, outcome)
+@kopf.daemon(GROUP, VERSION, PLURAL, id="watch", cancellation_timeout=2.0)
+async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any) -> None:
+    """Per Workspace: sleep until a watched object it depends on changes (a child, pod, node
+    or node claim: see :func:`wake`), then reconcile; without events, re-check every
+    ``KAITO_RESYNC_SECONDS`` (children not watched, BYO nodes, provider-side changes)."""
+    key = _key(body)
+    ev = STATE.wakeups.event_for(key)
+    resync = (STATE.settings or Settings.from_env()).resync_seconds
+    try:
+        while not stopped:
+            try:
+                await asyncio.wait_for(ev.wait(), timeout=resync)
+                woke = True
+                # Changes come in bursts (a node and its claim; a pod and its StatefulSet):
+                # one pass for the burst.
+                await asyncio.sleep(DEBOUNCE)
+            except asyncio.TimeoutError:
+                woke = False
+            ev.clear()
+            if stopped or (body.get("metadata") or {}).get("deletionTimestamp"):
+                break
+            try:
+                outcome = await _pass(body, "event" if woke else "resync", kaito_pods, verify=not woke)
+            except Exception as exc:  # noqa: BLE001 - the daemon must live on; the next pass retries
+                log.warning("workspace %s: reconcile failed (%s); retrying in %.0fs", key, exc, min(resync, 10))
+                await asyncio.sleep(min(resync, 10))
+                ev.set()
+                continue
+            await _write_status(body, outcome)
+    finally:
+        STATE.wakeups.drop(key, ev)
+
+
+DEBOUNCE = 0.1
+WATCHED = (("apps", "v1", "statefulsets"), ("batch", "v1", "jobs"), ("", "v1", "pods"), ("", "v1", "nodes"),
+           ("karpenter.sh", "v1", "nodeclaims"))
+
+
+def _waker(kind: str) -> Any:
+    async def wake(type: str | None, body: kopf.Body, labels: Any, **_: Any) -> None:  # noqa: A002 - kopf's name
+        key = STATE.wakeups.observe(kind, type, body)
+        if key is None:
+            return
+        if type == "DELETED" and STATE.reconciler is not None and kind in ("statefulsets", "jobs"):
+            uid = (labels or {}).get(names.LABEL_UID)
+            if uid:
+                STATE.reconciler.forget_object(uid, "StatefulSet" if kind == "statefulsets" else "Job",
+                                               (body.get("metadata") or {}).get("name") or "")
+        if STATE.wakeups.wake(key):
+            metrics.woke(kind)
+    wake.__name__ = wake.__qualname__ = f"wake_on_{kind}"
+    return wake
+
+
+for _group, _version, _plural in WATCHED:
+    kopf.on.event(_group, _version, _plural, id=f"wake-{_plural}",
+                  labels={names.LABEL_WORKSPACE: kopf.PRESENT})(_waker(_plural))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -166,9 +307,12 @@ async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, run
     """Release nodes and children; never hang: after the grace period the finalizer goes."""
     rec = _reconciler()
     grace = (STATE.settings or Settings.from_env()).delete_grace_seconds
+    started = time.monotonic()
     try:
         deleted = await _in_thread(rec.release, body)
     except Exception as exc:  # noqa: BLE001 - any failure: retry within the grace, then give up loudly
+        metrics.reconciled("delete", time.monotonic() - started)
+        metrics.error("ReleaseFailed")
         elapsed = runtime.total_seconds()
         if elapsed < grace:
             logger.warning("release failed (attempt %d, %.0fs of %.0fs grace): %s", retry + 1, elapsed, grace, exc)
@@ -176,10 +320,15 @@ async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, run
                        message=f"cannot release nodes yet (retrying for {grace - elapsed:.0f}s): {exc}"[:1000])
             raise kopf.TemporaryError(str(exc), delay=max(1.0, min(10.0, grace - elapsed)))
         logger.error("giving up releasing after %.0fs: %s; removing the finalizer", elapsed, exc)
+        metrics.workspace_state(_key(body), None)
+        STATE.written.pop(_key(body), None)
         kopf.event(body, type="Warning", reason="ReleaseAbandoned",
                    message=(f"gave up releasing nodes after {elapsed:.0f}s: {exc}; delete leftover node requests "
                             f"labelled {names.LABEL_WORKSPACE}={body.get('metadata', {}).get('name')} by hand")[:1000])
         return
+    metrics.reconciled("delete", time.monotonic() - started)
+    metrics.workspace_state(_key(body), None)
+    STATE.written.pop(_key(body), None)
     meta = body.get("metadata") or {}
     log.info("workspace %s/%s: released nodes; deleted %s", meta.get("namespace"), meta.get("name"),
              ", ".join(deleted) or "no children")

@@ -40,6 +40,8 @@ class Settings:
     webhook_insecure: bool = False
     webhook_managed: str = ""
     log_level: str = "INFO"
+    metrics_port: int = 8080
+    metrics_addr: str = "0.0.0.0"
     provisioner_settings: dict[str, str] = field(default_factory=dict)
 
     ENV = {
@@ -50,6 +52,7 @@ class Settings:
         "webhook_host": "KAITO_WEBHOOK_HOST", "webhook_cert": "KAITO_WEBHOOK_CERT",
         "webhook_key": "KAITO_WEBHOOK_KEY", "webhook_insecure": "KAITO_WEBHOOK_INSECURE",
         "webhook_managed": "KAITO_WEBHOOK_MANAGED", "log_level": "KAITO_LOG_LEVEL",
+        "metrics_port": "KAITO_METRICS_PORT", "metrics_addr": "KAITO_METRICS_ADDR",
     }
 
     @classmethod
@@ -84,6 +87,8 @@ class Settings:
             raise SettingsError(f"KAITO_DELETE_GRACE_SECONDS is {self.delete_grace_seconds}, expected >= 0")
         if not 0 < self.webhook_port < 65536:
             raise SettingsError(f"KAITO_WEBHOOK_PORT is {self.webhook_port}, expected 1..65535")
+        if not 0 <= self.metrics_port < 65536:
+            raise SettingsError(f"KAITO_METRICS_PORT is {self.metrics_port}, expected 1..65535 (or 0: no metrics server)")
         if self.workers < 1:
             raise SettingsError(f"KAITO_WORKERS is {self.workers}, expected a positive integer")
         if bool(self.webhook_cert) != bool(self.webhook_key):

@@ -101,7 +101,7 @@ def count(kube: KubeClient, live: dict[str, str]) -> dict[str, int]:
 
 
 def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, settle: float = 60.0,
-        resync: float = 0.5) -> dict[str, Any]:
+        resync: float = 30.0) -> dict[str, Any]:
     rng = random.Random(seed)
     log_dir = log_dir or tempfile.mkdtemp(prefix="kaito-chaos-")
     log = os.path.join(log_dir, "operator.log")
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workspaces", type=int, default=50)
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--resync", type=float, default=2.0, help="operator resync seconds (default 2)")
+    p.add_argument("--resync", type=float, default=30.0, help="operator resync seconds (default 30)")
     args = p.parse_args(argv)
     t0 = time.monotonic()
     c = run(args.workspaces, args.kills, args.seed, settle=180, resync=args.resync)

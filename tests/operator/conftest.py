@@ -77,7 +77,7 @@ def operator_factory(emulator, tmp_path_factory):
 
     def start(env: dict[str, str] | None = None, args: list[str] | None = None) -> tuple[Any, Path]:
         log = tmp_path_factory.mktemp("operator") / "operator.log"
-        base = {"KAITO_PROVISIONER": "karpenter", "KAITO_DELETE_GRACE_SECONDS": "3", "KAITO_RESYNC_SECONDS": "0.3"}
+        base = {"KAITO_PROVISIONER": "karpenter", "KAITO_DELETE_GRACE_SECONDS": "3", "KAITO_RESYNC_SECONDS": "30"}
         proc = start_operator(emulator.url, env={**base, **(env or {})}, log_path=str(log), args=args)
         procs.append((proc, log))
         wait_for("the operator to start", lambda: proc.poll() is None and "kaito operator: provisioner="

@@ -13,7 +13,7 @@ NS = "flow"
 def _run(tmp_path, emu, grace="2"):
     log = tmp_path / "operator.log"
     proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_DELETE_GRACE_SECONDS": grace,
-                                        "KAITO_RESYNC_SECONDS": "0.3"}, log_path=str(log))
+                                        "KAITO_RESYNC_SECONDS": "30"}, log_path=str(log))
     wait_for("the operator to start", lambda: "kaito operator: provisioner=" in log.read_text(errors="replace"),
              timeout=30)
     return proc, log

@@ -1,0 +1,86 @@
+"""Watch events on children, pods, nodes and node claims -> a wake-up for the owning Workspace.
+
+The operator does not poll: each Workspace has a kopf daemon that sleeps until one of the
+objects it depends on changes (or the slow resync is due). Objects name their Workspace by
+the labels every child, pod, NodeClaim and Karpenter-made Node carries
+(``kaito.sh/workspacenamespace`` + ``kaito.sh/workspace``). Only changes that can change the
+Workspace's status wake it: a different ``status`` (or deletion mark) than the last one seen,
+or a deletion. The operator's own creates (no status yet) and kopf's initial listing (the
+resume handlers reconcile everything at start) wake nothing. No kopf import: unit-testable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Mapping
+
+from kaito_core.reconcile import names
+
+
+def owner_key(labels: Mapping[str, str] | None, namespace: str | None = None) -> str | None:
+    """``namespace/name`` of the Workspace an object belongs to, from its labels (a namespaced
+    child without the namespace label lives in its Workspace's namespace)."""
+    labels = labels or {}
+    name, namespace = labels.get(names.LABEL_WORKSPACE), labels.get(names.LABEL_NAMESPACE) or namespace
+    if not name or not namespace:
+        return None
+    return f"{namespace}/{name}"
+
+
+def status_digest(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return names.stable_hash({"status": body.get("status") or {}, "deleting": bool(meta.get("deletionTimestamp"))})
+
+
+EMPTY = status_digest({})
+
+
+class Wakeups:
+    """Per-Workspace wake-up events and the last status seen of each watched object.
+
+    Used from the event loop thread only (kopf handlers and daemons), so no locks.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+        self._seen: dict[tuple[str, str, str], str] = {}
+
+    def event_for(self, key: str) -> asyncio.Event:
+        ev = self._events.get(key)
+        if ev is None:
+            ev = self._events[key] = asyncio.Event()
+        return ev
+
+    def drop(self, key: str, ev: asyncio.Event | None = None) -> None:
+        if ev is None or self._events.get(key) is ev:
+            self._events.pop(key, None)
+
+    def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> str | None:
+        """Record a watch event; return the Workspace key to wake, or None."""
+        meta = body.get("metadata") or {}
+        key = owner_key(meta.get("labels"), meta.get("namespace"))
+        if key is None:
+            return None
+        obj = (kind, meta.get("namespace") or "", meta.get("name") or "")
+        if event_type == "DELETED":
+            self._seen.pop(obj, None)
+            return key
+        digest = status_digest(body)
+        before = self._seen.get(obj)
+        self._seen[obj] = digest
+        if event_type is None:  # kopf's initial listing: resume handlers look at everything anyway
+            return None
+        if digest == (before if before is not None else EMPTY):
+            return None
+        return key
+
+    def wake(self, key: str) -> bool:
+        """Set ``key``'s event; False when no daemon waits for that Workspace (yet)."""
+        ev = self._events.get(key)
+        if ev is None:
+            return False
+        ev.set()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
