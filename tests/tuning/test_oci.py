@@ -80,3 +80,24 @@ def test_registry_with_auth_needs_the_push_secret(auth_registry, tiny_models, ch
     pulled = pull_adapter(ref, tmp_path / "pulled", docker_config=str(good))
     assert (pulled / "adapter_model.safetensors").read_bytes() == \
         (tmp_path / "also-here" / "adapter_model.safetensors").read_bytes()
+
+
+def test_training_data_from_an_oci_artifact(registry, tiny_models, chat_jsonl, fast_config, tmp_path):
+    import shutil
+
+    import oras.client
+
+    staged = tmp_path / "stage"
+    staged.mkdir()
+    shutil.copy(chat_jsonl, staged / "faq.jsonl")
+    ref = f"{registry.host}/data/faq:1"
+    oras.client.OrasClient(hostname=registry.host, insecure=True).push(
+        target=ref, files=[str(staged / "faq.jsonl")], disable_path_validation=True)
+    fast_config["training_config"]["TrainingArguments"]["max_steps"] = 2
+    result = run(model_dir=str(tiny_models["llama"]), input_image=ref, config=fast_config,
+                 output=str(tmp_path / "out"), progress="none")
+    assert result.summary["data"]["rows_used"] == 16
+    assert result.summary["data"]["files"][0].endswith("faq.jsonl")
+    with pytest.raises(Exception, match="pulling .*data/missing:1 failed"):
+        run(model_dir=str(tiny_models["llama"]), input_image=f"{registry.host}/data/missing:1",
+            output=str(tmp_path / "out2"), progress="none")
