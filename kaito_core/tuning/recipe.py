@@ -251,7 +251,10 @@ class _Run:
             raise DataError(f"the training data set is empty after tokenizing: all {len(train_ex)} training rows "
                             f"were skipped ({dict(encoder.skipped)}); e.g. {encoder.first_skipped[:1]}")
         if dsum.rows_skipped:
-            log.warning("skipped %d of %d rows: %s", dsum.rows_skipped, dsum.rows_total, dict(dsum.skipped))
+            log.warning("skipped %d of %d rows: %s; first: %s", dsum.rows_skipped, dsum.rows_total,
+                        dict(dsum.skipped), "; ".join(dsum.first_skipped[:3]))
+        log.info("data: %d rows read, %d used (%d train, %d eval), %d skipped", dsum.rows_total, dsum.rows_used,
+                 len(train_rows), len(eval_rows), dsum.rows_skipped)
 
         loaded = model_mod.load_model(source, cfg)
         loaded.tokenizer = tok
