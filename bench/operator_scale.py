@@ -80,8 +80,9 @@ def run_operator(n: int, timeout: float) -> dict:
         finally:
             stop_operator(proc)
             fake.stop.set()
+        requests = summarize(emu.handler.counts)
     return {"seconds": elapsed, "ready": ready, "rss_peak_mib": peak, "rss_steady_mib": st.get("VmRSS", 0),
-            "torch": torch, "log": log}
+            "torch": torch, "log": log, "requests": requests}
 
 
 def bare_one(kube: KubeClient, ws: dict) -> None:
@@ -126,7 +127,17 @@ def run_bare(n: int, timeout: float, workers: int = 8) -> dict:
         elapsed = time.monotonic() - t0
         ready = all_ready(kube, n)
         fake.stop.set()
-    return {"seconds": elapsed, "ready": ready}
+        requests = summarize(emu.handler.counts)
+    return {"seconds": elapsed, "ready": ready, "requests": requests}
+
+
+def summarize(counts: dict) -> dict[str, int]:
+    """API requests the emulator served, by verb (all clients: the fake cluster and the bench's
+    own polling too, the same for both runs)."""
+    out: dict[str, int] = {}
+    for (action, _plural), n in counts.items():
+        out[action] = out.get(action, 0) + n
+    return dict(sorted(out.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rate ratio operator/bare: {ratio:.2f} (goal >= 0.5)")
     print(f"operator RSS: peak {op['rss_peak_mib']} MiB, steady {op['rss_steady_mib']} MiB (goal <= 150)")
     print(f"torch imported by the operator: {op['torch']}")
+    print(f"API requests served (incl. fake cluster + polling): bare {sum(bare['requests'].values())} "
+          f"{bare['requests']}, operator {sum(op['requests'].values())} {op['requests']}")
     ok = op["ready"] == n and ratio >= 0.5 and op["rss_peak_mib"] <= 150 and not op["torch"]
     print("OK" if ok else "GOAL MISSED")
     return 0 if ok else 1

@@ -53,9 +53,13 @@ def _emulator_class() -> Any:
         # for undeclared resources get a real API server's 404 (kmock would store them).
         failing: set = set()
         declared_only: bool = False
+        counts: dict = {}  # (action, plural) -> requests served (benchmarks compare clients)
 
         async def _handle(self, request: Any) -> Any:
             res = getattr(request, "resource", None)
+            plural = getattr(res, "plural", None)
+            key = (str(getattr(request, "action", "")).rsplit(".", 1)[-1].lower(), plural if isinstance(plural, str) else "")
+            self.counts[key] = self.counts.get(key, 0) + 1
             if res is not None and getattr(res, "plural", None) in self.failing:
                 raise kmock.KubernetesError()
             if res is not None and self.declared_only and isinstance(getattr(res, "plural", None), str) and not any(
@@ -124,6 +128,7 @@ class Emulator:
         self._stop = asyncio.Event()
         handler = _emulator_class()()
         handler.failing = set()
+        handler.counts = {}
         handler.declared_only = True
         self.handler = handler
         declared = dict(RESOURCES)

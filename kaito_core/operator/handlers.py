@@ -26,6 +26,7 @@ import kopf
 from kaito_core.operator.admission import Rejection, defaults, review
 from kaito_core.operator.apply import Outcome, Reconciler, default_provisioner
 from kaito_core.operator import metrics
+from kaito_core.operator.cache import CachedKube, WatchCache
 from kaito_core.operator.kube import ApiError, KubeClient
 from kaito_core.operator.settings import Settings
 from kaito_core.operator.wakeup import Wakeups
@@ -47,6 +48,8 @@ class State:
     reconciler: Reconciler | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     wakeups: Wakeups = Wakeups()
+    cache: WatchCache = WatchCache({("apps/v1", "StatefulSet"), ("batch/v1", "Job"), ("v1", "Node"),
+                                    ("karpenter.sh/v1", "NodeClaim")})
     written: dict[str, dict] = {}  # "ns/name" -> the status this process last wrote
     metrics_server: Any = None
 
@@ -60,7 +63,8 @@ def _reconciler() -> Reconciler:
 
         if STATE.connection is None:
             raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
-        STATE.reconciler = Reconciler(KubeClient.from_connection_info(STATE.connection), get_registry(),
+        STATE.reconciler = Reconciler(CachedKube(KubeClient.from_connection_info(STATE.connection), STATE.cache),
+                                      get_registry(),
                                       STATE.settings or Settings.from_env())
     return STATE.reconciler
 
@@ -210,7 +214,7 @@ def login(**kwargs: Any) -> Any:
         info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     STATE.connection = info
     if STATE.reconciler is not None:
-        STATE.reconciler.kube = KubeClient.from_connection_info(info)
+        STATE.reconciler.kube = CachedKube(KubeClient.from_connection_info(info), STATE.cache)
     return info
 
 
@@ -271,17 +275,31 @@ async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any)
                 ev.set()
                 continue
             await _write_status(body, outcome)
+    except asyncio.CancelledError:
+        return  # the operator is stopping or the Workspace is going: nothing to escalate
     finally:
         STATE.wakeups.drop(key, ev)
 
 
 DEBOUNCE = 0.1
-WATCHED = (("apps", "v1", "statefulsets"), ("batch", "v1", "jobs"), ("", "v1", "pods"), ("", "v1", "nodes"),
-           ("karpenter.sh", "v1", "nodeclaims"))
+# (group, version, plural) -> kind; all but pods are also served to the reconciler from the
+# watch cache (pods come from the kaito_pods index).
+WATCHED = {("apps", "v1", "statefulsets"): "StatefulSet", ("batch", "v1", "jobs"): "Job", ("", "v1", "pods"): "Pod",
+           ("", "v1", "nodes"): "Node", ("karpenter.sh", "v1", "nodeclaims"): "NodeClaim"}
 
 
-def _waker(kind: str) -> Any:
+def _waker(group: str, version: str, plural: str) -> Any:
+    api_version, kind_name = (f"{group}/{version}" if group else version), WATCHED[(group, version, plural)]
+    cached = (api_version, kind_name) in STATE.cache.kinds
+    kind = plural
+
     async def wake(type: str | None, body: kopf.Body, labels: Any, **_: Any) -> None:  # noqa: A002 - kopf's name
+        if cached:
+            raw = {**json_copy(body), "apiVersion": api_version, "kind": kind_name}
+            if type == "DELETED":
+                STATE.cache.remove(raw)
+            else:
+                STATE.cache.put(raw)
         key = STATE.wakeups.observe(kind, type, body)
         if key is None:
             return
@@ -296,9 +314,9 @@ def _waker(kind: str) -> Any:
     return wake
 
 
-for _group, _version, _plural in WATCHED:
+for (_group, _version, _plural) in WATCHED:
     kopf.on.event(_group, _version, _plural, id=f"wake-{_plural}",
-                  labels={names.LABEL_WORKSPACE: kopf.PRESENT})(_waker(_plural))
+                  labels={names.LABEL_WORKSPACE: kopf.PRESENT})(_waker(_group, _version, _plural))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
