@@ -172,7 +172,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapters-dir", default=env("KAITO_ADAPTERS_DIR"),
                         help=f"load every adapter directory under this one (pods: {DEFAULT_ADAPTER_ROOT})")
     parser.add_argument("--host", default=env("KAITO_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(env("KAITO_PORT", "5000")), help="port (default 5000)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 5000, or env KAITO_PORT)")
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' (or env KAITO_API_KEY); /health stays open")
     parser.add_argument("--max-batch", type=int, default=None, help="most sequences decoded together (16)")
@@ -226,6 +226,13 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     def pick(flag: Any, key: str, default: Any) -> Any:
         return flag if flag is not None else tcfg.get(key, default)
 
+    port = args.port
+    if port is None:
+        env_port = os.environ.get("KAITO_PORT", "5000")
+        if not env_port.isdigit():
+            raise OptionsError(f"environment KAITO_PORT is {env_port!r}, expected a port number")
+        port = int(env_port)
+
     return ServeOptions(
         model=args.model or "",
         preset=args.preset,
@@ -233,7 +240,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         adapters=adapters,
         adapters_dir=args.adapters_dir,
         host=args.host,
-        port=args.port,
+        port=port,
         api_key=args.api_key or os.environ.get("KAITO_API_KEY") or None,
         max_batch=int(pick(args.max_batch, "max_batch", 16)),
         max_model_len=pick(args.max_model_len, "max_model_len", None),

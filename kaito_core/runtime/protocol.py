@@ -203,12 +203,12 @@ def _logit_bias(body: dict) -> dict[int, float]:
     return out
 
 
-def sampling_from(body: dict, *, max_tokens_key: str = "max_tokens") -> SamplingParams:
+def sampling_from(body: dict) -> SamplingParams:
     """The sampling parameters shared by chat and completions (OpenAI + vLLM extras)."""
-    max_tokens = _int(body, max_tokens_key, lo=1, expected="a positive integer")
-    if max_tokens_key == "max_completion_tokens" or body.get("max_completion_tokens") is not None:
-        mct = _int(body, "max_completion_tokens", lo=1, expected="a positive integer")
-        max_tokens = mct if mct is not None else max_tokens
+    max_tokens = _int(body, "max_tokens", lo=1, expected="a positive integer")
+    # OpenAI's newer name wins when both are sent
+    mct = _int(body, "max_completion_tokens", lo=1, expected="a positive integer")
+    max_tokens = mct if mct is not None else max_tokens
     top_k = _int(body, "top_k", lo=-1, expected="-1, 0 (disabled) or a positive integer", default=0)
     params = SamplingParams(
         max_tokens=max_tokens,
