@@ -11,7 +11,11 @@ this list truthful when the code changes. Groups:
 - Children the reconciler owns: ConfigMaps, Services, StatefulSets, Jobs (create/patch/delete).
 - Observation: Pods (reasons for status), Nodes (readiness, GPU capacity, BYO selection).
 - Provisioners: Karpenter NodeClaims (``karpenter.sh/v1``), created and released by the
-  operator through the provisioner plugin.
+  operator through the provisioner plugin (and watched: their status wakes the Workspace);
+  NodePools in the karpenter plugin's NodePool mode (``KARPENTER_MODE=nodepool``: one
+  NodePool per Workspace, read, created, listed by label and deleted on release; never
+  patched or watched).
+- Watches that wake a Workspace's reconcile: StatefulSets, Jobs, Pods, Nodes, NodeClaims.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["nodes"], "verbs": READ},
     {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims"], "verbs": ["get", "list", "watch", "create",
                                                                             "patch", "delete"]},
+    {"apiGroups": ["karpenter.sh"], "resources": ["nodepools"], "verbs": ["get", "list", "create", "delete"]},
 ]
 
 

@@ -129,3 +129,67 @@ def test_rbac_covers_every_call_in_the_operator_code():
     for kind in ("ConfigMap", "Service", "StatefulSet", "Job"):  # apply_object: create/patch/delete
         group, resource = KIND_RESOURCE[kind]
         assert all(rbac.allows(group, resource, v) for v in ("get", "create", "patch", "delete"))
+
+
+class RbacKube:
+    """The operator's client, refusing (like the API server would) any call RULES do not grant."""
+
+    def __init__(self, kube):
+        self.kube = kube
+        self.used = set()
+
+    def _check(self, api_version, kind, verb):
+        group = api_version.split("/")[0] if "/" in api_version else ""
+        self.used.add((group, plural(kind), verb))
+        assert rbac.allows(group, plural(kind), verb), f"RBAC: {verb} {group}/{plural(kind)} is not in RULES"
+
+    def get(self, *, api_version, kind, **kw):
+        self._check(api_version, kind, "get")
+        return self.kube.get(api_version=api_version, kind=kind, **kw)
+
+    def list(self, *, api_version, kind, **kw):
+        self._check(api_version, kind, "list")
+        return self.kube.list(api_version=api_version, kind=kind, **kw)
+
+    def create(self, obj):
+        self._check(obj["apiVersion"], obj["kind"], "create")
+        return self.kube.create(obj)
+
+    def delete(self, *, api_version, kind, **kw):
+        self._check(api_version, kind, "delete")
+        return self.kube.delete(api_version=api_version, kind=kind, **kw)
+
+    def patch(self, *, api_version, kind, **kw):
+        self._check(api_version, kind, "patch")
+        return self.kube.patch(api_version=api_version, kind=kind, **kw)
+
+
+@pytest.mark.parametrize("mode", ["nodeclaim", "nodepool"])
+def test_rbac_covers_the_karpenter_provisioner(emulator, mode):
+    """A reconcile and a release with the karpenter plugin (both modes) under RULES."""
+    from kaito_core.operator.apply import Reconciler
+    from kaito_core.operator.emulator import with_identity
+    from kaito_core.plugins import get_registry
+
+    kube = RbacKube(KubeClient(emulator.url))
+    settings = Settings(provisioner="karpenter", provisioner_settings={"KARPENTER_MODE": mode})
+    rec = Reconciler(kube, get_registry(), settings)
+    body = kube.kube.create(with_identity({
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": f"rbac-{mode}", "namespace": "rbac"},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": mode}}},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}))
+    outcome = rec.reconcile(body)
+    assert outcome.plan is not None and not outcome.plan.errors
+    rec.release(body)
+    kinds = {r for _g, r, _v in kube.used}
+    assert ("nodepools" if mode == "nodepool" else "nodeclaims") in kinds, kube.used
+    if mode == "nodepool":
+        assert ("karpenter.sh", "nodepools", "create") in kube.used
+        assert ("karpenter.sh", "nodepools", "delete") in kube.used
+
+
+def test_rbac_allows_every_watch():
+    from kaito_core.operator.handlers import WATCHED
+
+    for group, _version, resource in WATCHED:
+        assert rbac.allows(group, resource, "list") and rbac.allows(group, resource, "watch"), resource
