@@ -427,6 +427,19 @@ def training_config_problems(cm: m.ConfigMap) -> list[str]:
                             f"(allowed: {', '.join(TRAINING_SECTIONS)})")
         elif value is not None and not isinstance(value, dict):
             problems.append(f"ConfigMap {cm.name!r}: training_config.{section} must be a mapping")
+    if problems:
+        return problems
+    # Key-level checks (unknown keys, bad values) from the tuning recipe's own schema, which
+    # imports no torch, so the webhook refuses what the Job would refuse later.
+    try:
+        from kaito_core.tuning.config import parse_training_config
+        from kaito_core.tuning.errors import TuningConfigError
+    except ImportError:  # pragma: no cover - a core install without the tuning package
+        return problems
+    try:
+        parse_training_config(doc)
+    except TuningConfigError as exc:
+        problems.extend(f"ConfigMap {cm.name!r}: {e}" for e in exc.errors)
     return problems
 
 

@@ -248,3 +248,13 @@ data:
     result = validate_workspace(ws, configmaps=configmaps_by_name(docs))
     (err,) = result.errors
     assert err.path == "tuning.config" and "Optimizer" in err.message
+
+
+def test_training_config_keys_are_checked_per_key():
+    from kaito_core.api import parse_configmap
+    from kaito_core.api.validation import training_config_problems
+
+    cm = parse_configmap({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t"},
+                          "data": {"training_config.yaml": "training_config:\n  LoraConfig: {r: 8, lora_alpa: 16}\n"}})
+    (problem,) = training_config_problems(cm)
+    assert "training_config.LoraConfig.lora_alpa" in problem and "lora_alpha" in problem
