@@ -1,0 +1,76 @@
+"""Which watch events wake a Workspace, and the watch cache's reads (pure, no kopf)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kaito_core.operator.cache import CachedKube, WatchCache
+from kaito_core.operator.kube import KubeClient
+from kaito_core.operator.wakeup import Wakeups, owner_key
+
+LABELS = {"kaito.sh/workspace": "ws", "kaito.sh/workspacenamespace": "team"}
+
+
+def obj(status=None, labels=LABELS, namespace=None, deleting=False):
+    meta = {"name": "x", "labels": labels}
+    if namespace:
+        meta["namespace"] = namespace
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "status": status or {}}
+
+
+def test_owner_key_from_labels_or_namespace():
+    assert owner_key(LABELS) == "team/ws"
+    assert owner_key({"kaito.sh/workspace": "ws"}, "team") == "team/ws"
+    assert owner_key({"kaito.sh/workspace": "ws"}) is None
+    assert owner_key({}) is None
+
+
+def test_only_status_changes_and_deletions_wake():
+    w = Wakeups()
+    assert w.observe("nodes", None, obj({"phase": "x"})) is None  # initial listing: resume handles it
+    assert w.observe("nodes", "MODIFIED", obj({"phase": "x"})) is None  # same status (e.g. labels patched)
+    assert w.observe("nodes", "MODIFIED", obj({"phase": "y"})) == "team/ws"
+    assert w.observe("pods", "ADDED", obj()) is None  # our own create, no status yet
+    assert w.observe("pods", "MODIFIED", obj({"phase": "Running"})) == "team/ws"
+    assert w.observe("statefulsets", "ADDED", obj({"readyReplicas": 1}, namespace="other")) == "team/ws"
+    assert w.observe("statefulsets", "MODIFIED", obj({"readyReplicas": 1}, namespace="other", deleting=True)) == \
+        "team/ws"
+    assert w.observe("statefulsets", "DELETED", obj({"readyReplicas": 1}, namespace="other")) == "team/ws"
+    assert w.observe("nodes", "MODIFIED", obj({"phase": "z"}, labels={"app": "other"})) is None
+
+
+def test_wake_sets_the_daemons_event():
+    async def main():
+        w = Wakeups()
+        assert w.wake("team/ws") is False  # nobody waits yet
+        ev = w.event_for("team/ws")
+        assert w.wake("team/ws") is True and ev.is_set()
+        w.drop("team/ws", asyncio.Event())  # someone else's event: ours stays
+        assert w.wake("team/ws") is True
+        w.drop("team/ws", ev)
+        assert w.wake("team/ws") is False
+    asyncio.run(main())
+
+
+def test_cached_kube_serves_watched_kinds_and_falls_back(emulator):
+    kube = KubeClient(emulator.url)
+    cache = WatchCache({("apps/v1", "StatefulSet")})
+    ck = CachedKube(kube, cache)
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "c", "namespace": "cache"}, "spec": {}}
+    assert ck.get(api_version="apps/v1", kind="StatefulSet", name="c", namespace="cache") is None  # miss -> GET
+    ck.create(sts)
+    before = kube.calls
+    got = ck.get(api_version="apps/v1", kind="StatefulSet", name="c", namespace="cache")
+    assert got["metadata"]["name"] == "c" and kube.calls == before  # served from memory
+    got["spec"]["mutated"] = True
+    assert "mutated" not in ck.get(api_version="apps/v1", kind="StatefulSet", name="c", namespace="cache")["spec"]
+    ck.delete(api_version="apps/v1", kind="StatefulSet", name="c", namespace="cache")
+    assert ck.get(api_version="apps/v1", kind="StatefulSet", name="c", namespace="cache") is None
+    assert kube.calls > before  # the miss after the delete asked the API server
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "cache"}}
+    ck.create(cm)
+    before = kube.calls
+    assert ck.get(api_version="v1", kind="ConfigMap", name="c", namespace="cache") is not None
+    assert kube.calls == before + 1  # not a watched kind: always the API server
