@@ -13,7 +13,7 @@ import yaml
 
 from kaito_core.reconcile import names, pods
 from kaito_core.reconcile.context import ADAPTER_DIR, CONFIG_DIR, SERVE_PORT, Context
-from kaito_core.reconcile.weights import hf_token_env, weights
+from kaito_core.reconcile.weights import artifact_init, hf_token_env, merge_volumes, weights
 
 CONFIG_KEY = "inference_config.yaml"
 
@@ -73,12 +73,14 @@ def _adapters(ctx: Context) -> tuple[list[dict], list[dict], list[dict], list[st
     for i, ad in enumerate(adapters):
         name = ad.source.name or f"adapter-{i}"
         if ad.source.image:
-            # Upstream's adapter images carry the adapter files under /data.
-            inits.append({"name": f"adapter-{i}", "image": ad.source.image, "imagePullPolicy": "IfNotPresent",
-                          "command": ["sh", "-c", f"mkdir -p {ADAPTER_DIR}/{name} && cp -r /data/. {ADAPTER_DIR}/{name}/"],
-                          "volumeMounts": [{"name": "adapters", "mountPath": ADAPTER_DIR}],
-                          "securityContext": pods.container_security(),
-                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}})
+            # An adapter image is an ORAS artifact (what `kaito tune` and upstream's tuning push):
+            # pulled into /mnt/adapter/<name> with the adapter's imagePullSecrets.
+            init, secret_volumes = artifact_init(f"adapter-{i}", ad.source.image,
+                                                 {"name": "adapters", "mountPath": ADAPTER_DIR}, f"{ADAPTER_DIR}/{name}",
+                                                 list(ad.source.image_pull_secrets or []),
+                                                 {"requests": {"cpu": "100m", "memory": "128Mi"}})
+            inits.append(init)
+            volumes += secret_volumes
         elif ad.source.volume_source:
             vol = {"name": f"adapter-src-{i}", **copy.deepcopy(ad.source.volume_source)}
             volumes.append(vol)
@@ -166,8 +168,8 @@ def pod_template(ctx: Context) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "initContainers": w.init_containers + inits,
         "containers": [container],
-        "volumes": w.volumes + [{"name": "config", "configMap": {"name": config_ref}}, pods.shm_volume()]
-        + ad_volumes,
+        "volumes": merge_volumes(w.volumes, [{"name": "config", "configMap": {"name": config_ref}}, pods.shm_volume()],
+                                 ad_volumes),
         "tolerations": list(pods.TOLERATIONS),
         "securityContext": pods.pod_security(),
         "terminationGracePeriodSeconds": 30,

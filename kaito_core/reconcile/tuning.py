@@ -14,7 +14,7 @@ import yaml
 
 from kaito_core.reconcile import names, pods
 from kaito_core.reconcile.context import CONFIG_DIR, DATA_DIR, RESULTS_DIR, Context
-from kaito_core.reconcile.weights import hf_token_env, weights
+from kaito_core.reconcile.weights import artifact_init, hf_token_env, merge_volumes, weights
 
 CONFIG_KEY = "training_config.yaml"
 PUSH_SECRET_DIR = "/var/run/secrets/kaito/push"
@@ -70,9 +70,11 @@ def _data(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
         init = {"name": "data-fetch", "image": ctx.image, "command": ["python", "-c", FETCH_SCRIPT],
                 "args": list(src.urls), "env": [{"name": "DATA_DIR", "value": DATA_DIR}], **common}
     else:
-        # Upstream's data images carry the files under /data.
-        init = {"name": "data-fetch", "image": src.image, "command": ["sh", "-c", f"cp -r /data/. {DATA_DIR}/"],
-                **common}
+        # A data image is an OCI artifact (files as layers, as `oras push` makes them): pulled
+        # into /mnt/data with tuning.input.imagePullSecrets.
+        init, secret_volumes = artifact_init("data-fetch", src.image, mount, DATA_DIR,
+                                             list(src.image_pull_secrets or []), common["resources"])
+        volumes += secret_volumes
     return [init], volumes, [dict(mount, readOnly=True)]
 
 
@@ -112,8 +114,8 @@ def job(ctx: Context) -> dict[str, Any]:
         "restartPolicy": "Never",
         "initContainers": w.init_containers + data_inits,
         "containers": [container],
-        "volumes": w.volumes + data_volumes + out_volumes
-        + [{"name": "config", "configMap": {"name": config_ref}}, pods.shm_volume()],
+        "volumes": merge_volumes(w.volumes, data_volumes, out_volumes,
+                                 [{"name": "config", "configMap": {"name": config_ref}}, pods.shm_volume()]),
         "tolerations": list(pods.TOLERATIONS),
         "securityContext": pods.pod_security(),
         "automountServiceAccountToken": False,

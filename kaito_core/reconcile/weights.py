@@ -1,13 +1,52 @@
-"""Where a pod's model weights come from: an OCI artifact, the hub at start, or a host path."""
+"""Where a pod's model weights come from: an OCI artifact, the hub at start, or a host path;
+and the init container that pulls any OCI artifact (weights, adapters, data) into a volume."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_core.images import weights_image
-from kaito_core.reconcile import pods
+from kaito_core.images import runtime_image, weights_image
+from kaito_core.reconcile import names, pods
 from kaito_core.reconcile.context import WEIGHTS_DIR, Context
+
+
+PULL_SECRETS_DIR = "/var/run/secrets/kaito/pull"
+
+
+def artifact_init(name: str, ref: str, mount: dict[str, Any], dest: str, secrets: list[str] | tuple[str, ...] = (),
+                  resources: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An init container that pulls the OCI artifact ``ref`` into ``dest`` (on ``mount``), and
+    the Secret volumes it reads registry credentials from.
+
+    Weights, adapter and data references are ORAS artifacts (one layer per file), not runnable
+    images: upstream KAITO pulls them with ``oras pull`` in an init container; we run
+    ``python -m kaito_core.artifacts pull`` in the runtime image (oras-py is in it). The
+    ``imagePullSecrets`` named for the artifact (kubernetes.io/dockerconfigjson Secrets) are
+    mounted and handed over as docker configs.
+    """
+    volumes, mounts, args = [], [dict(mount)], ["pull", ref, dest]
+    for secret in dict.fromkeys(s for s in secrets if s):
+        vol = f"pull-secret-{names.stable_hash(secret, 10)}"
+        path = f"{PULL_SECRETS_DIR}/{vol}"
+        volumes.append({"name": vol, "secret": {"secretName": secret, "optional": False,
+                                                "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
+        mounts.append({"name": vol, "mountPath": path, "readOnly": True})
+        args += ["--docker-config", path]
+    init = {"name": name, "image": runtime_image("transformers"), "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-m", "kaito_core.artifacts"], "args": args,
+            "volumeMounts": mounts, "securityContext": pods.container_security(),
+            "resources": resources or {"requests": {"cpu": "250m", "memory": "256Mi"}}}
+    return init, volumes
+
+
+def merge_volumes(*groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Volumes in order, each name once (two init containers may mount the same pull Secret)."""
+    out: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        for vol in group:
+            out.setdefault(vol["name"], vol)
+    return list(out.values())
 
 
 @dataclass
@@ -31,14 +70,12 @@ def weights(ctx: Context) -> Weights:
     size = max(ctx.disk_gib, 1)
     volume = {"name": "weights", "emptyDir": {"sizeLimit": f"{size}Gi"}}
     if preset.weights_source == "oci":
-        # The weights artifact image holds the files under /weights; an init container copies
-        # them onto the pod's volume before the server starts (upstream pulls them the same way).
-        init = {"name": "model-weights", "image": weights_image(preset.name, preset.tag),
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", f"cp -a /weights/. {WEIGHTS_DIR}/"],
-                "volumeMounts": [mount], "securityContext": pods.container_security(),
-                "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}
-        return Weights(model=WEIGHTS_DIR, volumes=[volume], mounts=[mount], init_containers=[init])
+        # The weights are an ORAS artifact (images/models/pack.py): pulled onto the pod's volume
+        # before the server starts, with the preset's imagePullSecrets as registry credentials.
+        init, secret_volumes = artifact_init("model-weights", weights_image(preset.name, preset.tag), mount,
+                                             WEIGHTS_DIR, ctx.pull_secrets,
+                                             {"requests": {"cpu": "500m", "memory": "512Mi"}})
+        return Weights(model=WEIGHTS_DIR, volumes=[volume] + secret_volumes, mounts=[mount], init_containers=[init])
     # runtime-download: the server fetches the pinned revision from the hub into the volume.
     env = [{"name": "HF_HOME", "value": f"{WEIGHTS_DIR}/.cache"},
            {"name": "KAITO_MODEL_REVISION", "value": preset.revision}]

@@ -89,3 +89,31 @@ def operator_factory(emulator, tmp_path_factory):
         stop_operator(proc)
         if os.environ.get("KAITO_SHOW_OPERATOR_LOG"):
             print(log.read_text(errors="replace")[-5000:])
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory):
+    """Debian's docker-registry (distribution 2.8) on a free loopback port; yields 'host:port'."""
+    import shutil
+    import subprocess
+    import urllib.request
+
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    if not os.path.exists(binary):
+        pytest.fail("docker-registry is not installed: apt-get install -y docker-registry")
+    root = tmp_path_factory.mktemp("oci-registry")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
+                      f"{root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the registry", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
+                 timeout=20)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -133,6 +133,6 @@ def test_spec_change_rolls_statefulset(cluster, operator):
     cur = wait_for("a new revision", rolled)
     tpl = cur["spec"]["template"]
     assert tpl["metadata"]["annotations"]["kaito.sh/revision"] == cur["metadata"]["annotations"]["kaito.sh/revision"]
-    assert any(c["image"] == "example.com/a1:1" for c in tpl["spec"]["initContainers"])
+    assert any(c["args"][:2] == ["pull", "example.com/a1:1"] for c in tpl["spec"]["initContainers"])
     cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
     wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)

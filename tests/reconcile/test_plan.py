@@ -110,7 +110,7 @@ def test_revision_changes_with_spec_and_rolls_the_statefulset(registry):
     assert before["metadata"]["annotations"][rev] != after["metadata"]["annotations"][rev]
     assert after["spec"]["template"]["metadata"]["annotations"][rev] == after["metadata"]["annotations"][rev]
     inits = after["spec"]["template"]["spec"]["initContainers"]
-    assert any(c["image"] == "example.com/a1:1" for c in inits)
+    assert any(c["args"][:3] == ["pull", "example.com/a1:1", "/mnt/adapter/a1"] for c in inits)
     assert "--adapter-strength" in after["spec"]["template"]["spec"]["containers"][0]["args"]
     # an annotation that does not change the pods does not change the revision
     lb = copy.deepcopy(PHI)
@@ -185,3 +185,50 @@ def test_template_workspace_keeps_user_pod(registry):
     assert spec["containers"][0]["image"] == "example.com/srv:1"
     assert spec["affinity"]["nodeAffinity"]
     assert sts["spec"]["template"]["metadata"]["labels"][names.LABEL_WORKSPACE] == "custom"
+
+
+def test_artifacts_are_pulled_by_init_containers_in_the_runtime_image(registry):
+    """Weights, adapter and data references are ORAS artifacts, not runnable images: an init
+    container in the runtime image runs ``python -m kaito_core.artifacts pull REF DIR`` with the
+    named imagePullSecrets mounted as docker configs."""
+    from kaito_core.images import runtime_image, weights_image
+
+    raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "pulls"},
+           "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+           "inference": {"preset": {"name": "phi-3-mini-4k-instruct", "presetOptions": {"imagePullSecrets": ["p1"]}},
+                         "adapters": [{"source": {"name": "a1", "image": "example.com/a1:1", "imagePullSecrets": ["p1"]},
+                                       "strength": "0.5"},
+                                      {"source": {"name": "a2", "image": "example.com/a2:1"}}]}}
+    p, inputs = _plan(_ws(raw), registry)
+    pod = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload["spec"]["template"]["spec"]
+    inits = {c["name"]: c for c in pod["initContainers"]}
+    assert set(inits) == {"model-weights", "adapter-0", "adapter-1"}
+    for c in inits.values():
+        assert c["image"] == runtime_image("transformers")
+        assert c["command"] == ["python", "-m", "kaito_core.artifacts"]
+        assert "sh" not in c["command"]
+    preset = inputs.preset
+    weights = inits["model-weights"]["args"]
+    assert weights[:3] == ["pull", weights_image(preset.name, preset.tag), "/workspace/weights"]
+    assert inits["adapter-0"]["args"][:3] == ["pull", "example.com/a1:1", "/mnt/adapter/a1"]
+    assert inits["adapter-1"]["args"] == ["pull", "example.com/a2:1", "/mnt/adapter/a2"]
+    # the Secret p1 is mounted once and read by both containers that name it
+    secret_volumes = [v for v in pod["volumes"] if "secret" in v and v["secret"]["secretName"] == "p1"]
+    assert len(secret_volumes) == 1
+    path = next(m["mountPath"] for m in inits["adapter-0"]["volumeMounts"] if m["name"] == secret_volumes[0]["name"])
+    assert weights[weights.index("--docker-config") + 1] == path
+    assert inits["adapter-0"]["args"][-2:] == ["--docker-config", path]
+
+
+def test_tuning_data_image_is_pulled_as_an_artifact(registry):
+    raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune-img"},
+           "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+           "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora",
+                      "input": {"image": "registry.example.com/data/dolly:1", "imagePullSecrets": ["d"]},
+                      "output": {"volumeSource": {"emptyDir": {}}}}}
+    p, inputs = _plan(_ws(raw), registry)
+    pod = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload["spec"]["template"]["spec"]
+    data = next(c for c in pod["initContainers"] if c["name"] == "data-fetch")
+    assert data["args"][:3] == ["pull", "registry.example.com/data/dolly:1", "/mnt/data"]
+    assert "--docker-config" in data["args"]
+    assert any(v.get("secret", {}).get("secretName") == "d" for v in pod["volumes"])

@@ -1,0 +1,76 @@
+"""``python -m kaito_core.artifacts pull``: what the operator's init containers run to fetch
+weights, adapters and data (ORAS artifacts, one layer per file) - against a real registry."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kaito_core.artifacts import ArtifactError, credentials, is_insecure, registry_of
+
+
+def pull(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kaito_core.artifacts", "pull", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pushed(oci_registry, tmp_path_factory):
+    """A two-file artifact pushed the way images/models/pack.py pushes weights (a layer per file)."""
+    import oras.provider
+
+    src = tmp_path_factory.mktemp("artifact")
+    (src / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (src / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    ref = f"{oci_registry}/models/tiny:0.1"
+    client = oras.provider.Registry(hostname=oci_registry, insecure=True)
+    client.push(target=ref, files=[f"{p}:application/vnd.kaito.model.file.v1" for p in sorted(src.iterdir())],
+                disable_path_validation=True, quiet=True)
+    return ref, src
+
+
+def test_pull_writes_the_files_as_pushed(pushed, tmp_path):
+    ref, src = pushed
+    out = tmp_path / "weights"
+    res = pull(ref, str(out))
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    for name in ("config.json", "model.safetensors"):
+        assert (out / name).read_bytes() == (src / name).read_bytes()
+    assert "2 files" in res.stdout
+    # again into the same directory (a restarted init container): same files, no leftovers
+    assert pull(ref, str(out)).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_missing_tag_and_unreachable_registry_are_explained(pushed, oci_registry, tmp_path):
+    ref, _ = pushed
+    res = pull(ref.replace(":0.1", ":nope"), str(tmp_path / "a"))
+    assert res.returncode == 1 and "check the repository and tag" in res.stderr, res.stderr
+    res = pull("127.0.0.1:9/models/tiny:0.1", str(tmp_path / "b"))
+    assert res.returncode == 1 and "not reachable" in res.stderr, res.stderr
+    res = pull("tiny:0.1", str(tmp_path / "c"))
+    assert res.returncode == 1 and "not an OCI reference" in res.stderr, res.stderr
+
+
+def test_credentials_and_insecure_rules(tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    auth = base64.b64encode(b"bot:s3cret").decode()
+    (secret / ".dockerconfigjson").write_text(json.dumps({"auths": {"https://reg.example.com": {"auth": auth}}}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    assert credentials("reg.example.com", [secret]) == ("bot", "s3cret")
+    assert credentials("other.example.com", [secret]) is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="no .dockerconfigjson or config.json"):
+        credentials("reg.example.com", [empty])
+    assert is_insecure("127.0.0.1:5000") and is_insecure("localhost:5000") and not is_insecure("reg.example.com")
+    monkeypatch.setenv("KAITO_INSECURE_REGISTRIES", "reg.example.com:80")
+    assert is_insecure("reg.example.com:80")
+    assert registry_of("reg.example.com/a/b:1") == "reg.example.com"
