@@ -176,6 +176,7 @@ class Engine:
                     admitted = self._admit()
                     if admitted:
                         self._prefill(admitted)
+                        self._flush()  # first tokens out now, not after the next decode step
                     if self.rows:
                         self._decode()
                 except Exception as exc:  # noqa: BLE001 - fail the requests, keep serving

@@ -35,19 +35,21 @@ def _process_row(logits: torch.Tensor, row: Row) -> None:
     p = row.params
     vocab = logits.shape[-1]
     if p.logit_bias:
-        ids = torch.tensor([t for t in p.logit_bias if t < vocab], dtype=torch.long)
+        keys = [t for t in p.logit_bias if t < vocab]
+        ids = torch.tensor(keys, dtype=torch.long, device=logits.device)
         if ids.numel():
-            vals = torch.tensor([p.logit_bias[int(t)] for t in ids], dtype=logits.dtype)
+            vals = torch.tensor([p.logit_bias[t] for t in keys], dtype=logits.dtype, device=logits.device)
             logits.index_add_(0, ids, vals)
     if p.repetition_penalty != 1.0:
-        seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)), dtype=torch.long)
+        seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)), dtype=torch.long,
+                            device=logits.device)
         if seen.numel():
             seen = seen[seen < vocab]
             vals = logits.index_select(0, seen)
             vals = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
             logits.index_copy_(0, seen, vals)
     if (p.presence_penalty or p.frequency_penalty) and row.output_ids:
-        out = torch.tensor(row.output_ids, dtype=torch.long)
+        out = torch.tensor(row.output_ids, dtype=torch.long, device=logits.device)
         out = out[out < vocab]
         counts = torch.bincount(out, minlength=vocab).to(logits.dtype)
         logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
@@ -94,7 +96,8 @@ def sample(logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
     plain = [i for i, r in enumerate(rows) if out[i] is None and r.generator is None
              and not (r.params.top_k or r.params.top_p < 1.0 or r.params.min_p > 0.0)]
     if plain:
-        temps = torch.tensor([rows[i].params.temperature for i in plain], dtype=logits.dtype).unsqueeze(-1)
+        temps = torch.tensor([rows[i].params.temperature for i in plain], dtype=logits.dtype,
+                             device=logits.device).unsqueeze(-1)
         probs = torch.softmax(logits[plain] / temps, dim=-1)
         picks = torch.multinomial(probs, 1).squeeze(-1).tolist()
         for i, t in zip(plain, picks):
