@@ -166,3 +166,31 @@ def test_oci_missing_reference_is_a_clear_error(registry, keyed_server):
                    headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 400
     assert "adapters/ghost:v9" in r.json()["error"]["message"]
+
+
+def test_unloading_an_adapter_in_use_is_409(keyed_server, adapters):
+    import threading
+    import time
+
+    url, key = keyed_server.url, {"Authorization": "Bearer s3cret"}
+    engine = keyed_server.service.engine
+    assert httpx.post(url + "/admin/adapters", json={"name": "busy", "source": str(adapters["sql"])},
+                      headers=key).status_code == 201
+    gate = threading.Event()
+    blocker = threading.Thread(target=engine.call, args=(lambda: gate.wait(30),))
+    blocker.start()  # hold the engine between steps so the request is still waiting when we unload
+    with cf.ThreadPoolExecutor(2) as pool:
+        use = pool.submit(greedy, url, "busy", "Hi", 4, key)
+        deadline = time.monotonic() + 10
+        while not engine.waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        unload = pool.submit(httpx.delete, url + "/admin/adapters/busy", headers=key, timeout=30)
+        while not engine.commands and time.monotonic() < deadline:  # the unload is queued behind us
+            time.sleep(0.01)
+        gate.set()
+        refused = unload.result()
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "adapter_in_use"
+        assert use.result()  # the request that held the adapter was served
+    blocker.join(5)
+    assert httpx.delete(url + "/admin/adapters/busy", headers=key).status_code == 200

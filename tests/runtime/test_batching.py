@@ -93,3 +93,26 @@ def test_max_batch_bounds_the_batch(tiny_models, make_server):
         outs = list(pool.map(lambda p: complete(srv.url, p, 6), PROMPTS[:5]))
     assert all(o["usage"]["completion_tokens"] == 6 for o in outs)
     assert srv.service.engine.max_batch_seen == 2
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_models, make_server):
+    import threading
+
+    srv = make_server(model=str(tiny_models["llama"]), max_batch=1, max_queue=1)
+    engine = srv.service.engine
+    gate = threading.Event()
+    # hold the engine thread between two steps (as an adapter load would), so requests queue up
+    blocker = threading.Thread(target=engine.call, args=(lambda: gate.wait(30),))
+    blocker.start()
+    with cf.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(complete, srv.url, "Hi", 3)
+        deadline = time.monotonic() + 10
+        while not engine.waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        full = httpx.post(srv.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+        gate.set()
+        assert full.status_code == 503, full.text
+        assert full.headers["retry-after"] == "1"
+        assert full.json()["error"]["code"] == "overloaded"
+        assert first.result()["usage"]["completion_tokens"] == 3  # the queued one is served
+    blocker.join(5)
