@@ -166,7 +166,7 @@ def start_operator(server: str, *, env: dict[str, str] | None = None, log_path: 
     import sys
 
     full = dict(os.environ)
-    full.update({"KAITO_KUBE_SERVER": server, "KAITO_RESYNC_SECONDS": "0.5", "KAITO_LOG_LEVEL": "INFO",
+    full.update({"KAITO_KUBE_SERVER": server, "KAITO_RESYNC_SECONDS": "30", "KAITO_LOG_LEVEL": "INFO",
                  "KAITO_METRICS_PORT": "0"})
     full.update(env or {})
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL

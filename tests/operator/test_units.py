@@ -193,3 +193,12 @@ def test_rbac_allows_every_watch():
 
     for group, _version, resource in WATCHED:
         assert rbac.allows(group, resource, "list") and rbac.allows(group, resource, "watch"), resource
+
+
+def test_metrics_port_setting():
+    assert Settings.from_env({}).metrics_port == 8080
+    assert Settings.from_env({"KAITO_METRICS_PORT": "0"}).metrics_port == 0
+    with pytest.raises(SettingsError, match="KAITO_METRICS_PORT is 70000"):
+        Settings.from_env({"KAITO_METRICS_PORT": "70000"})
+    with pytest.raises(SettingsError, match="KAITO_METRICS_PORT is 'x'"):
+        Settings.from_env({"KAITO_METRICS_PORT": "x"})
