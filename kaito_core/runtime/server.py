@@ -102,11 +102,19 @@ KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/chat"
 # -- the app -------------------------------------------------------------------------------
 
 
-def create_app(opts: ServeOptions | None = None, *, preset: Any = None, load_in_background: bool = True,
-               **kwargs: Any) -> FastAPI:
-    """The server as an ASGI app. ``opts`` or keyword arguments of :class:`ServeOptions`."""
+def create_app(opts: ServeOptions | None = None, *, load_in_background: bool = True, **kwargs: Any) -> FastAPI:
+    """The server as an ASGI app: ``opts``, or keyword arguments of :class:`ServeOptions`
+    (``preset`` may be a preset name or a :class:`~kaito_core.types.ModelPreset`)."""
+    from kaito_core.types import ModelPreset
+
+    preset: Any = None
+    if isinstance(kwargs.get("preset"), ModelPreset):
+        preset = kwargs["preset"]
+        kwargs["preset"] = preset.name
     if opts is None:
         opts = ServeOptions(**kwargs)
+    elif kwargs:
+        raise TypeError(f"create_app: pass either opts or keyword options, not both ({sorted(kwargs)})")
     if opts.runtime != "transformers":
         from kaito_core.runtime.vllm_proxy import create_proxy_app
 

@@ -59,6 +59,13 @@ class ThreadServer:
         while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
         if health:
+            service = getattr(self.app.state, "service", None)
+            deadline = time.monotonic() + 60
+            while service is not None and service.state == "loading" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if service is not None and service.state == "failed":
+                self.stop()
+                raise AssertionError(f"the model failed to load: {service.error}")
             wait_http(self.url + "/health")
         return self
 

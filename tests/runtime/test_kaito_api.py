@@ -148,3 +148,28 @@ def test_other_architectures_serve_chat_and_streams(arch, tiny_models, make_serv
     with cf.ThreadPoolExecutor(4) as pool:
         outs = list(pool.map(lambda _: client.chat.completions.create(**kw).choices[0].message.content, range(4)))
     assert outs == [whole.choices[0].message.content] * 4
+
+
+def test_preset_sets_name_dtype_and_context(tiny_models, make_server):
+    """--preset: the model id is the preset's name (aliases work too), dtype from the preset."""
+    srv = make_server(model=str(tiny_models["phi3"]), preset="phi-3-mini-4k-instruct", max_model_len=256)
+    loaded = srv.service.loaded
+    assert loaded.dtype == "bfloat16"  # the preset's transformers dtype
+    assert loaded.context_length == 256
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["phi-3-mini-4k-instruct"]
+    for name in ("phi-3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct"):
+        out = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert out.model == "phi-3-mini-4k-instruct"
+    with pytest.raises(openai.BadRequestError, match="256"):
+        client.completions.create(model="phi-3-mini-4k-instruct", prompt="Hi", max_tokens=300)
+
+
+def test_max_model_len_beyond_the_model_fails_to_load(tiny_models, make_server):
+    import time
+
+    srv = make_server(wait_healthy=False, model=str(tiny_models["llama"]), max_model_len=100000)
+    deadline = time.monotonic() + 30
+    while srv.service.state == "loading" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.service.state == "failed" and "--max-model-len 100000" in srv.service.error
