@@ -37,6 +37,13 @@ def _expr_ok(labels: Mapping[str, str], expr: Mapping[str, Any]) -> bool:
     return False
 
 
+def selector_matches(labels: Mapping[str, str], selector: Mapping[str, Any]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against ``labels``."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    return all(_expr_ok(labels, e) for e in selector.get("matchExpressions") or [])
+
+
 def select_nodes(nodes: Sequence[Mapping[str, Any]], selector: Mapping[str, Any], preferred: Sequence[str],
                  gpus: int) -> tuple[list[str], list[str]]:
     """(usable node names in order, reasons other matching nodes were skipped)."""
@@ -44,10 +51,7 @@ def select_nodes(nodes: Sequence[Mapping[str, Any]], selector: Mapping[str, Any]
     skipped: list[str] = []
     for node in nodes:
         meta = node.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-            continue
-        if not all(_expr_ok(labels, e) for e in selector.get("matchExpressions") or []):
+        if not selector_matches(meta.get("labels") or {}, selector):
             continue
         name = meta.get("name", "")
         if not node_is_ready(node):

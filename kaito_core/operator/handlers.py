@@ -256,6 +256,7 @@ async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any)
     resync = (STATE.settings or Settings.from_env()).resync_seconds
     try:
         while not stopped:
+            _track_byo(key, body)
             try:
                 await asyncio.wait_for(ev.wait(), timeout=resync)
                 woke = True
@@ -279,6 +280,22 @@ async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any)
         return  # the operator is stopping or the Workspace is going: nothing to escalate
     finally:
         STATE.wakeups.drop(key, ev)
+        STATE.wakeups.selectors.pop(key, None)
+
+
+def _track_byo(key: str, body: Any) -> None:
+    """Remember the label selector of a Workspace served by the byo provisioner."""
+    from kaito_core.operator.apply import ANNOTATION_PROVISIONER
+
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    name = annotations.get(ANNOTATION_PROVISIONER) or (STATE.settings.provisioner if STATE.settings else "")
+    if not name and STATE.reconciler is not None:
+        name = default_provisioner(STATE.reconciler.registry)
+    selector = (body.get("resource") or {}).get("labelSelector")
+    if name == "byo" and isinstance(selector, dict):
+        STATE.wakeups.selectors[key] = json_copy(selector)
+    else:
+        STATE.wakeups.selectors.pop(key, None)
 
 
 DEBOUNCE = 0.1
@@ -312,6 +329,19 @@ def _waker(group: str, version: str, plural: str) -> Any:
             metrics.woke(kind)
     wake.__name__ = wake.__qualname__ = f"wake_on_{kind}"
     return wake
+
+
+@kopf.on.event("", "v1", "nodes", id="wake-byo-nodes")
+async def wake_byo(type: str | None, body: kopf.Body, labels: Any, **_: Any) -> None:  # noqa: A002 - kopf's name
+    """BYO nodes carry the user's labels, not kaito's: wake the BYO Workspaces they match."""
+    labels = dict(labels or {})
+    if not STATE.wakeups.selectors or names.LABEL_WORKSPACE in labels:
+        return
+    if not STATE.wakeups.changed("byo-nodes", type, body):
+        return
+    for key in STATE.wakeups.byo_keys(labels):
+        if STATE.wakeups.wake(key):
+            metrics.woke("nodes")
 
 
 for (_group, _version, _plural) in WATCHED:

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any, Mapping
 
 from kaito_core.reconcile import names
+from kaito_core.reconcile.observed import node_gpus, node_is_ready
 
 
 def owner_key(labels: Mapping[str, str] | None, namespace: str | None = None) -> str | None:
@@ -27,12 +28,21 @@ def owner_key(labels: Mapping[str, str] | None, namespace: str | None = None) ->
     return f"{namespace}/{name}"
 
 
-def status_digest(body: Mapping[str, Any]) -> str:
+def status_digest(body: Mapping[str, Any], kind: str = "") -> str:
+    """What of an object can change its Workspace's status. For Nodes: readiness, GPUs, labels
+    and cordoning (not the kubelet's heartbeats, which rewrite the status every few minutes)."""
     meta = body.get("metadata") or {}
-    return names.stable_hash({"status": body.get("status") or {}, "deleting": bool(meta.get("deletionTimestamp"))})
+    deleting = bool(meta.get("deletionTimestamp"))
+    if kind == "nodes":
+        if not body.get("status"):
+            return EMPTY
+        return names.stable_hash({"ready": node_is_ready(body), "gpus": node_gpus(body), "labels": meta.get("labels"),
+                                  "unschedulable": bool((body.get("spec") or {}).get("unschedulable")),
+                                  "deleting": deleting})
+    return names.stable_hash({"status": body.get("status") or {}, "deleting": deleting})
 
 
-EMPTY = status_digest({})
+EMPTY = names.stable_hash({"status": {}, "deleting": False})
 
 
 class Wakeups:
@@ -44,6 +54,9 @@ class Wakeups:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
         self._seen: dict[tuple[str, str, str], str] = {}
+        # BYO Workspaces ("ns/name" -> label selector): their nodes carry no kaito labels, so
+        # a change on any node matching the selector wakes them.
+        self.selectors: dict[str, Mapping[str, Any]] = {}
 
     def event_for(self, key: str) -> asyncio.Event:
         ev = self._events.get(key)
@@ -61,18 +74,27 @@ class Wakeups:
         key = owner_key(meta.get("labels"), meta.get("namespace"))
         if key is None:
             return None
+        return key if self.changed(kind, event_type, body) else None
+
+    def changed(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> bool:
+        """Whether this event changes what a Workspace would report (and remember it)."""
+        meta = body.get("metadata") or {}
         obj = (kind, meta.get("namespace") or "", meta.get("name") or "")
         if event_type == "DELETED":
             self._seen.pop(obj, None)
-            return key
-        digest = status_digest(body)
+            return True
+        digest = status_digest(body, kind)
         before = self._seen.get(obj)
         self._seen[obj] = digest
         if event_type is None:  # kopf's initial listing: resume handlers look at everything anyway
-            return None
-        if digest == (before if before is not None else EMPTY):
-            return None
-        return key
+            return False
+        return digest != (before if before is not None else EMPTY)
+
+    def byo_keys(self, labels: Mapping[str, str]) -> list[str]:
+        """BYO Workspaces whose selector matches a node with ``labels``."""
+        from kaito_core.builtins.byo import selector_matches
+
+        return [key for key, selector in self.selectors.items() if selector_matches(labels, selector)]
 
     def wake(self, key: str) -> bool:
         """Set ``key``'s event; False when no daemon waits for that Workspace (yet)."""

@@ -136,3 +136,25 @@ def test_spec_change_rolls_statefulset(cluster, operator):
     assert any(c["args"][:2] == ["pull", "example.com/a1:1"] for c in tpl["spec"]["initContainers"])
     cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
     wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
+
+
+def test_byo_node_becoming_ready_wakes_the_workspace(cluster, operator):
+    """BYO nodes carry the user's labels, not kaito's: a matching node turning Ready wakes the
+    Workspace (the resync is 30 s in these tests, so only the watch can make this pass)."""
+    name = "byo1"
+    node = fake_node("byo-node-1", 1, labels={"apps": name}, ready=False)
+    cluster.kube.create(with_identity(node))
+    raw = _workspace(name)
+    raw["metadata"]["annotations"] = {"kaito.sh/provisioner": "byo"}
+    cluster.create_workspace(raw)
+    nc = wait_for("NodeClaimReady=False", lambda: cluster.conditions(name, NS).get("NodeClaimReady"))
+    assert nc["status"] == "False", nc
+    assert cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS) is None
+    cluster.kube.patch(api_version="v1", kind="Node", name="byo-node-1",
+                       patch={"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    sts = wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
+                                                               name=name, namespace=NS), timeout=10)
+    assert sts["spec"]["replicas"] == 1
+    assert cluster.nodeclaims(name) == []  # byo creates nothing
+    cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)

@@ -29,16 +29,37 @@ def test_owner_key_from_labels_or_namespace():
 
 def test_only_status_changes_and_deletions_wake():
     w = Wakeups()
-    assert w.observe("nodes", None, obj({"phase": "x"})) is None  # initial listing: resume handles it
-    assert w.observe("nodes", "MODIFIED", obj({"phase": "x"})) is None  # same status (e.g. labels patched)
-    assert w.observe("nodes", "MODIFIED", obj({"phase": "y"})) == "team/ws"
+    assert w.observe("nodeclaims", None, obj({"phase": "x"})) is None  # initial listing: resume handles it
+    assert w.observe("nodeclaims", "MODIFIED", obj({"phase": "x"})) is None  # same status (e.g. labels patched)
+    assert w.observe("nodeclaims", "MODIFIED", obj({"phase": "y"})) == "team/ws"
     assert w.observe("pods", "ADDED", obj()) is None  # our own create, no status yet
     assert w.observe("pods", "MODIFIED", obj({"phase": "Running"})) == "team/ws"
     assert w.observe("statefulsets", "ADDED", obj({"readyReplicas": 1}, namespace="other")) == "team/ws"
     assert w.observe("statefulsets", "MODIFIED", obj({"readyReplicas": 1}, namespace="other", deleting=True)) == \
         "team/ws"
     assert w.observe("statefulsets", "DELETED", obj({"readyReplicas": 1}, namespace="other")) == "team/ws"
-    assert w.observe("nodes", "MODIFIED", obj({"phase": "z"}, labels={"app": "other"})) is None
+    assert w.observe("nodeclaims", "MODIFIED", obj({"phase": "z"}, labels={"app": "other"})) is None
+
+
+def test_node_heartbeats_do_not_wake_but_readiness_does():
+    w = Wakeups()
+
+    def node(ready, beat):
+        return {"metadata": {"name": "n", "labels": LABELS}, "status": {
+            "capacity": {"nvidia.com/gpu": "1"},
+            "conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": beat}]}}
+    assert w.observe("nodes", "ADDED", node("False", "t0")) == "team/ws"
+    assert w.observe("nodes", "MODIFIED", node("False", "t1")) is None  # kubelet heartbeat only
+    assert w.observe("nodes", "MODIFIED", node("True", "t2")) == "team/ws"
+
+
+def test_byo_selectors_match_unlabelled_nodes():
+    w = Wakeups()
+    w.selectors["team/a"] = {"matchLabels": {"pool": "gpu"}}
+    w.selectors["team/b"] = {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu", "big"]}]}
+    w.selectors["team/c"] = {"matchLabels": {"pool": "cpu"}}
+    assert sorted(w.byo_keys({"pool": "gpu"})) == ["team/a", "team/b"]
+    assert w.byo_keys({"other": "x"}) == []
 
 
 def test_wake_sets_the_daemons_event():
