@@ -56,11 +56,12 @@ def resolve_source(source: str, cache_dir: Path, name: str) -> Path:
                          "reference (REGISTRY/REPOSITORY:TAG)")
 
 
-def scan_adapters_dir(root: str | os.PathLike) -> list[AdapterSpec]:
+def scan_adapters_dir(root: str | os.PathLike, strengths: dict[str, float] | None = None) -> list[AdapterSpec]:
     """Every ``root/<name>`` holding ``adapter_config.json`` (upstream's /mnt/adapter layout).
 
-    Strength comes from an environment variable named like the adapter, as upstream's
-    transformers server reads it (``os.getenv(adapter_name, '1.0')``).
+    Strength: ``strengths[name]`` (``--adapter-strength``), else an environment variable named
+    like the adapter, as upstream's transformers server reads it (``os.getenv(adapter_name,
+    '1.0')``), else 1.0.
     """
     root = Path(root)
     if not root.is_dir():
@@ -69,7 +70,10 @@ def scan_adapters_dir(root: str | os.PathLike) -> list[AdapterSpec]:
     for sub in sorted(root.iterdir()):
         if (sub / "adapter_config.json").is_file():
             name = check_adapter_name(sub.name, where=f"adapter directory {str(sub)!r}")
-            strength = check_strength(os.environ.get(sub.name, "1.0"), where=f"env {sub.name}")
+            if strengths and sub.name in strengths:
+                strength = check_strength(strengths[sub.name], where=f"--adapter-strength {sub.name}")
+            else:
+                strength = check_strength(os.environ.get(sub.name, "1.0"), where=f"env {sub.name}")
             specs.append(AdapterSpec(name=name, source=str(sub), strength=strength))
     return specs
 

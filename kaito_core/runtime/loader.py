@@ -97,6 +97,8 @@ def load_model(opts: ServeOptions, preset: Any = None) -> LoadedModel:
             raise ModelLoadError(f"--model {opts.model!r} has no config.json; give a transformers model directory")
         check_weights(local, allow_pickle=opts.allow_pickle)
     common: dict[str, Any] = {"trust_remote_code": opts.trust_remote_code, "local_files_only": is_local}
+    if opts.revision and not is_local:
+        common["revision"] = opts.revision  # the preset's pinned commit (KAITO_MODEL_REVISION in pods)
     try:
         tokenizer = AutoTokenizer.from_pretrained(opts.model, **common)
         model = AutoModelForCausalLM.from_pretrained(

@@ -47,6 +47,8 @@ class ServeOptions:
     runtime: str = "transformers"
     adapters: list[AdapterSpec] = field(default_factory=list)
     adapters_dir: str | None = None
+    adapter_strengths: dict[str, float] = field(default_factory=dict)  # for adapters found in adapters_dir
+    revision: str | None = None
     host: str = "127.0.0.1"
     port: int = 5000
     api_key: str | None = None
@@ -161,6 +163,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument("--model", default=env("KAITO_MODEL"),
                         help="local model directory (safetensors) or Hugging Face id org/model")
+    parser.add_argument("--revision", default=env("KAITO_MODEL_REVISION"),
+                        help="hub revision (commit) to download when --model is a Hugging Face id")
     parser.add_argument("--preset", default=env("KAITO_PRESET"),
                         help="preset name: dtype, context, chat template and engine arguments")
     parser.add_argument("--runtime", choices=RUNTIMES, default=env("KAITO_RUNTIME"),
@@ -220,8 +224,9 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
                                     strength=check_strength(strengths.get(name, entry.get("strength", 1.0)),
                                                             where=f"adapters[{i}]")))
     unknown_strength = sorted(set(strengths) - {a.name for a in adapters})
-    if unknown_strength:
-        raise OptionsError(f"--adapter-strength names {unknown_strength}, which no --adapter defines")
+    if unknown_strength and not args.adapters_dir:
+        raise OptionsError(f"--adapter-strength names {unknown_strength}, which no --adapter defines "
+                           "(and there is no --adapters-dir to find it in)")
 
     def pick(flag: Any, key: str, default: Any) -> Any:
         return flag if flag is not None else tcfg.get(key, default)
@@ -239,6 +244,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         runtime=args.runtime or "transformers",
         adapters=adapters,
         adapters_dir=args.adapters_dir,
+        adapter_strengths={k: v for k, v in strengths.items() if k in unknown_strength},
+        revision=args.revision or None,
         host=args.host,
         port=port,
         api_key=args.api_key or os.environ.get("KAITO_API_KEY") or None,

@@ -65,7 +65,8 @@ class TransformersService:
             specs = list(self.opts.adapters)
             if self.opts.adapters_dir:
                 names = {s.name for s in specs}
-                specs += [s for s in scan_adapters_dir(self.opts.adapters_dir) if s.name not in names]
+                specs += [s for s in scan_adapters_dir(self.opts.adapters_dir, self.opts.adapter_strengths)
+                          if s.name not in names]
             for spec in specs:
                 self.adapters.load(spec.name, spec.source, spec.strength)
             self.engine = Engine(self.loaded.model, max_batch=self.opts.max_batch, max_queue=self.opts.max_queue,

@@ -58,6 +58,8 @@ def engine_args(opts: ServeOptions, preset: Any = None) -> dict[str, Any]:
         args["dtype"] = opts.dtype
     if opts.trust_remote_code:
         args["trust-remote-code"] = True
+    if opts.revision:
+        args["revision"] = opts.revision
     if opts.max_batch and "max-num-seqs" not in args and opts.max_batch != 16:
         args["max-num-seqs"] = opts.max_batch
     clash = sorted(k for k in args if k in _NOT_FLAGS)
@@ -116,7 +118,8 @@ def prepare_adapters(opts: ServeOptions) -> dict[str, str]:
 
     specs = list(opts.adapters)
     if opts.adapters_dir:
-        specs += [s for s in scan_adapters_dir(opts.adapters_dir) if s.name not in {a.name for a in specs}]
+        specs += [s for s in scan_adapters_dir(opts.adapters_dir, opts.adapter_strengths)
+                  if s.name not in {a.name for a in specs}]
     weak = [s.name for s in specs if s.strength != 1.0]
     if weak:
         raise KaitoError(f"adapters {weak} have a strength below 1.0, which vLLM cannot apply; use "

@@ -122,14 +122,17 @@ def test_pickle_adapter_refused_unless_allowed(keyed_server, adapters, tmp_path)
 
 
 def test_adapters_dir_layout_with_env_strength(tiny_models, adapters, make_server, monkeypatch):
-    """Upstream's /mnt/adapter/<name> layout; strength from an env var named like the adapter."""
+    """Upstream's /mnt/adapter/<name> layout; strength from --adapter-strength, else from an env
+    var named like the adapter (upstream's transformers server), else 1."""
     monkeypatch.setenv("poet", "0.0")
-    srv = make_server(model=str(tiny_models["llama"]), adapters_dir=str(adapters["sql"].parent))
+    monkeypatch.setenv("sql", "0.0")
+    srv = make_server(model=str(tiny_models["llama"]), adapters_dir=str(adapters["sql"].parent),
+                      adapter_strengths={"sql": 1.0})
     ids = [m["id"] for m in httpx.get(srv.url + "/v1/models").json()["data"]]
     assert set(ids) >= {"poet", "sql"}
     base = greedy(srv.url, ids[0])
     assert greedy(srv.url, "poet") == base  # strength 0 from the environment
-    assert greedy(srv.url, "sql") != base
+    assert greedy(srv.url, "sql") != base   # the flag wins over the environment
 
 
 def test_oci_adapter_push_pull_and_serve_by_reference(registry, adapters, tiny_models, make_server, tmp_path,

@@ -85,7 +85,7 @@ def test_missing_vllm_is_a_clear_error(capsys):
     (["--model", "m", "--adapter", "bad name=/x"], "not valid"),
     (["--model", "m", "--adapter", "a=/x", "--adapter", "a=/y"], "twice"),
     (["--model", "m", "--adapter-strength", "a=2"], "0.0..1.0"),
-    (["--model", "m", "--adapter-strength", "ghost=0.5"], "no --adapter"),
+    (["--model", "m", "--adapter-strength", "ghost=0.5"], "no --adapter defines"),
     (["--model", "m", "--max-batch", "0"], "--max-batch"),
     (["--model", "m", "--preset", "mistral-7b"], "kaito-preset-mistral"),
     (["--model", "m", "--config", "/no/such/file.yaml"], "cannot read"),
@@ -98,6 +98,18 @@ def test_kaito_serve_flag_errors(argv, needle, capsys, unused_port):
     argv = [str(unused_port()) if a == "PORT" else a for a in argv]
     assert main(["serve", *argv]) == 1
     assert needle in capsys.readouterr().err
+
+
+def test_pod_arguments_parse(monkeypatch):
+    """What the reconciler puts in the pod: --adapters-dir with strengths, the revision from env."""
+    monkeypatch.setenv("KAITO_MODEL_REVISION", "0a1b" * 10)
+    opts = options_from_args(build_parser().parse_args(
+        ["--model", "microsoft/Phi-3-mini-4k-instruct", "--preset", "phi-3-mini-4k-instruct", "--runtime", "vllm",
+         "--host", "0.0.0.0", "--port", "5000", "--served-model-name", "phi-3-mini-4k-instruct",
+         "--adapters-dir", "/mnt/adapter", "--adapter-strength", "sql=0.5"]))
+    assert opts.adapter_strengths == {"sql": 0.5} and opts.revision == "0a1b" * 10
+    cmd = vllm_command(opts, get_registry().get_preset("phi-3-mini-4k-instruct"), adapter_paths={})
+    assert cmd[cmd.index("--revision") + 1] == "0a1b" * 10
 
 
 def test_adapter_strength_flag_and_config_adapters(tmp_path):
