@@ -147,3 +147,23 @@ def test_proxy_in_front_of_a_server_started_with_python_m(tiny_models, serve_app
                    headers={"Authorization": "Bearer k1"})
     assert r.status_code == 200 and r.json()["Result"].startswith("Hello")
     assert "kaito_requests_total" in httpx.get(proxy.url + "/metrics").text
+
+
+def test_upstream_example_configmap_is_accepted(tmp_path):
+    """upstream's kaito_workspace_custom_config.yaml ConfigMap, unchanged."""
+    from pathlib import Path
+
+    import yaml
+
+    example = Path(__file__).resolve().parents[3] / "shared/reference/kaito-examples/kaito_workspace_custom_config.yaml"
+    cm = next(d for d in yaml.safe_load_all(example.read_text()) if d["kind"] == "ConfigMap")
+    cfg = tmp_path / "inference_config.yaml"
+    cfg.write_text(cm["data"]["inference_config.yaml"])
+    opts = options_from_args(build_parser().parse_args(["--model", "org/model", "--config", str(cfg)]))
+    cmd = vllm_command(opts, port=7000, adapter_paths={})
+    assert cmd[cmd.index("--max-model-len") + 1] == "131072"
+    assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
+    assert "--enable-chunked-prefill" in cmd and "--max-probe-steps" not in cmd
+    # the reconciler's default file (preset engine args + transformers dtype) parses too
+    cfg.write_text("transformers:\n  dtype: bfloat16\nvllm:\n  dtype: bfloat16\n  max-model-len: 4096\n")
+    assert options_from_args(build_parser().parse_args(["--model", "m", "--config", str(cfg)])).dtype == "bfloat16"
