@@ -43,6 +43,11 @@ demo: setup
 
 bench: setup
 	$(VENV)/bin/python bench/cli_startup.py
+	$(VENV)/bin/python bench/sizing_accuracy.py
+	$(VENV)/bin/python bench/runtime_throughput.py --quick
+	$(VENV)/bin/python bench/runtime_soak.py --quick
+	$(VENV)/bin/python bench/tuning_memory.py --quick
+	$(VENV)/bin/python bench/operator_scale.py --quick
 
 crd: setup
 	$(VENV)/bin/kaito crd > charts/kaito/crds/kaito.sh_workspaces.yaml
