@@ -308,7 +308,6 @@ WATCHED = {("apps", "v1", "statefulsets"): "StatefulSet", ("batch", "v1", "jobs"
 def _waker(group: str, version: str, plural: str) -> Any:
     api_version, kind_name = (f"{group}/{version}" if group else version), WATCHED[(group, version, plural)]
     cached = (api_version, kind_name) in STATE.cache.kinds
-    kind = plural
 
     async def wake(type: str | None, body: kopf.Body, labels: Any, **_: Any) -> None:  # noqa: A002 - kopf's name
         if cached:
@@ -317,17 +316,16 @@ def _waker(group: str, version: str, plural: str) -> Any:
                 STATE.cache.remove(raw)
             else:
                 STATE.cache.put(raw)
-        key = STATE.wakeups.observe(kind, type, body)
+        key = STATE.wakeups.observe(plural, type, body)
         if key is None:
             return
-        if type == "DELETED" and STATE.reconciler is not None and kind in ("statefulsets", "jobs"):
+        if type == "DELETED" and STATE.reconciler is not None and kind_name in ("StatefulSet", "Job"):
             uid = (labels or {}).get(names.LABEL_UID)
-            if uid:
-                STATE.reconciler.forget_object(uid, "StatefulSet" if kind == "statefulsets" else "Job",
-                                               (body.get("metadata") or {}).get("name") or "")
+            if uid:  # a deleted workload must be applied again by the next pass
+                STATE.reconciler.forget_object(uid, kind_name, (body.get("metadata") or {}).get("name") or "")
         if STATE.wakeups.wake(key):
-            metrics.woke(kind)
-    wake.__name__ = wake.__qualname__ = f"wake_on_{kind}"
+            metrics.woke(plural)
+    wake.__name__ = wake.__qualname__ = f"wake_on_{plural}"
     return wake
 
 
