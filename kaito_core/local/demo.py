@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 import urllib.error
@@ -27,7 +26,8 @@ from typing import Any, TextIO
 
 from kaito_core.errors import KaitoError
 from kaito_core.local import processes, state
-from kaito_core.local.up import Printer, UpOptions, free_port, up
+from kaito_core.local.registry import LocalRegistry, RegistryError, find_binary
+from kaito_core.local.up import Printer, UpOptions, up
 from kaito_core.local.workspaces import NotRunning, down, get
 
 QUESTION = "What is KAITO?"
@@ -49,53 +49,14 @@ def examples_dir() -> Path:
     return path
 
 
-@dataclass
-class Registry:
-    """A real OCI registry (docker-registry) on a loopback port, for the demo's adapter."""
-
-    host: str
-    proc: subprocess.Popen
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_registry(work: Path) -> Registry | None:
+def start_registry(work: Path) -> LocalRegistry | None:
     """Start ``docker-registry`` on a free 127.0.0.1 port, or None when it is not installed."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
+    if find_binary() is None:
         return None
-    port = free_port("127.0.0.1", None)
-    root = work / "registry"
-    root.mkdir(parents=True, exist_ok=True)
-    config = work / "registry.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    log = open(work / "registry.log", "ab")  # noqa: SIM115 - handed to the child
     try:
-        proc = subprocess.Popen([binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, close_fds=True)
-    finally:
-        log.close()
-    reg = Registry(f"127.0.0.1:{port}", proc)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"docker-registry exited with code {proc.returncode}; see {work / 'registry.log'}")
-        try:
-            with urllib.request.urlopen(f"http://{reg.host}/v2/", timeout=1) as resp:  # noqa: S310 - loopback
-                if resp.status == 200:
-                    return reg
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    reg.stop()
-    raise DemoError(f"docker-registry did not answer on {reg.host} within 15 s; see {work / 'registry.log'}")
+        return LocalRegistry(work / "registry", log_level="warn").start()
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def ask(endpoint: str, model: str, question: str, max_tokens: int = 32) -> str:
@@ -204,7 +165,7 @@ class Demo:
             if registry is not None:
                 registry.stop()
 
-    def _flow(self, src: Path, weights: Path, registry: Registry | None, t_start: float) -> int:
+    def _flow(self, src: Path, weights: Path, registry: LocalRegistry | None, t_start: float) -> int:
         self.step("2. serve the model: kaito up an inference Workspace")
         inference = src / "phi-3-inference.yaml"
         base = self.up(inference, weights, "up inference")

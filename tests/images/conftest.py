@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -90,30 +85,13 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Iterator[str]:
     """Debian's docker-registry on a free loopback port; yields 'host:port'."""
-    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    if not os.path.exists(binary):
-        pytest.fail("docker-registry is not installed: run `make tools` (apt-get install docker-registry)",
-                    pytrace=False)
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
-                      f"{root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from kaito_core.local.registry import LocalRegistry, RegistryError
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("docker-registry did not start")
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        reg = LocalRegistry(tmp_path_factory.mktemp("registry")).start()
+    except RegistryError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield reg.host
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        reg.stop()

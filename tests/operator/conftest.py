@@ -94,26 +94,13 @@ def operator_factory(emulator, tmp_path_factory):
 @pytest.fixture(scope="session")
 def oci_registry(tmp_path_factory):
     """Debian's docker-registry (distribution 2.8) on a free loopback port; yields 'host:port'."""
-    import shutil
-    import subprocess
-    import urllib.request
+    from kaito_core.local.registry import LocalRegistry, RegistryError
 
-    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    if not os.path.exists(binary):
-        pytest.fail("docker-registry is not installed: apt-get install -y docker-registry")
-    root = tmp_path_factory.mktemp("oci-registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
-                      f"{root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for("the registry", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
-                 timeout=20)
-        yield f"127.0.0.1:{port}"
+        reg = LocalRegistry(tmp_path_factory.mktemp("oci-registry")).start()
+    except RegistryError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield reg.host
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        reg.stop()

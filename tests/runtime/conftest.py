@@ -4,10 +4,7 @@ a real OCI registry (Debian's docker-registry), and the OpenAI schemas to valida
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -163,25 +160,16 @@ def keyed_server(tiny_models) -> Iterator[ThreadServer]:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory) -> Iterator[str]:
     """Debian's docker-registry (distribution 2.8) on a free loopback port; yields 'host:port'."""
-    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    if not os.path.exists(binary):
-        pytest.fail("docker-registry is not installed: apt-get install -y docker-registry")
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "
-        f"{root / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    from kaito_core.local.registry import LocalRegistry, RegistryError
+
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/", timeout=20)
-        yield f"127.0.0.1:{port}"
+        reg = LocalRegistry(tmp_path_factory.mktemp("registry")).start()
+    except RegistryError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield reg.host
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        reg.stop()
 
 
 # -- OpenAI schemas ---------------------------------------------------------------------------

@@ -3,23 +3,17 @@ OCI registries (Debian's ``docker-registry``, one open and one behind htpasswd a
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import shutil
-import subprocess
 import threading
-import time
-import urllib.request
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.tuning.helpers import FAST_CONFIG, chat_rows, free_port
+from kaito_core.local.registry import LocalRegistry, find_binary
+from tests.tuning.helpers import FAST_CONFIG, chat_rows
 
-REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 REGISTRY_USER = "kaito"
 REGISTRY_PASSWORD = "kaito-test-pass"
 # bcrypt("kaito-test-pass"), the only hash docker-registry's htpasswd accepts (test-only secret).
@@ -89,50 +83,19 @@ def http_server(tmp_path):
 # --- real OCI registries ---------------------------------------------------------------------
 
 
-class Registry:
+class Registry(LocalRegistry):
+    """The local registry, with this suite's test credentials as defaults."""
+
     def __init__(self, root: Path, auth: bool):
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.root = root
-        config = {"version": 0.1, "log": {"level": "error"},
-                  "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-                  "http": {"addr": self.host, "secret": "kaito-test"}}
-        if auth:
-            (root / "htpasswd").write_text(REGISTRY_HTPASSWD)
-            config["auth"] = {"htpasswd": {"realm": "kaito-test", "path": str(root / "htpasswd")}}
-        (root / "config.yml").write_text(json.dumps(config))  # JSON is YAML
-        self.log = open(root / "registry.log", "wb")
-        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(root / "config.yml")],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # 401: up, and asking for credentials
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"docker-registry did not start: {(root / 'registry.log').read_text()}")
-                time.sleep(0.05)
+        super().__init__(root, htpasswd=REGISTRY_HTPASSWD if auth else None)
+        self.start()
 
     def docker_config(self, path: Path, user: str = REGISTRY_USER, password: str = REGISTRY_PASSWORD) -> Path:
-        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        path.write_text(json.dumps({"auths": {self.host: {"auth": auth}}}))
-        return path
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        return super().docker_config(path, user, password)
 
 
 def _registry(tmp_path_factory, auth: bool):
-    if not os.path.exists(REGISTRY_BIN):
+    if find_binary() is None:
         pytest.fail("docker-registry is not installed: apt-get install -y docker-registry")
     reg = Registry(tmp_path_factory.mktemp("registry-auth" if auth else "registry"), auth)
     return reg
