@@ -176,14 +176,8 @@ def pod_template(ctx: Context) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    if not spec["initContainers"]:
-        del spec["initContainers"]
-    aff = pods.node_affinity(ctx.label_selector)
-    if aff:
-        spec["affinity"] = aff
     secrets = ctx.pull_secrets + [s for ad in (ctx.ws.inference.adapters or []) for s in (ad.source.image_pull_secrets or [])]
-    if secrets:
-        spec["imagePullSecrets"] = pods.image_pull_secrets(secrets)
+    pods.finish_spec(spec, ctx.label_selector, secrets)
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
 
 

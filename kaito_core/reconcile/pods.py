@@ -70,3 +70,16 @@ def image_pull_secrets(names: list[str]) -> list[dict[str, str]]:
         if n and n not in seen:
             seen.append(n)
     return [{"name": n} for n in seen]
+
+
+def finish_spec(spec: dict[str, Any], label_selector: dict[str, Any] | None, pull_secrets: list[str]) -> dict[str, Any]:
+    """The parts every kaito pod spec shares: no empty initContainers, node affinity from the
+    Workspace's selector, and image pull secrets (preset, adapters, data) when there are any."""
+    if not spec.get("initContainers"):
+        spec.pop("initContainers", None)
+    aff = node_affinity(label_selector)
+    if aff:
+        spec["affinity"] = aff
+    if pull_secrets:
+        spec["imagePullSecrets"] = image_pull_secrets(pull_secrets)
+    return spec

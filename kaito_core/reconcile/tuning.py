@@ -121,14 +121,7 @@ def job(ctx: Context) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    if not spec["initContainers"]:
-        del spec["initContainers"]
-    aff = pods.node_affinity(ctx.label_selector)
-    if aff:
-        spec["affinity"] = aff
-    secrets = ctx.pull_secrets + list(tun.input.image_pull_secrets or [])
-    if secrets:
-        spec["imagePullSecrets"] = pods.image_pull_secrets(secrets)
+    pods.finish_spec(spec, ctx.label_selector, ctx.pull_secrets + list(tun.input.image_pull_secrets or []))
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": ctx.metadata(ctx.name, annotations={names.ANNOTATION_REVISION: ctx.revision}),
             "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": None,

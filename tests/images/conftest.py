@@ -6,7 +6,6 @@ import json
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -82,16 +81,3 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory) -> Iterator[str]:
-    """Debian's docker-registry on a free loopback port; yields 'host:port'."""
-    from kaito_core.local.registry import LocalRegistry, RegistryError
-
-    try:
-        reg = LocalRegistry(tmp_path_factory.mktemp("registry")).start()
-    except RegistryError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield reg.host
-    finally:
-        reg.stop()

@@ -91,16 +91,3 @@ def operator_factory(emulator, tmp_path_factory):
             print(log.read_text(errors="replace")[-5000:])
 
 
-@pytest.fixture(scope="session")
-def oci_registry(tmp_path_factory):
-    """Debian's docker-registry (distribution 2.8) on a free loopback port; yields 'host:port'."""
-    from kaito_core.local.registry import LocalRegistry, RegistryError
-
-    try:
-        reg = LocalRegistry(tmp_path_factory.mktemp("oci-registry")).start()
-    except RegistryError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield reg.host
-    finally:
-        reg.stop()

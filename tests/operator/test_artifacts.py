@@ -19,15 +19,15 @@ def pull(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def pushed(oci_registry, tmp_path_factory):
+def pushed(registry, tmp_path_factory):
     """A two-file artifact pushed the way images/models/pack.py pushes weights (a layer per file)."""
     import oras.provider
 
     src = tmp_path_factory.mktemp("artifact")
     (src / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (src / "model.safetensors").write_bytes(bytes(range(256)) * 64)
-    ref = f"{oci_registry}/models/tiny:0.1"
-    client = oras.provider.Registry(hostname=oci_registry, insecure=True)
+    ref = f"{registry}/models/tiny:0.1"
+    client = oras.provider.Registry(hostname=registry, insecure=True)
     client.push(target=ref, files=[f"{p}:application/vnd.kaito.model.file.v1" for p in sorted(src.iterdir())],
                 disable_path_validation=True, quiet=True)
     return ref, src
@@ -47,7 +47,7 @@ def test_pull_writes_the_files_as_pushed(pushed, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
 
 
-def test_missing_tag_and_unreachable_registry_are_explained(pushed, oci_registry, tmp_path):
+def test_missing_tag_and_unreachable_registry_are_explained(pushed, registry, tmp_path):
     ref, _ = pushed
     res = pull(ref.replace(":0.1", ":nope"), str(tmp_path / "a"))
     assert res.returncode == 1 and "check the repository and tag" in res.stderr, res.stderr
