@@ -87,8 +87,12 @@ def load_model(opts: ServeOptions, preset: Any = None) -> LoadedModel:
         torch.set_num_threads(opts.threads)  # process-wide: the engine thread runs every forward pass
     device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _resolve_dtype(opts, preset, device)
-    local = Path(opts.model)
+    local = Path(opts.model).expanduser()
     is_local = local.exists()
+    if not is_local and (opts.model.startswith(("/", "./", "../", "~")) or opts.model.count("/") > 1):
+        # Not an 'org/model' id: the user meant a directory that is not there.
+        raise ModelLoadError(f"--model {opts.model!r}: no such directory; give a model directory (with "
+                             "config.json and *.safetensors) or a Hugging Face id 'org/model'")
     if is_local:
         if not local.is_dir():
             raise ModelLoadError(f"--model {opts.model!r} is a file; give the model directory "
@@ -100,9 +104,10 @@ def load_model(opts: ServeOptions, preset: Any = None) -> LoadedModel:
     if opts.revision and not is_local:
         common["revision"] = opts.revision  # the preset's pinned commit (KAITO_MODEL_REVISION in pods)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(opts.model, **common)
+        ref = str(local) if is_local else opts.model
+        tokenizer = AutoTokenizer.from_pretrained(ref, **common)
         model = AutoModelForCausalLM.from_pretrained(
-            opts.model, dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
+            ref, dtype=getattr(torch, dtype) if dtype != "auto" else "auto",
             use_safetensors=None if opts.allow_pickle else True, **common)
     except (OSError, ValueError) as exc:
         where = "directory" if is_local else "Hugging Face id (is the hub reachable? set HF_TOKEN for gated models)"

@@ -90,7 +90,8 @@ def test_missing_vllm_is_a_clear_error(capsys):
     (["--model", "m", "--preset", "mistral-7b"], "kaito-preset-mistral"),
     (["--model", "m", "--config", "/no/such/file.yaml"], "cannot read"),
     ([], "--model is required"),
-    (["--model", "/definitely/missing/model-dir-xyz", "--port", "PORT"], "cannot load --model"),
+    (["--model", "/definitely/missing/model-dir-xyz", "--port", "PORT"], "no such directory"),
+    (["--model", "./relative/missing-dir", "--port", "PORT"], "no such directory"),
 ])
 def test_kaito_serve_flag_errors(argv, needle, capsys, unused_port):
     from kaito_core.cli import main
