@@ -386,7 +386,9 @@ class _Run:
 
     def _save(self, loaded, staging: Path, source, preset, tok, tok_changed, summary, need) -> None:
         try:
-            loaded.model.save_pretrained(str(staging), safe_serialization=True)
+            # "auto" would ask the hub whether the vocabulary changed; we know whether it did.
+            loaded.model.save_pretrained(str(staging), safe_serialization=True,
+                                         save_embedding_layers=bool(tok_changed))
             (staging / "README.md").unlink(missing_ok=True)  # peft's empty model card
             cfg_path = staging / out_mod.ADAPTER_CONFIG
             adapter_cfg = json.loads(cfg_path.read_text())
