@@ -376,22 +376,19 @@ def _annotations(ws: m.Workspace, preset: Any, registry: Any, r: ValidationResul
 
 
 def _configs(ws: m.Workspace, configmaps: Mapping[str, m.ConfigMap], r: ValidationResult) -> None:
-    if ws.inference is not None and ws.inference.config:
-        cm = configmaps.get(ws.inference.config)
+    checks = (("inference", ws.inference, inference_config_problems, "the pods start"),
+              ("tuning", ws.tuning, training_config_problems, "the Job starts"))
+    for section, spec, problems_of, before in checks:
+        if spec is None or not spec.config:
+            continue
+        path = f"{section}.config"
+        cm = configmaps.get(spec.config)
         if cm is None:
-            r.warn("inference.config", ws.inference.config, "ConfigMap not found here",
-                   "it must exist in the Workspace's namespace before the pods start")
-        else:
-            for problem in inference_config_problems(cm):
-                r.errors.append(FieldError("inference.config", ws.inference.config, problem))
-    if ws.tuning is not None and ws.tuning.config:
-        cm = configmaps.get(ws.tuning.config)
-        if cm is None:
-            r.warn("tuning.config", ws.tuning.config, "ConfigMap not found here",
-                   "it must exist in the Workspace's namespace before the Job starts")
-        else:
-            for problem in training_config_problems(cm):
-                r.errors.append(FieldError("tuning.config", ws.tuning.config, problem))
+            r.warn(path, spec.config, "ConfigMap not found here",
+                   f"it must exist in the Workspace's namespace before {before}")
+            continue
+        for problem in problems_of(cm):
+            r.errors.append(FieldError(path, spec.config, problem))
 
 
 def _config_doc(cm: m.ConfigMap, key: str) -> tuple[Any, list[str]]:

@@ -13,6 +13,18 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _report(label: str, problems: list, quiet: bool) -> int:
+    """Print one object's verdict; 1 when it failed."""
+    if problems:
+        print(f"FAIL {label} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    if not quiet:
+        print(f"ok   {label}")
+    return 0
+
+
 def run(args) -> int:
     from kaito_core.api import (ConfigMap, DocumentError, Workspace, configmaps_by_name, load_documents,
                                 validate_workspace)
@@ -37,32 +49,20 @@ def run(args) -> int:
                 continue
             if isinstance(doc.obj, ConfigMap):
                 data = doc.obj.data or {}
-                problems = (inference_config_problems(doc.obj) if "inference_config.yaml" in data else []) + \
-                    (training_config_problems(doc.obj) if "training_config.yaml" in data else [])
-                if "inference_config.yaml" in data or "training_config.yaml" in data:
+                checks = [check for key, check in (("inference_config.yaml", inference_config_problems),
+                                                   ("training_config.yaml", training_config_problems))
+                          if key in data]
+                if checks:
                     found, total = True, total + 1
-                    label = f"{path}: ConfigMap {doc.obj.name!r}"
-                    if problems:
-                        failed += 1
-                        print(f"FAIL {label}:")
-                        for problem in problems:
-                            print(f"  - {problem}")
-                    elif not args.quiet:
-                        print(f"ok   {label}")
+                    problems = [p for check in checks for p in check(doc.obj)]
+                    failed += _report(f"{path}: ConfigMap {doc.obj.name!r}", problems, args.quiet)
                 continue
             if not isinstance(doc.obj, Workspace):
                 continue
             found, total = True, total + 1
             result = validate_workspace(doc.obj, registry=registry, configmaps=configmaps)
             bad = result.errors + (result.warnings if args.strict else [])
-            label = f"{path}: Workspace {doc.obj.name!r}"
-            if bad:
-                failed += 1
-                print(f"FAIL {label} ({len(bad)} problem{'s' if len(bad) != 1 else ''}):")
-                for err in bad:
-                    print(f"  - {err}")
-            elif not args.quiet:
-                print(f"ok   {label}")
+            failed += _report(f"{path}: Workspace {doc.obj.name!r}", bad, args.quiet)
             if not args.quiet and not args.strict:
                 for warn in result.warnings:
                     print(f"  warning: {warn}")
