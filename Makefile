@@ -7,9 +7,8 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.kaito-installed
 # torch is named in the same pip command so pip takes the pinned CPU build.
-PACKAGES := -e '.[operator,runtime,tuning,test]' \
-	-e plugins/phi3 -e plugins/llama -e plugins/falcon
-PACKAGES += $(foreach d,$(wildcard provisioners/*/pyproject.toml examples/*/pyproject.toml),-e $(dir $(d)))
+PACKAGES := -e '.[operator,runtime,tuning,test]'
+PACKAGES += $(foreach d,$(wildcard plugins/*/pyproject.toml provisioners/*/pyproject.toml examples/*/pyproject.toml),-e $(dir $(d)))
 PYPROJECTS := pyproject.toml $(wildcard plugins/*/pyproject.toml provisioners/*/pyproject.toml examples/*/pyproject.toml)
 
 .PHONY: setup test demo tools bench clean crd

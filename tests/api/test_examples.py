@@ -15,7 +15,7 @@ from kaito_core.api.crd import crd, crd_yaml, openapi_schema
 from kaito_core.plugins import family_of, get_registry
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT.parent / "shared" / "reference"
+REFERENCE = ROOT / "tests" / "data" / "reference"
 EXAMPLES = sorted((REFERENCE / "kaito-examples").glob("*.yaml"))
 UPSTREAM_CRD = yaml.safe_load((REFERENCE / "crds" / "upstream-kaito.sh_workspaces.yaml").read_text())
 

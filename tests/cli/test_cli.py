@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT.parent / "shared" / "reference" / "kaito-examples"
+EXAMPLES = ROOT / "tests" / "data" / "reference" / "kaito-examples"
 
 
 def kaito(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:

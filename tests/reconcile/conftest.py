@@ -10,8 +10,8 @@ import pytest
 from kaito_core.api import load_workspaces
 from kaito_core.plugins import get_registry
 
-EXAMPLES = os.environ.get("KAITO_EXAMPLES", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared",
-                                                         "reference", "kaito-examples"))
+EXAMPLES = os.environ.get("KAITO_EXAMPLES", os.path.join(os.path.dirname(__file__), "..", "data", "reference",
+                                                         "kaito-examples"))
 
 
 def example_workspaces():

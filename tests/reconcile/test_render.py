@@ -11,7 +11,7 @@ import yaml
 
 from kaito_core.cli import main
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "kaito-examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "reference" / "kaito-examples"
 
 
 def test_render_nodes_ready_prints_valid_objects(capsys):

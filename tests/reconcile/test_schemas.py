@@ -18,7 +18,7 @@ from tests.reconcile.conftest import example_workspaces
 from tests.reconcile.test_plan import PHI, _ws
 
 K8S_VERSIONS = ("1.30", "1.35")
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 EXTRA = {
     "lb-adapters-volume": {**copy.deepcopy(PHI), "metadata": {"name": "extra", "annotations": {

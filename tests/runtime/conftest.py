@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-SCHEMA_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "openai-openapi-subset.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "data" / "reference" / "openai-openapi-subset.json"
 
 
 def free_port() -> int:

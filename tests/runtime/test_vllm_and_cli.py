@@ -156,7 +156,7 @@ def test_upstream_example_configmap_is_accepted(tmp_path):
 
     import yaml
 
-    example = Path(__file__).resolve().parents[3] / "shared/reference/kaito-examples/kaito_workspace_custom_config.yaml"
+    example = Path(__file__).resolve().parents[1] / "data/reference/kaito-examples/kaito_workspace_custom_config.yaml"
     cm = next(d for d in yaml.safe_load_all(example.read_text()) if d["kind"] == "ConfigMap")
     cfg = tmp_path / "inference_config.yaml"
     cfg.write_text(cm["data"]["inference_config.yaml"])

@@ -169,7 +169,7 @@ def test_requirement_json_shape():
     assert d["diskGiB"] == 108 and isinstance(d["reasons"], list) and d["errors"] == []
 
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="upstream reference files not present")

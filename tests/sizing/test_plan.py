@@ -11,7 +11,7 @@ import pytest
 
 from kaito_core.cli import main
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "kaito-examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "reference" / "kaito-examples"
 KEYS = ("name", "preset", "runtime", "instanceType", "gpusPerNode", "nodeCount", "gpuMemoryRequiredGiB",
         "gpuMemoryAvailableGiB", "diskGiB", "reasons", "errors")
 

@@ -12,12 +12,11 @@ from kaito_core.tuning.config import parse_training_config, resolve
 from kaito_core.tuning.errors import TuningConfigError
 from kaito_core.types import TuningRecipe
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "shared/reference/kaito-examples/kaito_configmap_tuning_phi_3.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "data/reference/kaito-examples/kaito_configmap_tuning_phi_3.yaml"
 
 
 def _example_configmap() -> dict:
-    path = EXAMPLE if EXAMPLE.exists() else Path("/work/shared/reference/kaito-examples") / EXAMPLE.name
-    return yaml.safe_load(path.read_text())
+    return yaml.safe_load(EXAMPLE.read_text())
 
 
 def test_upstream_phi3_configmap_is_accepted_and_merged_over_the_preset():

@@ -8,7 +8,7 @@ import pytest
 from kaito_provisioner_karpenter import KarpenterProvisioner, KarpenterSettings, builders, schema
 from kaito_provisioner_karpenter.settings import SettingsError
 
-REFERENCE_CRDS = Path("/work/shared/reference/crds")
+REFERENCE_CRDS = Path(__file__).resolve().parents[3] / "tests" / "data" / "reference" / "crds"
 
 
 def test_nodeclaim_has_upstreams_shape(kaito_workspace, kaito_requirement):
