@@ -11,7 +11,7 @@ PACKAGES := -e '.[operator,runtime,tuning,test]'
 PACKAGES += $(foreach d,$(wildcard plugins/*/pyproject.toml provisioners/*/pyproject.toml examples/*/pyproject.toml),-e $(dir $(d)))
 PYPROJECTS := pyproject.toml $(wildcard plugins/*/pyproject.toml provisioners/*/pyproject.toml examples/*/pyproject.toml)
 
-.PHONY: setup test demo tools bench clean crd
+.PHONY: setup test demo tools bench clean crd wheels
 
 setup: $(STAMP)
 
@@ -47,6 +47,13 @@ bench: setup
 	$(VENV)/bin/python bench/runtime_soak.py --quick
 	$(VENV)/bin/python bench/tuning_memory.py --quick
 	$(VENV)/bin/python bench/operator_scale.py --quick
+
+# Wheels of kaito-core and every plugin distribution in this repository, into dist/ (nothing is
+# published on PyPI: install from these, e.g. pip install dist/kaito_core-*.whl dist/kaito_preset_phi3-*.whl).
+wheels: setup
+	rm -rf dist && $(VENV)/bin/pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w dist \
+	  . $(foreach d,$(wildcard plugins/*/pyproject.toml provisioners/*/pyproject.toml),$(dir $(d)))
+	@ls dist
 
 crd: setup
 	$(VENV)/bin/kaito crd > charts/kaito/crds/kaito.sh_workspaces.yaml
