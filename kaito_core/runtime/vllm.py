@@ -1,10 +1,12 @@
-"""The vllm runtime: vLLM's own OpenAI server, started with the preset's engine arguments.
+"""The vllm runtime: ``vllm serve``, started with the preset's engine arguments.
 
 Engine arguments come from the preset (``ModelPreset.runtimes["vllm"]``), then the Workspace's
 ``inference_config.yaml`` ``vllm:`` map on top (upstream KAITO's order: the user's file wins),
-then explicit flags (``--max-model-len``, ``--dtype``). vLLM listens on a private loopback port;
-kaito's proxy app (:mod:`.vllm_proxy`) listens on ``--port``. This module builds the command
-line only (no fastapi import), so the operator can use it too.
+then explicit flags (``--max-model-len``, ``--dtype``), then the plan's tensor/pipeline parallel
+sizes from the pod's environment (:mod:`.parallel`), which a user value may not contradict.
+vLLM listens on a private loopback port; kaito's proxy app (:mod:`.vllm_proxy`) listens on
+``--port``. A multi-node group starts Ray first (:mod:`.multinode`). This module builds the
+command line only (no fastapi import), so the operator can use it too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import shutil
 import socket
 import sys
 import tempfile
@@ -19,9 +22,12 @@ from typing import Any, Mapping
 
 from kaito_core.errors import KaitoError
 from kaito_core.runtime.options import ServeOptions
+from kaito_core.runtime.parallel import ALIASES, GroupPlan, apply_plan
 
 log = logging.getLogger("kaito.runtime.vllm")
-VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
+# `vllm serve` is vLLM's documented entry point (the console script of the vllm package);
+# `python -m vllm.entrypoints.cli.main serve` is the same parser when the script is not on PATH.
+VLLM_MODULE_ENTRY = ("-m", "vllm.entrypoints.cli.main")
 # Settings that belong to kaito, never passed to vLLM as flags.
 _NOT_FLAGS = {"model", "served-model-name", "host", "port", "api-key"}
 
@@ -31,13 +37,21 @@ class VLLMUnavailable(KaitoError, RuntimeError):
 
 
 def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+    return shutil.which("vllm") is not None or importlib.util.find_spec("vllm") is not None
+
+
+def vllm_executable(python: str | None = None) -> list[str]:
+    """``["vllm"]`` when the console script is on PATH, else ``[python, -m, ...cli.main]``."""
+    found = shutil.which("vllm")
+    if found and python is None:
+        return [found]
+    return [python or sys.executable, *VLLM_MODULE_ENTRY]
 
 
 def require_vllm() -> None:
     if not vllm_available():
         raise VLLMUnavailable(
-            "--runtime vllm needs the 'vllm' package, which is not installed in this Python "
+            "--runtime vllm needs vLLM: no 'vllm' command on PATH and no 'vllm' package in this Python "
             f"({sys.executable}); install it on a GPU machine (pip install vllm) or use the runtime-vllm "
             "image, or serve with --runtime transformers (CPU or GPU)")
 
@@ -46,12 +60,19 @@ def _flag(key: str) -> str:
     return "--" + str(key).strip().lstrip("-").replace("_", "-")
 
 
-def engine_args(opts: ServeOptions, preset: Any = None) -> dict[str, Any]:
-    """Preset defaults, then ``inference_config.yaml``'s ``vllm:`` map, then explicit flags."""
+def _key(key: str) -> str:
+    name = _flag(key)[2:]
+    return ALIASES.get(name, name)
+
+
+def engine_args(opts: ServeOptions, preset: Any = None, plan: GroupPlan | None = None) -> dict[str, Any]:
+    """Preset defaults < ``inference_config.yaml``'s ``vllm:`` map < explicit flags < the plan's
+    TP/PP (``plan``, from the pod's environment; a contradicting user value is refused)."""
     args: dict[str, Any] = {}
     if preset is not None:
-        args.update({_flag(k)[2:]: v for k, v in dict(preset.runtimes.get("vllm", {})).items()})
-    args.update({_flag(k)[2:]: v for k, v in opts.vllm_args.items()})
+        args.update({_key(k): v for k, v in dict(preset.runtimes.get("vllm", {})).items()})
+    user = {_key(k): v for k, v in opts.vllm_args.items()}
+    args.update(user)
     if opts.max_model_len is not None:
         args["max-model-len"] = opts.max_model_len
     if opts.dtype:
@@ -66,6 +87,12 @@ def engine_args(opts: ServeOptions, preset: Any = None) -> dict[str, Any]:
     if clash:
         raise KaitoError(f"inference_config.yaml vllm: {clash} are set by kaito itself (from --model, --port, "
                          "--served-model-name, --api-key); remove them from the file")
+    if args.get("tool-call-parser"):
+        # vLLM parses tool calls only with auto tool choice on (upstream KAITO's presets set both;
+        # vllm/entrypoints/openai/cli_args.py: --enable-auto-tool-choice requires --tool-call-parser).
+        args.setdefault("enable-auto-tool-choice", True)
+    if plan is not None:
+        args = apply_plan(args, user, plan)
     return args
 
 
@@ -90,11 +117,13 @@ def to_flags(args: Mapping[str, Any]) -> list[str]:
 
 
 def vllm_command(opts: ServeOptions, preset: Any = None, *, port: int | None = None, host: str = "127.0.0.1",
-                 adapter_paths: Mapping[str, str] | None = None, python: str | None = None) -> list[str]:
-    """The vLLM OpenAI server command line for ``opts`` (and the preset's engine arguments)."""
-    args = engine_args(opts, preset)
+                 adapter_paths: Mapping[str, str] | None = None, python: str | None = None,
+                 plan: GroupPlan | None = None) -> list[str]:
+    """The ``vllm serve`` command line for ``opts`` (the preset's engine arguments, the plan's TP/PP).
+    The model is vLLM's positional ``model_tag`` (``vllm serve --help`` hides ``--model``)."""
+    args = engine_args(opts, preset, plan)
     adapters = dict(adapter_paths if adapter_paths is not None else {a.name: a.source for a in opts.adapters})
-    cmd = [python or sys.executable, *VLLM_ENTRY, "--model", opts.model, "--served-model-name", opts.model_name,
+    cmd = [*vllm_executable(python), "serve", opts.model, "--served-model-name", opts.model_name,
            "--host", host, "--port", str(port if port is not None else opts.port)]
     if adapters:
         args.setdefault("enable-lora", True)
@@ -111,19 +140,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_strengths(opts: ServeOptions, specs: Any = ()) -> None:
+    """vLLM has no per-adapter strength (upstream KAITO's PresetParam.Validate: "vLLM does not
+    support adapter strength"): an adapter below 1 is refused rather than served at full strength.
+    Checked before anything starts, also for strengths of adapters not pulled yet."""
+    weak = sorted({s.name for s in [*opts.adapters, *specs] if s.strength != 1.0}
+                  | {name for name, value in opts.adapter_strengths.items() if value != 1.0})
+    if weak:
+        raise KaitoError(f"adapters {weak} have a strength below 1.0, which vLLM cannot apply; set "
+                         "inference.adapters[].strength to 1.0 (or remove it), or serve with the transformers "
+                         "runtime for weighted adapters")
+
+
 def prepare_adapters(opts: ServeOptions) -> dict[str, str]:
-    """Directories for the adapters (OCI references pulled first). vLLM has no per-adapter
-    strength: an adapter with strength below 1 is refused rather than served at full strength."""
+    """Directories for the adapters (OCI references pulled first); strengths below 1 refused."""
     from kaito_core.runtime.adapters import resolve_source, scan_adapters_dir
 
     specs = list(opts.adapters)
     if opts.adapters_dir:
         specs += [s for s in scan_adapters_dir(opts.adapters_dir, opts.adapter_strengths)
                   if s.name not in {a.name for a in specs}]
-    weak = [s.name for s in specs if s.strength != 1.0]
-    if weak:
-        raise KaitoError(f"adapters {weak} have a strength below 1.0, which vLLM cannot apply; use "
-                         "--runtime transformers for weighted adapters, or strength 1.0")
+    check_strengths(opts, specs)
     cache = tempfile.mkdtemp(prefix="kaito-vllm-adapters-")
     from pathlib import Path
 
@@ -131,11 +168,15 @@ def prepare_adapters(opts: ServeOptions) -> dict[str, str]:
 
 
 def run_vllm(opts: ServeOptions) -> int:
-    """Serve with vLLM behind kaito's proxy (same routes as the transformers runtime)."""
+    """Serve with vLLM behind kaito's proxy (same routes as the transformers runtime). In a
+    multi-node group (``KAITO_NODE_COUNT`` > 1) pod 0 also starts the Ray head and the other pods
+    only join it as Ray workers (:mod:`.multinode`)."""
+    plan = GroupPlan.from_env()
+    if plan.multinode and not plan.leader:
+        from kaito_core.runtime.multinode import run_worker
+
+        return run_worker(opts, plan)
     require_vllm()
-    import uvicorn
+    from kaito_core.runtime.vllm_proxy import serve_proxy
 
-    from kaito_core.runtime.vllm_proxy import create_proxy_app
-
-    uvicorn.run(create_proxy_app(opts), host=opts.host, port=opts.port, log_level=opts.log_level)
-    return 0
+    return serve_proxy(opts, plan)

@@ -1,9 +1,11 @@
 """kaito's routes in front of vLLM's OpenAI server (the vllm runtime).
 
 vLLM listens on a private loopback port; this app listens on ``--port``, forwards the OpenAI
-routes and ``/metrics`` (streams included), answers ``/health`` from vLLM's own (503 while it
-loads, and when the process has died), and keeps upstream KAITO's ``POST /chat`` working on top
-of ``/v1/completions`` and ``/v1/chat/completions``.
+routes and ``/metrics`` (streams included), answers ``/health`` from vLLM's own (503 while the
+Ray group assembles and vLLM loads, and when the process has died), and keeps upstream KAITO's
+``POST /chat`` working on top of ``/v1/completions`` and ``/v1/chat/completions``. When vLLM
+(or the Ray group) fails, the process ends with exit code 1 so the pod restarts with the reason
+in its log instead of answering 503 forever.
 """
 
 from __future__ import annotations
@@ -21,44 +23,96 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kaito_core.runtime.errors import APIError
 from kaito_core.runtime.options import ServeOptions
+from kaito_core.runtime.parallel import GroupPlan, world_size
 from kaito_core.runtime.protocol import parse_json, parse_kaito_chat
-from kaito_core.runtime.vllm import _free_port, prepare_adapters, require_vllm, vllm_command
+from kaito_core.runtime.vllm import (_free_port, check_strengths, engine_args, prepare_adapters, require_vllm,
+                                     vllm_command)
 
 log = logging.getLogger("kaito.runtime.vllm")
 
 
+def _preset(opts: ServeOptions) -> Any:
+    # The plugin registry directly: this module must not import runtime/server.py (which imports it).
+    if not opts.preset:
+        return None
+    from kaito_core.plugins import get_registry
+
+    return get_registry().get_preset(opts.preset)
+
+
+def group_prestart(opts: ServeOptions, preset: Any, plan: GroupPlan, status: Any) -> None:
+    """Pod 0 of a multi-node group: the Ray head, then every node joined, before vLLM starts."""
+    from kaito_core.runtime import multinode
+
+    timeout = multinode.ray_timeout()
+    status("starting the Ray head")
+    multinode.start_head(multinode.ray_port())
+    multinode.wait_for_nodes(plan, world_size(engine_args(opts, preset, plan)), timeout, status=status)
+
+
 def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequence[str] | None = None,
-                     upstream_port: int | None = None) -> Any:
+                     upstream_port: int | None = None, plan: GroupPlan | None = None,
+                     on_failed: Any = None) -> Any:
     """kaito's routes in front of a vLLM server it starts (``command`` overrides the vLLM command,
-    e.g. to put any OpenAI-compatible server behind the proxy)."""
+    e.g. to put any OpenAI-compatible server behind the proxy). ``plan``: the pod's parallel plan
+    (TP/PP, multi-node); ``on_failed``: called once when vLLM or the Ray group fails."""
     if command is None:
         require_vllm()
-        from kaito_core.runtime.server import resolve_preset
-
-        preset = preset if preset is not None else resolve_preset(opts.preset)
+        preset = preset if preset is not None else _preset(opts)
     port = upstream_port or _free_port()
-    state: dict[str, Any] = {"proc": None, "client": None, "error": None}
+    state: dict[str, Any] = {"proc": None, "client": None, "error": None, "phase": "starting"}
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cmd = list(command) if command is not None else vllm_command(
-            opts, preset, port=port, adapter_paths=prepare_adapters(opts))
+    def fail(message: str) -> None:
+        state["error"] = message
+        log.error("%s", message)
+        if on_failed is not None:
+            on_failed()
+
+    def set_phase(text: str) -> None:
+        state["phase"] = text
+        log.info("%s", text)
+
+    async def launch() -> None:
+        """Ray group (multi-node leader) -> adapters -> vLLM, then watch vLLM until it exits."""
+        try:
+            if command is None and plan is not None and plan.multinode:
+                await asyncio.to_thread(group_prestart, opts, preset, plan, set_phase)
+            cmd = list(command) if command is not None else vllm_command(
+                opts, preset, port=port, adapter_paths=await asyncio.to_thread(prepare_adapters, opts), plan=plan)
+        except Exception as exc:  # noqa: BLE001 (any failure here ends the pod with its reason)
+            fail(f"vLLM cannot start: {exc}")
+            return
         env = dict(os.environ)
         if opts.api_key:
             env["VLLM_API_KEY"] = opts.api_key  # not on the command line, where `ps` would show it
         log.info("starting: %s", " ".join(cmd))
-        state["proc"] = subprocess.Popen(cmd, env=env)
+        state["proc"] = proc = subprocess.Popen(cmd, env=env)
+        set_phase("loading the model")
+        code = await asyncio.to_thread(proc.wait)
+        if not state.get("closing"):
+            fail(f"vLLM exited with code {code}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state["client"] = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=None)
+        task = asyncio.create_task(launch())
         try:
             yield
         finally:
+            state["closing"] = True
             await state["client"].aclose()
             proc = state["proc"]
-            proc.terminate()
-            try:
-                await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    await asyncio.to_thread(proc.wait, 30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            task.cancel()
+            if command is None and plan is not None and plan.multinode:
+                from kaito_core.runtime.multinode import stop_ray
+
+                await asyncio.to_thread(stop_ray)
 
     app = FastAPI(title="kaito inference (vllm)", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -71,16 +125,20 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
 
     async def health(request: Request) -> Response:
         proc = state["proc"]
-        if proc is None or proc.poll() is not None:
-            code = None if proc is None else proc.returncode
-            return JSONResponse({"status": "Failed", "error": f"vLLM exited with code {code}"}, status_code=503)
+        if state["error"]:
+            return JSONResponse({"status": "Failed", "error": state["error"]}, status_code=503)
+        if proc is None:
+            return JSONResponse({"status": "Loading", "phase": state["phase"]}, status_code=503)
+        if proc.poll() is not None:
+            return JSONResponse({"status": "Failed", "error": f"vLLM exited with code {proc.returncode}"},
+                                status_code=503)
         try:
             r = await state["client"].get("/health", timeout=5)
         except httpx.HTTPError:
-            return JSONResponse({"status": "Loading"}, status_code=503)
+            return JSONResponse({"status": "Loading", "phase": state["phase"]}, status_code=503)
         if r.status_code == 200:
             return JSONResponse({"status": "Healthy"})
-        return JSONResponse({"status": "Loading"}, status_code=503)
+        return JSONResponse({"status": "Loading", "phase": state["phase"]}, status_code=503)
 
     app.get("/health")(health)
     app.get("/healthz")(health)
@@ -152,4 +210,29 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
             text = parsed.prompt + text
         return JSONResponse({"Result": text})
 
+    app.state.kaito = state
     return app
+
+
+def serve_proxy(opts: ServeOptions, plan: GroupPlan | None = None) -> int:
+    """Run the proxy (and vLLM, and on a multi-node leader the Ray head) until interrupted or
+    until vLLM fails (exit code 1). Bad configuration is refused before anything starts."""
+    import sys
+
+    import uvicorn
+
+    plan = plan if plan is not None else GroupPlan.from_env()
+    preset = _preset(opts)
+    engine_args(opts, preset, plan)  # refuse a contradicting TP/PP now, with one line, not in a traceback
+    check_strengths(opts)
+    holder: dict[str, Any] = {}
+    app = create_proxy_app(opts, preset=preset, plan=plan,
+                           on_failed=lambda: setattr(holder["server"], "should_exit", True))
+    holder["server"] = server = uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port,
+                                                              log_level=opts.log_level, timeout_graceful_shutdown=10))
+    server.run()
+    error = app.state.kaito["error"]
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -25,8 +25,7 @@ def test_vllm_command_for_each_preset(name):
     preset = get_registry().get_preset(name)
     opts = ServeOptions(model=preset.hf_repo, preset=name, port=5000)
     cmd = vllm_command(opts, preset, port=5001, python="python3")
-    assert cmd[:3] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-    assert cmd[cmd.index("--model") + 1] == preset.hf_repo
+    assert cmd[:5] == ["python3", "-m", "vllm.entrypoints.cli.main", "serve", preset.hf_repo]
     assert cmd[cmd.index("--served-model-name") + 1] == name
     assert cmd[cmd.index("--port") + 1] == "5001"
     for key, value in preset.runtimes["vllm"].items():
@@ -87,7 +86,7 @@ def test_missing_vllm_is_a_clear_error(capsys):
     (["--model", "m", "--adapter-strength", "a=2"], "0.0..1.0"),
     (["--model", "m", "--adapter-strength", "ghost=0.5"], "no --adapter defines"),
     (["--model", "m", "--max-batch", "0"], "--max-batch"),
-    (["--model", "m", "--preset", "mistral-7b"], "kaito-preset-mistral"),
+    (["--model", "m", "--preset", "zzz-unknown-9b"], "no installed plugin provides it"),
     (["--model", "m", "--config", "/no/such/file.yaml"], "cannot read"),
     ([], "--model is required"),
     (["--model", "/definitely/missing/model-dir-xyz", "--port", "PORT"], "no such directory"),
