@@ -8,7 +8,7 @@ import json
 import pytest
 
 from kaito_core.tuning import OutputError, run
-from kaito_core.tuning.oci import ADAPTER_CONFIG_MEDIA_TYPE, MEDIA_TYPES, pull_adapter
+from kaito_core.tuning.oci import pull_adapter
 from tests.tuning.helpers import ThreadServer, greedy, logits_for
 
 PROMPT = "<|system|>\nAnswer briefly.<|end|>\n<|user|>\nWhat is the capital of Peru?<|end|>\n<|assistant|>\n"
@@ -26,16 +26,20 @@ def pushed(registry, tiny_models, chat_jsonl, tmp_path_factory):
 
 
 def test_push_then_pull_back_by_reference(pushed, registry, tiny_models, tmp_path):
+    """The adapter is pushed in upstream KAITO's image layout: one tar+gzip layer with data/...,
+    an image config with rootfs.diff_ids and the run's facts as labels, the run's annotations."""
     import requests
 
     ref, result = pushed
     assert result.digest.startswith("sha256:") and result.output_dir is None
-    manifest = requests.get(f"http://{registry.host}/v2/adapters/capitals/manifests/0.0.1",
+    base = f"http://{registry.host}/v2/adapters/capitals"
+    manifest = requests.get(f"{base}/manifests/0.0.1",
                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=10).json()
-    assert manifest["config"]["mediaType"] == ADAPTER_CONFIG_MEDIA_TYPE
-    layers = {l["annotations"]["org.opencontainers.image.title"]: l["mediaType"] for l in manifest["layers"]}
-    assert layers["adapter_config.json"] == MEDIA_TYPES["adapter_config.json"]
-    assert layers["adapter_model.safetensors"] == MEDIA_TYPES["adapter_model.safetensors"]
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"]
+    config = requests.get(f"{base}/blobs/{manifest['config']['digest']}", timeout=10).json()
+    assert len(config["rootfs"]["diff_ids"]) == 1 and "architecture" not in config and "os" not in config
+    assert config["config"]["Labels"]["sh.kaito.method"] == "lora"
     ann = manifest["annotations"]
     assert ann["sh.kaito.tuning.method"] == "lora" and ann["sh.kaito.tuning.steps"] == "20"
     assert "org.opencontainers.image.created" in ann
