@@ -48,6 +48,9 @@ class Output:
     finished: bool = False
     finish_reason: str | None = None
     error: str | None = None
+    # (token id, its log-probability, [(id, logprob) of the top ones]) per token in this output,
+    # when the request asked for logprobs
+    logprobs: list[tuple[int, float, list[tuple[int, float]]]] | None = None
 
 
 @dataclass(eq=False)
@@ -61,6 +64,7 @@ class Sequence:
     detok: Detokenizer
     sink: Callable[[Output], None]
     adapter: str | None = None
+    model_id: str = ""                       # what the client asked for (metrics label)
     output_ids: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
     stopper: StopMatcher | None = None
@@ -69,6 +73,7 @@ class Sequence:
     arrived: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     last_token_at: float | None = None
+    pending_logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.generator = make_generator(self.params.seed)
@@ -94,12 +99,13 @@ class Engine:
     """Owns the model on one thread; other threads submit :class:`Sequence` objects."""
 
     def __init__(self, model: Any, *, max_batch: int = 16, max_queue: int = 256,
-                 max_prefill_tokens: int = 8192, metrics: Any = None,
+                 max_prefill_tokens: int = 8192, metrics: Any = None, context_length: int = 2048,
                  forward_kwargs: Callable[[list[Sequence]], dict[str, Any]] | None = None):
         self.model = model
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.max_prefill_tokens = max_prefill_tokens
+        self.context_length = context_length
         self.metrics = metrics
         self.forward_kwargs = forward_kwargs or (lambda rows: {})
         self.device = next(model.parameters()).device
@@ -183,10 +189,12 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - fail the requests, keep serving
                     log.exception("engine step failed")
                     self._fail_all(f"{type(exc).__name__}: {exc}", extra=admitted)
+                self._gauge()
                 self._flush()
         self._fail_all("the server is shutting down")
         for seq in list(self.waiting):
-            self._emit(seq, Output(finished=True, finish_reason="abort", error="the server is shutting down"))
+            self._finish(seq, Output(finished=True, finish_reason="abort", error="the server is shutting down"),
+                         "abort")
         self.waiting.clear()
         self._flush()
 
@@ -210,12 +218,14 @@ class Engine:
                 seq = self.waiting[0]
                 if seq.cancelled:
                     self.waiting.popleft()
-                    self._emit(seq, Output(finished=True, finish_reason="abort"))
+                    self._finish(seq, Output(finished=True, finish_reason="abort"), "abort")
                     continue
                 if admitted and len(seq.prompt_ids) > budget:
                     break
                 budget -= len(seq.prompt_ids)
                 admitted.append(self.waiting.popleft())
+                if self.metrics is not None:
+                    self.metrics.observe_admitted(seq)
             self._gauge()
         return admitted
 
@@ -274,7 +284,7 @@ class Engine:
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(self.rows))
         if self.metrics is not None:
-            self.metrics.batch_size.observe(len(self.rows))
+            self.metrics.observe_step(len(self.rows))
         self._after_step(self.rows, out.logits[:, -1, :])
         self._drop_finished()
 
@@ -283,43 +293,70 @@ class Engine:
         if not live:
             return
         index = [i for i, s in enumerate(rows) if s.finish_reason is None]
-        tokens = sample(logits[index] if len(index) != len(rows) else logits, live)
+        picks = sample(logits[index] if len(index) != len(rows) else logits, live)
         now = time.monotonic()
-        for seq, tok in zip(live, tokens):
+        for seq, pick in zip(live, picks):
             if seq.cancelled:
                 continue
-            seq.output_ids.append(tok)
-            if self.metrics is not None:
-                if seq.first_token_at is None:
-                    self.metrics.ttft.observe(now - seq.arrived)
-                else:
-                    self.metrics.itl.observe(now - (seq.last_token_at or now))
+            if pick.error is not None:  # this request alone ends; the rest of the batch goes on
+                log.warning("request failed alone: %s", pick.error)
+                self._finish(seq, Output(finished=True, finish_reason="error", error=pick.error,
+                                         completion_tokens=len(seq.output_ids)), "error")
+                continue
+            self._token(seq, pick, now)
+
+    def _token(self, seq: Sequence, pick: Any, now: float) -> None:
+        tok = pick.token
+        seq.output_ids.append(tok)
+        if pick.logprob is not None:
+            seq.pending_logprobs.append((tok, pick.logprob, pick.top or []))
+        if self.metrics is not None:
             if seq.first_token_at is None:
-                seq.first_token_at = now
-            seq.last_token_at = now
-            p = seq.params
-            is_end = (tok in seq.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids
-            # the end token itself is not part of the text (vLLM's default too)
-            text = seq.stopper.feed(seq.detok.flush() if is_end else seq.detok.add(tok))
-            if seq.stopper.stopped or is_end:
-                seq.finish_reason = "stop"
-            elif len(seq.output_ids) >= seq.max_new_tokens:
-                seq.finish_reason = "length"
-                text += seq.stopper.feed(seq.detok.flush())
-            if seq.finish_reason is not None:
-                if not seq.stopper.stopped:
-                    text += seq.stopper.finish()
-                self._emit(seq, Output(text=text, completion_tokens=len(seq.output_ids), finished=True,
-                                       finish_reason=seq.finish_reason))
-            elif text:
-                self._emit(seq, Output(text=text, completion_tokens=len(seq.output_ids)))
+                self.metrics.observe_first_token(now - seq.arrived)
+            else:
+                self.metrics.observe_token_gap(now - (seq.last_token_at or now))
+        if seq.first_token_at is None:
+            seq.first_token_at = now
+        seq.last_token_at = now
+        p = seq.params
+        is_end = (tok in seq.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids
+        # the end token itself is not part of the text (vLLM's default too)
+        text = seq.stopper.feed(seq.detok.flush() if is_end else seq.detok.add(tok))
+        reason = None
+        if seq.stopper.stopped or is_end:
+            reason = "stop"
+        elif len(seq.output_ids) >= seq.max_new_tokens:
+            reason = "length"
+            text += seq.stopper.feed(seq.detok.flush())
+        if reason is not None:
+            if not seq.stopper.stopped:
+                text += seq.stopper.finish()
+            self._finish(seq, Output(text=text, completion_tokens=len(seq.output_ids), finished=True,
+                                     finish_reason=reason, logprobs=self._take_logprobs(seq)), reason)
+        elif text:
+            self._emit(seq, Output(text=text, completion_tokens=len(seq.output_ids),
+                                   logprobs=self._take_logprobs(seq)))
+
+    @staticmethod
+    def _take_logprobs(seq: Sequence) -> list | None:
+        if seq.params.logprobs is None:
+            return None
+        out, seq.pending_logprobs = seq.pending_logprobs, []
+        return out
+
+    def _finish(self, seq: Sequence, out: Output, reason: str) -> None:
+        """Every way a request ends goes through here, so the metrics count each one once."""
+        seq.finish_reason = reason
+        if self.metrics is not None:
+            self.metrics.observe_finished(seq, reason)
+        self._emit(seq, out)
 
     def _drop_finished(self) -> None:
         keep = [i for i, s in enumerate(self.rows) if s.finish_reason is None and not s.cancelled]
         for i, s in enumerate(self.rows):
             if s.cancelled and s.finish_reason is None:
-                s.finish_reason = "abort"
-                self._emit(s, Output(finished=True, finish_reason="abort", completion_tokens=len(s.output_ids)))
+                self._finish(s, Output(finished=True, finish_reason="abort", completion_tokens=len(s.output_ids)),
+                             "abort")
         if len(keep) == len(self.rows):
             return
         if not keep:
@@ -337,9 +374,8 @@ class Engine:
     def _fail_all(self, message: str, extra: list[Sequence] = ()) -> None:
         for s in [*self.rows, *(x for x in extra if x not in self.rows)]:
             if s.finish_reason is None:
-                s.finish_reason = "error"
-                self._emit(s, Output(finished=True, finish_reason="error", error=message,
-                                     completion_tokens=len(s.output_ids)))
+                self._finish(s, Output(finished=True, finish_reason="error", error=message,
+                                       completion_tokens=len(s.output_ids)), "error")
         self.rows, self.cache, self.mask = [], None, None
 
     # -- outputs -------------------------------------------------------------------------
@@ -365,6 +401,11 @@ class Engine:
                 pass
         deliver()
 
+    def kv_usage(self) -> float:
+        """Share of the KV-cache capacity (``max_batch`` rows of the model's context) in use."""
+        capacity = self.max_batch * max(self.context_length, 1)
+        return min(1.0, sum(len(s.prompt_ids) + len(s.output_ids) for s in self.rows) / capacity)
+
     def _gauge(self) -> None:
         if self.metrics is not None:
-            self.metrics.queue_depth.set(len(self.waiting))
+            self.metrics.set_load(running=len(self.rows), waiting=len(self.waiting), kv_usage=self.kv_usage())

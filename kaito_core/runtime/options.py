@@ -65,6 +65,10 @@ class ServeOptions:
     config_path: str | None = None
     vllm_args: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
+    timeout_header: float = 30.0        # seconds for a request head to arrive (0: no limit)
+    timeout_body: float = 60.0          # seconds between two chunks of a request body
+    timeout_keep_alive: float = 5.0     # idle seconds before a keep-alive connection closes (uvicorn's)
+    adapter_fetch_timeout: float = 120.0  # seconds to pull an adapter at run time (admin routes)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -81,6 +85,11 @@ class ServeOptions:
             raise OptionsError(f"--threads is {self.threads}, expected a positive integer")
         if self.max_body_bytes < 1024:
             raise OptionsError(f"--max-body-bytes is {self.max_body_bytes}, expected at least 1024")
+        for flag, value in (("--timeout-header", self.timeout_header), ("--timeout-body", self.timeout_body),
+                            ("--timeout-keep-alive", self.timeout_keep_alive),
+                            ("--adapter-fetch-timeout", self.adapter_fetch_timeout)):
+            if not isinstance(value, (int, float)) or value < 0 or value != value:
+                raise OptionsError(f"{flag} is {value!r}, expected a number of seconds >= 0")
         seen: set[str] = set()
         for spec in self.adapters:
             if spec.name in seen:
@@ -178,7 +187,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=env("KAITO_HOST", "127.0.0.1"), help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 5000, or env KAITO_PORT)")
     parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' (or env KAITO_API_KEY); /health stays open")
+                        help="require 'Authorization: Bearer KEY'; visible in ps: prefer --api-key-file or "
+                             "env KAITO_API_KEY. /health stays open")
+    parser.add_argument("--api-key-file", default=env("KAITO_API_KEY_FILE"), metavar="PATH",
+                        help="read the API key from this file (e.g. a mounted Secret)")
     parser.add_argument("--max-batch", type=int, default=None, help="most sequences decoded together (16)")
     parser.add_argument("--max-model-len", type=int, default=None,
                         help="context limit in tokens (default: the preset's or the model's)")
@@ -193,13 +205,43 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow loading pickle (.bin/.pt) weights; only for weights you trust")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model repo")
     parser.add_argument("--max-body-bytes", type=int, default=None, help=f"request size limit ({DEFAULT_MAX_BODY})")
+    parser.add_argument("--timeout-header", type=float, default=None, metavar="SECONDS",
+                        help="close a connection whose request head takes longer (30; 0: no limit)")
+    parser.add_argument("--timeout-body", type=float, default=None, metavar="SECONDS",
+                        help="answer 408 when a request body stalls longer between two chunks (60)")
+    parser.add_argument("--timeout-keep-alive", type=float, default=None, metavar="SECONDS",
+                        help="close idle keep-alive connections after this long (5)")
+    parser.add_argument("--adapter-fetch-timeout", type=float, default=None, metavar="SECONDS",
+                        help="give up pulling an adapter at run time after this long (120)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
 _CONFIG_KEYS = {  # transformers: settings in inference_config.yaml -> ServeOptions field
     "max_batch": int, "max-batch": int, "max_model_len": int, "max-model-len": int, "dtype": str,
     "device": str, "max_body_bytes": int, "threads": int, "allow_pickle": bool, "served_model_name": str,
+    "timeout_header": float, "timeout_body": float, "timeout_keep_alive": float, "adapter_fetch_timeout": float,
 }
+
+
+def read_api_key(args: argparse.Namespace) -> str | None:
+    """--api-key-file, else --api-key (which ``ps`` shows: warned), else env KAITO_API_KEY."""
+    import logging
+
+    path = getattr(args, "api_key_file", None)
+    if path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise OptionsError(f"--api-key-file {path!r}: cannot read it ({exc.strerror})") from None
+        if not key:
+            raise OptionsError(f"--api-key-file {path!r} is empty; put the key on its first line")
+        return key
+    if getattr(args, "api_key", None):
+        logging.getLogger("kaito.runtime").warning(
+            "--api-key is visible to every user of this machine (ps, /proc/*/cmdline); "
+            "use --api-key-file or the KAITO_API_KEY environment variable instead")
+        return args.api_key
+    return os.environ.get("KAITO_API_KEY") or None
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
@@ -248,7 +290,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         revision=args.revision or None,
         host=args.host,
         port=port,
-        api_key=args.api_key or os.environ.get("KAITO_API_KEY") or None,
+        api_key=read_api_key(args),
         max_batch=int(pick(args.max_batch, "max_batch", 16)),
         max_model_len=pick(args.max_model_len, "max_model_len", None),
         dtype=pick(args.dtype, "dtype", None),
@@ -261,6 +303,10 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         config_path=args.config,
         vllm_args=dict(config.get("vllm") or {}),
         log_level=args.log_level,
+        timeout_header=float(pick(args.timeout_header, "timeout_header", 30.0)),
+        timeout_body=float(pick(args.timeout_body, "timeout_body", 60.0)),
+        timeout_keep_alive=float(pick(args.timeout_keep_alive, "timeout_keep_alive", 5.0)),
+        adapter_fetch_timeout=float(pick(args.adapter_fetch_timeout, "adapter_fetch_timeout", 120.0)),
     )
 
 

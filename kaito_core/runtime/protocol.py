@@ -25,18 +25,21 @@ _NUMBER = (int, float)
 # Parameters OpenAI defines that this server cannot honour: refused, never silently ignored.
 _UNSUPPORTED_CHAT = {
     "tools": "tool calling is not implemented by the transformers backend",
-    "tool_choice": "tool calling is not implemented by the transformers backend",
     "functions": "function calling is not implemented by the transformers backend",
     "function_call": "function calling is not implemented by the transformers backend",
-    "response_format": "structured output is not implemented by the transformers backend",
     "audio": "audio output is not supported",
     "prediction": "predicted outputs are not supported",
     "web_search_options": "web search is not supported",
 }
 _UNSUPPORTED_COMPLETION = {
     "suffix": "insertion (suffix) is not supported",
-    "best_of": "best_of is not supported; send n=1",
 }
+MAX_N = 16             # choices per request (each is one sequence in the batch)
+MAX_LOGPROBS = 20      # vLLM's default --max-logprobs
+# vLLM (sampling_params.py): below _SAMPLING_EPS a temperature means greedy; below _MAX_TEMP it
+# is raised to _MAX_TEMP, because dividing logits by it overflows to inf/NaN.
+SAMPLING_EPS = 1e-5
+MIN_TEMPERATURE = 1e-2
 
 
 @dataclass
@@ -57,6 +60,7 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     ignore_eos: bool = False
     min_tokens: int = 0
+    logprobs: int | None = None         # None: not asked; k: the sampled token's + the k most likely
 
     @property
     def greedy(self) -> bool:
@@ -79,6 +83,7 @@ class ParsedRequest:
     max_length: int | None = None          # /chat: prompt + new tokens (upstream's generate_kwargs)
     min_length: int = 0                    # /chat: prompt + new tokens, at least
     echo: bool = False
+    n: int = 1                             # choices; each one is its own sequence in the batch
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -102,7 +107,31 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}", param="body",
                        code="invalid_type")
+    check_text(data)
     return data
+
+
+def check_text(data: Any) -> None:
+    """Refuse strings that are not valid Unicode text: JSON's ``"\\ud800"`` escapes decode to a
+    lone surrogate, which no tokenizer can encode (it used to end in a 500). Iterative, so a
+    deeply nested body costs no recursion."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                where = path or "body"
+                raise APIError(400, f"'{where}' is not valid Unicode text: character {exc.start} is a lone "
+                                    f"surrogate ({node[exc.start]!a}); send UTF-8 text (pair surrogates in "
+                                    "\\u escapes)", param=where, code="invalid_text") from None
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((k, f"{path}.{k}".lstrip(".") if isinstance(k, str) else path))
+                stack.append((v, f"{path}.{k}".lstrip(".")))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
 
 
 # -- scalar checks ---------------------------------------------------------------------------
@@ -203,6 +232,13 @@ def _logit_bias(body: dict) -> dict[int, float]:
     return out
 
 
+def normalise_temperature(value: float) -> float:
+    """vLLM's rule: a temperature under 1e-5 is greedy (0), one under 1e-2 is raised to 1e-2."""
+    if value < SAMPLING_EPS:
+        return 0.0
+    return max(value, MIN_TEMPERATURE)
+
+
 def sampling_from(body: dict) -> SamplingParams:
     """The sampling parameters shared by chat and completions (OpenAI + vLLM extras)."""
     max_tokens = _int(body, "max_tokens", lo=1, expected="a positive integer")
@@ -212,7 +248,7 @@ def sampling_from(body: dict) -> SamplingParams:
     top_k = _int(body, "top_k", lo=-1, expected="-1, 0 (disabled) or a positive integer", default=0)
     params = SamplingParams(
         max_tokens=max_tokens,
-        temperature=_num(body, "temperature", lo=0.0, hi=2.0, default=1.0),
+        temperature=normalise_temperature(_num(body, "temperature", lo=0.0, hi=2.0, default=1.0)),
         top_p=_num(body, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0),
         top_k=max(top_k, 0),
         min_p=_num(body, "min_p", lo=0.0, hi=1.0, default=0.0),
@@ -221,6 +257,8 @@ def sampling_from(body: dict) -> SamplingParams:
         stop_token_ids=_stop_token_ids(body),
         presence_penalty=_num(body, "presence_penalty", lo=-2.0, hi=2.0, default=0.0),
         frequency_penalty=_num(body, "frequency_penalty", lo=-2.0, hi=2.0, default=0.0),
+        # vLLM only requires > 0; the upper bound keeps a typo (100 for 1.00) from silently
+        # making every seen token unpickable
         repetition_penalty=_num(body, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0),
         logit_bias=_logit_bias(body),
         ignore_eos=_bool(body, "ignore_eos"),
@@ -231,20 +269,61 @@ def sampling_from(body: dict) -> SamplingParams:
     return params
 
 
-def _common(body: dict, unsupported: dict[str, str]) -> tuple[str | None, bool, bool]:
+def _choices(body: dict, kind: str) -> int:
+    n = _int(body, "n", lo=1, hi=MAX_N, default=1, expected=f"an integer in [1, {MAX_N}]")
+    best_of = _int(body, "best_of", lo=1, default=None, expected="a positive integer")
+    if kind == "completion" and best_of is not None and best_of != n:
+        # best_of == n is the default (vLLM V1 accepts nothing else either)
+        raise unsupported_param("best_of", f"best_of {best_of} != n {n}: ranking extra candidates is not "
+                                           "implemented; leave best_of out or equal to n")
+    return n
+
+
+def _chat_logprobs(body: dict) -> int | None:
+    want = _bool(body, "logprobs")
+    top = _int(body, "top_logprobs", lo=0, hi=MAX_LOGPROBS, default=None,
+               expected=f"an integer in [0, {MAX_LOGPROBS}]")
+    if top is not None and top > 0 and not want:
+        raise bad_param("top_logprobs", top, "to be sent with logprobs: true (OpenAI's rule)")
+    return (top or 0) if want else None
+
+
+def _completion_logprobs(body: dict) -> int | None:
+    value = body.get("logprobs")
+    if value is None or value is False:
+        return None
+    return _int(body, "logprobs", lo=0, hi=MAX_LOGPROBS, expected=f"an integer in [0, {MAX_LOGPROBS}]")
+
+
+def _response_format(body: dict) -> None:
+    value = body.get("response_format")
+    if value is None:
+        return
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return
+    if kind in ("json_object", "json_schema", "structural_tag", "grammar", "regex"):
+        raise unsupported_param("response_format", f"{kind!r} needs constrained decoding, which the transformers "
+                                                   "backend does not implement; use the vllm runtime or "
+                                                   "response_format {\"type\": \"text\"}")
+    raise bad_param("response_format", value, "an object such as {\"type\": \"text\"}", code="invalid_type")
+
+
+def _tool_choice(body: dict) -> None:
+    value = body.get("tool_choice")
+    if value is None or value == "none":
+        return  # "none": the model answers with text, which is all this backend does
+    raise unsupported_param("tool_choice", "tool calling is not implemented by the transformers backend; "
+                                           "send tool_choice \"none\" or leave it out")
+
+
+def _common(body: dict, unsupported: dict[str, str], kind: str) -> tuple[str | None, bool, bool]:
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not model):
         raise bad_param("model", model, "a model id string (GET /v1/models lists them)", code="invalid_type")
-    n = _int(body, "n", lo=1, default=1, expected="1")
-    if n != 1:
-        raise bad_param("n", n, "1: this server returns one choice per request; send n parallel requests instead")
     for key, why in unsupported.items():
         if body.get(key) not in (None, [], {}):
             raise unsupported_param(key, why)
-    if body.get("logprobs") not in (None, False, 0):
-        raise unsupported_param("logprobs", "log probabilities are not returned by this server")
-    if body.get("top_logprobs") not in (None, 0):
-        raise unsupported_param("top_logprobs", "log probabilities are not returned by this server")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise bad_param("user", user, "a string", code="invalid_type")
@@ -312,16 +391,19 @@ def parse_messages(value: Any, param: str = "messages") -> list[dict[str, str]]:
 
 def parse_chat(body: dict) -> ParsedRequest:
     """``POST /v1/chat/completions``."""
-    model, stream, include_usage = _common(body, _UNSUPPORTED_CHAT)
+    model, stream, include_usage = _common(body, _UNSUPPORTED_CHAT, "chat")
+    _response_format(body)
+    _tool_choice(body)
     messages = parse_messages(body.get("messages"))
     params = sampling_from(body)
+    params.logprobs = _chat_logprobs(body)
     return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
-                         include_usage=include_usage)
+                         include_usage=include_usage, n=_choices(body, "chat"))
 
 
 def parse_completion(body: dict) -> ParsedRequest:
     """``POST /v1/completions``: one prompt, as a string or token ids."""
-    model, stream, include_usage = _common(body, _UNSUPPORTED_COMPLETION)
+    model, stream, include_usage = _common(body, _UNSUPPORTED_COMPLETION, "completion")
     echo = _bool(body, "echo")
     if echo and stream:
         raise unsupported_param("echo", "echo with stream is not supported; use one of them")
@@ -345,8 +427,9 @@ def parse_completion(body: dict) -> ParsedRequest:
         raise bad_param("prompt", prompt, "a string, a list with one string, or a non-empty list of token ids",
                         code="invalid_type")
     params = sampling_from(body)
+    params.logprobs = _completion_logprobs(body)
     return ParsedRequest(kind="completion", model=model, params=params, prompt=text, prompt_ids=ids,
-                         stream=stream, include_usage=include_usage, echo=echo)
+                         stream=stream, include_usage=include_usage, echo=echo, n=_choices(body, "completion"))
 
 
 # upstream KAITO's generate_kwargs defaults (presets/.../text-generation/inference_api.py)
@@ -385,7 +468,7 @@ def parse_kaito_chat(body: dict) -> ParsedRequest:
     top_k = _int(kw, "top_k", lo=0, default=0, param=p + "top_k", expected="a non-negative integer")
     params = SamplingParams(
         max_tokens=max_new,
-        temperature=temperature if do_sample else 0.0,
+        temperature=normalise_temperature(temperature) if do_sample else 0.0,
         top_p=_num(kw, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0, param=p + "top_p"),
         top_k=top_k,
         seed=_int(kw, "seed", lo=-MAX_SEED, hi=MAX_SEED, param=p + "seed"),

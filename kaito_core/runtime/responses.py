@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 FINGERPRINT = "kaito-transformers"
 
@@ -18,21 +18,63 @@ def usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def chat_choice(index: int, text: str, finish: str, logprobs: dict | None = None) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
+            "logprobs": logprobs, "finish_reason": finish}
+
+
 def chat_completion(rid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int,
-                    created: int | None = None) -> dict[str, Any]:
+                    created: int | None = None, *, choices: list[dict] | None = None) -> dict[str, Any]:
     return {
         "id": rid, "object": "chat.completion", "created": created or int(time.time()), "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "logprobs": None, "finish_reason": finish}],
+        "choices": choices if choices is not None else [chat_choice(0, text, finish)],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
-def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None) -> dict:
+def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None,
+               index: int = 0, logprobs: dict | None = None) -> dict:
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+
+
+# -- log-probabilities, shaped as vLLM's OpenAI server answers them -----------------------------
+
+UNLIKELY = -9999.0  # OpenAI's (and vLLM's) stand-in for -inf, which JSON cannot carry
+
+
+def _lp(value: float) -> float:
+    return value if value > UNLIKELY else UNLIKELY
+
+
+def _token_entry(text: str, logprob: float) -> dict[str, Any]:
+    return {"token": text, "logprob": _lp(logprob), "bytes": list(text.encode("utf-8", errors="replace"))}
+
+
+def chat_logprobs(entries: list, token_text: Callable[[int], str]) -> dict[str, Any]:
+    """``choices[i].logprobs`` of a chat answer: ``{"content": [...], "refusal": null}``."""
+    content = []
+    for tid, lp, top in entries:
+        entry = _token_entry(token_text(tid), lp)
+        entry["top_logprobs"] = [_token_entry(token_text(t), v) for t, v in top]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(entries: list, token_text: Callable[[int], str], offset: int = 0) -> dict[str, Any]:
+    """``choices[i].logprobs`` of a completion: the legacy parallel lists, ``text_offset`` counting
+    characters from ``offset`` (the echoed prompt's length, or where the last chunk ended)."""
+    tokens, lps, tops, offsets = [], [], [], []
+    for tid, lp, top in entries:
+        text = token_text(tid)
+        tokens.append(text)
+        lps.append(_lp(lp))
+        tops.append({token_text(t): _lp(v) for t, v in top})
+        offsets.append(offset)
+        offset += len(text)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
 def chat_usage_chunk(rid: str, model: str, created: int, prompt_tokens: int, completion_tokens: int) -> dict:
@@ -40,12 +82,17 @@ def chat_usage_chunk(rid: str, model: str, created: int, prompt_tokens: int, com
             "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
 
 
+def completion_choice(index: int, text: str, finish: str | None, logprobs: dict | None = None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+
+
 def completion(rid: str, model: str, text: str, finish: str | None, created: int,
-               prompt_tokens: int | None = None, completion_tokens: int | None = None) -> dict[str, Any]:
+               prompt_tokens: int | None = None, completion_tokens: int | None = None, *,
+               choices: list[dict] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": rid, "object": "text_completion", "created": created, "model": model,
         "system_fingerprint": FINGERPRINT,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+        "choices": choices if choices is not None else [completion_choice(0, text, finish)],
     }
     if prompt_tokens is not None and completion_tokens is not None:
         body["usage"] = usage(prompt_tokens, completion_tokens)

@@ -5,10 +5,15 @@ sampling without a seed -> one multinomial) and one by one only for what is per-
 nature: penalties over the request's own tokens, top-k/top-p/min-p filters, a seeded generator.
 Penalties follow the usual definitions: ``repetition_penalty`` as in transformers (CTRL paper,
 over prompt and output), ``presence``/``frequency`` as in OpenAI's API (over the output only).
+
+One row can never fail the others: a row whose processed logits are not finite (a penalty of
+1e-300 overflows) or whose sampling raises gets a :class:`Pick` with ``error`` set, and the
+engine finishes that request alone (vLLM isolates requests the same way).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import torch
@@ -22,6 +27,16 @@ class Row(Protocol):
     output_ids: list[int]
     generator: torch.Generator | None
     eos_ids: frozenset[int]
+
+
+@dataclass
+class Pick:
+    """One row's outcome: the token, or why there is none; log-probabilities when asked for."""
+
+    token: int | None = None
+    error: str | None = None
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None
 
 
 def _needs_processing(row: Row) -> bool:
@@ -81,34 +96,80 @@ def _filter_row(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return logits
 
 
-def sample(logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
-    """Next token id for each row of ``logits`` ([batch, vocab])."""
+def _bad_rows(logits: torch.Tensor) -> list[int]:
+    """Rows that cannot be sampled: NaN or +inf anywhere, or every token banned (-inf)."""
+    bad = torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1) | torch.isneginf(logits).all(-1)
+    return bad.nonzero().flatten().tolist() if bool(bad.any()) else []
+
+
+def _logprobs(raw: torch.Tensor, rows: Sequence[Row], picks: list[Pick]) -> None:
+    """vLLM's default ``raw_logprobs``: log-softmax of the model's own logits, before penalties
+    and temperature; the sampled token's and the ``top_logprobs`` most likely ones."""
+    want = [i for i, r in enumerate(rows) if r.params.logprobs is not None and picks[i].token is not None]
+    if not want:
+        return
+    lp = torch.log_softmax(raw[want].float(), dim=-1)
+    k = max(rows[i].params.logprobs or 0 for i in want)
+    chosen = lp.gather(1, torch.tensor([[picks[i].token] for i in want], device=lp.device)).squeeze(1).tolist()
+    top_v, top_i = (lp.topk(k, dim=-1) if k else (None, None))
+    top_v = top_v.tolist() if top_v is not None else None
+    top_i = top_i.tolist() if top_i is not None else None
+    for j, i in enumerate(want):
+        picks[i].logprob = chosen[j]
+        n = rows[i].params.logprobs or 0
+        picks[i].top = [(top_i[j][m], top_v[j][m]) for m in range(n)] if n else []
+
+
+def sample(logits: torch.Tensor, rows: Sequence[Row]) -> list[Pick]:
+    """One :class:`Pick` per row of ``logits`` ([batch, vocab]); a failing row fails alone."""
+    raw = logits
     logits = logits.float()
+    if logits is raw:
+        logits = logits.clone()  # processing is in place; logprobs read the model's own values
+    picks = [Pick() for _ in rows]
     for i, row in enumerate(rows):
         if _needs_processing(row):
-            _process_row(logits[i], row)
-    out: list[int | None] = [None] * len(rows)
-    greedy = [i for i, r in enumerate(rows) if r.params.greedy]
+            try:
+                _process_row(logits[i], row)
+            except Exception as exc:  # noqa: BLE001 - this row's parameters, not the batch's fault
+                picks[i].error = f"sampling failed: {type(exc).__name__}: {exc}"
+    for i in _bad_rows(logits):
+        if picks[i].error is None:
+            picks[i].error = ("sampling failed: the penalties and biases of this request leave no finite "
+                              "probability to sample from; use values closer to their defaults")
+    ok = [i for i, p in enumerate(picks) if p.error is None]
+    greedy = [i for i in ok if rows[i].params.greedy]
     if greedy:
-        picks = logits[greedy].argmax(-1).tolist()
-        for i, t in zip(greedy, picks):
-            out[i] = t
-    plain = [i for i, r in enumerate(rows) if out[i] is None and r.generator is None
-             and not (r.params.top_k or r.params.top_p < 1.0 or r.params.min_p > 0.0)]
+        for i, t in zip(greedy, logits[greedy].argmax(-1).tolist()):
+            picks[i].token = t
+    plain = [i for i in ok if picks[i].token is None and rows[i].generator is None
+             and not (rows[i].params.top_k or rows[i].params.top_p < 1.0 or rows[i].params.min_p > 0.0)]
     if plain:
         temps = torch.tensor([rows[i].params.temperature for i in plain], dtype=logits.dtype,
                              device=logits.device).unsqueeze(-1)
         probs = torch.softmax(logits[plain] / temps, dim=-1)
-        picks = torch.multinomial(probs, 1).squeeze(-1).tolist()
-        for i, t in zip(plain, picks):
-            out[i] = t
-    for i, row in enumerate(rows):
-        if out[i] is None:
-            probs = torch.softmax(_filter_row(logits[i], row.params), dim=-1)
-            if row.generator is not None:
-                probs = probs.cpu()  # seeded generators live on the CPU
-            out[i] = int(torch.multinomial(probs, 1, generator=row.generator).item())
-    return [int(t) for t in out]  # type: ignore[arg-type]
+        finite = torch.isfinite(probs).all(-1).tolist()
+        if all(finite):
+            for i, t in zip(plain, torch.multinomial(probs, 1).squeeze(-1).tolist()):
+                picks[i].token = t
+        # else: leave them to the row-by-row path below, which isolates the failing one
+    for i in ok:
+        if picks[i].token is None:
+            picks[i].token, picks[i].error = _sample_one(logits[i], rows[i])
+    _logprobs(raw, rows, picks)
+    return picks
+
+
+def _sample_one(logits: torch.Tensor, row: Row) -> tuple[int | None, str | None]:
+    try:
+        probs = torch.softmax(_filter_row(logits, row.params), dim=-1)
+        if not bool(torch.isfinite(probs).all()):
+            return None, "sampling failed: the probabilities are not finite (temperature or penalties too extreme)"
+        if row.generator is not None:
+            probs = probs.cpu()  # seeded generators live on the CPU
+        return int(torch.multinomial(probs, 1, generator=row.generator).item()), None
+    except Exception as exc:  # noqa: BLE001 - this row only
+        return None, f"sampling failed: {type(exc).__name__}: {exc}"
 
 
 def make_generator(seed: int | None, device: Any = "cpu") -> torch.Generator | None:

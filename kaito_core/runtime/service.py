@@ -5,9 +5,12 @@ check the context, and run one generation through the engine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -30,6 +33,24 @@ class Prepared:
     max_new_tokens: int
 
 
+# Tokenize at most this many characters per token of context before deciding a prompt is too
+# long: no tokenizer we know has tokens longer than this, so a prefix that already fills the
+# context proves the whole prompt does, and an 8 MB prompt costs a 2048-token model only
+# 2048 * 64 characters of tokenizing.
+MAX_CHARS_PER_TOKEN = 64
+
+
+def _tagged(queue: asyncio.Queue, index: int, out: Any) -> None:
+    queue.put_nowait((index, out))
+
+
+def generation_error(out: Any) -> APIError:
+    """A request that failed alone: its own parameters (sampling) are a 400, anything else a 500."""
+    if out.error.startswith("sampling failed"):
+        return APIError(400, f"{out.error}", type="invalid_request_error", code="sampling_failed")
+    return APIError(500, f"generation failed: {out.error}", type="server_error", code="generation_failed")
+
+
 class TransformersService:
     def __init__(self, opts: ServeOptions, preset: Any = None, metrics: Any = None):
         self.opts = opts
@@ -43,6 +64,10 @@ class TransformersService:
         self.created = int(time.time())
         self._thread: threading.Thread | None = None
         self._admin_lock = asyncio.Lock()
+        # One worker: a fast tokenizer is not safe to reconfigure from two threads at once
+        # (tokenizers' "Already borrowed"), and one thread is enough to keep the loop free.
+        self._tokenizer_pool = ThreadPoolExecutor(1, thread_name_prefix="kaito-tokenize")
+        self._token_texts: dict[int, str] = {}
         self.on_failed: Any = None       # called (from the loading thread) when loading fails
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -70,7 +95,8 @@ class TransformersService:
             for spec in specs:
                 self.adapters.load(spec.name, spec.source, spec.strength)
             self.engine = Engine(self.loaded.model, max_batch=self.opts.max_batch, max_queue=self.opts.max_queue,
-                                 metrics=self.metrics, forward_kwargs=self.adapters.forward_kwargs)
+                                 metrics=self.metrics, forward_kwargs=self.adapters.forward_kwargs,
+                                 context_length=self.loaded.context_length)
             self.engine.model = self.adapters.model
             self.engine.start(loop)
             self.state = "ready"
@@ -89,6 +115,7 @@ class TransformersService:
     def stop(self) -> None:
         if self.engine is not None:
             self.engine.stop()
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
         if self.state != "failed":
             self.state = "stopped"
 
@@ -118,18 +145,32 @@ class TransformersService:
     def model_ids(self) -> list[str]:
         return [self.model_id, *sorted(self.adapters.adapters if self.adapters else [])]
 
-    def resolve_model(self, name: str | None) -> tuple[str, str | None]:
+    def resolve_model(self, name: str | None, lenient: bool = False) -> tuple[str, str | None]:
+        """``model`` -> (id answered, adapter). Unknown: 404 as vLLM answers, or the base model
+        when ``lenient`` (upstream KAITO's /chat never read the field)."""
         if name is None or name in self.base_names():
             return self.model_id, None
         if self.adapters is not None and name in self.adapters.adapters:
             return name, name
+        if lenient:
+            return self.model_id, None
         raise model_not_found(name, self.model_ids())
+
+    def token_text(self, token_id: int) -> str:
+        """One token's text, for log-probabilities (cached: the same ids recur constantly)."""
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self.loaded.tokenizer.decode([token_id], skip_special_tokens=False,
+                                                clean_up_tokenization_spaces=False)
+            if len(self._token_texts) < 200_000:
+                self._token_texts[token_id] = text
+        return text
 
     # -- requests ------------------------------------------------------------------------
 
     def prepare(self, parsed: ParsedRequest) -> Prepared:
         self.require_ready()
-        model_id, adapter = self.resolve_model(parsed.model)
+        model_id, adapter = self.resolve_model(parsed.model, lenient=parsed.kind == "kaito_chat")
         tok = self.loaded.tokenizer
         ctx = self.loaded.context_length
         if parsed.messages is not None:
@@ -139,8 +180,8 @@ class TransformersService:
             except Exception as exc:  # noqa: BLE001 - templates raise for e.g. a wrong role order
                 raise bad_param("messages", f"{len(parsed.messages)} messages",
                                 f"messages this model's chat template accepts ({exc})") from None
-            ids = tok(text, add_special_tokens=False)["input_ids"]
             prompt_param = "messages"
+            ids = self._tokenize(text, ctx, prompt_param, add_special_tokens=False)
         elif parsed.prompt_ids is not None:
             bad = [t for t in parsed.prompt_ids if t >= self.loaded.vocab_size]
             if bad:
@@ -150,8 +191,8 @@ class TransformersService:
             prompt_param = "prompt"
         else:
             text = parsed.prompt or ""
-            ids = tok(text)["input_ids"]
             prompt_param = "prompt"
+            ids = self._tokenize(text, ctx, prompt_param)
         if not ids:
             raise bad_param(prompt_param, text, "a prompt of at least one token")
         n = len(ids)
@@ -181,55 +222,78 @@ class TransformersService:
         return Prepared(parsed=parsed, model_id=model_id, adapter=adapter, prompt_ids=ids, prompt_text=text,
                         max_new_tokens=max_new)
 
-    async def generate(self, prep: Prepared, is_disconnected: Any = None) -> AsyncIterator[Any]:
-        """Yield :class:`Output` objects until the last one (``finished``). Cancels on exit."""
-        from kaito_core.runtime.engine import AsyncSink, EngineBusy, Sequence
+    def _tokenize(self, text: str, ctx: int, param: str, **kw: Any) -> list[int]:
+        tok = self.loaded.tokenizer
+        cap = ctx * MAX_CHARS_PER_TOKEN
+        if len(text) > cap:
+            head = tok(text[:cap], **kw)["input_ids"]
+            if len(head) >= ctx:
+                raise APIError(400, f"this model's maximum context length is {ctx} tokens, but the {param} has more "
+                                    f"than {len(head)} tokens ({len(text)} characters); shorten it",
+                               param=param, code="context_length_exceeded")
+        return tok(text, **kw)["input_ids"]
+
+    async def prepare_async(self, parsed: ParsedRequest) -> Prepared:
+        """:meth:`prepare` on the tokenizer's worker thread: chat templating and tokenizing a
+        large request must never stall the event loop (and with it every running stream)."""
+        self.require_ready()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_pool, self.prepare, parsed)
+
+    async def generate(self, prep: Prepared, is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
+        """Yield ``(choice index, Output)`` until every one of the request's ``n`` choices has
+        finished. Each choice is its own sequence in the batch; all are cancelled on exit."""
+        from kaito_core.runtime.engine import EngineBusy, Sequence
         from kaito_core.runtime.textstream import Detokenizer
 
-        sink = AsyncSink(asyncio.get_running_loop())
-        seq = Sequence(prompt_ids=prep.prompt_ids, params=prep.parsed.params, max_new_tokens=prep.max_new_tokens,
-                       eos_ids=self.loaded.eos_ids, detok=Detokenizer(self.loaded.tokenizer), sink=sink,
-                       adapter=prep.adapter)
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        n = prep.parsed.n
+        seqs = []
+        for i in range(n):
+            params = prep.parsed.params
+            if n > 1 and params.seed is not None:  # n seeded choices differ, yet the request repeats
+                params = dataclasses.replace(params, seed=params.seed + i)
+            seqs.append(Sequence(prompt_ids=prep.prompt_ids, params=params, max_new_tokens=prep.max_new_tokens,
+                                 eos_ids=self.loaded.eos_ids, detok=Detokenizer(self.loaded.tokenizer),
+                                 sink=functools.partial(_tagged, queue, i), adapter=prep.adapter,
+                                 model_id=prep.model_id))
         try:
-            self.engine.submit(seq)
+            for seq in seqs:
+                self.engine.submit(seq)
         except EngineBusy as exc:
+            for seq in seqs:
+                seq.cancel()
             raise APIError(503, f"the server is at capacity ({exc}); retry later", type="server_error",
                            code="overloaded", headers={"Retry-After": "1"}) from None
         if self.metrics is not None:
             self.metrics.running.inc()
             self.metrics.adapter_requests.labels(prep.adapter or "").inc()
-            self.metrics.prompt_tokens.labels(prep.model_id).inc(len(prep.prompt_ids))
-        done = False
+        left = n
         last_check = time.monotonic()
         try:
-            while True:
+            while left:
                 try:
-                    out = await asyncio.wait_for(sink.queue.get(), timeout=0.25)
+                    item = await asyncio.wait_for(queue.get(), timeout=0.25)
                 except asyncio.TimeoutError:
-                    out = None
+                    item = None
                 now = time.monotonic()
-                if is_disconnected is not None and (out is None or now - last_check > 0.5):
+                if is_disconnected is not None and (item is None or now - last_check > 0.5):
                     last_check = now
                     if await is_disconnected():
                         log.info("client went away; freeing its slot")
                         return
-                if out is None:
+                if item is None:
                     continue
+                index, out = item
                 if out.finished:
-                    done = True
-                    if self.metrics is not None:
-                        self.metrics.generation_tokens.labels(prep.model_id).inc(out.completion_tokens)
-                        self.metrics.finished.labels(out.finish_reason or "unknown").inc()
-                        self.metrics.e2e.observe(time.monotonic() - seq.arrived)
+                    left -= 1
                     if out.error:
-                        raise APIError(500, f"generation failed: {out.error}", type="server_error",
-                                       code="generation_failed")
-                yield out
-                if done:
-                    return
+                        raise generation_error(out)
+                yield index, out
         finally:
-            if not done:
-                seq.cancel()
+            for seq in seqs:
+                if seq.finish_reason is None:
+                    seq.cancel()
             if self.metrics is not None:
                 self.metrics.running.dec()
 

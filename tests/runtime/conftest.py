@@ -40,14 +40,19 @@ def wait_http(url: str, timeout: float = 60.0, ok=(200,)) -> httpx.Response:
 class ThreadServer:
     """uvicorn serving an app in a thread of this process; ``stop()`` shuts it down."""
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, log_level: str = "warning"):
         import uvicorn
+
+        from kaito_core.runtime.listener import uvicorn_config
 
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    timeout_graceful_shutdown=2))
+        opts = getattr(getattr(app, "state", None), "options", None)
+        timeouts = {} if opts is None else {"header_timeout": opts.timeout_header,
+                                            "keep_alive_timeout": opts.timeout_keep_alive}
+        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port, log_level=log_level,
+                                                    timeout_graceful_shutdown=2, **timeouts))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self, health: bool = True) -> "ThreadServer":

@@ -1,0 +1,151 @@
+"""OpenAI routes of the transformers backend: models, chat completions, completions.
+
+Answers follow vLLM's OpenAI server where OpenAI leaves room: ``n`` choices (each a sequence of
+its own in the batch), ``logprobs``/``top_logprobs`` as vLLM shapes them (raw model
+log-probabilities, -9999.0 for -inf), streamed chunks carrying their choice ``index``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from kaito_core.runtime import responses as R
+from kaito_core.runtime.errors import APIError, model_not_found
+from kaito_core.runtime.protocol import parse_chat, parse_completion
+from kaito_core.runtime.service import Prepared
+
+
+@dataclass
+class Choice:
+    """One choice's text, tokens and log-probabilities, as collected from the engine."""
+
+    parts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    finish: str = "stop"
+    logprobs: list = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def finish_of(out: Any) -> str | None:
+    """OpenAI knows only stop and length (an abort never reaches a client)."""
+    if not out.finished:
+        return None
+    return "length" if out.finish_reason == "length" else "stop"
+
+
+async def collect(service: Any, request: Request, prep: Prepared) -> list[Choice]:
+    choices = [Choice() for _ in range(prep.parsed.n)]
+    async for index, out in service.generate(prep, request.is_disconnected):
+        c = choices[index]
+        c.parts.append(out.text)
+        c.tokens = out.completion_tokens
+        if out.logprobs:
+            c.logprobs.extend(out.logprobs)
+        if out.finished:
+            c.finish = finish_of(out) or "stop"
+    return choices
+
+
+def register(app: FastAPI, ctx: Any) -> None:
+    """Add the OpenAI routes; ``ctx`` carries the service, options, auth and body reader."""
+    service, opts = ctx.service, ctx.opts
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        ctx.auth.check(request)
+        service.require_ready()
+        data = [R.model_card(service.model_id, service.created, root=opts.model,
+                             max_model_len=service.loaded.context_length)]
+        for name, info in sorted(service.adapters.adapters.items()):
+            data.append(R.model_card(name, info.created, parent=service.model_id, root=info.source,
+                                     max_model_len=service.loaded.context_length))
+        return {"object": "list", "data": data}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+        listing = await list_models(request)
+        for card in listing["data"]:
+            if card["id"] == model_id:
+                return card
+        raise model_not_found(model_id, [c["id"] for c in listing["data"]])
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        parsed = parse_chat(await ctx.body_of(request))
+        prep = await service.prepare_async(parsed)
+        rid, created = R.new_id("chatcmpl"), int(time.time())
+        if parsed.stream:
+            return stream(service, request, prep, rid, created, chat=True)
+        choices = await collect(service, request, prep)
+        want_lp = parsed.params.logprobs is not None
+        body = [R.chat_choice(i, c.text, c.finish,
+                              R.chat_logprobs(c.logprobs, service.token_text) if want_lp else None)
+                for i, c in enumerate(choices)]
+        return JSONResponse(R.chat_completion(rid, prep.model_id, "", "stop", len(prep.prompt_ids),
+                                              sum(c.tokens for c in choices), created, choices=body))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        parsed = parse_completion(await ctx.body_of(request))
+        prep = await service.prepare_async(parsed)
+        rid, created = R.new_id("cmpl"), int(time.time())
+        if parsed.stream:
+            return stream(service, request, prep, rid, created, chat=False)
+        choices = await collect(service, request, prep)
+        want_lp = parsed.params.logprobs is not None
+        head = prep.prompt_text if parsed.echo else ""
+        body = [R.completion_choice(i, head + c.text, c.finish,
+                                    R.completion_logprobs(c.logprobs, service.token_text, len(head))
+                                    if want_lp else None)
+                for i, c in enumerate(choices)]
+        return JSONResponse(R.completion(rid, prep.model_id, "", None, created, len(prep.prompt_ids),
+                                         sum(c.tokens for c in choices), choices=body))
+
+
+def stream(service: Any, request: Request, prep: Prepared, rid: str, created: int, chat: bool) -> StreamingResponse:
+    return StreamingResponse(_events(service, request, prep, rid, created, chat), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(service: Any, request: Request, prep: Prepared, rid: str, created: int,
+                  chat: bool) -> AsyncIterator[bytes]:
+    model, parsed = prep.model_id, prep.parsed
+    want_lp = parsed.params.logprobs is not None
+    tokens = [0] * parsed.n
+    offsets = [0] * parsed.n
+    if chat:
+        for i in range(parsed.n):
+            yield R.sse(R.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}, index=i))
+    try:
+        async for i, out in service.generate(prep, request.is_disconnected):
+            tokens[i] = out.completion_tokens
+            finish = finish_of(out)
+            if chat:
+                if out.text or out.logprobs:
+                    lp = R.chat_logprobs(out.logprobs or [], service.token_text) if want_lp else None
+                    yield R.sse(R.chat_chunk(rid, model, created, {"content": out.text}, index=i, logprobs=lp))
+                if finish:
+                    yield R.sse(R.chat_chunk(rid, model, created, {}, finish, index=i))
+            elif out.text or finish:
+                lp = None
+                if want_lp:
+                    lp = R.completion_logprobs(out.logprobs or [], service.token_text, offsets[i])
+                    offsets[i] += sum(len(t) for t in lp["tokens"])
+                yield R.sse(R.completion(rid, model, "", None, created,
+                                         choices=[R.completion_choice(i, out.text, finish, lp)]))
+    except APIError as exc:
+        yield R.sse(exc.body())
+        yield R.SSE_DONE
+        return
+    if parsed.include_usage:
+        make = R.chat_usage_chunk if chat else R.completion_usage_chunk
+        yield R.sse(make(rid, model, created, len(prep.prompt_ids), sum(tokens)))
+    yield R.SSE_DONE
