@@ -1,0 +1,415 @@
+"""The API emulator's HTTP face (aiohttp): discovery, the REST verbs with kube-apiserver's
+preconditions, admission, status-subresource and validation rules, and watch streams with
+resourceVersion, 410 Gone, bookmarks and server-side timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kaito_core.testing import emulator_admission as admission
+from kaito_core.testing.emulator_rules import (ApiStatus, apply_patch, fields_match, immutable_causes, invalid,
+                                               labels_match, metadata_causes, parse_field_selector,
+                                               parse_label_selector, prepare_create, prepare_update, spec_changed)
+from kaito_core.testing.emulator_store import NO_GENERATION, ResourceType, Store, Watcher, conflict, offer
+from kaito_core.testing.emulator_crds import crd_types
+
+SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
+
+
+@dataclass
+class Fault:
+    """An injected answer: the next ``times`` requests matching (verb, plural, subresource)."""
+
+    verb: str
+    plural: str
+    subresource: str | None
+    code: int
+    times: int
+    reason: str = ""
+
+
+def _not_served() -> ApiStatus:
+    return ApiStatus(404, "NotFound", "the server could not find the requested resource", {})
+
+
+class ApiServer:
+    def __init__(self, store: Store):
+        self.store = store
+        self.counts: dict[tuple[str, str], int] = collections.Counter()  # (verb, plural) -> requests
+        self.calls: dict[tuple[str, str, str, str], int] = collections.Counter()  # verb, group, resource, user-agent
+        self.failing: set[str] = set()
+        self.faults: list[Fault] = []
+        self.webhook_calls: list[tuple[str, str]] = []
+        self.bookmark_interval = 5.0
+        self.max_watch_seconds: float | None = None
+        self.status_via_main = False  # see Emulator(status_via_main=...)
+        self.session: Any = None
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        try:
+            return await self._route(request)
+        except ApiStatus as exc:
+            return web.json_response(exc.body(), status=exc.code)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response(ApiStatus(400, "BadRequest", f"bad request: {exc}").body(), status=400)
+
+    def _parse(self, path: str) -> tuple[str, str, list[str]] | None:
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["api"] and len(parts) >= 2:
+            return "", parts[1], parts[2:]
+        if parts[:1] == ["apis"] and len(parts) >= 3:
+            return parts[1], parts[2], parts[3:]
+        return None
+
+    async def _route(self, request: Any) -> Any:
+        from aiohttp import web
+
+        path = request.path
+        parsed = self._parse(path)
+        if parsed is None or not parsed[2]:
+            return web.json_response(self._discovery(path))
+        group, version, rest = parsed
+        ns, rt, name, sub = self._target(group, version, rest)
+        verb = self._verb(request.method, name, request.query)
+        self.counts[(verb, rt.plural)] += 1
+        self.calls[(verb, group, rt.plural + (f"/{sub}" if sub else ""), request.headers.get("User-Agent", ""))] += 1
+        self._inject(verb, rt.plural, sub)
+        if verb == "watch":
+            return await self.watch(request, rt, ns)
+        if verb == "list":
+            return web.json_response(self.list(rt, ns, request.query))
+        if verb == "get":
+            obj = self.store.get(rt, ns, name)
+            if sub and sub != "status":
+                raise _not_served()
+            return web.json_response(self.out(rt, obj))
+        if verb == "delete":
+            return await self.delete(request, rt, ns, name)
+        body = await request.json()
+        if verb == "create":
+            return web.json_response(self.out(rt, await self.create(rt, ns, body)), status=201)
+        ctype = request.headers.get("Content-Type", "application/json")
+        obj = await self.update(rt, ns, name, sub, body, None if verb == "update" else ctype)
+        return web.json_response(self.out(rt, obj))
+
+    def _target(self, group: str, version: str, rest: list[str]) -> tuple[str | None, ResourceType, str, str | None]:
+        ns = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and (group, version, rest[2]) in self.store.types:
+            ns, rest = rest[1], rest[2:]
+        rt = self.store.types.get((group, version, rest[0]))
+        if rt is None or len(rest) > 3 or (ns is not None and not rt.namespaced):
+            raise _not_served()
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else None
+        if sub and not (sub == "status" and rt.status):
+            raise _not_served()
+        return ns, rt, name, sub
+
+    @staticmethod
+    def _verb(method: str, name: str, query: Any) -> str:
+        if method == "GET":
+            return "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        if method not in verbs or (method == "POST") == bool(name) or (method in ("PUT", "PATCH") and not name):
+            raise ApiStatus(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
+                                                     f"resource ({method})")
+        return "deletecollection" if method == "DELETE" and not name else verbs[method]
+
+    def _inject(self, verb: str, plural: str, sub: str | None) -> None:
+        if plural in self.failing:
+            raise ApiStatus(500, "InternalError", f"Internal error occurred: {plural} is failing (injected)")
+        for fault in self.faults:
+            if fault.times > 0 and fault.verb in (verb, "*") and fault.plural in (plural, "*") \
+                    and fault.subresource == sub:
+                fault.times -= 1
+                reason = fault.reason or {409: "Conflict", 410: "Expired", 429: "TooManyRequests"}.get(
+                    fault.code, "InternalError")
+                raise ApiStatus(fault.code, reason, f"injected {fault.code} for {verb} {plural}"
+                                                    f"{'/' + sub if sub else ''}: the object has been modified; "
+                                                    f"please apply your changes to the latest version and try again")
+
+    def _discovery(self, path: str) -> dict[str, Any]:
+        types = self.store.types.values()
+        parts = [p for p in path.split("/") if p]
+        if parts == ["version"]:
+            return {"major": "1", "minor": "33", "gitVersion": "v1.33.0-kaito-emulator", "platform": "linux/amd64"}
+        if parts == ["api"]:
+            return {"kind": "APIVersions", "versions": ["v1"]}
+        groups: dict[str, list[str]] = {}
+        for rt in types:
+            if rt.group and rt.version not in groups.setdefault(rt.group, []):
+                groups[rt.group].append(rt.version)
+        entries = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                    "preferredVersion": {"groupVersion": f"{g}/{vs[-1]}", "version": vs[-1]}}
+                   for g, vs in sorted(groups.items())]
+        if parts == ["apis"]:
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": entries}
+        if parts[:1] == ["apis"] and len(parts) == 2:
+            for e in entries:
+                if e["name"] == parts[1]:
+                    return {"kind": "APIGroup", "apiVersion": "v1", **e}
+            raise _not_served()
+        if parts == ["api", "v1"] or (parts[:1] == ["apis"] and len(parts) == 3):
+            group, version = ("", "v1") if parts[0] == "api" else (parts[1], parts[2])
+            res = []
+            for rt in types:
+                if (rt.group, rt.version) == (group, version):
+                    base = {"kind": rt.kind, "namespaced": rt.namespaced, "singularName": rt.kind.lower(),
+                            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update",
+                                      "watch"], "shortNames": list(rt.shortnames)}
+                    res.append({"name": rt.plural, **base})
+                    if rt.status:
+                        res.append({"name": f"{rt.plural}/status", **base, "verbs": ["get", "patch", "update"]})
+            if not res:
+                raise _not_served()
+            return {"kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": f"{group}/{version}" if group else version, "resources": res}
+        if parts in ([], ["healthz"], ["readyz"], ["livez"]):
+            return {"paths": ["/api", "/apis", "/version"]}
+        raise _not_served()
+
+    @staticmethod
+    def out(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        return {**obj, "apiVersion": rt.api_version, "kind": rt.kind}
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _matcher(query: Any) -> Any:
+        labels = parse_label_selector(query.get("labelSelector", ""))
+        fields = parse_field_selector(query.get("fieldSelector", ""))
+        return lambda o: labels_match(o["metadata"].get("labels"), labels) and fields_match(o, fields)
+
+    def list(self, rt: ResourceType, ns: str | None, query: Any) -> dict[str, Any]:
+        items = self.store.list(rt, ns, self._matcher(query))
+        meta: dict[str, Any] = {"resourceVersion": str(self.store.rv)}
+        start = 0
+        if query.get("continue"):
+            token = json.loads(base64.b64decode(query["continue"]))
+            if token["rv"] < self.store.compacted:
+                raise ApiStatus(410, "Expired", "The provided continue parameter is too old to display a "
+                                                "consistent list result. You can start a new list without the "
+                                                "continue parameter.")
+            start = token["start"]
+            meta["resourceVersion"] = str(token["rv"])
+        limit = int(query.get("limit") or 0)
+        if limit and start + limit < len(items):
+            meta["continue"] = base64.b64encode(json.dumps({"rv": int(meta["resourceVersion"]),
+                                                            "start": start + limit}).encode()).decode()
+            meta["remainingItemCount"] = len(items) - start - limit
+            items = items[start:start + limit]
+        else:
+            items = items[start:]
+        return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta,
+                "items": [self.out(rt, o) for o in items]}
+
+    async def watch(self, request: Any, rt: ResourceType, ns: str | None) -> Any:
+        from aiohttp import web
+
+        q = request.query
+        match = self._matcher(q)
+        queue: asyncio.Queue = asyncio.Queue()
+        w = Watcher(rt.gk, ns, match, queue)
+        rv = q.get("resourceVersion", "")
+        initial = q.get("sendInitialEvents") == "true" or rv in ("", "0")
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        if initial:
+            for obj in self.store.list(rt, ns, match):
+                queue.put_nowait(("ADDED", obj))
+            if q.get("sendInitialEvents") == "true":
+                queue.put_nowait(("BOOKMARK", {"metadata": {"resourceVersion": str(self.store.rv), "annotations": {
+                    "k8s.io/initial-events-end": "true"}}}))
+        else:
+            try:
+                for ev in self.store.since(rt.gk, int(rv)):
+                    offer(w, ev)
+            except ApiStatus as exc:
+                await resp.write(json.dumps({"type": "ERROR", "object": exc.body()}).encode() + b"\n")
+                return resp
+        self.store.watchers.add(w)
+        try:
+            await self._stream(resp, w, rt, q)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.store.watchers.discard(w)
+        return resp
+
+    async def _stream(self, resp: Any, w: Watcher, rt: ResourceType, q: Any) -> None:
+        loop = asyncio.get_running_loop()
+        limits = [float(q["timeoutSeconds"])] if q.get("timeoutSeconds") else []
+        if self.max_watch_seconds is not None:
+            limits.append(self.max_watch_seconds)
+        deadline = loop.time() + min(limits) if limits else None
+        bookmarks = q.get("allowWatchBookmarks") == "true"
+        next_bookmark = loop.time() + self.bookmark_interval
+        while True:
+            now = loop.time()
+            wait = min(x for x in (deadline, next_bookmark if bookmarks else None) if x is not None) - now \
+                if deadline is not None or bookmarks else None
+            try:
+                item = await asyncio.wait_for(w.queue.get(), timeout=max(wait, 0)) if wait is not None \
+                    else await w.queue.get()
+            except asyncio.TimeoutError:
+                if deadline is not None and loop.time() >= deadline:
+                    return  # timeoutSeconds: the server ends the watch; clients resume from their last version
+                next_bookmark = loop.time() + self.bookmark_interval
+                item = ("BOOKMARK", {"metadata": {"resourceVersion": str(self.store.rv)}})
+            if item is None:
+                return  # cut by the test
+            type_, obj = item
+            if type_ == "BOOKMARK":
+                if not bookmarks and "annotations" not in obj["metadata"]:
+                    continue
+                payload = {"apiVersion": rt.api_version, "kind": rt.kind, **obj}
+            else:
+                payload = self.out(rt, obj)
+            await resp.write(json.dumps({"type": type_, "object": payload}).encode() + b"\n")
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _prepare(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        return rt.schema.prepare(obj) if rt.schema is not None else obj
+
+    def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        causes = metadata_causes(obj.get("metadata") or {})
+        if rt.schema is not None:
+            causes += rt.schema.causes(obj)
+        if old is not None:
+            causes += immutable_causes(rt.kind, old, obj)
+        if causes:
+            raise invalid(rt.kind, rt.group, (obj.get("metadata") or {}).get("name", ""), causes)
+
+    async def _admit(self, kind: str, rt: ResourceType, sub: str | None, op: str, obj: Any, old: Any) -> Any:
+        if self.session is None:
+            return obj
+        return await admission.admit(self.store, self.session, kind=kind, rt=rt, subresource=sub, operation=op,
+                                     obj=obj, old=old, calls=self.webhook_calls)
+
+    async def create(self, rt: ResourceType, ns: str | None, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ApiStatus(400, "BadRequest", "the body must be a JSON object")
+        obj = dict(body, apiVersion=rt.api_version, kind=rt.kind)
+        meta = dict(obj.get("metadata") or {})
+        if rt.namespaced:
+            if ns is None or meta.get("namespace", ns) != ns:
+                raise ApiStatus(400, "BadRequest", "the namespace of the provided object does not match the "
+                                                   "namespace sent on the request")
+            meta["namespace"] = ns
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        meta.pop("resourceVersion", None)
+        obj["metadata"] = meta
+        prepare_create(rt.kind, obj, rt.status and not self.status_via_main)
+        obj = self._prepare(rt, obj)
+        obj = self._prepare(rt, await self._admit("mutating", rt, None, "CREATE", obj, None))
+        self._validate(rt, obj, None)
+        await self._admit("validating", rt, None, "CREATE", obj, None)
+        stored = self.store.create(rt, obj)
+        if rt.kind == "CustomResourceDefinition":
+            stored = self._crd_changed(rt, stored)
+        return stored
+
+    async def update(self, rt: ResourceType, ns: str | None, name: str, sub: str | None, body: Any,
+                     patch_type: str | None) -> dict[str, Any]:
+        """PUT (``patch_type`` None) or PATCH; retried when the object changes meanwhile and the
+        caller set no resourceVersion (apiserver's GuaranteedUpdate)."""
+        for _ in range(10):
+            current = self.store.get(rt, ns, name)
+            new = apply_patch(self.out(rt, current), patch_type, body) if patch_type else body
+            if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
+                raise ApiStatus(400, "BadRequest", "the body must be a JSON object with a metadata object")
+            new = dict(new, apiVersion=rt.api_version, kind=rt.kind)
+            meta = dict(new.get("metadata") or {})
+            wanted = meta.get("resourceVersion")
+            if wanted and wanted != current["metadata"]["resourceVersion"]:
+                raise conflict(rt, name, "the object has been modified; please apply your changes to the latest "
+                                         "version and try again")
+            if not wanted and patch_type is None and rt.crd:
+                raise invalid(rt.kind, rt.group, name, [("FieldValueInvalid", "metadata.resourceVersion",
+                                                         "Invalid value: 0x0: must be specified for an update")])
+            if meta.get("name", name) != name or (rt.namespaced and meta.get("namespace", ns) != ns):
+                raise ApiStatus(400, "BadRequest", f"the name/namespace of the object ({meta.get('name')}) does "
+                                                   f"not match the request ({name})")
+            new["metadata"] = self._system_meta(rt, current, meta)
+            new = prepare_update(current, new, subresource=sub,
+                                 has_status=rt.status and (sub == "status" or not self.status_via_main))
+            new = self._prepare(rt, new)
+            if sub != "status" and rt.kind not in NO_GENERATION and spec_changed(current, new):
+                new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+            new = self._prepare(rt, await self._admit("mutating", rt, sub, "UPDATE", new, self.out(rt, current)))
+            self._validate(rt, new, current)
+            await self._admit("validating", rt, sub, "UPDATE", new, self.out(rt, current))
+            if self.store.objects.get(self.store.key(rt, ns, name)) is not current:
+                if wanted:
+                    raise conflict(rt, name, "the object has been modified; please apply your changes to the "
+                                             "latest version and try again")
+                continue
+            if {**new, "metadata": {**new["metadata"], "resourceVersion": None}} == \
+                    {**self.out(rt, current), "metadata": {**current["metadata"], "resourceVersion": None}}:
+                return current  # a no-op write: no new resourceVersion, no watch event
+            stored = self.store.replace(rt, current, new)
+            if rt.kind == "CustomResourceDefinition":
+                stored = self._crd_changed(rt, stored)
+            return stored
+        raise conflict(rt, name, "the object kept changing; try again")
+
+    def _system_meta(self, rt: ResourceType, current: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+        """uid, creationTimestamp, generation and deletion fields are the server's; finalizers
+        cannot be added to an object being deleted."""
+        old = current["metadata"]
+        for key in SYSTEM_META:
+            if key in old:
+                meta[key] = old[key]
+            else:
+                meta.pop(key, None)
+        if old.get("deletionTimestamp"):
+            added = set(meta.get("finalizers") or []) - set(old.get("finalizers") or [])
+            if added:
+                raise invalid(rt.kind, rt.group, old["name"], [(
+                    "FieldValueForbidden", "metadata.finalizers",
+                    f"Forbidden: no new finalizers can be added if the object is being deleted, found new "
+                    f"finalizers {sorted(added)}")])
+        return meta
+
+    async def delete(self, request: Any, rt: ResourceType, ns: str | None, name: str) -> Any:
+        from aiohttp import web
+
+        raw = await request.read()
+        options = json.loads(raw) if raw else {}
+        if request.query.get("propagationPolicy"):
+            options["propagationPolicy"] = request.query["propagationPolicy"]
+        current = self.store.get(rt, ns, name)
+        await self._admit("validating", rt, None, "DELETE", None, self.out(rt, current))
+        result = self.store.delete(rt, ns, name, options)
+        if rt.kind == "CustomResourceDefinition" and self.store.key(rt, ns, name) not in self.store.objects:
+            self.store.unregister_crd(name)
+        pending = self.store.key(rt, ns, name) in self.store.objects
+        return web.json_response(self.out(rt, result), status=202 if pending else 200)
+
+    def _crd_changed(self, rt: ResourceType, crd: dict[str, Any]) -> dict[str, Any]:
+        """Serve what a CRD declares (the apiextensions controller), and report it Established."""
+        name = crd["metadata"]["name"]
+        for key in [k for k, t in self.store.types.items() if t.crd == name]:
+            del self.store.types[key]
+        for new in crd_types(crd):
+            self.store.register(new)
+        conds = [{"type": t, "status": "True", "reason": t, "message": "emulated",
+                  "lastTransitionTime": crd["metadata"]["creationTimestamp"]} for t in ("NamesAccepted", "Established")]
+        status = {"conditions": conds, "acceptedNames": crd["spec"]["names"],
+                  "storedVersions": [v["name"] for v in crd["spec"]["versions"] if v.get("storage")]}
+        if crd.get("status") == status:
+            return crd
+        return self.store.replace(rt, crd, {**crd, "status": status})

@@ -1,0 +1,348 @@
+"""The API emulator's state: objects, one global resourceVersion (as etcd's revision), a
+bounded event history for watches (older versions answer 410 Gone), finalizers and deletion,
+and the garbage collector's ownerReference rules. Runs on the emulator's event loop only.
+
+Stored objects are never changed in place: every write stores a new dict, so an event or a
+response can share them without copying.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import datetime
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from kaito_core.testing.emulator_rules import ApiStatus
+from kaito_core.testing.emulator_schema import CrdSchema
+
+GK = tuple[str, str]  # (group, plural): the storage key of a resource (all versions share it)
+Key = tuple[str, str, str, str]  # group, plural, namespace ("" when cluster-scoped), name
+NO_GENERATION = {"ConfigMap", "Secret", "Event", "Namespace", "Node", "Lease"}
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ResourceType:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    status: bool = False  # has a status subresource
+    schema: CrdSchema | None = None  # custom resources: pruning, defaulting, validation
+    shortnames: tuple[str, ...] = ()
+    crd: str = ""  # the CustomResourceDefinition serving it ("" = built in)
+    versions: tuple[str, ...] = ()  # every served version (custom resources)
+
+    @property
+    def gk(self) -> GK:
+        return self.group, self.plural
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+@dataclass(eq=False)
+class Watcher:
+    gk: GK
+    namespace: str | None
+    match: Callable[[dict[str, Any]], bool]
+    queue: Any  # asyncio.Queue of (type, object) or None (closed by the server)
+    api_version: str = ""
+    kind: str = ""
+
+
+@dataclass
+class Event:
+    rv: int
+    gk: GK
+    type: str
+    obj: dict[str, Any]
+    old: dict[str, Any] | None = None
+
+
+def not_found(rt: ResourceType, name: str) -> ApiStatus:
+    qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+    return ApiStatus(404, "NotFound", f'{qualified} "{name}" not found',
+                     {"name": name, "group": rt.group, "kind": rt.plural})
+
+
+def conflict(rt: ResourceType, name: str, why: str) -> ApiStatus:
+    qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+    return ApiStatus(409, "Conflict", f'Operation cannot be fulfilled on {qualified} "{name}": {why}',
+                     {"name": name, "group": rt.group, "kind": rt.plural})
+
+
+class Store:
+    def __init__(self, *, history: int = 10000, schedule: Callable[[float, Callable[[], None]], Any] | None = None):
+        self.rv = 1
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.types: dict[tuple[str, str, str], ResourceType] = {}  # (group, version, plural)
+        self.history: collections.deque[Event] = collections.deque(maxlen=history)
+        self.compacted = 0  # watches from a resourceVersion below this answer 410 Gone
+        self.watchers: set[Watcher] = set()  # hashed by identity (eq=False)
+        self.schedule = schedule
+        self.gc_delay = 0.05
+        self._gc_pending = False
+        self.ip = 0
+
+    # -- resources --------------------------------------------------------------------------
+
+    def register(self, rt: ResourceType) -> None:
+        self.types[(rt.group, rt.version, rt.plural)] = rt
+
+    def unregister_crd(self, crd_name: str) -> None:
+        gone = [k for k, rt in self.types.items() if rt.crd == crd_name]
+        for k in gone:
+            rt = self.types.pop(k)
+            for key in [key for key in self.objects if key[:2] == rt.gk]:
+                self._remove(key, rt)
+
+    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
+        group, _, version = api_version.rpartition("/")
+        for (g, v, _), rt in self.types.items():
+            if g == group and v == version and rt.kind == kind:
+                return rt
+        return None
+
+    def type_of(self, gk: GK) -> ResourceType | None:
+        return next((rt for rt in self.types.values() if rt.gk == gk), None)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(rt: ResourceType, namespace: str | None, name: str) -> Key:
+        return rt.group, rt.plural, (namespace or "") if rt.namespaced else "", name
+
+    def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
+        obj = self.objects.get(self.key(rt, namespace, name))
+        if obj is None:
+            raise not_found(rt, name)
+        return obj
+
+    def list(self, rt: ResourceType, namespace: str | None, match: Callable[[dict], bool]) -> list[dict[str, Any]]:
+        return [o for (g, p, ns, _), o in sorted(self.objects.items())
+                if (g, p) == rt.gk and (namespace is None or ns == namespace) and match(o)]
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _next_rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def _publish(self, rt: ResourceType, type_: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        ev = Event(self.rv, rt.gk, type_, obj, old)
+        if len(self.history) == self.history.maxlen:
+            self.compacted = self.history[0].rv
+        self.history.append(ev)
+        for w in list(self.watchers):
+            offer(w, ev)
+
+    def create(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        key = self.key(rt, meta.get("namespace"), meta["name"])
+        if key in self.objects:
+            qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
+            raise ApiStatus(409, "AlreadyExists", f'{qualified} "{meta["name"]}" already exists',
+                            {"name": meta["name"], "group": rt.group, "kind": rt.plural})
+        meta = dict(meta, uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), creationTimestamp=now_rfc3339())
+        for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+            meta.pop(k, None)
+        if not rt.namespaced:
+            meta.pop("namespace", None)
+        if rt.kind not in NO_GENERATION:
+            meta["generation"] = 1
+        if rt.kind == "Service":
+            spec = obj.setdefault("spec", {})
+            if not spec.get("clusterIP"):
+                self.ip += 1
+                spec["clusterIP"] = f"10.96.{self.ip // 250}.{self.ip % 250 + 1}"
+        stored = {**obj, "metadata": meta}
+        self.objects[key] = stored
+        self._publish(rt, "ADDED", stored, None)
+        if meta.get("ownerReferences"):
+            self.schedule_gc()  # a dependent of an owner that is already gone
+        return stored
+
+    def replace(self, rt: ResourceType, current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """Store ``new`` over ``current`` (the caller checked preconditions). An object being
+        deleted whose last finalizer went is removed."""
+        meta = dict(new["metadata"], resourceVersion=self._next_rv())
+        stored = {**new, "metadata": meta}
+        key = self.key(rt, meta.get("namespace"), meta["name"])
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            del self.objects[key]
+            self._publish(rt, "DELETED", stored, current)
+            self.schedule_gc()
+            return stored
+        self.objects[key] = stored
+        self._publish(rt, "MODIFIED", stored, current)
+        if meta.get("ownerReferences") != (current.get("metadata") or {}).get("ownerReferences"):
+            self.schedule_gc()
+        return stored
+
+    def _remove(self, key: Key, rt: ResourceType) -> dict[str, Any]:
+        current = self.objects.pop(key)
+        stored = {**current, "metadata": dict(current["metadata"], resourceVersion=self._next_rv())}
+        self._publish(rt, "DELETED", stored, current)
+        self.schedule_gc()
+        return stored
+
+    def delete(self, rt: ResourceType, namespace: str | None, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """DELETE with DeleteOptions: preconditions, propagationPolicy, finalizers."""
+        current = self.get(rt, namespace, name)
+        meta = current["metadata"]
+        pre = options.get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != meta.get("uid"):
+            raise conflict(rt, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
+                                     f"UID in object meta: {meta.get('uid')}")
+        if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
+            raise conflict(rt, name, f"Precondition failed: ResourceVersion in precondition: "
+                                     f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                                     f"{meta.get('resourceVersion')}")
+        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
+        if policy not in ("Background", "Foreground", "Orphan"):
+            raise ApiStatus(422, "Invalid", f"DeleteOptions.propagationPolicy: Unsupported value: {policy!r}: "
+                                            f'supported values: "Foreground", "Background", "Orphan"')
+        finalizers = list(meta.get("finalizers") or [])
+        extra = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy)
+        if extra and extra not in finalizers:
+            finalizers.append(extra)
+        if meta.get("deletionTimestamp"):
+            if finalizers == list(meta.get("finalizers") or []):
+                return current
+            return self.replace(rt, current, {**current, "metadata": dict(meta, finalizers=finalizers)})
+        if rt.kind == "Namespace":
+            self._delete_namespace(name)
+            current = self.get(rt, None, name)
+            meta = current["metadata"]
+        if not finalizers:
+            return self._remove(self.key(rt, namespace, name), rt)
+        new_meta = dict(meta, deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0, finalizers=finalizers)
+        if "generation" in meta:
+            new_meta["generation"] = meta["generation"] + 1  # rest.BeforeDelete bumps it
+        self.schedule_gc()
+        return self.replace(rt, current, {**current, "metadata": new_meta})
+
+    def _delete_namespace(self, name: str) -> None:
+        """The namespace controller: everything in it goes first."""
+        for key in [k for k in self.objects if k[2] == name]:
+            rt = self.type_of(key[:2])
+            if rt is not None and key in self.objects:
+                self.delete(rt, name, key[3], {})
+
+    # -- watches ----------------------------------------------------------------------------
+
+    def since(self, gk: GK, rv: int) -> list[Event]:
+        """Events after ``rv`` for a resource; 410 Gone when the history no longer has them."""
+        if rv < self.compacted:
+            raise ApiStatus(410, "Expired", f"too old resource version: {rv} ({self.compacted})")
+        return [e for e in self.history if e.rv > rv and e.gk == gk]
+
+    def compact(self) -> int:
+        """Forget every event so far (etcd compaction): watches resuming from any earlier
+        resourceVersion answer 410 Gone. Returns the compacted revision."""
+        self.rv += 1
+        self.compacted = self.rv
+        self.history.clear()
+        return self.rv
+
+    # -- the garbage collector (pkg/controller/garbagecollector) ---------------------------
+
+    def schedule_gc(self) -> None:
+        if self._gc_pending or self.schedule is None:
+            return
+        self._gc_pending = True
+        self.schedule(self.gc_delay, self._gc_pass)
+
+    def _gc_pass(self) -> None:
+        self._gc_pending = False
+        if self.collect():
+            self.schedule_gc()  # cascades: dependents of what was just deleted
+
+    def _owner_state(self, dep_key: Key, ref: dict[str, Any]) -> str:
+        """'present', 'absent' (collect the dependent) or 'unresolvable' (never collected:
+        unknown kind, or a namespaced owner named by a cluster-scoped dependent)."""
+        rt = self.by_kind(ref.get("apiVersion", ""), ref.get("kind", ""))
+        if rt is None or (rt.namespaced and not dep_key[2]):
+            return "unresolvable"
+        owner = self.objects.get(self.key(rt, dep_key[2], ref.get("name", "")))
+        return "present" if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else "absent"
+
+    def collect(self) -> bool:
+        """One pass of the garbage collector; True if it changed anything."""
+        changed = False
+        by_uid = {o["metadata"]["uid"]: (k, o) for k, o in self.objects.items()}
+        blocking: dict[str, int] = collections.Counter()
+        for key, obj in list(self.objects.items()):
+            refs = obj["metadata"].get("ownerReferences") or []
+            if not refs or key not in self.objects:
+                continue
+            rt = self.type_of(key[:2])
+            states = [self._owner_state(key, r) for r in refs]
+            owners = [by_uid.get(r.get("uid"), (None, None))[1] for r in refs]
+            if all(s == "absent" for s in states) or any(
+                    s == "present" and "foregroundDeletion" in (o["metadata"].get("finalizers") or [])
+                    and o["metadata"].get("deletionTimestamp") for s, o in zip(states, owners)):
+                if not obj["metadata"].get("deletionTimestamp") and rt is not None:
+                    self.delete(rt, key[2] or None, key[3], {"propagationPolicy": "Background"})
+                    changed = True
+            else:
+                keep = [r for r, s, o in zip(refs, states, owners) if s != "absent" and not (
+                    s == "present" and "orphan" in (o["metadata"].get("finalizers") or [])
+                    and o["metadata"].get("deletionTimestamp"))]
+                if keep != refs and rt is not None:
+                    self.replace(rt, obj, {**obj, "metadata": dict(obj["metadata"], ownerReferences=keep)})
+                    changed = True
+            for r in refs if key in self.objects else []:
+                if r.get("blockOwnerDeletion"):
+                    blocking[r.get("uid")] += 1
+        for key, obj in list(self.objects.items()):
+            meta = obj["metadata"]
+            fins = meta.get("finalizers") or []
+            if not meta.get("deletionTimestamp") or not ({"foregroundDeletion", "orphan"} & set(fins)):
+                continue
+            if "foregroundDeletion" in fins and blocking.get(meta["uid"]):
+                continue
+            dependents = any(r.get("uid") == meta["uid"] for o in self.objects.values()
+                             for r in o["metadata"].get("ownerReferences") or [])
+            if "orphan" in fins and dependents:
+                continue
+            rt = self.type_of(key[:2])
+            if rt is not None:
+                left = [f for f in fins if f not in ("foregroundDeletion", "orphan")]
+                self.replace(rt, obj, {**obj, "metadata": dict(meta, finalizers=left)})
+                changed = True
+        return changed
+
+
+def offer(w: Watcher, ev: Event) -> None:
+    """Deliver ``ev`` to one watch, translating label-selector transitions as the watch cache
+    does: an object leaving the selection is DELETED for that watch, one entering is ADDED."""
+    if w.queue is None or ev.gk != w.gk:
+        return
+    ns = ev.obj["metadata"].get("namespace") or ""
+    if w.namespace is not None and ns != w.namespace:
+        return
+    now = w.match(ev.obj)
+    before = ev.old is not None and w.match(ev.old)
+    if ev.type == "MODIFIED":
+        if now and not before:
+            w.queue.put_nowait(("ADDED", ev.obj))
+        elif before and not now:
+            w.queue.put_nowait(("DELETED", ev.obj))
+        elif now:
+            w.queue.put_nowait(("MODIFIED", ev.obj))
+    elif now or (ev.type == "DELETED" and before):
+        w.queue.put_nowait((ev.type, ev.obj))
+
+
+def deep(obj: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(obj)
