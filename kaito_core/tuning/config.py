@@ -1,5 +1,7 @@
 """``training_config.yaml``: parse, check every key, merge over the preset's recipe (pure).
 
+(Over 400 lines: parsing, value checks and merging share the key tables and messages.)
+
 Upstream KAITO reads a ConfigMap key ``training_config.yaml`` whose top-level key is
 ``training_config`` with six sections (ModelConfig, QuantizationConfig, LoraConfig,
 TrainingArguments, DataCollator, DatasetConfig). Upstream silently drops keys it does not know;
@@ -255,29 +257,73 @@ def _check_values(sections: Mapping[str, Mapping[str, Any]]) -> list[FieldError]
 
 
 DEFAULT_RECIPE = TuningRecipe(target_modules=("all-linear",))
+# Keys that only matter for masked-LM collation, which a causal LM never uses (mlm is off).
+MLM_ONLY = ("whole_word_mask", "mlm_probability", "mask_replace_prob", "random_replace_prob", "seed")
+
+
+def normalize_method(method: Any, source: str = CONFIGMAP_KEY) -> str | None:
+    """``tuning.method`` as upstream compares it: case-insensitively (``QLoRA`` is ``qlora``)."""
+    if method is None or method == "":
+        return None
+    m = str(method).strip().lower()
+    if m not in TUNING_METHODS:
+        raise TuningConfigError(source, [FieldError("tuning.method", method, f"must be one of {list(TUNING_METHODS)}")])
+    return m
+
+
+def _template_user(method: str | None, recipe: TuningRecipe, notes: list[str]) -> dict[str, dict[str, Any]]:
+    """Upstream's params template as if the user had given it (no tuning.config at all)."""
+    from kaito_core.tuning.defaults import DEVICE_KEYS, template_config, template_name
+
+    targets = None if recipe.target_modules == ("all-linear",) else recipe.target_modules
+    tpl = template_config(method, targets)[ROOT]
+    for key in DEVICE_KEYS:
+        tpl["ModelConfig"].pop(key, None)
+    tpl["QuantizationConfig"].pop("bnb_4bit_compute_dtype", None)  # by device too
+    tpl["TrainingArguments"].pop("output_dir", None)
+    notes.append(f"no training config given: using upstream's default {template_name(method)} "
+                 "(3 epochs, learning rate 5e-5, batch size 1, all rows for training, a checkpoint each epoch)")
+    return parse_training_config({ROOT: tpl}, template_name(method))
 
 
 def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecipe | None, method: str | None,
             cuda: bool = False, bf16_ok: bool = False, source: str = CONFIGMAP_KEY) -> TrainingConfig:
     """Merge kaito's defaults, the preset's :class:`TuningRecipe` and the user's sections.
 
-    ``method`` comes from the Workspace (``tuning.method``) or ``--method``; without one,
-    a config with ``QuantizationConfig.load_in_4bit: true`` means QLoRA, as upstream.
+    ``user`` None means no ``tuning.config`` at all: upstream then trains with its chart's
+    params template (:func:`kaito_core.tuning.defaults.template_config`); keys a given config
+    leaves out take upstream's dataclass and transformers' defaults
+    (:mod:`kaito_core.tuning.defaults`). ``method`` comes from the Workspace (``tuning.method``,
+    any case) or ``--method``; without one, ``QuantizationConfig.load_in_4bit: true`` means
+    QLoRA, as upstream.
     """
-    user = {k: dict(v) for k, v in (user or {}).items()}
+    from kaito_core.tuning import defaults
+
     recipe = recipe or DEFAULT_RECIPE
     notes: list[str] = []
+    method = normalize_method(method, source)
+    if user is None:
+        user = _template_user(method, recipe, notes)
+    user = {k: dict(v) for k, v in user.items()}
     quant_user = user.get("QuantizationConfig", {})
-    wants_4bit = bool(quant_user.get("load_in_4bit") or user.get("ModelConfig", {}).get("load_in_4bit"))
+    model_user = user.get("ModelConfig", {})
+    wants_4bit = bool(quant_user.get("load_in_4bit") or model_user.get("load_in_4bit"))
+    wants_8bit = bool(quant_user.get("load_in_8bit") or model_user.get("load_in_8bit"))
+    if wants_4bit and wants_8bit:
+        raise TuningConfigError(source, [FieldError(f"{ROOT}.QuantizationConfig.load_in_8bit", True,
+                                                    "cannot be combined with load_in_4bit",
+                                                    "choose 4-bit (QLoRA) or 8-bit")])
     if method is None:
         method = "qlora" if wants_4bit else "lora"
-    if method not in TUNING_METHODS:
-        raise TuningConfigError(source, [FieldError("tuning.method", method, f"must be one of {list(TUNING_METHODS)}")])
     if method == "lora" and wants_4bit:
         # Upstream turns QLoRA on whenever the quantization config asks for 4 bits.
         notes.append("QuantizationConfig.load_in_4bit is true, so this runs as QLoRA although the "
                      "method is 'lora' (upstream KAITO does the same)")
         method = "qlora"
+    if method == "qlora" and wants_8bit:
+        raise TuningConfigError(source, [FieldError(f"{ROOT}.QuantizationConfig.load_in_8bit", True,
+                                                    "does not go with method 'qlora' (4-bit)",
+                                                    "use method 'lora' with load_in_8bit, or drop load_in_8bit")])
     if method not in recipe.methods:
         raise TuningConfigError(source, [FieldError("tuning.method", method,
                                                     f"is not supported by this preset (supported: {list(recipe.methods)})")])
@@ -289,18 +335,18 @@ def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecip
     if method == "qlora":
         cfg.quantization = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
                             "bnb_4bit_compute_dtype": half if cuda else "float32"}
+    elif wants_8bit:
+        cfg.quantization = {"load_in_8bit": True}
+        notes.append("QuantizationConfig.load_in_8bit: the base model is loaded in 8-bit (bitsandbytes LLM.int8) "
+                     "and LoRA trains on top of it, as upstream")
+    # Upstream has no per-preset hyper-parameters: only the target modules come from the preset
+    # (DEFAULT_TARGET_MODULES), the LoRA numbers from upstream's LoraConfig defaults.
     cfg.lora = {"r": recipe.r, "lora_alpha": recipe.lora_alpha, "lora_dropout": recipe.lora_dropout,
                 "target_modules": list(recipe.target_modules), "bias": "none"}
-    cfg.training = {"num_train_epochs": recipe.num_train_epochs,
-                    "per_device_train_batch_size": recipe.per_device_train_batch_size,
-                    "learning_rate": recipe.learning_rate, "logging_steps": 1, "save_strategy": "no",
-                    "include_num_input_tokens_seen": "non_padding",
-                    "report_to": "none", "seed": 42}
+    cfg.training = dict(defaults.TRAINING_ARGUMENTS) | {
+        "logging_steps": 1, "include_num_input_tokens_seen": "non_padding", "report_to": "none"}
     cfg.collator = {"mlm": False, "pad_to_multiple_of": None}
-    cfg.dataset = {"dataset_path": None, "dataset_extension": None, "shuffle_dataset": True, "shuffle_seed": 42,
-                   "context_column": None, "response_column": "text", "messages_column": None,
-                   "prompt_column": "prompt", "completion_column": "completion",
-                   "train_test_split": 0.8, "max_seq_length": 1024, "skip_malformed_rows": False}
+    cfg.dataset = dict(defaults.DATASET_CONFIG)
     sections = cfg.sections()
     for section, values in user.items():
         cfg.user_keys[section] = set(values)
@@ -333,4 +379,43 @@ def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecip
                 cfg.training[key] = False
     if isinstance(cfg.lora.get("target_modules"), str) and cfg.lora["target_modules"] != "all-linear":
         cfg.lora["target_modules"] = [m.strip() for m in cfg.lora["target_modules"].split(",") if m.strip()]
+    _honour_or_refuse(cfg, source)
     return cfg
+
+
+def _honour_or_refuse(cfg: TrainingConfig, source: str) -> None:
+    """Keys upstream's recipe accepts that need a decision here: every one is used, refused with
+    a reason, or named in the notes as having no effect; none is dropped silently."""
+    errors: list[FieldError] = []
+    t, m = cfg.training, cfg.model
+    if t.get("max_length") is not None:
+        # TRL's SFTConfig name for the sample length; ours is DatasetConfig.max_seq_length.
+        msl = cfg.dataset.get("max_seq_length")
+        if cfg.user_set("DatasetConfig", "max_seq_length") and msl != t["max_length"]:
+            errors.append(FieldError(f"{ROOT}.TrainingArguments.max_length", t["max_length"],
+                                     f"differs from DatasetConfig.max_seq_length ({msl})", "set only one of them"))
+        cfg.dataset["max_seq_length"] = t["max_length"]
+    strategy = t.get("packing_strategy")
+    if strategy is not None and strategy not in ("bfd", "wrapped"):
+        errors.append(FieldError(f"{ROOT}.TrainingArguments.packing_strategy", strategy, "must be 'bfd' or 'wrapped'",
+                                 "bfd (best-fit decreasing) keeps every sample whole"))
+    if t.get("group_by_length") and t.get("train_sampling_strategy") not in (None, "random", "group_by_length"):
+        errors.append(FieldError(f"{ROOT}.TrainingArguments.group_by_length", True,
+                                 f"conflicts with train_sampling_strategy {t['train_sampling_strategy']!r}"))
+    if m.get("from_tf"):
+        errors.append(FieldError(f"{ROOT}.ModelConfig.from_tf", True, "is not supported",
+                                 "transformers 5 loads PyTorch/safetensors weights only; convert the checkpoint"))
+    if m.get("state_dict") is not None:
+        errors.append(FieldError(f"{ROOT}.ModelConfig.state_dict", "...", "cannot be given in YAML",
+                                 "put the weights in the model directory"))
+    if m.get("output_loading_info"):
+        cfg.notes.append("ModelConfig.output_loading_info: missing/unexpected weights are logged by transformers "
+                         "while loading")
+    if m.get("resume_download") is not None:
+        cfg.notes.append("ModelConfig.resume_download has no effect: huggingface_hub always resumes downloads")
+    for key in MLM_ONLY:
+        if cfg.collator.get(key) not in (None, False):
+            cfg.notes.append(f"DataCollator.{key} has no effect: it applies to masked-LM collation, and a causal "
+                             "language model trains with mlm=false (as upstream)")
+    if errors:
+        raise TuningConfigError(source, errors)

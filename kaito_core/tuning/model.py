@@ -9,6 +9,7 @@ and report instead of pretending the model is 4-bit.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,13 +60,32 @@ def read_model_type(model_dir: Path) -> str | None:
         return None
 
 
+def is_quantized(cfg: TrainingConfig) -> bool:
+    """QLoRA (4-bit) or LoRA over an 8-bit base (QuantizationConfig.load_in_8bit)."""
+    return cfg.method == "qlora" or bool(cfg.quantization.get("load_in_8bit"))
+
+
+def load_error(source: str, exc: Exception, *, offline: bool) -> TuningError:
+    """One clear line for a model that cannot be loaded; offline, no traceback and no retries."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not Path(source).exists() and (offline or "offline" in text.lower() or "connect" in text.lower()
+                                      or "couldn't" in text.lower() or "cannot find" in text.lower()):
+        return TuningError(f"cannot load the base model {source!r}: it is not a local directory and the Hugging Face "
+                           "hub cannot be reached (offline). Give --model-dir DIR with the weights, or run where "
+                           "the hub is reachable")
+    return TuningError(f"cannot load the base model from {source!r}: {text}")
+
+
 def load_tokenizer(source: str, cfg: TrainingConfig) -> tuple[Any, list[str]]:
     from transformers import AutoTokenizer
 
     m = cfg.model
-    tok = AutoTokenizer.from_pretrained(source, local_files_only=bool(m.get("local_files_only", False)),
-                                        trust_remote_code=bool(m.get("trust_remote_code")),
-                                        revision=m.get("revision") or None)
+    try:
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=bool(m.get("local_files_only", False)),
+                                            trust_remote_code=bool(m.get("trust_remote_code")),
+                                            revision=m.get("revision") or None)
+    except (OSError, ValueError) as exc:
+        raise load_error(source, exc, offline=bool(m.get("local_files_only"))) from None
     changed = []
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -85,12 +105,14 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
                               "device_map": m.get("device_map") or "cpu"}
     if m.get("revision"):
         kwargs["revision"] = m["revision"]
-    if m.get("cache_dir"):
-        kwargs["cache_dir"] = m["cache_dir"]
+    for key in ("cache_dir", "proxies", "force_download", "output_loading_info"):
+        if m.get(key):
+            kwargs[key] = m[key]
     dtype = torch_dtype(m.get("torch_dtype"))
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if cfg.method == "qlora":
+    quantized = is_quantized(cfg)
+    if quantized:
         from transformers import BitsAndBytesConfig
 
         bnb = {k: v for k, v in q.items() if k != "quant_method" and v is not None}
@@ -105,16 +127,19 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
             model = _load_quantized_streaming(source, kwargs)
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+            if isinstance(model, tuple):  # output_loading_info: (model, info)
+                model, info = model
+                log.info("loading info: %s", {k: v for k, v in info.items() if v})
     except (OSError, ValueError) as exc:
-        raise TuningError(f"cannot load the base model from {source!r}: {exc}") from None
+        raise load_error(source, exc, offline=bool(kwargs["local_files_only"])) from None
     loaded = LoadedModel(model=None, tokenizer=None)
     loaded.linear_layers, loaded.quantized_layers = count_linear(model)
-    if cfg.method == "qlora":
+    if quantized:
         from peft import prepare_model_for_kbit_training
 
         if loaded.quantized_layers == 0:
             loaded.notes.append(
-                f"QLoRA: bitsandbytes quantized 0 of {loaded.linear_layers} linear layers of "
+                f"{'QLoRA' if cfg.method == 'qlora' else '8-bit'}: bitsandbytes quantized 0 of {loaded.linear_layers} linear layers of "
                 f"{type(model).__name__}; they stay in full precision (fp32 on CPU), so this run uses about "
                 "as much memory as LoRA (known for Falcon's FalconLinear layers)")
         elif loaded.quantized_layers < loaded.linear_layers:
@@ -231,16 +256,17 @@ def count_linear(model: Any) -> tuple[int, int]:
     import torch
 
     try:
-        from bitsandbytes.nn import Linear4bit
-    except Exception:  # noqa: BLE001 - bitsandbytes is only needed for QLoRA
-        Linear4bit = ()  # type: ignore[assignment]
+        from bitsandbytes.nn import Linear4bit, Linear8bitLt
+        kbit: tuple = (Linear4bit, Linear8bitLt)
+    except Exception:  # noqa: BLE001 - bitsandbytes is only needed for QLoRA / 8-bit
+        kbit = ()
     total = quant = 0
     for name, mod in model.named_modules():
         if name.endswith("lm_head"):
             continue
         if isinstance(mod, torch.nn.Linear):
             total += 1
-            if Linear4bit and isinstance(mod, Linear4bit):
+            if kbit and isinstance(mod, kbit):
                 quant += 1
     return total, quant
 
@@ -266,3 +292,25 @@ def check_targets(model: Any, targets: Any, notes: list[str]) -> Any:
         notes.append(f"LoraConfig.target_modules: {missing} are not modules of this model and were skipped; "
                      f"training {found}")
     return found
+
+
+def recipe_for_model_dir(model_dir: Path):
+    """Default LoRA targets for a bare model directory: a registered preset of the same
+    architecture first, else the per-architecture table."""
+    from kaito_core.types import TuningRecipe
+
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    arch = (cfg.get("architectures") or [None])[0]
+    try:
+        from kaito_core.plugins import get_registry
+
+        for p in get_registry().presets.values():
+            if p.architecture == arch and p.tuning is not None:
+                return p.tuning
+    except Exception:  # noqa: BLE001 - a broken plugin must not stop a run on a bare directory
+        pass
+    targets = TARGETS_BY_MODEL_TYPE.get(read_model_type(model_dir) or "")
+    return TuningRecipe(target_modules=targets) if targets else None

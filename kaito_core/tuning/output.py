@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from kaito_core.tuning.errors import OutputError
 
@@ -107,3 +107,117 @@ def publish(staging: Path, dest: Path) -> list[str]:
         pass
     shutil.rmtree(staging, ignore_errors=True)
     return order
+
+
+def save_adapter(loaded, staging: Path, source, preset, tok, tok_changed, summary, need) -> None:
+    """Write the adapter, its config (base model = the preset's id), tokenizer if changed, summary, marker."""
+    try:
+        # "auto" would ask the hub whether the vocabulary changed; we know whether it did.
+        loaded.model.save_pretrained(str(staging), safe_serialization=True,
+                                     save_embedding_layers=bool(tok_changed))
+        (staging / "README.md").unlink(missing_ok=True)  # peft's empty model card
+        cfg_path = staging / ADAPTER_CONFIG
+        adapter_cfg = json.loads(cfg_path.read_text())
+        adapter_cfg["base_model_name_or_path"] = base_model_id(preset, str(source))
+        if preset is not None:
+            adapter_cfg["revision"] = preset.revision
+        write_json(cfg_path, adapter_cfg)
+        if tok_changed:
+            tok.save_pretrained(str(staging))
+        write_json(staging / SUMMARY, summary)
+        (staging / MARKER).write_text(
+            f"Fine-Tuning completed at {summary['finished_at']}\n", encoding="utf-8")
+        fsync_tree(staging)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise explain_write_error(exc, staging.parent, need) from None
+    missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (staging / f).is_file()]
+    if missing:
+        raise OutputError(f"peft did not write {missing}; nothing was published")
+
+
+def write_shard(work: Path, rank: int, rows: list[int]) -> None:
+    """Which training rows this data-parallel rank was given (for checking the shards)."""
+    try:
+        (work / f"kaito-rank{rank}-rows.json").write_text(json.dumps(rows))
+    except OSError:
+        pass
+
+
+def annotations(summary: Mapping[str, Any]) -> dict[str, str]:
+    from kaito_core.tuning.oci import ANNOTATION_PREFIX
+
+    ann = {
+        "org.opencontainers.image.created": summary["finished_at"],
+        "org.opencontainers.image.description": f"LoRA adapter ({summary['method']}) for {summary['base_model']}",
+        f"{ANNOTATION_PREFIX}.adapter.base-model": str(summary["base_model"]),
+        f"{ANNOTATION_PREFIX}.tuning.method": summary["method"],
+        f"{ANNOTATION_PREFIX}.tuning.steps": str(summary["steps"]),
+        f"{ANNOTATION_PREFIX}.tuning.final-loss": f"{summary['final_loss']:.6g}",
+    }
+    if summary.get("preset"):
+        ann[f"{ANNOTATION_PREFIX}.adapter.preset"] = summary["preset"]
+    return ann
+
+
+def build_summary(run, preset, cfg, source, loaded, history, dsum, tok_changed) -> dict[str, Any]:
+    """The run summary (kaito-tuning-summary.json, --json, result.summary)."""
+    import time
+    from datetime import datetime, timezone
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        kv = version("kaito-core")
+    except PackageNotFoundError:
+        kv = "unknown"
+    duration = time.monotonic() - run.t0
+    return {
+        "status": "succeeded",
+        "method": cfg.method,
+        "preset": preset.name if preset else None,
+        "base_model": base_model_id(preset, source),
+        "model_source": source,
+        "steps": history.steps,
+        "max_steps": history.max_steps,
+        "first_loss": history.losses[0],
+        "final_loss": history.losses[-1],
+        "eval_loss": history.eval_loss,
+        "grad_norm_max": max(history.grad_norms) if history.grad_norms else None,
+        "tokens_seen": history.tokens_seen,
+        "tokens_per_s": round(history.tokens_seen / history.train_seconds, 2) if history.train_seconds else None,
+        "train_seconds": round(history.train_seconds, 3),
+        "duration_s": round(duration, 3),
+        "trainable_params": loaded.trainable_params,
+        "total_params": loaded.total_params,
+        "linear_layers": loaded.linear_layers,
+        "quantized_linear_layers": loaded.quantized_layers,
+        "quantization": ("4bit-" + str(cfg.quantization.get("bnb_4bit_quant_type", "nf4"))
+                         if cfg.method == "qlora" else "8bit" if cfg.quantization.get("load_in_8bit") else None),
+        "packing": run.packing,
+        "resumed_from": run.resumed_from,
+        "target_modules": loaded.target_modules,
+        "tokenizer_changed": tok_changed,
+        "data": dsum.to_dict(),
+        "notes": list(run.notes),
+        "output": {"dir": run.req.output and str(Path(run.req.output).resolve()),
+                   "image": run.req.output_image, "digest": None},
+        "started_at": run.started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "kaito_version": kv,
+        "config": cfg.to_dict(),
+    }
+
+
+def base_model_id(preset, source: str) -> str:
+    """The base model an adapter records: the preset's Hugging Face id, else the id the weights
+    were saved from (config.json ``_name_or_path``), else what was loaded."""
+    if preset is not None:
+        return preset.hf_repo
+    try:
+        name = json.loads((Path(source) / "config.json").read_text()).get("_name_or_path") or ""
+    except (OSError, ValueError):
+        name = ""
+    if name.count("/") == 1 and not Path(name).is_absolute() and not name.startswith("."):
+        return name
+    return str(source)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -20,17 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from kaito_core.errors import MISSING, FieldError
+from kaito_core.errors import FieldError
 from kaito_core.tuning import config as config_mod
 from kaito_core.tuning import data as data_mod
 from kaito_core.tuning import output as out_mod
-from kaito_core.tuning.errors import (DataError, OutputError, TrainingFailed, TuningConfigError, TuningError)
+from kaito_core.tuning import train as train_mod
+from kaito_core.tuning.errors import DataError, OutputError, TuningConfigError, TuningError
 
 log = logging.getLogger("kaito.tuning")
 
 # Where upstream's tuning image finds the weights when the Workspace names a preset.
 UPSTREAM_WEIGHTS_DIR = "/workspace/tfs/weights"
 METRICS_PORT_ENV = "KAITO_TUNING_METRICS_PORT"
+WORK_DIR_ENV = "KAITO_TUNING_WORK_DIR"
 HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -105,6 +106,10 @@ class _Run:
         self.t0 = time.monotonic()
         self.work: Path | None = None
         self.own_work = False
+        self.downloaded = False
+        self.packing: dict[str, Any] | None = None
+        self.resumed_from: str | None = None
+        self.shard: list[int] = []
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -116,32 +121,42 @@ class _Run:
         preset = self._preset()
         cfg = self._config(preset)
         dest = Path(req.output).resolve() if req.output else None
-        if dest is not None:
+        created = dest is not None and not dest.exists()
+        if dest is not None and train_mod.is_main_process():
             out_mod.prepare_destination(dest, overwrite=req.overwrite)
-        if req.output_image:
+        if req.output_image and train_mod.is_main_process():
             from kaito_core.tuning import oci
 
             # Fail before training when the registry is unreachable or refuses the credentials.
             oci._client(oci.parse_reference(req.output_image, "tuning.output.image"),
                         docker_config=req.push_secret, insecure=req.insecure_registries,
                         error=OutputError, action="push to")
-        self.work = Path(req.work_dir) if req.work_dir else Path(tempfile.mkdtemp(prefix="kaito-tune-"))
-        self.own_work = req.work_dir is None
+        work_dir = req.work_dir or os.environ.get(WORK_DIR_ENV) or None
+        self.work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="kaito-tune-"))
+        self.own_work = work_dir is None
         self.work.mkdir(parents=True, exist_ok=True)
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()
         if bars and progress_mode(req.progress) != "bar":
             hf_logging.disable_progress_bar()  # "Loading weights" bars would break the log lines
+        interrupted = False
         try:
             return self._train_and_publish(preset, cfg, dest)
+        except train_mod.Interrupted:
+            interrupted = True
+            raise
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-            if self.own_work:
+            # Checkpoints stay in a work dir the user named (to resume, or to look at); a
+            # temporary one goes, unless the run was interrupted and can still be resumed.
+            if self.own_work and not interrupted:
                 shutil.rmtree(self.work, ignore_errors=True)
-            else:
-                shutil.rmtree(self.work / "checkpoints", ignore_errors=True)
+            elif self.downloaded:
+                shutil.rmtree(self.work / "data", ignore_errors=True)
+            if created and dest is not None and dest.is_dir() and not any(dest.iterdir()):
+                dest.rmdir()  # a failed run leaves no empty output directory behind
 
     def _preset(self):
         if not self.req.preset:
@@ -159,7 +174,9 @@ class _Run:
         bf16 = cuda and torch.cuda.is_bf16_supported()
         recipe = preset.tuning if preset is not None else None
         if recipe is None and self.req.model_dir:
-            recipe = _recipe_for_model_dir(Path(self.req.model_dir))
+            from kaito_core.tuning.model import recipe_for_model_dir
+
+            recipe = recipe_for_model_dir(Path(self.req.model_dir))
         cfg = config_mod.resolve(user, recipe=recipe, method=self.req.method, cuda=cuda, bf16_ok=bf16, source=source)
         if self.req.skip_malformed:
             cfg.dataset["skip_malformed_rows"] = True
@@ -181,6 +198,7 @@ class _Run:
         downloads = self.work / "data"
         for i, item in enumerate(req.data):
             if str(item).startswith(("http://", "https://")) or "://" in str(item):
+                self.downloaded = True
                 paths.append(fetch.download(str(item), downloads, index=i, allow_private=req.allow_private_urls,
                                             max_bytes=req.max_download_bytes))
             else:
@@ -265,13 +283,19 @@ class _Run:
         if dest is not None:
             out_mod.check_free_space(dest, need)
 
-        history = self._train(loaded, cfg, train_rows, eval_rows, tok)
+        history = self._train(loaded, cfg, train_rows, eval_rows, tok, files, source)
 
-        summary = self._summary(preset, cfg, source, loaded, history, dsum, tok_changed)
+        summary = out_mod.build_summary(self, preset, cfg, source, loaded, history, dsum, tok_changed)
+        rank, world_size = train_mod.world()
+        if world_size > 1:
+            summary["distributed"] = {"rank": rank, "world_size": world_size, "rows_this_rank": len(self.shard)}
+            out_mod.write_shard(self.work, rank, self.shard)
+            if rank != 0:  # one adapter: rank 0 writes and pushes it
+                return TuneResult(summary=summary, output_dir=None, image=None, digest=None)
         staging_parent = dest if dest is not None else self.work
         staging = out_mod.new_staging(staging_parent)
         try:
-            self._save(loaded, staging, source, preset, tok, tok_changed, summary, need)
+            out_mod.save_adapter(loaded, staging, source, preset, tok, tok_changed, summary, need)
             published: Path | None = None
             if dest is not None:
                 out_mod.publish(staging, dest)
@@ -283,7 +307,7 @@ class _Run:
 
                 digest = oci.push_adapter(
                     published or staging, req.output_image, docker_config=req.push_secret,
-                    insecure=req.insecure_registries, annotations=_annotations(summary),
+                    insecure=req.insecure_registries, annotations=out_mod.annotations(summary),
                     config={"base_model": summary["base_model"], "method": cfg.method,
                             "preset": summary["preset"], "target_modules": loaded.target_modules})
                 summary["output"]["digest"] = digest
@@ -293,157 +317,53 @@ class _Run:
             "method", "steps", "final_loss", "duration_s", "tokens_seen")} | {"output": summary["output"]}))
         return TuneResult(summary=summary, output_dir=dest, image=req.output_image, digest=digest)
 
-    def _train(self, loaded, cfg, train_rows, eval_rows, tok):
-        import torch
-        from transformers import Trainer, TrainingArguments
+    def _train(self, loaded, cfg, train_rows, eval_rows, tok, files, source):
+        from transformers import Trainer
 
         from kaito_core.tuning import progress
-        from kaito_core.tuning.encode import PadCollator
+        from kaito_core.tuning import train as train_mod
 
         req = self.req
-        targs = dict(cfg.training)
-        targs.update(output_dir=str(self.work / "checkpoints"), disable_tqdm=True,
-                     use_cpu=not torch.cuda.is_available(), remove_unused_columns=False)
-        try:
-            args = TrainingArguments(**targs)
-        except (TypeError, ValueError) as exc:
-            raise TuningConfigError("training_config.TrainingArguments",
-                                    [FieldError("training_config.TrainingArguments", MISSING,
-                                                f"rejected by transformers: {exc}")]) from None
-        mode = progress.choose_mode(req.progress)
+        ckpt_dir = self.work / "checkpoints"
+        fp = train_mod.fingerprint(cfg, files, source)
+        resume = train_mod.resume_point(ckpt_dir, cfg, fp, self.notes)
+        rows, self.packing = train_mod.prepare_rows(train_rows, cfg, self.notes)
+        args = train_mod.training_arguments(cfg, ckpt_dir)
+        mode = progress.choose_mode(req.progress) if train_mod.is_main_process() else "none"
         history = progress.History()
         port = req.metrics_port
         if port is None and os.environ.get(METRICS_PORT_ENV, "").strip().isdigit():
             port = int(os.environ[METRICS_PORT_ENV])
-        metrics = progress.Metrics(port) if port is not None else None
+        metrics = progress.Metrics(port) if port is not None and train_mod.is_main_process() else None
         if metrics is not None:
             log.info("training metrics on http://0.0.0.0:%d/metrics", metrics.port)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        callback = progress.make_callback(mode=mode, history=history, metrics=metrics, on_step=req.on_step)
-        trainer = Trainer(model=loaded.model, args=args, train_dataset=train_rows,
-                          eval_dataset=eval_rows or None,
-                          data_collator=PadCollator(pad, cfg.collator.get("pad_to_multiple_of")),
-                          callbacks=[callback])
+        stop = train_mod.StopSignal()
+        callbacks = [progress.make_callback(mode=mode, history=history, metrics=metrics, on_step=req.on_step),
+                     train_mod.stop_callback(stop)]
+        dataset = train_mod.RecordingDataset(rows)
+        trainer = Trainer(model=loaded.model, args=args, train_dataset=dataset, eval_dataset=eval_rows or None,
+                          data_collator=train_mod.collator(cfg, loaded, tok, self.packing is not None),
+                          callbacks=callbacks)
         progress.remove_printer(trainer)
+        train_mod.write_fingerprint(ckpt_dir, fp)
+        self.resumed_from = resume
         try:
-            trainer.train()
+            with stop:
+                try:
+                    trainer.train(resume_from_checkpoint=resume)
+                except OSError as exc:
+                    if exc.errno not in out_mod.NO_SPACE:
+                        raise
+                    raise OutputError(f"writing a checkpoint under {ckpt_dir} failed: {os.strerror(exc.errno)}. "
+                                      "Free some space, or set TrainingArguments.save_strategy: no") from None
+            if stop.signum is not None:
+                raise train_mod.interrupted_error(stop, trainer.state, ckpt_dir)
             if eval_rows:
                 history.eval_loss = float(trainer.evaluate().get("eval_loss", float("nan")))
         finally:
             if metrics is not None:
                 metrics.close()
-        if not history.losses:
-            raise TrainingFailed("training ran no logged step: check num_train_epochs / max_steps and the data size")
-        if any(math.isnan(x) or math.isinf(x) for x in history.losses[-3:]):
-            raise TrainingFailed(f"the loss became {history.losses[-1]} (diverged); lower "
-                                 "TrainingArguments.learning_rate or check the data")
-        if history.grad_norms and max(history.grad_norms) == 0.0:
-            raise TrainingFailed(
-                "every step had a gradient norm of 0: the adapter learned nothing. With QLoRA on CPU this "
-                "happens when the 4-bit model ran inference before training in the same process "
-                "(bitsandbytes repacks the weights); start from a freshly loaded model")
+            self.shard = sorted(dataset.seen)
+        train_mod.write_fingerprint(ckpt_dir, fp, completed=True)
+        train_mod.check_history(history)
         return history
-
-    def _summary(self, preset, cfg, source, loaded, history, dsum, tok_changed) -> dict[str, Any]:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            kv = version("kaito-core")
-        except PackageNotFoundError:
-            kv = "unknown"
-        duration = time.monotonic() - self.t0
-        return {
-            "status": "succeeded",
-            "method": cfg.method,
-            "preset": preset.name if preset else None,
-            "base_model": preset.hf_repo if preset else source,
-            "model_source": source,
-            "steps": history.steps,
-            "max_steps": history.max_steps,
-            "first_loss": history.losses[0],
-            "final_loss": history.losses[-1],
-            "eval_loss": history.eval_loss,
-            "grad_norm_max": max(history.grad_norms) if history.grad_norms else None,
-            "tokens_seen": history.tokens_seen,
-            "tokens_per_s": round(history.tokens_seen / history.train_seconds, 2) if history.train_seconds else None,
-            "train_seconds": round(history.train_seconds, 3),
-            "duration_s": round(duration, 3),
-            "trainable_params": loaded.trainable_params,
-            "total_params": loaded.total_params,
-            "linear_layers": loaded.linear_layers,
-            "quantized_linear_layers": loaded.quantized_layers if cfg.method == "qlora" else 0,
-            "target_modules": loaded.target_modules,
-            "tokenizer_changed": tok_changed,
-            "data": dsum.to_dict(),
-            "notes": list(self.notes),
-            "output": {"dir": self.req.output and str(Path(self.req.output).resolve()),
-                       "image": self.req.output_image, "digest": None},
-            "started_at": self.started.isoformat(timespec="seconds"),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "kaito_version": kv,
-            "config": cfg.to_dict(),
-        }
-
-    def _save(self, loaded, staging: Path, source, preset, tok, tok_changed, summary, need) -> None:
-        try:
-            # "auto" would ask the hub whether the vocabulary changed; we know whether it did.
-            loaded.model.save_pretrained(str(staging), safe_serialization=True,
-                                         save_embedding_layers=bool(tok_changed))
-            (staging / "README.md").unlink(missing_ok=True)  # peft's empty model card
-            cfg_path = staging / out_mod.ADAPTER_CONFIG
-            adapter_cfg = json.loads(cfg_path.read_text())
-            adapter_cfg["base_model_name_or_path"] = preset.hf_repo if preset else str(source)
-            if preset is not None:
-                adapter_cfg["revision"] = preset.revision
-            out_mod.write_json(cfg_path, adapter_cfg)
-            if tok_changed:
-                tok.save_pretrained(str(staging))
-            out_mod.write_json(staging / out_mod.SUMMARY, summary)
-            (staging / out_mod.MARKER).write_text(
-                f"Fine-Tuning completed at {summary['finished_at']}\n", encoding="utf-8")
-            out_mod.fsync_tree(staging)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise out_mod.explain_write_error(exc, staging.parent, need) from None
-        missing = [f for f in (out_mod.ADAPTER_CONFIG, out_mod.ADAPTER_WEIGHTS) if not (staging / f).is_file()]
-        if missing:
-            raise OutputError(f"peft did not write {missing}; nothing was published")
-
-
-def _annotations(summary: Mapping[str, Any]) -> dict[str, str]:
-    from kaito_core.tuning.oci import ANNOTATION_PREFIX
-
-    ann = {
-        "org.opencontainers.image.created": summary["finished_at"],
-        "org.opencontainers.image.description": f"LoRA adapter ({summary['method']}) for {summary['base_model']}",
-        f"{ANNOTATION_PREFIX}.adapter.base-model": str(summary["base_model"]),
-        f"{ANNOTATION_PREFIX}.tuning.method": summary["method"],
-        f"{ANNOTATION_PREFIX}.tuning.steps": str(summary["steps"]),
-        f"{ANNOTATION_PREFIX}.tuning.final-loss": f"{summary['final_loss']:.6g}",
-    }
-    if summary.get("preset"):
-        ann[f"{ANNOTATION_PREFIX}.adapter.preset"] = summary["preset"]
-    return ann
-
-
-def _recipe_for_model_dir(model_dir: Path):
-    """Default LoRA targets for a bare model directory: a registered preset of the same
-    architecture first, else the per-architecture table."""
-    from kaito_core.tuning.model import TARGETS_BY_MODEL_TYPE, read_model_type
-    from kaito_core.types import TuningRecipe
-
-    try:
-        cfg = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    arch = (cfg.get("architectures") or [None])[0]
-    try:
-        from kaito_core.plugins import get_registry
-
-        for p in get_registry().presets.values():
-            if p.architecture == arch and p.tuning is not None:
-                return p.tuning
-    except Exception:  # noqa: BLE001 - a broken plugin must not stop a run on a bare directory
-        pass
-    targets = TARGETS_BY_MODEL_TYPE.get(read_model_type(model_dir) or "")
-    return TuningRecipe(target_modules=targets) if targets else None

@@ -92,11 +92,18 @@ DATASET_CONFIG: dict[str, str] = {
     "prompt_column": "str", "completion_column": "str", "max_seq_length": "int", "skip_malformed_rows": "bool",
 }
 
+# TrainingArguments keys kaito adds: TRL SFTConfig's packing keys (``max_length`` is TRL's name
+# for DatasetConfig.max_seq_length) and transformers 4.x's ``group_by_length``, which upstream's
+# image (transformers 4.4x) accepted and transformers 5 spells train_sampling_strategy.
+KAITO_TRAINING_ARGUMENTS: dict[str, str] = {
+    "packing": "bool", "packing_strategy": "str", "max_length": "int", "group_by_length": "bool",
+}
+
 SECTIONS: dict[str, dict[str, str]] = {
     "ModelConfig": MODEL_CONFIG,
     "QuantizationConfig": QUANTIZATION_CONFIG,
     "LoraConfig": PEFT_LORA_CONFIG,
-    "TrainingArguments": TRAINING_ARGUMENTS,
+    "TrainingArguments": {**TRAINING_ARGUMENTS, **KAITO_TRAINING_ARGUMENTS},
     "DataCollator": DATA_COLLATOR,
     "DatasetConfig": DATASET_CONFIG,
 }

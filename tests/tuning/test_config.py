@@ -30,20 +30,28 @@ def test_upstream_phi3_configmap_is_accepted_and_merged_over_the_preset():
     assert cfg.method == "qlora"
     assert cfg.lora["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]  # the user's list wins
     assert cfg.training["per_device_train_batch_size"] == 2  # the user's value wins
-    assert cfg.training["num_train_epochs"] == preset.tuning.num_train_epochs  # preset default kept
+    # Keys the config leaves out: transformers' defaults, as upstream (not per-preset numbers).
+    assert (cfg.training["num_train_epochs"], cfg.training["learning_rate"]) == (3.0, 5e-5)
+    assert cfg.training["save_strategy"] == "epoch"
     assert cfg.dataset["train_test_split"] == 1
     # On CPU: bf16 compute is kept (it works), device_map auto becomes cpu, and output_dir is noted.
     assert cfg.model["device_map"] == "cpu"
     assert any("output_dir" in n for n in cfg.notes)
 
 
-def test_preset_defaults_without_a_config():
+def test_without_a_config_upstreams_params_template_is_used():
+    """No tuning.config: upstream's operator uses its chart's lora/qlora-params-template."""
     recipe = TuningRecipe(target_modules=("qkv_proj", "o_proj"), r=16, lora_alpha=32, learning_rate=1e-4)
-    cfg = resolve({}, recipe=recipe, method="lora")
+    cfg = resolve(None, recipe=recipe, method="lora")
     assert cfg.lora["target_modules"] == ["qkv_proj", "o_proj"]
-    assert (cfg.lora["r"], cfg.lora["lora_alpha"], cfg.training["learning_rate"]) == (16, 32, 1e-4)
-    assert cfg.quantization == {}
-    q = resolve({}, recipe=recipe, method="qlora")
+    # the template's LoRA numbers (r 8, alpha 8) and transformers' epochs / learning rate
+    assert (cfg.lora["r"], cfg.lora["lora_alpha"], cfg.lora["lora_dropout"]) == (8, 8, 0.0)
+    t = cfg.training
+    assert (t["num_train_epochs"], t["learning_rate"], t["per_device_train_batch_size"]) == (3.0, 5e-5, 1)
+    assert t["save_strategy"] == "epoch" and cfg.dataset["train_test_split"] == 1
+    assert not cfg.quantization.get("load_in_4bit")
+    assert any("lora-params-template" in n for n in cfg.notes)
+    q = resolve(None, recipe=recipe, method="qlora")
     assert q.quantization["load_in_4bit"] and q.quantization["bnb_4bit_quant_type"] == "nf4"
     assert q.quantization["bnb_4bit_compute_dtype"] == "float32"  # CPU: float32 compute
 
@@ -106,6 +114,58 @@ def test_method_lora_with_4bit_quantization_runs_qlora_like_upstream():
     assert cfg.method == "qlora"
     assert any("runs as QLoRA" in n for n in cfg.notes)
     assert resolve(sections, recipe=None, method=None).method == "qlora"
+
+
+def test_an_empty_config_takes_upstreams_dataclass_defaults():
+    cfg = resolve({}, recipe=TuningRecipe(target_modules=("q_proj",)), method="lora")
+    t = cfg.training
+    assert (t["num_train_epochs"], t["learning_rate"], t["per_device_train_batch_size"]) == (3.0, 5e-5, 8)
+    assert (t["save_strategy"], t["save_steps"]) == ("steps", 500)
+    assert cfg.dataset["train_test_split"] == 0.8
+
+
+def test_the_reconcilers_template_equals_what_kaito_tune_trains_with():
+    from kaito_core.tuning.defaults import template_config
+
+    for method in ("lora", "qlora"):
+        rendered = parse_training_config(template_config(method, ["q_proj", "v_proj"]))
+        from_tpl = resolve(rendered, recipe=TuningRecipe(target_modules=("q_proj", "v_proj")), method=method)
+        without = resolve(None, recipe=TuningRecipe(target_modules=("q_proj", "v_proj")), method=method)
+        for section in ("training", "lora", "dataset"):
+            a, b = getattr(from_tpl, section), getattr(without, section)
+            assert {k: v for k, v in a.items() if k != "output_dir"} == b, section
+
+
+@pytest.mark.parametrize("method", ["QLoRA", "LORA", " lora "])
+def test_the_method_is_case_insensitive(method):
+    assert resolve({}, recipe=None, method=method).method == method.strip().lower()
+
+
+def test_load_in_8bit_is_honoured_and_4_plus_8_refused():
+    cfg = resolve(parse_training_config("training_config:\n  QuantizationConfig: {load_in_8bit: true}"),
+                  recipe=None, method="lora")
+    assert cfg.method == "lora" and cfg.quantization == {"load_in_8bit": True}
+    with pytest.raises(TuningConfigError, match="load_in_8bit: cannot be combined with load_in_4bit"):
+        resolve(parse_training_config("training_config:\n  QuantizationConfig: {load_in_8bit: true, "
+                                      "load_in_4bit: true}"), recipe=None, method=None)
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ("{ModelConfig: {from_tf: true}}", "ModelConfig.from_tf: is not supported"),
+    ("{TrainingArguments: {packing_strategy: ffd}}", "packing_strategy: must be 'bfd' or 'wrapped'"),
+    ("{TrainingArguments: {max_length: 64}, DatasetConfig: {max_seq_length: 32}}", "max_length: differs"),
+])
+def test_upstream_keys_that_cannot_be_honoured_are_refused(doc, needle):
+    with pytest.raises(TuningConfigError, match=needle):
+        resolve(parse_training_config("training_config: " + doc), recipe=None, method="lora")
+
+
+def test_keys_without_effect_are_named_in_the_notes():
+    cfg = resolve(parse_training_config("training_config: {DataCollator: {mlm_probability: 0.2}, "
+                                        "TrainingArguments: {max_length: 128, group_by_length: true}}"),
+                  recipe=None, method="lora")
+    assert any("mlm_probability has no effect" in n for n in cfg.notes)
+    assert cfg.dataset["max_seq_length"] == 128
 
 
 def test_method_not_in_the_recipe_is_refused():
