@@ -170,7 +170,8 @@ class Registry:
                 attempt += 1
                 time.sleep(0.5 * 2 ** (attempt - 1))
                 continue
-            text = resp.text[:300].strip().replace("\n", " ") if not stream else ""
+            raw = resp.raw.read(300, decode_content=True) if stream else resp.content[:300]
+            text = raw.decode("utf-8", "replace").strip().replace("\n", " ")
             raise self.fail(f"registry {self.ref.registry} answered HTTP {resp.status_code} on {method} {url}"
                             + (f": {text}" if text else ""))
         raise self._unreachable(last, attempts)
