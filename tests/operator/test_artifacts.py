@@ -1,5 +1,5 @@
 """``python -m kaito_core.artifacts pull``: what the operator's init containers run to fetch
-weights, adapters and data (ORAS artifacts, one layer per file) - against a real registry."""
+weights, adapters and data (ORAS artifacts, upstream /data images), verified - against a real registry."""
 
 from __future__ import annotations
 
@@ -74,3 +74,48 @@ def test_credentials_and_insecure_rules(tmp_path, monkeypatch):
     monkeypatch.setenv("KAITO_INSECURE_REGISTRIES", "reg.example.com:80")
     assert is_insecure("reg.example.com:80")
     assert registry_of("reg.example.com/a/b:1") == "reg.example.com"
+
+
+def test_upstream_adapter_and_docker_data_images_through_the_init_container(registry, tmp_path):
+    """Upstream KAITO's adapter image (tar+gzip layer of data/...) and a docker-built data image
+    (base layer + /data) land as plain files under DIR, as upstream's puller moves /data."""
+    from tests.oci import images
+    from tests.oci.images import M, tar
+
+    images.push_upstream_adapter(registry, "adapters/up", "1", b'{"r": 8}', b"weights")
+    res = pull(f"{registry}/adapters/up:1", str(tmp_path / "adapter"))
+    assert res.returncode == 0 and "image layout" in res.stdout, res.stderr
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json",
+                                                                        "adapter_model.safetensors"]
+    base = tar([M("bin/sh", kind="symlink", link="/bin/busybox"), M("etc/hostname", b"x")])
+    images.push_image(registry, "data/docker", "1", [base, tar([M("data/train.jsonl", b"{}\n")])], docker=True)
+    res = pull(f"{registry}/data/docker:1", str(tmp_path / "data"))
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["train.jsonl"]
+
+
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory):
+    """A registry whose storage this module can reach, to tamper with a stored blob."""
+    from kaito_core.local.registry import LocalRegistry
+
+    reg = LocalRegistry(tmp_path_factory.mktemp("own-registry")).start()
+    yield reg
+    reg.stop()
+
+
+def test_a_tampered_layer_fails_the_init_container_and_leaves_nothing(own_registry, tmp_path):
+    from tests.oci import images
+    from tests.oci.images import M, tar
+
+    host = own_registry.host
+    digest = images.push_image(host, "models/tiny", "1", [tar([M("data/model.safetensors", bytes(range(256)) * 40)])])
+    layer = images.manifest(host, "models/tiny", "1")["layers"][0]["digest"]
+    blob = images.blob_file(own_registry.root, layer)
+    data = bytearray(blob.read_bytes())
+    data[-20] ^= 0x01
+    blob.write_bytes(bytes(data))
+    res = pull(f"{host}/models/tiny:1@{digest}", str(tmp_path / "weights"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"blob {layer} does not match its digest" in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "weights").exists()
