@@ -23,11 +23,17 @@ FLAGS = (
      "name of the webhook configurations the operator creates and keeps updated (KAITO_WEBHOOK_MANAGED)"),
     ("--metrics-port", "metrics_port", "Prometheus metrics on this port, path /metrics; 0 disables "
                                        "(KAITO_METRICS_PORT, 8080)"),
+    ("--allowed-provisioners", "allowed_provisioners",
+     "comma-separated provisioners a Workspace's kaito.sh/provisioner annotation may pick besides --provisioner "
+     "(KAITO_ALLOWED_PROVISIONERS; default none)"),
+    ("--drift", "drift", "manual edits of owned objects: revert (default) or report (a condition only) (KAITO_DRIFT)"),
     ("--log-level", "log_level", "DEBUG, INFO, WARNING, ERROR (KAITO_LOG_LEVEL, INFO)"),
 )
 
 
 def register(sub) -> None:
+    from kaito_core.operator.settings import Settings
+
     p = sub.add_parser("operator", help="run the operator: reconcile Workspaces, serve admission webhooks")
     for flag, _field, text in FLAGS:
         p.add_argument(flag, dest=_field, default=None, help=text)
@@ -35,6 +41,11 @@ def register(sub) -> None:
                    help="serve the validating and defaulting admission webhooks (KAITO_WEBHOOK)")
     p.add_argument("--webhook-insecure", dest="webhook_insecure", action="store_true", default=None,
                    help="serve the webhook over plain HTTP (tests, local development only)")
+    for flag, fld, text in (("--allow-host-path", "allow_host_path", "hostPath volumes in Workspaces"),
+                            ("--allow-templates", "allow_templates", "inference.template (any pod spec)"),
+                            ("--allow-local-weights", "allow_local_weights", "kaito.sh/use-local-weights")):
+        p.add_argument(flag, dest=fld, action="store_true", default=None,
+                       help=f"admit {text} (env {Settings.ENV[fld]}; default refused at admission)")
     p.add_argument("--liveness", default=os.environ.get("KAITO_LIVENESS", ""),
                    help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (KAITO_LIVENESS)")
     p.add_argument("--print-settings", action="store_true", help="print the effective settings and exit")
@@ -46,7 +57,8 @@ def effective_env(args, environ=None) -> dict[str, str]:
     env = dict(os.environ if environ is None else environ)
     from kaito_core.operator.settings import Settings
 
-    for _flag, fld, _text in FLAGS + (("", "webhook", ""), ("", "webhook_insecure", "")):
+    switches = ("webhook", "webhook_insecure", "allow_host_path", "allow_templates", "allow_local_weights")
+    for _flag, fld, _text in FLAGS + tuple(("", s, "") for s in switches):
         value = getattr(args, fld, None)
         if value is None:
             continue

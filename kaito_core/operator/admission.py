@@ -1,13 +1,25 @@
-"""Admission rules (kopf-free): validation = the API's rules + immutability + the GPU-memory
-check against the instance type; defaulting = upstream's defaults made explicit."""
+"""Admission rules (kopf-free).
+
+CREATE: the API's rules + the admin's policy (:class:`Policy`) + the GPU-memory check against
+the instance type. UPDATE: like upstream's webhook (``workspace_validation.go``
+``validateUpdate``), only the immutable fields and the fields that changed are checked; an
+update that leaves ``resource``/``inference``/``tuning`` and kaito's annotations alone (the
+operator's own finalizer removal, labels, status, a Workspace being deleted) always passes,
+even when the Workspace's preset plugin has gone or sizing no longer fits. Defaulting =
+upstream's defaults made explicit.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kaito_core.api import parse_workspace, validate_workspace
-from kaito_core.api.models import ANNOTATION_RUNTIME
-from kaito_core.errors import WorkspaceInvalid
+from kaito_core.api.models import ANNOTATION_LOCAL_WEIGHTS, ANNOTATION_RUNTIME
+from kaito_core.errors import MISSING, FieldError, WorkspaceInvalid
+
+SPEC_KEYS = ("resource", "inference", "tuning")
+ANNOTATION_PROVISIONER = "kaito.sh/provisioner"
 
 
 class Rejection(Exception):
@@ -16,39 +28,182 @@ class Rejection(Exception):
         self.message, self.code = message, code
 
 
+@dataclass(frozen=True)
+class Policy:
+    """What the cluster admin allows Workspace authors (chart values -> ``KAITO_*`` env).
+
+    ``provisioner``: the operator's own provisioner (always allowed); ``allowed_provisioners``:
+    the others a ``kaito.sh/provisioner`` annotation may pick. ``host_path``: hostPath volumes
+    in adapters/tuning data; ``templates``: ``inference.template`` (a user pod spec);
+    ``local_weights``: ``kaito.sh/use-local-weights`` (a hostPath under /opt/kaito/models).
+    """
+
+    provisioner: str = ""
+    allowed_provisioners: tuple[str, ...] = ()
+    host_path: bool = False
+    templates: bool = False
+    local_weights: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Policy":
+        return cls(provisioner=getattr(settings, "provisioner", "") or "",
+                   allowed_provisioners=tuple(getattr(settings, "allowed_provisioners", ()) or ()),
+                   host_path=bool(getattr(settings, "allow_host_path", False)),
+                   templates=bool(getattr(settings, "allow_templates", False)),
+                   local_weights=bool(getattr(settings, "allow_local_weights", False)))
+
+    def provisioner_allowed(self, name: str) -> bool:
+        return name == self.provisioner or name in self.allowed_provisioners
+
+
+PERMISSIVE = Policy(host_path=True, templates=True, local_weights=True)
+
+
 def _clean(body: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if body is None:
         return None
-    raw = {k: v for k, v in dict(body).items() if k != "status"}
-    return raw
+    return {k: v for k, v in dict(body).items() if k != "status"}
 
 
-def review(body: Mapping[str, Any], *, old: Mapping[str, Any] | None, registry: Any) -> list[str]:
-    """Warnings for an acceptable Workspace; raises :class:`Rejection` naming every bad field."""
+def _kaito_annotations(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta = (body or {}).get("metadata") or {}
+    return {k: v for k, v in dict(meta.get("annotations") or {}).items() if k.startswith("kaito.sh/")}
+
+
+def changed_paths(new: Any, old: Any, path: str = "") -> list[str]:
+    """Dotted paths (``inference.adapters[1].strength``) where ``new`` differs from ``old``:
+    the leaves that differ, or the container when lists change length or a type changes."""
+    if isinstance(new, Mapping) and isinstance(old, Mapping):
+        out: list[str] = []
+        for key in sorted(set(new) | set(old), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in new or key not in old:
+                out.append(sub)
+            else:
+                out += changed_paths(new[key], old[key], sub)
+        return out
+    if isinstance(new, list) and isinstance(old, list) and len(new) == len(old):
+        out = []
+        for i, (a, b) in enumerate(zip(new, old)):
+            out += changed_paths(a, b, f"{path}[{i}]")
+        return out
+    return [] if new == old else [path or "<root>"]
+
+
+def _touches(error_path: str, changed: list[str]) -> bool:
+    """An error at ``error_path`` concerns a change when one is inside the other."""
+    for c in changed:
+        if error_path == c or error_path.startswith((c + ".", c + "[")) or c.startswith((error_path + ".",
+                                                                                      error_path + "[")):
+            return True
+    return False
+
+
+def review(body: Mapping[str, Any], *, old: Mapping[str, Any] | None, registry: Any,
+           policy: Policy = PERMISSIVE) -> list[str]:
+    """Warnings for an acceptable Workspace; raises :class:`Rejection` naming every bad field.
+    ``old`` is set on UPDATE (see the module docstring for what an update checks)."""
+    if old is not None:
+        return _review_update(body, old, registry, policy)
     try:
         ws = parse_workspace(_clean(body))
     except WorkspaceInvalid as exc:
         raise Rejection(_text(ws_name(body), [str(e) for e in exc.errors])) from None
-    previous = None
-    if old:
-        try:
-            previous = parse_workspace(_clean(old))
-        except WorkspaceInvalid:
-            previous = None  # an old object we cannot read must not block fixing it
-    result = validate_workspace(ws, registry=registry, old=previous)
-    problems = [str(e) for e in result.errors]
-    if not problems and ws.preset_name and not ws.bypass_resource_checks \
-            and ws.resource is not None and ws.resource.instance_type in registry.instance_types:
-        # Sizing's verdict on the named instance type (weights + KV cache + overhead), the
-        # same the operator would reach: refuse now rather than report Failed later.
-        from kaito_core.reconcile.inputs import resolve
-
-        inputs = resolve(ws, registry)
-        if inputs.requirement is not None:
-            problems += [f"resource.instanceType: {e}" for e in inputs.requirement.errors]
+    result = validate_workspace(ws, registry=registry)
+    problems = [str(e) for e in [*result.errors, *policy_problems(ws, policy)]]
+    if not problems:
+        problems = _sizing(ws, registry)
     if problems:
         raise Rejection(_text(ws.name, problems))
     return [str(w) for w in result.warnings]
+
+
+def _review_update(body: Mapping[str, Any], old: Mapping[str, Any], registry: Any, policy: Policy) -> list[str]:
+    if ((body.get("metadata") or {}).get("deletionTimestamp")):
+        return []  # being deleted: finalizer removal and status must never be blocked
+    new_spec = {k: body.get(k) for k in SPEC_KEYS if body.get(k) is not None}
+    old_spec = {k: old.get(k) for k in SPEC_KEYS if old.get(k) is not None}
+    changed = changed_paths(new_spec, old_spec)
+    new_ann, old_ann = _kaito_annotations(body), _kaito_annotations(old)
+    changed_ann = sorted(k for k in set(new_ann) | set(old_ann) if new_ann.get(k) != old_ann.get(k))
+    if not changed and not changed_ann:
+        return []  # metadata, labels, finalizers, status: always allowed
+    try:
+        ws = parse_workspace(_clean(body))
+    except WorkspaceInvalid as exc:
+        raise Rejection(_text(ws_name(body), [str(e) for e in exc.errors])) from None
+    try:
+        previous = parse_workspace(_clean(old))
+    except WorkspaceInvalid:
+        previous = None  # an old object we cannot read must not block fixing it
+    result = validate_workspace(ws, registry=registry, old=previous)
+    paths = changed + [f"metadata.annotations[{k}]" for k in changed_ann]
+    problems = [str(e) for e in [*result.errors, *policy_problems(ws, policy)]
+                if "is immutable" in e.message or "cannot switch" in e.message or _touches(e.path, paths)]
+    if not problems and ANNOTATION_RUNTIME in changed_ann:
+        problems = _sizing(ws, registry)  # another runtime can change what fits
+    if problems:
+        raise Rejection(_text(ws.name, problems))
+    return [str(w) for w in result.warnings if _touches(w.path, paths)]
+
+
+def _sizing(ws: Any, registry: Any) -> list[str]:
+    """Sizing's verdict on the named instance type (weights + KV cache + overhead), the same the
+    operator would reach: refuse now rather than report Failed later."""
+    if not ws.preset_name or ws.bypass_resource_checks or ws.resource is None \
+            or ws.resource.instance_type not in registry.instance_types:
+        return []
+    from kaito_core.reconcile.inputs import resolve
+
+    inputs = resolve(ws, registry)
+    if inputs.requirement is None:
+        return []
+    return [f"resource.instanceType: {e}" for e in inputs.requirement.errors]
+
+
+def policy_problems(ws: Any, policy: Policy) -> list[FieldError]:
+    """What the admin's :class:`Policy` does not allow, each with the reason and the fix."""
+    out = []
+    chosen = ws.annotations.get(ANNOTATION_PROVISIONER)
+    if chosen is not None and not policy.provisioner_allowed(chosen):
+        allowed = sorted({policy.provisioner, *policy.allowed_provisioners} - {""})
+        out.append(FieldError(f"metadata.annotations[{ANNOTATION_PROVISIONER}]", chosen,
+                              f"is not allowed by the cluster admin (allowed: {', '.join(allowed) or 'the default'})",
+                              "remove the annotation, or ask the admin to add it to the chart value "
+                              "allowedProvisioners"))
+    if not policy.templates and ws.inference is not None and ws.inference.template is not None:
+        out.append(FieldError("inference.template", MISSING, "custom pod templates are disabled by the cluster "
+                              "admin (they run any pod spec)", "use inference.preset, or ask the admin to set "
+                              "the chart value admission.allowTemplates=true"))
+    if not policy.host_path:
+        for path in host_path_fields(ws):
+            out.append(FieldError(path, MISSING, "hostPath volumes are disabled by the cluster admin (they expose "
+                                  "the node's files and fail Pod Security 'baseline')", "use a PersistentVolumeClaim, "
+                                  "or ask the admin to set the chart value admission.allowHostPath=true"))
+    if not policy.local_weights and ws.annotations.get(ANNOTATION_LOCAL_WEIGHTS, "").lower() == "true":
+        out.append(FieldError(f"metadata.annotations[{ANNOTATION_LOCAL_WEIGHTS}]", "true",
+                              "node-local weights are disabled by the cluster admin (a hostPath mount of "
+                              "/opt/kaito/models)", "remove the annotation, or ask the admin to set the chart "
+                              "value admission.allowLocalWeights=true"))
+    return out
+
+
+def host_path_fields(ws: Any) -> list[str]:
+    """The fields of ``ws`` that mount a hostPath volume."""
+    out = []
+    for i, ad in enumerate((ws.inference.adapters or []) if ws.inference is not None else []):
+        if isinstance(ad.source.volume_source, Mapping) and "hostPath" in ad.source.volume_source:
+            out.append(f"inference.adapters[{i}].source.volumeSource.hostPath")
+    if ws.tuning is not None:
+        for section, spec in (("input", ws.tuning.input), ("output", ws.tuning.output)):
+            vs = getattr(spec, "volume_source", None) if spec is not None else None
+            if isinstance(vs, Mapping) and "hostPath" in vs:
+                out.append(f"tuning.{section}.volumeSource.hostPath")
+    if ws.inference is not None and isinstance(ws.inference.template, Mapping):
+        for j, vol in enumerate((ws.inference.template.get("spec") or {}).get("volumes") or []):
+            if isinstance(vol, Mapping) and "hostPath" in vol:
+                out.append(f"inference.template.spec.volumes[{j}].hostPath")
+    return out
 
 
 def defaults(body: Mapping[str, Any], *, registry: Any, creating: bool) -> dict[str, Any]:

@@ -123,11 +123,27 @@ class Reconciler:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def provisioner_name(self, ws: Any) -> str:
-        return ws.annotations.get(ANNOTATION_PROVISIONER) or self.settings.provisioner or default_provisioner(self.registry)
+    def default_provisioner_name(self) -> str:
+        return self.settings.provisioner or default_provisioner(self.registry)
 
-    def provisioner_for(self, ws: Any) -> Any:
-        name = self.provisioner_name(ws)
+    def provisioner_name(self, ws: Any, *, releasing: bool = False) -> str:
+        """The admin's provisioner, or the one a ``kaito.sh/provisioner`` annotation picks among
+        those the admin allows (``KAITO_ALLOWED_PROVISIONERS``). Releasing honours any
+        annotation: giving nodes back is never a privilege, and the admin may have narrowed the
+        list after the nodes were made."""
+        default = self.default_provisioner_name()
+        chosen = ws.annotations.get(ANNOTATION_PROVISIONER)
+        if not chosen or chosen == default:
+            return default
+        if not releasing and chosen not in self.settings.allowed_provisioners:
+            allowed = ", ".join(sorted({default, *self.settings.allowed_provisioners}))
+            raise KaitoError(f"annotation {ANNOTATION_PROVISIONER}={chosen!r} is not allowed by the cluster admin "
+                             f"(allowed: {allowed}); remove the annotation or ask the admin to add {chosen!r} to "
+                             "the chart value allowedProvisioners (KAITO_ALLOWED_PROVISIONERS)")
+        return chosen
+
+    def provisioner_for(self, ws: Any, *, releasing: bool = False) -> Any:
+        name = self.provisioner_name(ws, releasing=releasing)
         prov = self.registry.provisioners.get(name)
         if prov is None:
             installed = ", ".join(sorted(self.registry.provisioners)) or "none"
@@ -256,7 +272,7 @@ class Reconciler:
         """Give the nodes back and delete the children. Raises if the provisioner fails."""
         ws = self.parse(body)
         with self.lock(ws.metadata.uid or f"{ws.namespace}/{ws.name}"):
-            prov = self.provisioner_for(ws)
+            prov = self.provisioner_for(ws, releasing=True)
             prov.release(workspace=ws, ctx=self.context_for(ws))
             deleted = self.delete_children(ws)
         self.forget(ws.metadata.uid or f"{ws.namespace}/{ws.name}")

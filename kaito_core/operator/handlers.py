@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from kaito_core.operator.admission import Rejection, defaults, review
+from kaito_core.operator.admission import Policy, Rejection, defaults, review
 from kaito_core.operator.apply import Outcome, Reconciler, default_provisioner
 from kaito_core.operator import metrics
 from kaito_core.operator.cache import CachedKube, WatchCache
@@ -285,12 +285,12 @@ async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any)
 
 def _track_byo(key: str, body: Any) -> None:
     """Remember the label selector of a Workspace served by the byo provisioner."""
-    from kaito_core.operator.apply import ANNOTATION_PROVISIONER
-
-    annotations = (body.get("metadata") or {}).get("annotations") or {}
-    name = annotations.get(ANNOTATION_PROVISIONER) or (STATE.settings.provisioner if STATE.settings else "")
-    if not name and STATE.reconciler is not None:
-        name = default_provisioner(STATE.reconciler.registry)
+    name = ""
+    if STATE.reconciler is not None:
+        try:
+            name = STATE.reconciler.provisioner_name(Reconciler.parse(body))
+        except Exception:  # noqa: BLE001 - an invalid or disallowed Workspace serves no nodes
+            name = ""
     selector = (body.get("resource") or {}).get("labelSelector")
     if name == "byo" and isinstance(selector, dict):
         STATE.wakeups.selectors[key] = json_copy(selector)
@@ -383,11 +383,21 @@ async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, run
 # -- admission webhooks -----------------------------------------------------------------------
 
 
+def policy() -> Policy:
+    """The admin's policy, with the operator's effective provisioner."""
+    from kaito_core.plugins import get_registry
+
+    cfg = STATE.settings or Settings.from_env()
+    base = Policy.from_settings(cfg)
+    return Policy(**{**base.__dict__, "provisioner": cfg.provisioner or default_provisioner(get_registry())})
+
+
 def validate(body: kopf.Body, old: Any, warnings: list[str], operation: str | None = None, **_: Any) -> None:
     from kaito_core.plugins import get_registry
 
     try:
-        warnings.extend(review(body, old=old if operation == "UPDATE" else None, registry=get_registry()))
+        warnings.extend(review(body, old=old if operation == "UPDATE" else None, registry=get_registry(),
+                               policy=policy()))
     except Rejection as exc:
         raise kopf.AdmissionError(exc.message, code=exc.code)
 

@@ -42,6 +42,14 @@ class Settings:
     log_level: str = "INFO"
     metrics_port: int = 8080
     metrics_addr: str = "0.0.0.0"
+    # The admin's policy (chart values): which other provisioners a Workspace's
+    # kaito.sh/provisioner annotation may pick, and what may reach a pod spec.
+    allowed_provisioners: tuple[str, ...] = ()
+    allow_host_path: bool = False
+    allow_templates: bool = False
+    allow_local_weights: bool = False
+    # Manual edits of owned objects: "revert" them (controller-style), or only "report" them.
+    drift: str = "revert"
     provisioner_settings: dict[str, str] = field(default_factory=dict)
 
     ENV = {
@@ -53,6 +61,9 @@ class Settings:
         "webhook_key": "KAITO_WEBHOOK_KEY", "webhook_insecure": "KAITO_WEBHOOK_INSECURE",
         "webhook_managed": "KAITO_WEBHOOK_MANAGED", "log_level": "KAITO_LOG_LEVEL",
         "metrics_port": "KAITO_METRICS_PORT", "metrics_addr": "KAITO_METRICS_ADDR",
+        "allowed_provisioners": "KAITO_ALLOWED_PROVISIONERS", "allow_host_path": "KAITO_ALLOW_HOST_PATH",
+        "allow_templates": "KAITO_ALLOW_TEMPLATES", "allow_local_weights": "KAITO_ALLOW_LOCAL_WEIGHTS",
+        "drift": "KAITO_DRIFT",
     }
 
     @classmethod
@@ -91,6 +102,9 @@ class Settings:
             raise SettingsError(f"KAITO_METRICS_PORT is {self.metrics_port}, expected 1..65535 (or 0: no metrics server)")
         if self.workers < 1:
             raise SettingsError(f"KAITO_WORKERS is {self.workers}, expected a positive integer")
+        if self.drift not in ("revert", "report"):
+            raise SettingsError(f"KAITO_DRIFT is {self.drift!r}, expected 'revert' (undo manual edits of owned "
+                                "objects) or 'report' (only a condition)")
         if bool(self.webhook_cert) != bool(self.webhook_key):
             raise SettingsError("KAITO_WEBHOOK_CERT and KAITO_WEBHOOK_KEY must be set together "
                                 "(the webhook's TLS certificate and its private key)")

@@ -117,16 +117,28 @@ def _check_plugins_script(objects) -> list[str]:
     return init["command"][2:]
 
 
+def test_admin_policy_values_reach_the_operator(render):
+    """Finding 5/9: who may choose what is the admin's (chart values -> KAITO_* -> Settings)."""
+    default = Settings.from_env(env_of(pod(render())["spec"]["containers"][0]))
+    assert default.allowed_provisioners == () and default.drift == "revert"
+    assert not (default.allow_host_path or default.allow_templates or default.allow_local_weights)
+    objects = render({"allowedProvisioners": ["byo", "aks"], "drift": "report",
+                      "admission": {"allowHostPath": True, "allowTemplates": True, "allowLocalWeights": True}})
+    settings = Settings.from_env(env_of(pod(objects)["spec"]["containers"][0]))
+    assert settings.allowed_provisioners == ("byo", "aks") and settings.drift == "report"
+    assert settings.allow_host_path and settings.allow_templates and settings.allow_local_weights
+
+
 def test_required_plugins_check_passes_and_fails_for_real(render):
     # The init container's script runs here against the installed distributions.
     ok = _check_plugins_script(render({"plugins": {"required": ["phi3", "llama", "karpenter"]}}))
     proc = subprocess.run([sys.executable, "-c", *ok], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "phi3, llama, karpenter" in proc.stdout
-    missing = _check_plugins_script(render({"plugins": {"required": ["phi3", "mistral"]}}))
+    missing = _check_plugins_script(render({"plugins": {"required": ["phi3", "notaplugin"]}}))
     proc = subprocess.run([sys.executable, "-c", *missing], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert "['mistral'] not installed" in proc.stderr and "EXTRA_PLUGINS" in proc.stderr
+    assert "['notaplugin'] not installed" in proc.stderr and "EXTRA_PLUGINS" in proc.stderr
     assert "initContainers" not in pod(render())["spec"]
 
 

@@ -78,6 +78,8 @@ def operator_factory(emulator, tmp_path_factory):
     def start(env: dict[str, str] | None = None, args: list[str] | None = None) -> tuple[Any, Path]:
         log = tmp_path_factory.mktemp("operator") / "operator.log"
         base = {"KAITO_PROVISIONER": "karpenter", "KAITO_DELETE_GRACE_SECONDS": "3", "KAITO_RESYNC_SECONDS": "30"}
+        if os.environ.get("KAITO_DEBUG_OPERATOR"):  # with KAITO_SHOW_OPERATOR_LOG: kopf's own lines too
+            base["KAITO_LOG_LEVEL"] = "DEBUG"
         proc = start_operator(emulator.url, env={**base, **(env or {})}, log_path=str(log), args=args)
         procs.append((proc, log))
         wait_for("the operator to start", lambda: proc.poll() is None and "kaito operator: provisioner="

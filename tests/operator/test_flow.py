@@ -39,7 +39,8 @@ def _pod(name: str, uid: str, container_state: dict, ready: bool) -> dict:
 
 @pytest.fixture(scope="module")
 def operator(operator_factory):
-    return operator_factory()
+    # byo may be picked by annotation (the BYO test); aks may not (the refusal test)
+    return operator_factory(env={"KAITO_ALLOWED_PROVISIONERS": "byo"})
 
 
 def test_create_ready_crashloop_delete(cluster, operator):
@@ -124,7 +125,7 @@ def test_spec_change_rolls_statefulset(cluster, operator):
     before = sts["metadata"]["annotations"]["kaito.sh/revision"]
     cluster.kube.patch(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS, patch={
         "metadata": {"generation": 2},
-        "inference": {"adapters": [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": "0.5"}]}})
+        "inference": {"adapters": [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": "1.0"}]}})
 
     def rolled():
         cur = cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS)
@@ -156,5 +157,21 @@ def test_byo_node_becoming_ready_wakes_the_workspace(cluster, operator):
                                                                name=name, namespace=NS), timeout=10)
     assert sts["spec"]["replicas"] == 1
     assert cluster.nodeclaims(name) == []  # byo creates nothing
+    cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
+
+
+def test_provisioner_annotation_outside_the_admins_list_is_refused(cluster, operator):
+    """Finding 5: a Workspace author cannot override the admin's provisioner (no webhook here:
+    the operator itself refuses, and asks for no node)."""
+    name = "sneaky"
+    raw = _workspace(name)
+    raw["metadata"]["annotations"] = {"kaito.sh/provisioner": "aks"}
+    cluster.create_workspace(raw)
+    cond = wait_for("a ProvisioningError", lambda: [c for c in cluster.conditions(name, NS).values()
+                                                    if c.get("reason") == "ProvisioningError"])
+    assert "'aks' is not allowed by the cluster admin" in cond[0]["message"]
+    assert "KAITO_ALLOWED_PROVISIONERS" in cond[0]["message"]
+    assert cluster.nodeclaims(name) == []
     cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
     wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)

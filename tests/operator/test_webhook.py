@@ -29,7 +29,7 @@ def webhook(operator_factory, tmp_path_factory):
     port = free_port()
     operator_factory(env={"KAITO_WEBHOOK": "true", "KAITO_WEBHOOK_PORT": str(port), "KAITO_WEBHOOK_ADDR": "127.0.0.1",
                           "KAITO_WEBHOOK_HOST": "127.0.0.1", "KAITO_WEBHOOK_CERT": str(d / "tls.crt"),
-                          "KAITO_WEBHOOK_KEY": str(d / "tls.key")})
+                          "KAITO_WEBHOOK_KEY": str(d / "tls.key"), "KAITO_ALLOWED_PROVISIONERS": "byo"})
     context = ssl.create_default_context(cadata=cert.decode())
 
     def review(path: str, obj: dict, old: dict | None = None, operation: str = "CREATE") -> dict:
@@ -53,12 +53,12 @@ def test_valid_workspace_is_allowed(webhook):
 
 def test_bad_workspace_rejected_with_field_messages(webhook):
     bad = copy.deepcopy(GOOD)
-    bad["inference"]["preset"]["name"] = "mistral-7b-instruct"
+    bad["inference"]["preset"]["name"] = "no-such-model-7b"
     bad["inference"]["adapters"] = [{"source": {"name": "x", "image": "example.com/x:1"}, "strength": "2"}]
     resp = webhook("validate", bad)
     assert resp["allowed"] is False
     msg = resp["status"]["message"]
-    assert "inference.preset.name" in msg and "kaito-preset-mistral" in msg
+    assert "inference.preset.name" in msg and "is not a known preset" in msg
     assert "inference.adapters[0].strength" in msg
     assert resp["status"]["code"] == 422
 
@@ -98,3 +98,92 @@ def test_defaulting_makes_runtime_explicit(webhook):
     ops = {(p["op"], p["path"]) for p in patch}
     assert ("add", "/metadata/annotations") in ops or any(p["path"].startswith("/metadata/annotations") for p in patch)
     assert any("vllm" in json.dumps(p.get("value")) for p in patch)
+
+
+# -- UPDATE: only immutable and changed fields (upstream's validateUpdate) ---------------------
+
+
+def _gone_plugin() -> dict:
+    """A Workspace whose preset's plugin has since been uninstalled or blocked."""
+    ws = copy.deepcopy(GOOD)
+    ws["metadata"]["name"] = "orphan"
+    ws["inference"]["preset"]["name"] = "no-such-model-7b"
+    ws["metadata"]["finalizers"] = ["workspace.finalizer.kaito.sh"]
+    return ws
+
+
+def test_update_finalizer_removal_passes_when_the_plugin_is_gone(webhook):
+    old = _gone_plugin()
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = []
+    assert webhook("validate", new, old=old, operation="UPDATE")["allowed"] is True
+    # the same object on CREATE is refused: the preset is unknown (so the test can fail)
+    assert webhook("validate", old)["allowed"] is False
+
+
+def test_update_of_a_workspace_being_deleted_always_passes(webhook):
+    old = _gone_plugin()
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = []
+    new["inference"]["adapters"] = [{"source": {"name": "x", "image": "example.com/x:1"}, "strength": "9"}]
+    assert webhook("validate", new, old=old, operation="UPDATE")["allowed"] is True
+
+
+def test_metadata_update_passes_when_sizing_no_longer_fits(webhook):
+    old = copy.deepcopy(GOOD)
+    old["resource"]["instanceType"] = "Standard_NC6s_v3"  # 16 GiB: too small for llama-3.1-8b
+    old["inference"]["preset"] = {"name": "llama-3.1-8b-instruct", "presetOptions": {"modelAccessSecret": "hf"}}
+    assert webhook("validate", old)["allowed"] is False
+    new = copy.deepcopy(old)
+    new["metadata"]["labels"] = {"team": "ml"}
+    new["metadata"]["annotations"] = {"example.com/owner": "me"}
+    assert webhook("validate", new, old=old, operation="UPDATE")["allowed"] is True
+
+
+def test_update_checks_the_changed_fields(webhook):
+    old = _gone_plugin()
+    new = copy.deepcopy(old)
+    new["inference"]["adapters"] = [{"source": {"name": "x", "image": "example.com/x:1"}, "strength": "2"}]
+    resp = webhook("validate", new, old=old, operation="UPDATE")
+    assert resp["allowed"] is False
+    msg = resp["status"]["message"]
+    # the changed field is named; the unchanged (unknown) preset is not held against the update
+    assert "inference.adapters[0].strength" in msg and "inference.preset.name" not in msg
+
+
+def test_update_cannot_change_the_preset(webhook):
+    new = copy.deepcopy(GOOD)
+    new["inference"]["preset"]["name"] = "phi-3-medium-4k-instruct"
+    resp = webhook("validate", new, old=GOOD, operation="UPDATE")
+    assert resp["allowed"] is False and "inference.preset.name" in resp["status"]["message"]
+    assert "immutable" in resp["status"]["message"]
+
+
+# -- the admin's policy -------------------------------------------------------------------------
+
+
+def test_provisioner_annotation_only_among_allowed(webhook):
+    ws = copy.deepcopy(GOOD)
+    ws["metadata"]["annotations"] = {"kaito.sh/provisioner": "byo"}  # KAITO_ALLOWED_PROVISIONERS=byo
+    assert webhook("validate", ws)["allowed"] is True
+    ws["metadata"]["annotations"] = {"kaito.sh/provisioner": "aks"}
+    resp = webhook("validate", ws)
+    assert resp["allowed"] is False
+    msg = resp["status"]["message"]
+    assert "kaito.sh/provisioner" in msg and "'aks'" in msg and "allowedProvisioners" in msg
+    # adding the annotation on update is checked too
+    assert webhook("validate", ws, old=GOOD, operation="UPDATE")["allowed"] is False
+
+
+def test_templates_and_host_path_refused_unless_the_admin_allows(webhook):
+    ws = copy.deepcopy(GOOD)
+    ws["inference"] = {"template": {"spec": {"containers": [{"name": "c", "image": "example.com/c:1"}],
+                                             "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}}}
+    msg = webhook("validate", ws)["status"]["message"]
+    assert "inference.template: custom pod templates are disabled" in msg and "allowTemplates" in msg
+    assert "inference.template.spec.volumes[0].hostPath" in msg and "allowHostPath" in msg
+    ws = copy.deepcopy(GOOD)
+    ws["inference"]["adapters"] = [{"source": {"name": "a", "volumeSource": {"hostPath": {"path": "/etc"}}}}]
+    msg = webhook("validate", ws)["status"]["message"]
+    assert "inference.adapters[0].source.volumeSource.hostPath" in msg
