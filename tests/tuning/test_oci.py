@@ -105,3 +105,52 @@ def test_training_data_from_an_oci_artifact(registry, tiny_models, chat_jsonl, f
     with pytest.raises(Exception, match="pulling .*data/missing:1 failed"):
         run(model_dir=str(tiny_models["llama"]), input_image=f"{registry.host}/data/missing:1",
             output=str(tmp_path / "out2"), progress="none")
+
+
+def test_our_pushed_adapter_unpacks_with_plain_tar(pushed, registry, tmp_path):
+    """Upstream's puller (skopeo copy + tar x of each layer + mv rootfs/data) reads what we push."""
+    import subprocess
+
+    import requests
+
+    ref, _ = pushed
+    base = f"http://{registry.host}/v2/adapters/capitals"
+    manifest = requests.get(f"{base}/manifests/0.0.1", timeout=10,
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    for layer in manifest["layers"]:
+        (tmp_path / "layer").write_bytes(requests.get(f"{base}/blobs/{layer['digest']}", timeout=10).content)
+        subprocess.run(["tar", "xzf", str(tmp_path / "layer"), "-C", str(rootfs)], check=True)
+    names = {p.name for p in (rootfs / "data").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+
+
+def test_an_upstream_format_adapter_image_is_pulled_and_used(pushed, registry, tiny_models, tmp_path):
+    from tests.oci.images import push_upstream_adapter
+
+    ref, _ = pushed
+    ours = pull_adapter(ref, tmp_path / "ours")
+    up_ref = f"{registry.host}/adapters/upstream-capitals:0.0.1"
+    push_upstream_adapter(registry.host, "adapters/upstream-capitals", "0.0.1",
+                          (ours / "adapter_config.json").read_bytes(),
+                          (ours / "adapter_model.safetensors").read_bytes())
+    pulled = pull_adapter(up_ref, tmp_path / "upstream")
+    base = logits_for(tiny_models["llama"], None)
+    tuned = logits_for(tiny_models["llama"], pulled)
+    assert (tuned - base).abs().max().item() > 1e-3
+    assert (tuned - logits_for(tiny_models["llama"], ours)).abs().max().item() == 0
+
+
+def test_training_data_from_a_docker_built_data_image(registry, tiny_models, chat_jsonl, fast_config, tmp_path):
+    """FROM busybox + COPY faq.jsonl /data/: docker v2 layers, the data under /data (upstream's input image)."""
+    from tests.oci.images import M, push_image, tar
+
+    base = tar([M("bin", kind="dir"), M("bin/sh", kind="symlink", link="/bin/busybox"), M("etc/group", b"root:x:0:\n")])
+    data = tar([M("data", kind="dir"), M("data/faq.jsonl", chat_jsonl.read_bytes())])
+    push_image(registry.host, "data/faq-docker", "1", [base, data], docker=True)
+    fast_config["training_config"]["TrainingArguments"]["max_steps"] = 2
+    result = run(model_dir=str(tiny_models["llama"]), input_image=f"{registry.host}/data/faq-docker:1",
+                 config=fast_config, output=str(tmp_path / "out"), progress="none")
+    assert result.summary["data"]["rows_used"] == 16
+    assert result.summary["data"]["files"][0].endswith("faq.jsonl")
