@@ -120,6 +120,15 @@ class Emulator:
             return len(watchers)
         return int(self.call(cut))
 
+    def hold_watches(self) -> int:
+        """A watch outage: end every open watch and leave new watch requests unanswered until
+        :meth:`release_watches` (lists and writes still work). Returns the watches cut."""
+        self.call(self.handler.watches_open.clear)
+        return self.cut_watches()
+
+    def release_watches(self) -> None:
+        self.call(self.handler.watches_open.set)
+
     def watch_count(self, plural: str | None = None) -> int:
         return int(self.call(lambda: sum(1 for w in self.store.watchers if plural in (None, w.gk[1]))))
 
@@ -183,6 +192,8 @@ class Emulator:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.store.schedule = lambda delay, fn: loop.call_later(delay, fn)
+        self.handler.watches_open = asyncio.Event()
+        self.handler.watches_open.set()
         self._install()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handler.handle)

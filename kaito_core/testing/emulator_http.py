@@ -5,7 +5,6 @@ resourceVersion, 410 Gone, bookmarks and server-side timeouts.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import collections
 import json
@@ -17,8 +16,9 @@ from kaito_core.testing import emulator_admission as admission
 from kaito_core.testing.emulator_rules import (ApiStatus, apply_patch, fields_match, immutable_causes, invalid,
                                                labels_match, metadata_causes, parse_field_selector,
                                                parse_label_selector, prepare_create, prepare_update, spec_changed)
-from kaito_core.testing.emulator_store import NO_GENERATION, ResourceType, Store, Watcher, conflict, offer
+from kaito_core.testing.emulator_store import NO_GENERATION, ResourceType, Store, conflict
 from kaito_core.testing.emulator_crds import crd_types
+from kaito_core.testing.emulator_watch import watch
 
 SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 
@@ -51,6 +51,7 @@ class ApiServer:
         self.max_watch_seconds: float | None = None
         self.status_via_main = False  # see Emulator(status_via_main=...)
         self.session: Any = None
+        self.watches_open: Any = None  # asyncio.Event: cleared while watches are held (Emulator.hold_watches)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ class ApiServer:
         self.calls[(verb, group, rt.plural + (f"/{sub}" if sub else ""), request.headers.get("User-Agent", ""))] += 1
         self._inject(verb, rt.plural, sub)
         if verb == "watch":
-            return await self.watch(request, rt, ns)
+            return await watch(self, request, rt, ns)
         if verb == "list":
             return web.json_response(self.list(rt, ns, request.query))
         if verb == "get":
@@ -96,10 +97,12 @@ class ApiServer:
             return web.json_response(self.out(rt, obj))
         if verb == "delete":
             return await self.delete(request, rt, ns, name)
+        ctype = request.headers.get("Content-Type", "application/json")
+        if verb == "patch" and "apply-patch" in ctype:
+            apply_patch({}, ctype, None)  # 415: kaito's operator never uses server-side apply
         body = await request.json()
         if verb == "create":
             return web.json_response(self.out(rt, await self.create(rt, ns, body)), status=201)
-        ctype = request.headers.get("Content-Type", "application/json")
         obj = await self.update(rt, ns, name, sub, body, None if verb == "update" else ctype)
         return web.json_response(self.out(rt, obj))
 
@@ -213,70 +216,6 @@ class ApiServer:
             items = items[start:]
         return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta,
                 "items": [self.out(rt, o) for o in items]}
-
-    async def watch(self, request: Any, rt: ResourceType, ns: str | None) -> Any:
-        from aiohttp import web
-
-        q = request.query
-        match = self._matcher(q)
-        queue: asyncio.Queue = asyncio.Queue()
-        w = Watcher(rt.gk, ns, match, queue)
-        rv = q.get("resourceVersion", "")
-        initial = q.get("sendInitialEvents") == "true" or rv in ("", "0")
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await resp.prepare(request)
-        if initial:
-            for obj in self.store.list(rt, ns, match):
-                queue.put_nowait(("ADDED", obj))
-            if q.get("sendInitialEvents") == "true":
-                queue.put_nowait(("BOOKMARK", {"metadata": {"resourceVersion": str(self.store.rv), "annotations": {
-                    "k8s.io/initial-events-end": "true"}}}))
-        else:
-            try:
-                for ev in self.store.since(rt.gk, int(rv)):
-                    offer(w, ev)
-            except ApiStatus as exc:
-                await resp.write(json.dumps({"type": "ERROR", "object": exc.body()}).encode() + b"\n")
-                return resp
-        self.store.watchers.add(w)
-        try:
-            await self._stream(resp, w, rt, q)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self.store.watchers.discard(w)
-        return resp
-
-    async def _stream(self, resp: Any, w: Watcher, rt: ResourceType, q: Any) -> None:
-        loop = asyncio.get_running_loop()
-        limits = [float(q["timeoutSeconds"])] if q.get("timeoutSeconds") else []
-        if self.max_watch_seconds is not None:
-            limits.append(self.max_watch_seconds)
-        deadline = loop.time() + min(limits) if limits else None
-        bookmarks = q.get("allowWatchBookmarks") == "true"
-        next_bookmark = loop.time() + self.bookmark_interval
-        while True:
-            now = loop.time()
-            wait = min(x for x in (deadline, next_bookmark if bookmarks else None) if x is not None) - now \
-                if deadline is not None or bookmarks else None
-            try:
-                item = await asyncio.wait_for(w.queue.get(), timeout=max(wait, 0)) if wait is not None \
-                    else await w.queue.get()
-            except asyncio.TimeoutError:
-                if deadline is not None and loop.time() >= deadline:
-                    return  # timeoutSeconds: the server ends the watch; clients resume from their last version
-                next_bookmark = loop.time() + self.bookmark_interval
-                item = ("BOOKMARK", {"metadata": {"resourceVersion": str(self.store.rv)}})
-            if item is None:
-                return  # cut by the test
-            type_, obj = item
-            if type_ == "BOOKMARK":
-                if not bookmarks and "annotations" not in obj["metadata"]:
-                    continue
-                payload = {"apiVersion": rt.api_version, "kind": rt.kind, **obj}
-            else:
-                payload = self.out(rt, obj)
-            await resp.write(json.dumps({"type": type_, "object": payload}).encode() + b"\n")
 
     # -- writes -----------------------------------------------------------------------------
 

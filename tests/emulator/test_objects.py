@@ -1,0 +1,139 @@
+"""Status subresource, generation, CRD structural schema (pruning, defaulting, 422 causes),
+CRDs served from the API, immutable fields and metadata validation."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kaito_core.testing.emulator import Emulator
+from tests.emulator.conftest import MERGE, WS, ok, workspace
+
+STS = "/apis/apps/v1/namespaces/{ns}/statefulsets"
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "crds"
+
+
+def test_create_cannot_set_status_and_main_writes_keep_it(api):
+    made = ok(api.post(WS.format(ns="s1"), json=workspace("w", "s1", status={"state": "Ready"})), 201)
+    assert "status" not in made
+    ok(api.patch(WS.format(ns="s1") + "/w/status", json={"status": {"state": "Pending"}}, headers=MERGE))
+    main = ok(api.patch(WS.format(ns="s1") + "/w", json={"status": {"state": "Ready"}, "metadata": {
+        "labels": {"a": "b"}}}, headers=MERGE))
+    assert main["status"] == {"state": "Pending"} and main["metadata"]["labels"] == {"a": "b"}
+
+
+def test_status_writes_change_only_status(api):
+    ok(api.post(WS.format(ns="s2"), json=workspace("w", "s2")), 201)
+    out = ok(api.patch(WS.format(ns="s2") + "/w/status", json={"status": {"state": "Ready"}, "metadata": {
+        "labels": {"x": "y"}}, "inference": {"preset": {"name": "other"}}}, headers=MERGE))
+    assert out["status"]["state"] == "Ready" and "labels" not in out["metadata"]
+    assert out["inference"]["preset"]["name"] == "phi-3-mini-4k-instruct"
+
+
+def test_generation_moves_on_spec_changes_only(api):
+    made = ok(api.post(WS.format(ns="s3"), json=workspace("w", "s3")), 201)
+    assert made["metadata"]["generation"] == 1
+    meta = ok(api.patch(WS.format(ns="s3") + "/w", json={"metadata": {"annotations": {"a": "b"}}}, headers=MERGE))
+    status = ok(api.patch(WS.format(ns="s3") + "/w/status", json={"status": {"state": "x"}}, headers=MERGE))
+    assert meta["metadata"]["generation"] == status["metadata"]["generation"] == 1
+    spec = ok(api.patch(WS.format(ns="s3") + "/w", json={"inference": {"preset": {"name": "llama-3.1-8b-instruct"}}},
+                        headers=MERGE))
+    assert spec["metadata"]["generation"] == 2
+
+
+def test_pods_start_pending_and_nodes_keep_their_status(api):
+    pod = ok(api.post("/api/v1/namespaces/s4/pods", json={"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "image": "i"}]}, "status": {"phase": "Running"}}), 201)
+    assert pod["status"]["phase"] == "Pending"
+    node = ok(api.post("/api/v1/nodes", json={"metadata": {"name": "n-s4"}, "status": {"capacity": {"cpu": "4"}}}), 201)
+    assert node["status"]["capacity"] == {"cpu": "4"}
+
+
+def test_status_via_main_keeps_the_old_lenient_behaviour():
+    import httpx
+
+    with Emulator(status_via_main=True) as emu, httpx.Client(base_url=emu.url) as api:
+        made = ok(api.post(WS.format(ns="s5"), json=workspace("w", "s5", status={"state": "Ready"})), 201)
+        assert made["status"] == {"state": "Ready"}
+
+
+def test_schema_errors_name_every_field(api):
+    bad = workspace("bad", "s6")
+    bad["resource"]["count"] = "two"
+    bad["inference"]["adapters"] = [{"source": {"name": "Not_Valid"}, "strength": "2"}]
+    resp = api.post(WS.format(ns="s6"), json=bad)
+    assert resp.status_code == 422 and resp.json()["reason"] == "Invalid"
+    fields = {c["field"] for c in resp.json()["details"]["causes"]}
+    assert {"resource.count", "inference.adapters[0].source.name", "inference.adapters[0].strength"} <= fields
+    assert 'Workspace.kaito.sh "bad" is invalid' in resp.json()["message"]
+
+
+def test_unknown_fields_are_pruned(api):
+    extra = workspace("pruned", "s7", bogus={"a": 1})
+    extra["resource"]["nope"] = True
+    made = ok(api.post(WS.format(ns="s7"), json=extra), 201)
+    assert "bogus" not in made and "nope" not in made["resource"]
+
+
+def test_crd_created_through_the_api_is_served_with_its_defaults(api):
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "gadgets", "kind": "Gadget", "singular": "gadget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                            "size": {"type": "integer", "default": 3, "maximum": 10},
+                            "mode": {"type": "string", "enum": ["a", "b"]}}}}}}}]}}
+    made_crd = ok(api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd), 201)
+    assert made_crd["metadata"]["name"] == "gadgets.example.com"
+    path = "/apis/example.com/v1/namespaces/s8/gadgets"
+    made = ok(api.post(path, json={"metadata": {"name": "g"}, "spec": {"mode": "a"}}), 201)
+    assert made["spec"] == {"mode": "a", "size": 3}
+    resp = api.post(path, json={"metadata": {"name": "h"}, "spec": {"mode": "c", "size": 11}})
+    causes = {c["field"]: c["reason"] for c in resp.json()["details"]["causes"]}
+    assert causes == {"spec.mode": "FieldValueNotSupported", "spec.size": "FieldValueInvalid"}
+    ok(api.delete("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gadgets.example.com"))
+    assert api.get(path).status_code == 404
+
+
+def test_real_karpenter_crd_validates_node_claims():
+    import httpx
+
+    crds = [yaml.safe_load((REFERENCE / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
+    with Emulator(crds=crds) as emu, httpx.Client(base_url=emu.url) as api:
+        resp = api.post("/apis/karpenter.sh/v1/nodeclaims", json={"metadata": {"name": "nc"}, "spec": {}})
+        assert resp.status_code == 422
+        assert "spec.nodeClassRef" in {c["field"] for c in resp.json()["details"]["causes"]}
+
+
+def test_immutable_fields(api):
+    svc = ok(api.post("/api/v1/namespaces/s9/services", json={"metadata": {"name": "s"}, "spec": {"ports": [
+        {"port": 80}]}}), 201)
+    assert svc["spec"]["clusterIP"]
+    moved = api.patch("/api/v1/namespaces/s9/services/s", json={"spec": {"clusterIP": "10.0.0.9"}}, headers=MERGE)
+    assert moved.status_code == 422 and moved.json()["details"]["causes"][0]["field"] == "spec.clusterIP"
+    sts = {"metadata": {"name": "st"}, "spec": {"selector": {"matchLabels": {"a": "b"}}, "serviceName": "s",
+                                                "template": {"metadata": {"labels": {"a": "b"}}}}}
+    ok(api.post(STS.format(ns="s9"), json=sts), 201)
+    assert api.patch(STS.format(ns="s9") + "/st", json={"spec": {"selector": {"matchLabels": {"a": "c"}}}},
+                     headers=MERGE).status_code == 422
+    ok(api.patch(STS.format(ns="s9") + "/st", json={"spec": {"replicas": 2}}, headers=MERGE))
+    job = {"metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "a"}]}}}}
+    ok(api.post("/apis/batch/v1/namespaces/s9/jobs", json=job), 201)
+    changed = copy.deepcopy(job["spec"])
+    changed["template"]["spec"]["containers"][0]["image"] = "b"
+    assert api.patch("/apis/batch/v1/namespaces/s9/jobs/j", json={"spec": changed},
+                     headers=MERGE).status_code == 422
+    ok(api.post("/api/v1/namespaces/s9/configmaps", json={"metadata": {"name": "frozen"}, "data": {"a": "1"},
+                                                          "immutable": True}), 201)
+    assert api.patch("/api/v1/namespaces/s9/configmaps/frozen", json={"data": {"a": "2"}},
+                     headers=MERGE).status_code == 422
+
+
+@pytest.mark.parametrize("name", ["Upper", "trailing-newline\n", "-dash", "x" * 254])
+def test_object_names_are_validated(api, name):
+    resp = api.post("/api/v1/namespaces/s10/configmaps", json={"metadata": {"name": name}})
+    assert resp.status_code == 422 and resp.json()["details"]["causes"][0]["field"] == "metadata.name"
