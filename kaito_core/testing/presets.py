@@ -72,7 +72,9 @@ def preset_problems(preset: ModelPreset, registry: Any) -> list[str]:
 
     p, out = preset, []
     where = f"preset {p.name!r}"
-    if registry.get_preset(p.hf_repo) is not p:
+    # A deprecated preset may leave its Hugging Face id to the generic resolver (upstream's route
+    # for a model it no longer presets).
+    if not p.deprecated and registry.get_preset(p.hf_repo) is not p:
         out.append(f"{where}: its Hugging Face id {p.hf_repo!r} does not resolve to it (add it to aliases)")
     for alias in p.aliases:
         if registry.get_preset(alias) is not p:

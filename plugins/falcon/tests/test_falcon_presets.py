@@ -10,6 +10,7 @@ import yaml
 
 from kaito_core import sizing
 from kaito_core.plugins import get_plugin_manager, get_registry
+from kaito_core.testing.presets import check_preset_plugin
 
 REF = yaml.safe_load((Path(__file__).parent / "data" / "reference.yaml").read_text())
 SUPPORTED = {m["name"]: m for m in REF["supported_models"]}
@@ -77,3 +78,7 @@ def test_qlora_tuning_example_fits_two_v100s():
     lora = sizing.estimate(reg.get_preset("falcon-7b"), method="lora")
     qlora = sizing.estimate(reg.get_preset("falcon-7b"), method="qlora")
     assert qlora.weights_gib < lora.weights_gib / 2.5
+
+
+def test_conformance():
+    assert len(check_preset_plugin("kaito-preset-falcon")) == len(NAMES)

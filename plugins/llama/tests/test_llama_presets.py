@@ -11,6 +11,7 @@ import yaml
 from kaito_core import sizing
 from kaito_core.api import parse_workspace, validate_workspace
 from kaito_core.plugins import get_plugin_manager, get_registry
+from kaito_core.testing.presets import check_preset_plugin
 
 REF = yaml.safe_load((Path(__file__).parent / "data" / "reference.yaml").read_text())
 SUPPORTED = {m["name"]: m for m in REF["supported_models"]}
@@ -84,3 +85,7 @@ def test_8b_on_upstream_example_type():
     req = sizing.place(reg.get_preset("llama-3.1-8b-instruct"), reg.instance_types,
                        instance_type="Standard_NC96ads_A100_v4")
     assert req.ok and (req.gpus_per_node, req.node_count, req.tensor_parallel_size) == (4, 1, 4)
+
+
+def test_conformance():
+    assert len(check_preset_plugin("kaito-preset-llama")) == len(NAMES)

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from kaito_core import sizing
+from kaito_core.api import parse_workspace, validate_workspace
 from kaito_core.plugins import get_plugin_manager, get_registry
+from kaito_core.testing.presets import check_preset_plugin, upstream_problems
 
 REF = yaml.safe_load((Path(__file__).parent / "data" / "reference.yaml").read_text())
 SUPPORTED = {m["name"]: m for m in REF["supported_models"]}
@@ -26,7 +28,7 @@ def test_entry_point_is_installed_and_healthy():
     pm = get_plugin_manager()
     info = pm.infos["phi3"]
     assert info.distribution == "kaito-preset-phi3" and info.errors == []
-    assert sorted(get_registry().plugins["phi3"].registered["presets"]) == NAMES
+    assert sorted(get_registry().plugins["phi3"].registered["presets"]) == sorted(NAMES + ["phi-2"])
     assert NAMES == sorted(["phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct", "phi-3-medium-4k-instruct",
                             "phi-3-medium-128k-instruct", "phi-3.5-mini-instruct", "phi-4", "phi-4-mini-instruct"])
 
@@ -83,3 +85,20 @@ def test_mini_fits_one_a10_and_medium_needs_two():
     medium = sizing.place(reg.get_preset("phi-3-medium-4k-instruct"), reg.instance_types, instance_type=a10)
     # 26 GiB of weights cannot fit a 24 GiB card; the preset allows multi-node vLLM serving.
     assert medium.ok and medium.node_count == 2 and medium.pipeline_parallel_size == 2
+
+
+def test_conformance():
+    assert len(check_preset_plugin("kaito-preset-phi3")) == len(NAMES) + 1
+
+
+def test_phi_2_is_refused_with_upstreams_story():
+    up = REF["deprecated_models"][0]
+    reg = get_registry()
+    p = reg.get_preset("phi-2")
+    assert upstream_problems(p, up) == []
+    ws = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "old"},
+          "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+          "inference": {"preset": {"name": "phi-2"}}}
+    errors = " ".join(str(e) for e in validate_workspace(parse_workspace(ws), registry=reg).errors)
+    assert "deprecated" in errors and "kaito-project/kaito#1667" in errors
+    assert "phi-3-mini-4k-instruct" in errors and "upgrade" not in errors

@@ -107,4 +107,24 @@ PHI_4_MINI = _phi(
     intermediate=8192,
     description="Phi-4 Mini, 3.8B parameters, 128k context (served at 8k by default), 200k vocabulary")
 
-PRESETS = (PHI_3_MINI_4K, PHI_3_MINI_128K, PHI_3_MEDIUM_4K, PHI_3_MEDIUM_128K, PHI_3_5_MINI, PHI_4, PHI_4_MINI)
+# Phi-2 is listed in upstream v0.12's supported_models.yaml with ``deprecated: true``: upstream
+# removed its preset and its admission webhook refuses it (kaito-project/kaito#1667), after pinning
+# it to vLLM's v0 engine, which no longer exists (#1369). It is registered so that a Workspace
+# naming it is refused with that story instead of "unknown preset". No alias: the Hugging Face id
+# stays free for the generic resolver. Family "phi2", as upstream (presets/workspace/models/phi2).
+# Shape: microsoft/phi-2's config.json (float16 weights).
+PHI_2 = ModelPreset(
+    name="phi-2", family="phi2", hf_repo="microsoft/phi-2", revision="ef382358ec9e382308935a992d908de099b64c23",
+    architecture="PhiForCausalLM", parameters=2_779_683_840, weight_bytes=5_559_367_680, dtype="float16",
+    context_length=2048, num_layers=32, hidden_size=2560, num_attention_heads=32, num_kv_heads=32, vocab_size=51200,
+    intermediate_size=10240, license="mit", gated=False,
+    runtimes={"transformers": {"dtype": "float16"}}, default_runtime="transformers", image=runtime_image("transformers"),
+    weights_source="oci", tag="0.2.0", supports_multinode=False,
+    deprecated=("upstream KAITO deprecated phi-2 and its admission webhook refuses it (kaito-project/kaito#1667; "
+                "v0.12's supported_models.yaml marks it deprecated; vLLM's v1 engine does not serve it). Use "
+                "phi-3-mini-4k-instruct or phi-4-mini-instruct, or name the Hugging Face id 'microsoft/phi-2' "
+                "with the annotation kaito.sh/runtime: transformers"),
+    description="Phi-2, 2.7B parameters, 2k context (deprecated upstream)")
+
+PRESETS = (PHI_3_MINI_4K, PHI_3_MINI_128K, PHI_3_MEDIUM_4K, PHI_3_MEDIUM_128K, PHI_3_5_MINI, PHI_4, PHI_4_MINI,
+           PHI_2)
