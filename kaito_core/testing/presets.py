@@ -45,10 +45,10 @@ def render_chat(preset: ModelPreset, content: str = "Hello from kaito") -> str:
         messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
 
 
-def _plugin(name: str) -> tuple[Any, Any]:
+def _plugin(name: str, pm: Any = None) -> tuple[Any, Any]:
     from kaito_core.plugins import get_plugin_manager
 
-    pm = get_plugin_manager()
+    pm = pm if pm is not None else get_plugin_manager()
     for info in pm.infos.values():
         if name in (info.name, info.distribution):
             return pm, info
@@ -74,10 +74,11 @@ def preset_problems(preset: ModelPreset, registry: Any) -> list[str]:
     where = f"preset {p.name!r}"
     # A deprecated preset may leave its Hugging Face id to the generic resolver (upstream's route
     # for a model it no longer presets).
-    if not p.deprecated and registry.get_preset(p.hf_repo) is not p:
+    # resolve_preset_name looks only at registered names and aliases (never at the hub).
+    if not p.deprecated and registry.resolve_preset_name(p.hf_repo) != p.name:
         out.append(f"{where}: its Hugging Face id {p.hf_repo!r} does not resolve to it (add it to aliases)")
     for alias in p.aliases:
-        if registry.get_preset(alias) is not p:
+        if registry.resolve_preset_name(alias) != p.name:
             out.append(f"{where}: alias {alias!r} resolves to another preset")
     if not p.tag or not p.description or p.license == "unknown":
         out.append(f"{where}: tag, description and license must be set (got {p.tag!r}, {p.description!r}, "
@@ -105,7 +106,7 @@ def preset_problems(preset: ModelPreset, registry: Any) -> list[str]:
     return out
 
 
-def check_preset_plugin(name: str) -> list[ModelPreset]:
+def check_preset_plugin(name: str, *, plugin_manager: Any = None) -> list[ModelPreset]:
     """Assert that the installed preset plugin ``name`` (entry point or distribution) conforms.
 
     Checks: the plugin loaded without errors and registered presets; every preset's name and
@@ -115,10 +116,12 @@ def check_preset_plugin(name: str) -> list[ModelPreset]:
     instance type of the catalog, and a Workspace naming it there validates (deprecated presets
     must be refused as deprecated). The revision is checked on construction (40 hex digits).
 
+    :param plugin_manager: the manager to look in (default: the installed plugins, as
+        ``kaito`` loads them).
     :returns: the plugin's presets, for further checks.
     :raises AssertionError: listing every problem.
     """
-    pm, info = _plugin(name)
+    pm, info = _plugin(name, plugin_manager)
     registry = pm.registry
     problems = [f"plugin {info.name!r}: {e}" for e in info.errors]
     names = info.registered.get("presets", [])
