@@ -143,9 +143,9 @@ class Registry:
             hdrs = dict(headers or {})
             if self._auth:
                 hdrs["Authorization"] = self._auth
+            data = body() if body else None
             try:
-                resp = self.session.request(method, url, headers=hdrs, stream=stream, params=params,
-                                            data=body() if body else None,
+                resp = self.session.request(method, url, headers=hdrs, stream=stream, params=params, data=data,
                                             timeout=(self.limits.connect_timeout, self.limits.read_timeout))
             except requests.RequestException as exc:
                 last = _why(exc, self.limits)
@@ -153,6 +153,9 @@ class Registry:
                 if attempt < attempts:
                     time.sleep(0.5 * 2 ** (attempt - 1))
                 continue
+            finally:
+                if hasattr(data, "close"):
+                    data.close()  # a file opened by the body factory, for this attempt only
             if resp.status_code == 401 and not authed:
                 authed = True
                 resp.close()

@@ -63,6 +63,13 @@ def _check_link(member: tarfile.TarInfo, name: str, base: str, layer: str) -> No
                                  f"{base + '/' if base else 'the artifact'}; refusing the layer")
 
 
+def _affects(whiteout: str, only: str) -> bool:
+    """Does this whiteout delete something in (or above) the folder being extracted?"""
+    parent, base = posixpath.split(whiteout)
+    victim = parent if base == OPAQUE else posixpath.join(parent, base[len(WHITEOUT):])
+    return _inside(victim, only) or _inside(only, victim)
+
+
 def _whiteout(root: Path, name: str) -> None:
     parent, base = posixpath.split(name)
     if base == OPAQUE:
@@ -101,10 +108,11 @@ def extract(archive: Path, root: Path, *, layer: str, budget: Budget, only: str 
         try:
             for member in tf:
                 name = _clean(member.name, layer)
-                if not name or not _inside(name, only):
-                    continue
                 if posixpath.basename(name).startswith(WHITEOUT):
-                    _whiteout(root, name)
+                    if _affects(name, only):
+                        _whiteout(root, name)
+                    continue
+                if not name or not _inside(name, only):
                     continue
                 if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
                     raise UnsafeArchiveError(f"{layer}: member {name!r} is a device file or FIFO; refusing the layer")

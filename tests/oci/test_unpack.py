@@ -89,3 +89,12 @@ def test_plain_tar_and_damaged_archives(tmp_path):
 
     with pytest.raises(OCIError, match="test layer is a damaged tar archive|is not a tar archive"):
         extract(archive, tmp_path / "root", layer="test layer", budget=Budget(1 << 30, "r"), only="data")
+
+
+def test_a_whiteout_of_the_whole_data_folder(tmp_path):
+    """RUN rm -rf /data && mkdir /data && ...: the upper layer's whiteout names /data itself."""
+    root = _extract(tmp_path, [M("data", kind="dir"), M("data/stale.jsonl", b"1")], only="data")
+    _extract(tmp_path, [M(".wh.data"), M("data", kind="dir"), M("data/fresh.jsonl", b"2")], only="data")
+    assert [p.name for p in (root / "data").iterdir()] == ["fresh.jsonl"]
+    _extract(tmp_path, [M(".wh.etc"), M("etc/x", b"ignored")], only="data")  # outside /data: nothing happens
+    assert sorted(p.name for p in root.iterdir()) == ["data"]
