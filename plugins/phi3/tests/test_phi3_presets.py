@@ -102,3 +102,10 @@ def test_phi_2_is_refused_with_upstreams_story():
     errors = " ".join(str(e) for e in validate_workspace(parse_workspace(ws), registry=reg).errors)
     assert "deprecated" in errors and "kaito-project/kaito#1667" in errors
     assert "phi-3-mini-4k-instruct" in errors and "upgrade" not in errors
+
+
+def test_phi_4_mini_calls_tools_like_upstream():
+    reg = get_registry()
+    vllm = reg.get_preset("phi-4-mini-instruct").runtimes["vllm"]
+    assert (vllm["tool-call-parser"], vllm["enable-auto-tool-choice"]) == ("phi4_mini_json", True)
+    assert "tool-call-parser" not in reg.get_preset("phi-4").runtimes["vllm"]

@@ -51,21 +51,27 @@ PHI3_LARGE_TUNING = TuningRecipe(
     lora_dropout=0.0, num_train_epochs=1, per_device_train_batch_size=1)
 
 
-def _runtimes(max_model_len: int) -> dict:
-    return {"vllm": {"dtype": "bfloat16", "max-model-len": max_model_len, "gpu-memory-utilization": 0.9},
+def _runtimes(max_model_len: int, vllm: dict | None = None) -> dict:
+    return {"vllm": {"dtype": "bfloat16", "max-model-len": max_model_len, "gpu-memory-utilization": 0.9,
+                     **(vllm or {})},
             "transformers": {"dtype": "bfloat16"}}
+
+
+# Upstream (phi4/model.go, examples/inference/kaito_workspace_tool_calling.yaml): Phi-4-mini calls
+# tools through vLLM's phi4_mini_json parser.
+PHI4_MINI_TOOLS = {"tool-call-parser": "phi4_mini_json", "enable-auto-tool-choice": True}
 
 
 def _phi(name: str, repo: str, revision: str, *, parameters: int, size_gib: float, context: int,
          hidden: int, layers: int, heads: int, kv_heads: int, vocab: int, max_model_len: int,
          tuning: TuningRecipe, template: str = PHI3_CHAT_TEMPLATE, multinode: bool = False,
-         intermediate: int | None = None, description: str) -> ModelPreset:
+         intermediate: int | None = None, vllm: dict | None = None, description: str) -> ModelPreset:
     return ModelPreset(
         name=name, family="phi3", hf_repo=repo, revision=revision, architecture="Phi3ForCausalLM",
         parameters=parameters, weight_bytes=int(size_gib * GIB), dtype="bfloat16", context_length=context,
         num_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_kv_heads=kv_heads,
         vocab_size=vocab, license="mit", gated=False, chat_template=template,
-        runtimes=_runtimes(max_model_len), default_runtime="vllm", image=runtime_image("vllm"),
+        runtimes=_runtimes(max_model_len, vllm), default_runtime="vllm", image=runtime_image("vllm"),
         weights_source="oci", tuning=tuning, tag="0.2.0", aliases=(repo,), supports_multinode=multinode,
         intermediate_size=intermediate, description=description)
 
@@ -104,7 +110,7 @@ PHI_4_MINI = _phi(
     "phi-4-mini-instruct", "microsoft/Phi-4-mini-instruct", "c0fb9e74abda11b496b7907a9c6c9009a7a0488f",
     parameters=3_836_021_760, size_gib=7.15, context=131072, hidden=3072, layers=32, heads=24, kv_heads=8,
     vocab=200064, max_model_len=8192, tuning=PHI3_MINI_TUNING, template=PHI4_MINI_CHAT_TEMPLATE,
-    intermediate=8192,
+    intermediate=8192, vllm=PHI4_MINI_TOOLS,
     description="Phi-4 Mini, 3.8B parameters, 128k context (served at 8k by default), 200k vocabulary")
 
 # Phi-2 is listed in upstream v0.12's supported_models.yaml with ``deprecated: true``: upstream
