@@ -16,12 +16,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
+from kaito_core.api import limits
 from kaito_core.api import models as m
 
 # Constraints the API server can enforce before our webhook sees the object (clearer and
 # earlier refusals than upstream, which leaves most of these to its webhook).
 EXTRA: dict[str, dict[str, Any]] = {
-    "inference.adapters": {"maxItems": 10},
     "inference.adapters[].strength": {"pattern": r"^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$"},
     "inference.adapters[].source.name": {"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
     "resource.count": {"minimum": 1},
@@ -97,6 +97,7 @@ def _schema(ann: Any, path: str) -> dict[str, Any]:
     else:
         # pydantic's Strict* are Annotated[str, Strict()]; handled by _unwrap above.
         raise TypeError(f"no CRD schema for {ann!r} at {path}")
+    out.update(limits.BOUNDS.get(path, {}))
     out.update(EXTRA.get(path, {}))
     if path in DESCRIPTIONS:
         out = {"description": DESCRIPTIONS[path], **out}

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from kaito_core.api import limits
 from kaito_core.api import models as m
 from kaito_core.errors import MISSING, FieldError
 from kaito_core.netguard import url_problem
@@ -38,7 +39,7 @@ def _image(path: str, ref: str, r: "ValidationResult", hint: str = "expected reg
         r.warn(path, ref, "has uppercase letters in the repository name",
                "OCI registries require lowercase repository names; replace the placeholder")
 AZURE_GPU_SKU = re.compile(r"^Standard_N[A-Za-z0-9_]+$")
-MAX_ADAPTERS = 10
+MAX_ADAPTERS = limits.MAX_ADAPTERS
 TUNING_METHODS = ("lora", "qlora")
 TRAINING_SECTIONS = ("ModelConfig", "QuantizationConfig", "LoraConfig", "TrainingArguments",
                      "DataCollator", "DatasetConfig")
@@ -85,6 +86,9 @@ def validate_workspace(ws: m.Workspace, *, registry: Any = None, old: m.Workspac
 
         registry = get_registry()
     r = ValidationResult()
+    r.errors.extend(limits.check(ws.to_k8s()))
+    if any(e.path == "resource.count" for e in r.errors):
+        return r  # sizing and node planning must not run with an unbounded count
     _metadata(ws, r)
     if (ws.inference is None) == (ws.tuning is None):
         both = ws.inference is not None
@@ -264,8 +268,6 @@ def _inference(ws: m.Workspace, inf: m.InferenceSpec, registry: Any, r: Validati
     adapters = inf.adapters or []
     if adapters and inf.preset is None:
         r.error("inference.adapters", len(adapters), "need inference.preset", "adapters apply to a preset model")
-    if len(adapters) > MAX_ADAPTERS:
-        r.error("inference.adapters", len(adapters), f"at most {MAX_ADAPTERS} adapters are allowed")
     seen: dict[str, int] = {}
     for i, ad in enumerate(adapters):
         p = f"inference.adapters[{i}]"
@@ -395,6 +397,9 @@ def _config_doc(cm: m.ConfigMap, key: str) -> tuple[Any, list[str]]:
     data = cm.data or {}
     if key not in data:
         return None, [f"ConfigMap {cm.name!r} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})"]
+    too_big = limits.config_size_problem(cm.name, key, data[key])
+    if too_big:
+        return None, [too_big]
     try:
         return yaml.safe_load(data[key]) or {}, []
     except yaml.YAMLError as exc:

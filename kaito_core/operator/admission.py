@@ -45,8 +45,9 @@ class Policy:
     local_weights: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Policy":
-        return cls(provisioner=getattr(settings, "provisioner", "") or "",
+    def from_settings(cls, settings: Any, provisioner: str = "") -> "Policy":
+        """:param provisioner: the effective default (settings may leave it to the registry)."""
+        return cls(provisioner=provisioner or getattr(settings, "provisioner", "") or "",
                    allowed_provisioners=tuple(getattr(settings, "allowed_provisioners", ()) or ()),
                    host_path=bool(getattr(settings, "allow_host_path", False)),
                    templates=bool(getattr(settings, "allow_templates", False)),

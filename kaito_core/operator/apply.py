@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 from kaito_core.api import parse_workspace, validate_workspace
 from kaito_core.errors import KaitoError, WorkspaceInvalid
+from kaito_core.operator.admission import Policy, policy_problems
 from kaito_core.operator.kube import ApiError, KubeClient
 from kaito_core.operator.settings import Settings
 from kaito_core.reconcile import Observed, Plan, invalid, names, plan
@@ -187,8 +188,10 @@ class Reconciler:
     def _reconcile(self, ws: Any, now: str, *, pods: list[Mapping[str, Any]] | None = None,
                    verify: bool = True) -> Outcome:
         result = validate_workspace(ws, registry=self.registry)
-        if result.errors:
-            p = invalid(ws, [str(e) for e in result.errors], now=now)
+        # The admin's policy holds without the webhook too (failurePolicy Ignore, webhook off).
+        refused = policy_problems(ws, Policy.from_settings(self.settings, provisioner=self.default_provisioner_name()))
+        if result.errors or refused:
+            p = invalid(ws, [str(e) for e in [*result.errors, *refused]], now=now)
             return Outcome(p.status, p.events, p)
         config = None
         if ws.inference is not None and ws.inference.config:

@@ -388,8 +388,7 @@ def policy() -> Policy:
     from kaito_core.plugins import get_registry
 
     cfg = STATE.settings or Settings.from_env()
-    base = Policy.from_settings(cfg)
-    return Policy(**{**base.__dict__, "provisioner": cfg.provisioner or default_provisioner(get_registry())})
+    return Policy.from_settings(cfg, provisioner=cfg.provisioner or default_provisioner(get_registry()))
 
 
 def validate(body: kopf.Body, old: Any, warnings: list[str], operation: str | None = None, **_: Any) -> None:

@@ -92,6 +92,10 @@ def test_our_crd_accepts_what_upstreams_accepts_in_a_rich_workspace():
     (lambda w: w["inference"].update(adapters=[{"source": {"name": "a", "image": "r/x:1"}, "strength": "1.5"}]),
      "pattern"),
     (lambda w: w["resource"].update(count=0), "minimum"),
+    (lambda w: w["resource"].update(count=1_000_000), "maximum"),
+    (lambda w: w["resource"].update(preferredNodes=["n"] * 101), "maxItems"),
+    (lambda w: w["resource"]["labelSelector"].update(matchLabels={f"k{i}": "v" for i in range(65)}), "maxProperties"),
+    (lambda w: w["inference"]["preset"].update(name="a" * 254), "maxLength"),
     (lambda w: w["resource"].update(instanceType=5), "type"),
 ])
 def test_our_crd_refuses_earlier_than_upstream(mutate, field):

@@ -89,8 +89,8 @@ CASES = [
     ("preset-missing-name", INFERENCE, [(("inference", "preset"), {})], "inference.preset.name", "required"),
     ("preset-unknown", INFERENCE, [(("inference", "preset", "name"), "no-such-model")], "inference.preset.name",
      "not a known preset"),
-    ("preset-family-not-installed", INFERENCE, [(("inference", "preset", "name"), "mistral-7b-instruct")],
-     "inference.preset.name", "kaito-preset-mistral"),
+    ("preset-not-installed", INFERENCE, [(("inference", "preset", "name"), "no-such-model-7b")],
+     "inference.preset.name", "is not a known preset"),
     ("preset-name-typo-field", INFERENCE, [(("inference", "preset"), {"nmae": "phi-3-mini-4k-instruct"})],
      "inference.preset.nmae", "did you mean 'name'"),
     ("gated-without-secret", INFERENCE, [(("inference", "preset", "name"), "llama-3.1-8b-instruct")],
@@ -161,6 +161,21 @@ CASES = [
     ("tuning-urls-not-list", TUNING, [(("tuning", "input", "urls"), "https://example.com/d.csv")],
      "tuning.input.urls", "list"),
     ("tuning-unknown-field", TUNING, [(("tuning", "epochs"), 3)], "tuning.epochs", "unknown field"),
+    # bounds (issue 16, finding 1): every count and size has an upper limit
+    ("count-over-bound", INFERENCE, [(("resource", "count"), 1_000_000)], "resource.count", "at most 100"),
+    ("preferred-nodes-over-bound", INFERENCE, [(("resource", "preferredNodes"), [f"n{i}" for i in range(101)])],
+     "resource.preferredNodes", "at most 100 entries"),
+    ("selector-labels-over-bound", INFERENCE,
+     [(("resource", "labelSelector", "matchLabels"), {f"k{i}": "v" for i in range(65)})],
+     "resource.labelSelector.matchLabels", "at most 64"),
+    ("url-too-long", TUNING, [(("tuning", "input", "urls"), ["https://example.com/" + "a" * 3000])],
+     "tuning.input.urls[0]", "at most 2048 characters"),
+    ("urls-over-bound", TUNING, [(("tuning", "input", "urls"), [f"https://example.com/{i}" for i in range(101)])],
+     "tuning.input.urls", "at most 100 entries"),
+    ("template-too-big", INFERENCE, [(("inference",), {"template": {"spec": {"containers": [
+        {"name": "c", "image": "r.io/c:1", "args": ["x" * 300_000]}]}}})], "inference.template", "bytes"),
+    ("preset-name-too-long", INFERENCE, [(("inference", "preset", "name"), "a" * 300)], "inference.preset.name",
+     "at most 253"),
 ]
 
 
