@@ -33,6 +33,7 @@ from kaito_core.plugins import get_registry
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 EXAMPLES = REFERENCE / "kaito-examples"
 GIB = 2**30
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 PLACEHOLDER = re.compile(r"<your[^>]*>", re.IGNORECASE)
 SUPPORTED = {m["name"]: m for m in yaml.safe_load((REFERENCE / "supported_models.yaml").read_text())["models"]
              if m["name"] != "base"}
@@ -137,7 +138,15 @@ def test_example_validates_plans_and_renders(path):
     plans = {p["name"]: p for p in json.loads(out)}
     rc, rendered = _cli("render", str(path))
     assert rc == 0, rendered
-    kinds = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(rendered) if o}
+    objects = [o for o in yaml.safe_load_all(rendered) if o]
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for o in objects:
+        config = (o.get("data") or {}).get("inference_config.yaml") if o["kind"] == "ConfigMap" else None
+        if config:
+            # vLLM's --dtype is the activation dtype; FP8 / MXFP4 checkpoints keep their stored
+            # format whatever it says, and vLLM refuses any other value.
+            dtype = ((yaml.safe_load(config) or {}).get("vllm") or {}).get("dtype", "auto")
+            assert dtype in VLLM_DTYPES, f"{o['metadata']['name']}: vllm dtype {dtype!r}"
     for ws in (d for d in _docs(path) if d.get("kind") == "Workspace"):
         plan = plans[ws["metadata"]["name"]]
         assert plan["errors"] == [] and plan["preset"] == _preset_name(ws)

@@ -7,7 +7,9 @@ engine arguments, multi-node support, no tuning):
 - The distills are dense models that ship as OCI artifacts, served with vLLM's ``deepseek_r1``
   reasoning parser (``<think>`` content goes to ``reasoning_content``) in float16, on one node.
 - R1-0528 and V3-0324 are mixture-of-experts models (671B total, 37B active per token) with FP8
-  weights, downloaded at run time and served multi-node with vLLM (Ray). Sizing counts their
+  weights (``weight_bytes`` as stored; ``dtype`` bfloat16 is the dtype vLLM computes in, passed as
+  ``--dtype``, which leaves FP8 weights as they are), downloaded at run time and served multi-node
+  with vLLM (Ray). Sizing counts their
   TOTAL weights (every expert is resident) and their ACTIVE KV cache: multi-head latent
   attention caches ``kv_lora_rank + qk_rope_head_dim = 512 + 64`` values per token and layer,
   shared by all 128 heads (upstream's BytesPerToken 70272). The contract has no MLA fields yet,
@@ -46,7 +48,7 @@ V3_CHAT_TEMPLATE = _template(think=False)
 
 DISTILL_VLLM = {"dtype": "float16", "reasoning-parser": "deepseek_r1"}
 # Upstream also passes its image's tool-chat-deepseek{r1,v3}.jinja; kaito's runtime uses the
-# tokenizer's own template. No --dtype: the FP8 checkpoints keep their stored format.
+# tokenizer's own template. No engine "dtype": sizing would read it as the FP8 weights' dtype.
 R1_VLLM = {"reasoning-parser": "deepseek_r1", "tool-call-parser": "deepseek_v3", "enable-auto-tool-choice": True}
 V3_VLLM = {"tool-call-parser": "deepseek_v3", "enable-auto-tool-choice": True}
 
@@ -69,7 +71,7 @@ def _distill(name: str, repo: str, revision: str, *, architecture: str, paramete
 def _moe(name: str, repo: str, revision: str, *, template: str, vllm: dict, description: str) -> ModelPreset:
     return ModelPreset(
         name=name, family="deepseek", hf_repo=repo, revision=revision, architecture="DeepseekV3ForCausalLM",
-        parameters=684_531_386_000, weight_bytes=int(641.30 * GIB), dtype="float8", context_length=163840,
+        parameters=684_531_386_000, weight_bytes=int(641.30 * GIB), dtype="bfloat16", context_length=163840,
         num_layers=61, hidden_size=7168, num_attention_heads=128, num_kv_heads=1, head_dim=288,
         intermediate_size=18432, vocab_size=129280, license="mit", gated=False, chat_template=template,
         runtimes={"vllm": {**vllm, "max-model-len": 8192, "gpu-memory-utilization": 0.9},

@@ -9,7 +9,9 @@ engine arguments, tuning support, multi-node support):
   models").
 - Ministral 3 and Mistral Large 3 are downloaded at run time in Mistral's own format (upstream's
   catalog: ``loadFormat/configFormat/tokenizerMode: mistral``), with FP8 weights (catalog
-  ``quantMethod``); their dtype here is ``float8`` so sizing counts the weights as stored.
+  ``quantMethod``). ``weight_bytes`` is the FP8 checkpoint as stored; ``dtype`` is the dtype vLLM
+  computes in (bfloat16): kaito passes it as vLLM's ``--dtype``, which for a quantized checkpoint
+  is the activation dtype and leaves the FP8 weights as they are.
   Ministral 3 is multimodal upstream (``Mistral3ForConditionalGeneration``); kaito's contract
   wants a causal-LM class, so the preset names transformers' text class ``Ministral3ForCausalLM``.
 - Mistral Large 3 (675B mixture-of-experts) uses multi-head latent attention like DeepSeek-V3:
@@ -59,8 +61,8 @@ MISTRAL_TUNING = TuningRecipe(
 
 
 def _runtimes(vllm: dict, max_model_len: int) -> dict:
-    # Pre-quantized (FP8) checkpoints get no vLLM dtype: vLLM's --dtype is the activation dtype
-    # and kaito's sizing would read it as the weights' dtype.
+    # FP8 checkpoints get no vLLM dtype argument: the preset's dtype (bfloat16) is the serving
+    # dtype kaito passes, and an engine "dtype" would be read by sizing as the weights' dtype.
     return {"vllm": {**vllm, "max-model-len": max_model_len, "gpu-memory-utilization": 0.9},
             "transformers": {"dtype": "bfloat16"}}
 
@@ -91,7 +93,7 @@ MISTRAL_7B_INSTRUCT = _mistral(
     "mistral-7b-instruct", "mistralai/Mistral-7B-Instruct-v0.3", "e0bc86c23ce5aae1db576c8cca6f06f1f73af2db",
     description="Mistral 7B Instruct v0.3, 32k context (served at 8k by default), tool calling", **_7B)
 
-_MINISTRAL = dict(dtype="float8", architecture="Ministral3ForCausalLM", context=262144, heads=32, kv_heads=8,
+_MINISTRAL = dict(dtype="bfloat16", architecture="Ministral3ForCausalLM", context=262144, heads=32, kv_heads=8,
                   vocab=131072, head_dim=128, template=MISTRAL3_CHAT_TEMPLATE, vllm=MISTRAL3_VLLM,
                   source="runtime-download", tag="0.0.1")
 
@@ -114,7 +116,7 @@ MINISTRAL_3_14B = _mistral(
 # layout Mistral Large 3 follows, stands in for the activation estimate.
 MISTRAL_LARGE_3 = _mistral(
     "mistral-large-3-675b-instruct", "mistralai/Mistral-Large-3-675B-Instruct-2512",
-    "7f13ed24ab52a2a1c35bb26a749ef9d891ee98dd", parameters=675_000_000_000, size_gib=634.70, dtype="float8",
+    "7f13ed24ab52a2a1c35bb26a749ef9d891ee98dd", parameters=675_000_000_000, size_gib=634.70, dtype="bfloat16",
     architecture="MistralLarge3ForCausalLM", context=294912, hidden=7168, layers=61, heads=128, kv_heads=1,
     head_dim=288, intermediate=18432, vocab=131072, template=MISTRAL3_CHAT_TEMPLATE, vllm=MISTRAL3_VLLM,
     source="runtime-download", tag="0.0.1", multinode=True,
