@@ -124,13 +124,25 @@ class PackedCollator:
     """
 
     def __init__(self, pad_id: int, attention: str | None, dtype: Any = None, pad_to_multiple_of: int | None = None):
+        from collections import deque
+
         self.pad_id = pad_id
         self.attention = attention or "sdpa"
         self.dtype = dtype
         self.multiple = pad_to_multiple_of
+        # Real (non-padding) tokens of each packed training batch, oldest first: the Trainer
+        # counts "non_padding" tokens as attention_mask.sum(), which a 4D mask would inflate.
+        self.token_counts: deque[int] = deque()
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
+
+        packed = all("seq_lens" in r for r in rows)
+        if not packed:  # evaluation rows are not packed: one sample per row
+            rows = [dict(r, position_ids=list(range(len(r["input_ids"]))), seq_lens=[len(r["input_ids"])])
+                    for r in rows]
+        else:
+            self.token_counts.append(sum(len(r["input_ids"]) for r in rows))
 
         n = max(len(r["input_ids"]) for r in rows)
         if self.multiple:

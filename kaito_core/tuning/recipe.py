@@ -318,8 +318,6 @@ class _Run:
         return TuneResult(summary=summary, output_dir=dest, image=req.output_image, digest=digest)
 
     def _train(self, loaded, cfg, train_rows, eval_rows, tok, files, source):
-        from transformers import Trainer
-
         from kaito_core.tuning import progress
         from kaito_core.tuning import train as train_mod
 
@@ -341,9 +339,9 @@ class _Run:
         callbacks = [progress.make_callback(mode=mode, history=history, metrics=metrics, on_step=req.on_step),
                      train_mod.stop_callback(stop)]
         dataset = train_mod.RecordingDataset(rows)
-        trainer = Trainer(model=loaded.model, args=args, train_dataset=dataset, eval_dataset=eval_rows or None,
-                          data_collator=train_mod.collator(cfg, loaded, tok, self.packing is not None),
-                          callbacks=callbacks)
+        trainer = train_mod.trainer_class()(
+            model=loaded.model, args=args, train_dataset=dataset, eval_dataset=eval_rows or None,
+            data_collator=train_mod.collator(cfg, loaded, tok, self.packing is not None), callbacks=callbacks)
         progress.remove_printer(trainer)
         train_mod.write_fingerprint(ckpt_dir, fp)
         self.resumed_from = resume

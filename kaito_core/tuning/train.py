@@ -204,6 +204,26 @@ def stop_callback(stop: StopSignal):
 # --- the Trainer -----------------------------------------------------------------------------
 
 
+def trainer_class():
+    from transformers import Trainer
+
+    class KaitoTrainer(Trainer):
+        """Counts the real tokens of packed batches (their 4D mask would count L x L entries)."""
+
+        def _track_num_input_tokens(self, inputs):
+            import torch
+
+            mask = inputs.get("attention_mask")
+            counts = getattr(self.data_collator, "token_counts", None)
+            if counts and (mask is None or mask.dim() == 4) and self.args.include_num_input_tokens_seen != "no":
+                n = torch.as_tensor(counts.popleft(), device=self.args.device, dtype=torch.int64)
+                self.state.num_input_tokens_seen += self.accelerator.gather(n).sum().item()
+                return
+            super()._track_num_input_tokens(inputs)
+
+    return KaitoTrainer
+
+
 def training_arguments(cfg, ckpt_dir: Path):
     import torch
     from transformers import TrainingArguments
