@@ -53,7 +53,8 @@ class _HashingWriter(io.RawIOBase):
 
 def build_data_layer(src: Path, names: Iterable[str], out: Path) -> str:
     """Write ``out`` = gzip(tar of ``data/`` + ``names`` from ``src``); return the tar's diff_id."""
-    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz:
+    # Level 1, not pusher.sh's -9: weights barely compress, and -9 costs several times the CPU time.
+    with open(out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as gz:
         hashing = _HashingWriter(gz)
         with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name in [layout.DATA_DIR] + [f"{layout.DATA_DIR}/{n}" for n in names]:
