@@ -107,6 +107,15 @@ class Emulator:
         ``*``) on ``plural`` (or ``*``), ``/subresource``, answer ``code``."""
         self.call(lambda: self.handler.faults.append(Fault(verb, plural, subresource, code, times, reason)))
 
+    def clear_faults(self) -> int:
+        """Drop injected answers not used yet (and :meth:`fail`); returns how many were left."""
+        def clear() -> int:
+            left = sum(f.times for f in self.handler.faults)
+            self.handler.faults.clear()
+            self.handler.failing = set()
+            return left
+        return int(self.call(clear))
+
     def compact(self) -> int:
         """etcd compaction: watches resuming from any version seen so far get 410 Gone."""
         return int(self.call(self.store.compact))

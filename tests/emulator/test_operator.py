@@ -1,0 +1,130 @@
+"""The real operator (kopf subprocess) against the strict emulator: it copes with the status
+subresource and schema pruning, 409s, 410 Gone and watch restarts, server-side watch timeouts,
+and the garbage collector."""
+
+from __future__ import annotations
+
+import pytest
+
+from kaito_core.testing.emulator import Emulator
+from tests.emulator.conftest import wait_for
+from tests.emulator.operator_kit import Cluster, Operator, workspace_body
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with Emulator(bookmark_interval=1.0) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def cluster(emu):
+    return Cluster(emu.url)
+
+
+@pytest.fixture(scope="module")
+def operator(emu, tmp_path_factory):
+    op = Operator(emu.url, tmp_path_factory.mktemp("op") / "operator.log", env={"KAITO_RESYNC_SECONDS": "4"})
+    yield op
+    op.stop()
+
+
+def test_lifecycle_through_the_status_subresource(cluster, operator):
+    ns, name = "op1", "flow"
+    made = cluster.kube.create(workspace_body(name, ns))
+    uid = made["metadata"]["uid"]
+    status = cluster.make_ready(name, ns)
+    assert status["targetNodeCount"] == 1 and status["workerNodes"] == [f"node-{name}"]
+    ws = cluster.workspace(name, ns)
+    assert ws["metadata"]["generation"] == 1  # the operator's writes never touched the spec
+    for kind, child in (("ConfigMap", f"{name}-inference-config"), ("Service", name), ("StatefulSet", name)):
+        api = "apps/v1" if kind == "StatefulSet" else "v1"
+        obj = cluster.get(api, kind, child, ns)
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == uid  # a reference the GC resolves: kept
+    cluster.delete(name, ns)
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, ns) is None)
+    wait_for("its NodeClaim to go", lambda: cluster.claims(name) == [])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kaito_core/operator/handlers.py _report() records STATE.written before kopf applies the status patch; "
+    "when kopf's PATCH .../workspaces/NAME/status fails (409) kopf throttles and does not retry (the main-body "
+    "patch with the handler's progress went through), and the daemon's _write_status() skips because "
+    "STATE.written already matches: the status is never written until it changes"))
+def test_status_patch_conflicts_are_retried(emu, cluster, operator):
+    ns, name = "op2", "conflict"
+    emu.inject("patch", "workspaces", 409, times=3, subresource="status")
+    try:
+        cluster.kube.create(workspace_body(name, ns))
+        wait_for("a status despite three 409s", lambda: cluster.status(name, ns).get("conditions"), timeout=20)
+    finally:
+        emu.clear_faults()
+
+
+def test_child_patch_conflict_is_retried(emu, cluster, operator):
+    ns, name = "op3", "childconflict"
+    cluster.kube.create(workspace_body(name, ns))
+    cluster.make_ready(name, ns)
+    cluster.kube.patch(api_version="v1", kind="Service", name=name, namespace=ns,
+                       patch={"metadata": {"annotations": {"kaito.sh/object-hash": "edited"}}})
+    emu.inject("patch", "services", 409, times=2)
+    try:
+        wait_for("the Service repaired after two 409s", lambda: cluster.get("v1", "Service", name, ns)["metadata"][
+            "annotations"]["kaito.sh/object-hash"] != "edited", timeout=30)
+    finally:
+        assert emu.clear_faults() == 0  # both 409s were met
+
+
+def test_410_gone_restarts_the_watches(emu, cluster, operator):
+    ns = "op4"
+    cluster.kube.create(workspace_body("before", ns))
+    wait_for("the first NodeClaim", lambda: cluster.claims("before"))
+    emu.compact()
+    assert emu.cut_watches() > 0
+    cluster.kube.create(workspace_body("after", ns))
+    wait_for("a NodeClaim for a Workspace created after the 410", lambda: cluster.claims("after"), timeout=30)
+
+
+def test_server_side_watch_timeouts(emu, cluster, operator):
+    ns = "op5"
+    emu.call(lambda: setattr(emu.handler, "max_watch_seconds", 0.5))
+    try:
+        emu.cut_watches()
+        import time
+
+        time.sleep(2)  # several watch expiries and reconnects
+        cluster.kube.create(workspace_body("late", ns))
+        wait_for("a NodeClaim while every watch lasts 0.5 s", lambda: cluster.claims("late"), timeout=30)
+    finally:
+        emu.call(lambda: setattr(emu.handler, "max_watch_seconds", None))
+
+
+def test_foreground_deletion_lets_the_gc_remove_children(emu, cluster, operator):
+    ns, name = "op6", "fg"
+    cluster.kube.create(workspace_body(name, ns))
+    cluster.make_ready(name, ns)
+    cluster.delete(name, ns, propagation="Foreground")
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, ns) is None, timeout=30)
+    for api, kind, child in (("apps/v1", "StatefulSet", name), ("v1", "Service", name),
+                             ("v1", "ConfigMap", f"{name}-inference-config"), ("v1", "Pod", f"{name}-0")):
+        assert cluster.get(api, kind, child, ns) is None, (kind, child)
+    wait_for("its NodeClaim to go", lambda: cluster.claims(name) == [])
+
+
+def test_gc_collects_children_when_the_finalizer_is_removed_by_hand(emu, cluster, operator):
+    """``kubectl patch --type=merge -p '{"metadata":{"finalizers":null}}'``: the operator's
+    delete handler never runs, the garbage collector still removes the namespaced children."""
+    ns, name = "op7", "byhand"
+    cluster.kube.create(workspace_body(name, ns))
+    cluster.make_ready(name, ns)
+    emu.hold_watches()  # the operator does not see the delete coming
+    try:
+        cluster.delete(name, ns)
+        cluster.kube.patch(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=ns,
+                           patch={"metadata": {"finalizers": None}})
+        assert cluster.workspace(name, ns) is None
+        wait_for("the GC to remove the StatefulSet", lambda: cluster.get("apps/v1", "StatefulSet", name, ns) is None)
+        for kind, child in (("Service", name), ("ConfigMap", f"{name}-inference-config")):
+            assert cluster.get("v1", kind, child, ns) is None, (kind, child)
+    finally:
+        emu.release_watches()
