@@ -1,3 +1,4 @@
+# Over 400 lines: the estimate and the placement share their constants; split by a later change.
 """How much GPU a model needs, and where it fits: memory estimate -> instance type and nodes.
 
 Pure functions over the contract types (no torch, no I/O): the operator, the admission webhook,
@@ -23,14 +24,22 @@ from kaito_core.types import DTYPE_BYTES, InstanceType, ModelPreset, Runtime, TU
 __all__ = [
     "DEFAULT_CONTEXT_TOKENS", "GPU_MEMORY_UTILIZATION", "GPU_RUNTIME_OVERHEAD_GIB", "DISK_HEADROOM_GIB",
     "MAX_NODES", "MULTINODE_RUNTIMES", "MemoryEstimate", "Requirement", "estimate", "place",
-    "parallel_sizes", "context_tokens", "intermediate_size", "uses_math_attention",
+    "parallel_sizes", "context_tokens", "intermediate_size", "uses_math_attention", "gpu_memory_utilization",
+    "serving_dtype",
 ]
 
 GIB = 2**30
 DEFAULT_CONTEXT_TOKENS = 2048
 # Upstream sizes against ~84% of each GPU: the rest is the CUDA context, NCCL buffers and
-# allocator fragmentation, which grow with the card, not with the model.
+# allocator fragmentation, which grow with the card, not with the model. Upstream keeps 0.82 on
+# A10/A10G (24 GiB cards, where the fixed part weighs more). The generated vLLM config passes
+# the same number as `gpu-memory-utilization`, so vLLM reserves what sizing counted on.
 GPU_MEMORY_UTILIZATION = 0.84
+GPU_MEMORY_UTILIZATION_BY_MODEL = {"A10": 0.82, "A10G": 0.82}
+# vLLM's chunked prefill: a long prompt is prefilled in steps of at most this many tokens
+# (``max_num_batched_tokens``' default for online serving), so one forward pass never holds a
+# whole 128k-token prompt's activations. Upstream's estimator counts the same chunk.
+VLLM_PREFILL_CHUNK_TOKENS = 2048
 # Fixed per-GPU cost on top of the model: CUDA context, cuBLAS workspaces, CUDA graphs (vLLM).
 GPU_RUNTIME_OVERHEAD_GIB = 1.0
 # Upstream: disk = weights + 80Gi (image layers, the weights' download cache, logs).
@@ -84,6 +93,22 @@ CPU_RUNTIME_OVERHEAD_GIB = 22 / 1024
 
 def _gib(n_bytes: float) -> float:
     return n_bytes / GIB
+
+
+def gpu_memory_utilization(it: InstanceType | None) -> float:
+    """The fraction of each GPU sizing counts on (and vLLM's ``gpu-memory-utilization``)."""
+    if it is None:
+        return GPU_MEMORY_UTILIZATION
+    return GPU_MEMORY_UTILIZATION_BY_MODEL.get(it.gpu_model, GPU_MEMORY_UTILIZATION)
+
+
+def serving_dtype(dtype: str, it: InstanceType | None) -> str:
+    """The dtype a GPU can serve: bfloat16 needs compute capability 8.0 (Ampere); below it
+    (V100: 7.0) vLLM refuses bfloat16, so the same 2-byte float16 is used instead."""
+    cc = it.compute_capability if it is not None else None
+    if dtype == "bfloat16" and cc is not None and cc < 8.0:
+        return "float16"
+    return dtype
 
 
 @dataclass(frozen=True)
@@ -246,9 +271,9 @@ def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int |
         reasons.append(f"weights: {_gib(weights):.1f} GiB in {wdtype}")
     if method is None:
         kv = preset.kv_bytes_per_token(act_bytes) * ctx * batch
-        # One forward pass over the longest prefill chunk (vLLM chunks prefills at 2048 tokens
-        # per step by default; transformers runs the whole prompt at once).
-        chunk = ctx * batch if runtime != "vllm" else min(ctx * batch, max(ctx, 2048))
+        # One forward pass over the longest prefill chunk (vLLM's chunked prefill; transformers
+        # runs the whole prompt at once).
+        chunk = ctx * batch if runtime != "vllm" else min(ctx * batch, VLLM_PREFILL_CHUNK_TOKENS)
         act, act_why = _inference_activations(preset, runtime, chunk, ctx, batch, act_bytes)
         reasons.append(f"kv cache: {_gib(kv):.2f} GiB for {batch} x {ctx} tokens "
                        f"({preset.kv_bytes_per_token(act_bytes) / 1024:.0f} KiB per token)")
@@ -318,6 +343,8 @@ class Requirement:
     per_gpu_usable_gib: float = 0.0
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     method: str | None = None
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
+    dtype: str | None = None
     reasons: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     estimate: MemoryEstimate | None = field(default=None, compare=False)
@@ -341,6 +368,7 @@ class Requirement:
                 "perGpuRequiredGiB": round(self.per_gpu_required_gib, 2),
                 "perGpuUsableGiB": round(self.per_gpu_usable_gib, 2),
                 "contextTokens": self.context_tokens, "method": self.method,
+                "gpuMemoryUtilization": self.gpu_memory_utilization, "dtype": self.dtype,
                 "reasons": list(self.reasons), "errors": list(self.errors)}
 
 
@@ -364,7 +392,7 @@ def _multinode(runtime: str | Runtime | None, name: str, preset: ModelPreset, me
 def _fit(est: MemoryEstimate, it: InstanceType, nodes: int) -> tuple[float, float, bool]:
     gpus = it.gpu_count * nodes
     per_gpu = est.per_device_gib(gpus)
-    usable = it.gpu_memory_gib * GPU_MEMORY_UTILIZATION
+    usable = it.gpu_memory_gib * gpu_memory_utilization(it)
     return per_gpu, usable, per_gpu <= usable
 
 
@@ -373,9 +401,10 @@ def _place_on(preset: ModelPreset, est: MemoryEstimate, it: InstanceType, runtim
     reasons = [f"{preset.name}: needs {est.total_gib:.1f} GiB on one GPU "
                f"({est.sharded_gib:.1f} GiB of model state + {est.per_device_overhead_gib:g} GiB runtime overhead)"]
     reasons += list(est.reasons)
-    usable = it.gpu_memory_gib * GPU_MEMORY_UTILIZATION
+    util = gpu_memory_utilization(it)
+    usable = it.gpu_memory_gib * util
     reasons.append(f"{it.name}: {it.gpu_count} x {it.gpu_model} {it.gpu_memory_gib:g} GiB, "
-                   f"{usable:.1f} GiB usable per GPU ({GPU_MEMORY_UTILIZATION:.0%})")
+                   f"{usable:.1f} GiB usable per GPU ({util:.0%})")
     errors: list[str] = []
     nodes = 1
     per_gpu, usable, ok = _fit(est, it, 1)
@@ -424,13 +453,17 @@ def _place_on(preset: ModelPreset, est: MemoryEstimate, it: InstanceType, runtim
     gpus = it.gpu_count * nodes
     disk = disk_gib(preset)
     reasons.append(f"disk: {disk} GiB (weights {preset.weight_gib:.1f} GiB + {DISK_HEADROOM_GIB} GiB)")
+    dtype = serving_dtype(est.dtype, it) if method is None else est.dtype
+    if dtype != est.dtype:
+        reasons.append(f"dtype: {it.gpu_model} (compute capability {it.compute_capability:g}) has no bfloat16 in "
+                       f"vLLM; serving in float16 (same memory)")
     return Requirement(
         preset=preset.name, runtime=runtime, instance_type=it.name, gpus_per_node=it.gpu_count, node_count=nodes,
         gpu_memory_required_gib=est.sharded_gib + est.per_device_overhead_gib * gpus,
         gpu_memory_available_gib=usable * gpus, disk_gib=disk, tensor_parallel_size=tp,
         pipeline_parallel_size=pp, per_gpu_required_gib=per_gpu, per_gpu_usable_gib=usable,
-        context_tokens=est.context_tokens, method=method, reasons=tuple(reasons), errors=tuple(errors),
-        estimate=est)
+        context_tokens=est.context_tokens, method=method, gpu_memory_utilization=util, dtype=dtype,
+        reasons=tuple(reasons), errors=tuple(errors), estimate=est)
 
 
 def _cost_key(req: Requirement, it: InstanceType) -> tuple:

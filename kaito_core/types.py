@@ -1,3 +1,4 @@
+# Over 400 lines: the whole plugin contract stays in one module, as pytest keeps its hookspecs.
 """Frozen contract types shared by the core and every plugin.
 
 Everything a plugin hands to the core is one of these. They validate themselves on
@@ -22,6 +23,7 @@ __all__ = [
     "ModelPreset",
     "InstanceType",
     "Runtime",
+    "RuntimeCommandInput",
     "NodeRequest",
     "NodeState",
     "ProvisionerContext",
@@ -232,6 +234,9 @@ class InstanceType:
     hourly_usd: float | None = None
     nvlink: bool = False
     aliases: tuple[str, ...] = ()
+    #: CUDA compute capability of each GPU (V100 7.0, A100 8.0, A10 8.6, H100 9.0); None: unknown.
+    #: vLLM refuses bfloat16 below 8.0, so the planner serves float16 there (docs/sizing.md).
+    compute_capability: float | None = None
 
     def __post_init__(self) -> None:
         owner = f"instance type {self.name!r}"
@@ -244,6 +249,10 @@ class InstanceType:
                  "gpu_memory_gib", self.gpu_memory_gib, "a positive number of GiB per GPU")
         _require(self.hourly_usd is None or self.hourly_usd > 0, owner, "hourly_usd", self.hourly_usd,
                  "a positive price or None")
+        _require(isinstance(self.memory_gib, (int, float)) and self.memory_gib >= 0, owner, "memory_gib",
+                 self.memory_gib, "the machine's host memory in GiB (0: unknown)")
+        _require(self.compute_capability is None or 3.0 <= float(self.compute_capability) < 20, owner,
+                 "compute_capability", self.compute_capability, "a CUDA compute capability such as 8.0, or None")
         _set(self, "aliases", tuple(self.aliases))
 
     @property
@@ -253,9 +262,19 @@ class InstanceType:
 
 @dataclass(frozen=True)
 class Runtime:
-    """An inference backend the runtime can start (transformers built in; vllm by plugin).
+    """An inference backend (transformers built in; vllm by plugin; any third one by a plugin).
 
     :param module: the Python module that must import for the backend to work; checked lazily.
+    :param image: the container image the cluster pod runs (``kaito render`` shows it); empty:
+        kaito's transformers runtime image.
+    :param build_command: ``(plan: RuntimeCommandInput) -> Sequence[str]``, the pod's full
+        container command (argv) for a Plan; None: kaito's own entry point
+        ``python -m kaito_core.runtime --runtime <name> ...``. Must be pure.
+    :param local_entry: ``"module:function"`` that ``kaito serve --runtime <name>`` calls on this
+        machine with the parsed serve options; None with ``cluster_only=False``: kaito's own
+        server handles it (transformers, vllm).
+    :param cluster_only: the runtime only runs in a cluster pod; ``kaito serve`` and ``kaito up``
+        refuse it with a message naming the runtime.
     """
 
     name: str
@@ -265,6 +284,9 @@ class Runtime:
     supports_adapters: bool = True
     requires_gpu: bool = False
     image: str = ""
+    build_command: Any = None
+    local_entry: str | None = None
+    cluster_only: bool = False
 
     def __post_init__(self) -> None:
         owner = f"runtime {self.name!r}"
@@ -272,6 +294,37 @@ class Runtime:
                  "a DNS-1123 label")
         _require(isinstance(self.module, str) and bool(self.module), owner, "module", self.module,
                  "the importable module the backend needs")
+        _require(self.build_command is None or callable(self.build_command), owner, "build_command",
+                 self.build_command, "a callable (plan) -> argv, or None for kaito's own entry point")
+        _require(self.local_entry is None or (isinstance(self.local_entry, str) and ":" in self.local_entry),
+                 owner, "local_entry", self.local_entry, "'module:function' or None")
+        _require(not (self.cluster_only and self.local_entry), owner, "cluster_only", self.cluster_only,
+                 "False when local_entry is set (a runtime with a local entry runs locally)")
+
+
+@dataclass(frozen=True)
+class RuntimeCommandInput:
+    """What a runtime's ``build_command`` gets from the Plan (all pure data).
+
+    ``config_path`` is the mounted ``inference_config.yaml``; ``env`` is the container env the
+    plan sets (KAITO_TENSOR_PARALLEL_SIZE, ... as name -> value; downward-API entries omitted).
+    """
+
+    workspace: str
+    namespace: str
+    model: str
+    preset: str
+    served_model_name: str
+    host: str
+    port: int
+    config_path: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    node_count: int
+    gpus_per_node: int
+    dtype: str | None
+    adapter_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- Provisioning -------------------------------------------------------------------------
@@ -345,17 +398,21 @@ class ProvisionerContext:
 class Provisioner(Protocol):
     """Makes GPU nodes appear and disappear for Workspaces.
 
-    ``node_requests`` and ``desired_objects`` are pure (they run inside the reconciler and
-    ``kaito render``); ``ensure``, ``observe`` and ``release`` do I/O and must be idempotent:
-    calling ``ensure`` twice with the same requests never creates a second node.
+    The core builds the :class:`NodeRequest`s (names, count, instance type, labels, taints):
+    a provisioner never re-derives them. ``desired_objects`` is pure (it runs inside the
+    reconciler and ``kaito render``) and must give exactly the objects ``ensure`` creates;
+    ``ensure``, ``observe`` and ``release`` do I/O and must be idempotent: calling ``ensure``
+    twice with the same requests never creates a second node.
+
+    Optional attributes the planner reads (docs/provisioners.md): ``cloud`` (``"azure"``,
+    ``"aws"``; or a ``cloud_of(settings)`` method), or ``instance_types`` (the exact names it
+    can create): placement picks only from that catalog; ``creates_nodes = False`` for a
+    provisioner that uses existing nodes (``byo``, ``local``).
     """
 
     name: str
 
-    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]: ...
-
-    def desired_objects(self, *, requests: Sequence[NodeRequest],
-                        settings: Mapping[str, str] | None = None) -> list[dict]: ...
+    def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]: ...
 
     def ensure(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]: ...
 

@@ -15,7 +15,6 @@ from typing import Any, Mapping, Sequence
 
 from kaito_core.hookspecs import hookimpl
 from kaito_core.reconcile import names
-from kaito_core.reconcile.nodes import standard_node_requests
 from kaito_core.reconcile.observed import node_gpus, node_is_ready
 from kaito_core.types import NodeRequest, NodeState, ProvisionerContext
 
@@ -69,13 +68,7 @@ class ByoProvisioner:
     """``byo``: existing nodes chosen by label; never creates or deletes a node."""
 
     name = "byo"
-
-    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]:
-        reqs = standard_node_requests(workspace, requirement)
-        # BYO nodes carry no taint of ours and keep their own labels.
-        return [NodeRequest(name=r.name, workspace=r.workspace, namespace=r.namespace,
-                            instance_type=r.instance_type, index=r.index, labels=r.labels, taints=(),
-                            disk_gib=r.disk_gib, gpu_count=r.gpu_count) for r in reqs]
+    creates_nodes = False  # the nodes exist: any catalog type, and the template needs no instanceType
 
     def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]:
         return []

@@ -9,7 +9,6 @@ import socket
 from typing import Any, Sequence
 
 from kaito_core.hookspecs import hookimpl
-from kaito_core.reconcile import names
 from kaito_core.types import NodeRequest, NodeState, ProvisionerContext
 
 
@@ -17,13 +16,7 @@ class LocalProvisioner:
     """``local``: one node, this host; ensure/observe/release never do I/O."""
 
     name = "local"
-
-    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]:
-        uid = names.uid_of(workspace.namespace, workspace.name, workspace.metadata.uid)
-        return [NodeRequest(name=names.node_request_name(uid, 0), workspace=workspace.name,
-                            namespace=workspace.namespace, instance_type="local", index=0,
-                            labels={names.LABEL_WORKSPACE: workspace.name},
-                            gpu_count=int(getattr(requirement, "gpus_per_node", 0) or 0))]
+    creates_nodes = False  # this machine is the node, whatever the plan's instance type
 
     def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]:
         return []

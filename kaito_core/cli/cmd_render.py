@@ -25,28 +25,21 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import os
-
     import yaml
 
-    from kaito_core.api import Workspace, configmaps_by_name, load_documents, validate_workspace
-    from kaito_core.operator.apply import default_provisioner
+    from kaito_core.api import Workspace, configmaps_by_name, load_documents
+    from kaito_core.cli.planning import pick_provisioner
     from kaito_core.plugins import get_registry
-    from kaito_core.reconcile import Observed, plan
-    from kaito_core.reconcile.inputs import resolve
 
     registry = get_registry()
-    name = args.provisioner or os.environ.get("KAITO_PROVISIONER") or default_provisioner(registry)
-    prov = registry.provisioners.get(name)
+    prov, err = pick_provisioner(registry, args.provisioner)
     if prov is None:
-        print(f"error: --provisioner {name!r} is not installed (installed: "
-              f"{', '.join(sorted(registry.provisioners)) or 'none'})", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     docs = load_documents(args.file)
     configmaps = configmaps_by_name(docs)
     out: list[dict] = []
-    failed = 0
-    found = 0
+    failed = found = 0
     for doc in docs:
         if doc.error is not None:
             print(f"error: {doc.error}", file=sys.stderr)
@@ -58,26 +51,15 @@ def run(args) -> int:
         ws = doc.obj
         if args.namespace and not ws.metadata.namespace:
             ws.metadata.namespace = args.namespace
-        result = validate_workspace(ws, registry=registry, configmaps=configmaps)
-        if result.errors:
-            print(f"error: {doc.source}: Workspace {ws.name!r} is invalid:", file=sys.stderr)
-            for err in result.errors:
-                print(f"  - {err}", file=sys.stderr)
+        p = render_plan(ws, registry, prov, configmaps, args.observed)
+        if p.errors:
+            what = "is invalid" if p.status.get("conditions", [{}])[0].get("reason") == "InvalidWorkspace" \
+                else "cannot be placed"
+            print(f"error: {doc.source}: Workspace {ws.name!r} {what}:", file=sys.stderr)
+            for e in p.errors:
+                print(f"  - {e}", file=sys.stderr)
             failed += 1
             continue
-        cm = configmaps.get(ws.inference.config) if ws.inference is not None and ws.inference.config else None
-        inputs = resolve(ws, registry, config=cm.to_k8s() if cm is not None else None)
-        first = plan(ws, inputs.preset, inputs.requirement, prov)
-        if first.errors:
-            print(f"error: {doc.source}: Workspace {ws.name!r} cannot be placed: {'; '.join(first.errors)}",
-                  file=sys.stderr)
-            failed += 1
-            continue
-        observed = None
-        if args.observed == "nodes-ready":
-            gpus = inputs.requirement.gpus_per_node if inputs.requirement is not None else 0
-            observed = Observed.nodes_ready(first.node_requests, gpus)
-        p = plan(ws, inputs.preset, inputs.requirement, prov, observed) if observed is not None else first
         if args.status:
             shown = ws.to_k8s()
             shown["status"] = p.status
@@ -89,3 +71,14 @@ def run(args) -> int:
         print(f"error: {args.file}: no Workspace in this file", file=sys.stderr)
         return 1
     return 1 if failed else 0
+
+
+def render_plan(ws, registry, prov, configmaps, observed: str):
+    """The Plan ``kaito render`` prints: planned once, then again as if every node were Ready."""
+    from kaito_core.reconcile import Observed, plan_workspace
+
+    first = plan_workspace(ws, registry=registry, provisioner=prov, configmaps=configmaps)
+    if first.errors or observed != "nodes-ready":
+        return first
+    ready = Observed.nodes_ready(first.node_requests, first.gpus_per_node)
+    return plan_workspace(ws, registry=registry, provisioner=prov, configmaps=configmaps, observed=ready)

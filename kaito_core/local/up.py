@@ -191,12 +191,13 @@ def sizing_rows(ws: Any, registry: Any, configmaps: dict, preset: Any, local_pre
                 method: str | None, note: str | None) -> tuple[list[list[str]], Any, list[str]]:
     """Rows of the sizing table (cluster plan, this machine), the local fit, and notes."""
     from kaito_core import sizing
-    from kaito_core.cli.cmd_plan import plan_workspace
+    from kaito_core.reconcile import plan_workspace
 
     notes: list[str] = []
     rows: list[list[str]] = []
     try:
-        plan = plan_workspace(ws, registry, configmaps)
+        plan = plan_workspace(ws, registry=registry, provisioner=registry.provisioners.get("byo"),
+                              configmaps=configmaps).to_dict()
     except Exception as exc:  # noqa: BLE001 - the cluster row is information, not a gate
         plan = {"errors": [str(exc)]}
     if plan.get("errors"):
@@ -523,7 +524,10 @@ def provision(ws: Any, registry: Any, machine: Any) -> str:
     if prov is None:  # blocked with KAITO_DISABLE_PLUGINS: this machine is still the node
         return socket.gethostname()
     ctx = ProvisionerContext(kube=None, settings={})
-    requests = prov.node_requests(workspace=ws, requirement=SimpleNamespace(gpus_per_node=len(machine.gpus)))
+    from kaito_core.reconcile.nodes import standard_node_requests
+
+    requests = standard_node_requests(ws, SimpleNamespace(gpus_per_node=len(machine.gpus), node_count=1,
+                                                          instance_type="local", disk_gib=0))[:1]
     states = list(prov.ensure(requests=requests, ctx=ctx))
     bad = [s for s in states if not s.ready]
     if bad or not states:

@@ -7,5 +7,5 @@ Imports neither kopf nor kubernetes nor torch (a test checks it): the operator a
 from kaito_core.reconcile.names import FINALIZER, node_request_name  # noqa: F401
 from kaito_core.reconcile.nodes import standard_node_requests, target_node_count  # noqa: F401
 from kaito_core.reconcile.observed import Observed, fake_node  # noqa: F401
-from kaito_core.reconcile.plan import Plan, invalid, plan  # noqa: F401
+from kaito_core.reconcile.plan import Plan, invalid, plan, plan_workspace  # noqa: F401
 from kaito_core.reconcile.status import Event  # noqa: F401

@@ -16,6 +16,11 @@ DATA_DIR = "/mnt/data"
 RESULTS_DIR = "/mnt/results"
 
 
+def wanted_memory_gib(weight_gib: float, gpus: int) -> int:
+    """Host memory a pod wants: the weights' share of one GPU (staged through RAM) + 4 GiB, 4..64."""
+    return max(4, min(64, int(math.ceil(weight_gib / max(1, gpus))) + 4))
+
+
 @dataclass(frozen=True)
 class Context:
     """Identity, ownership and sizing of one Workspace, as the builders see it."""
@@ -34,6 +39,15 @@ class Context:
     disk_gib: int = 0
     revision: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what the planner decided beyond sizing (reconcile/plan.py): the fraction of each GPU vLLM
+    #: may use, the serving dtype on this GPU, host CPU/memory requests that fit the instance,
+    #: the user's ``vllm`` config keys, and the registered Runtime (its image and command hook).
+    gpu_memory_utilization: float = 0.84
+    dtype: str | None = None
+    cpu: str = "2"
+    memory_gib: int = 0
+    user_vllm: dict[str, Any] = field(default_factory=dict)
+    runtime_spec: Any = None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -56,8 +70,16 @@ class Context:
 
     @property
     def host_memory_gib(self) -> int:
-        """Host memory each pod requests: room to stage the weights' largest shard + the server."""
-        return max(4, min(64, int(math.ceil(self.weight_gib / max(1, self.gpus_per_node * self.node_count))) + 4))
+        """Host memory each pod requests: the planner's (fitted to the instance), else room to
+        stage the weights' largest shard + the server."""
+        if self.memory_gib:
+            return self.memory_gib
+        return wanted_memory_gib(self.weight_gib, self.gpus_per_node * self.node_count)
+
+    @property
+    def leader_address(self) -> str:
+        """Pod 0's stable DNS name through the headless Service (multi-node rendezvous)."""
+        return f"{self.name}-0.{names.headless_name(self.name)}.{self.namespace}.svc.cluster.local"
 
     @property
     def label_selector(self) -> dict[str, Any] | None:

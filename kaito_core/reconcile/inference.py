@@ -11,22 +11,31 @@ from typing import Any
 
 import yaml
 
-from kaito_core.reconcile import names, pods
+from kaito_core.reconcile import command, names, pods
 from kaito_core.reconcile.context import ADAPTER_DIR, CONFIG_DIR, SERVE_PORT, Context
 from kaito_core.reconcile.weights import artifact_init, hf_token_env, merge_volumes, weights
 
-CONFIG_KEY = "inference_config.yaml"
+CONFIG_KEY = command.CONFIG_KEY
+RAY_PORT = 6379  # upstream's multi-node vLLM: the Ray head's GCS port on pod 0
+RAY_DASHBOARD_PORT = 8265  # Ray's dashboard / job API, as upstream exposes it
 
 
 def engine_config(ctx: Context) -> dict[str, Any]:
-    """The default ``inference_config.yaml``: the preset's engine arguments + the parallelism
-    sizing chose (used when the Workspace names no ``inference.config``)."""
+    """The default ``inference_config.yaml``: the preset's engine arguments + what the plan
+    decided (parallelism, gpu-memory-utilization = what sizing counted on, the dtype this GPU
+    supports); used when the Workspace names no ``inference.config``."""
     preset = ctx.preset
     vllm = dict(preset.runtimes.get("vllm", {})) if preset is not None else {}
     if ctx.runtime == "vllm":
         vllm["tensor-parallel-size"] = ctx.tensor_parallel_size
         if ctx.pipeline_parallel_size > 1:
             vllm["pipeline-parallel-size"] = ctx.pipeline_parallel_size
+        vllm["gpu-memory-utilization"] = ctx.gpu_memory_utilization
+        if ctx.dtype:
+            vllm["dtype"] = ctx.dtype
+    if vllm.get("tool-call-parser"):
+        # vLLM only calls tools on its own with this flag (upstream's tool-calling example).
+        vllm["enable-auto-tool-choice"] = True
     doc: dict[str, Any] = {"vllm": {k: vllm[k] for k in sorted(vllm)}}
     if preset is not None and "transformers" in preset.runtimes:
         tr = dict(preset.runtimes["transformers"])
@@ -53,10 +62,20 @@ def service(ctx: Context) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": ctx.metadata(ctx.name), "spec": spec}
 
 
+def _multinode_ray(ctx: Context) -> bool:
+    return ctx.node_count > 1 and ctx.runtime == "vllm" and ctx.preset is not None
+
+
 def headless_service(ctx: Context) -> dict[str, Any]:
-    # Stable DNS names <ws>-N.<ws>-headless for multi-node rendezvous, ready or not.
+    # Stable DNS names <ws>-N.<ws>-headless for multi-node rendezvous, ready or not
+    # (publishNotReadyAddresses: workers must reach the Ray head before anyone is Ready).
+    ports = [{"name": "http", "port": SERVE_PORT, "targetPort": SERVE_PORT, "protocol": "TCP"}]
+    if _multinode_ray(ctx):
+        ports += [{"name": "ray", "port": RAY_PORT, "targetPort": RAY_PORT, "protocol": "TCP"},
+                  {"name": "ray-dashboard", "port": RAY_DASHBOARD_PORT, "targetPort": RAY_DASHBOARD_PORT,
+                   "protocol": "TCP"}]
     spec = {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": names.selector_labels(ctx.name),
-            "ports": [{"name": "http", "port": SERVE_PORT, "targetPort": SERVE_PORT, "protocol": "TCP"}]}
+            "ports": ports}
     return {"apiVersion": "v1", "kind": "Service", "metadata": ctx.metadata(names.headless_name(ctx.name)),
             "spec": spec}
 
@@ -92,8 +111,9 @@ def _adapters(ctx: Context) -> tuple[list[dict], list[dict], list[dict], list[st
 
 def _probes(ctx: Context) -> dict[str, Any]:
     get = {"path": "/health", "port": SERVE_PORT}
-    # Loading grows with the weights: allow ~30 s per GiB (plus 5 minutes) before giving up.
-    startup_failures = 30 + int(math.ceil(ctx.weight_gib)) * 3
+    # Loading grows with the weights: allow ~30 s per GiB on top of 30 minutes (upstream waits
+    # 30+ minutes: a cold node pulls a large image and the weights before /health answers).
+    startup_failures = 180 + int(math.ceil(ctx.weight_gib)) * 3
     return {
         "startupProbe": {"httpGet": get, "periodSeconds": 10, "failureThreshold": startup_failures},
         "readinessProbe": {"httpGet": get, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 5},
@@ -144,22 +164,17 @@ def pod_template(ctx: Context) -> dict[str, Any]:
     inits, ad_volumes, ad_mounts, ad_args = _adapters(ctx)
     preset = ctx.preset
     config_ref = ctx.ws.inference.config or names.config_name(ctx.name, "inference")
-    args = ["--model", w.model, "--preset", preset.name, "--runtime", ctx.runtime,
-            "--host", "0.0.0.0", "--port", str(SERVE_PORT),
-            "--served-model-name", preset.name,
-            "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"] + ad_args
-    env = [{"name": "KAITO_WORKSPACE", "value": ctx.name},
-           {"name": "KAITO_NODE_COUNT", "value": str(ctx.node_count)}] + w.env + hf_token_env(ctx.model_access_secret)
-    if ctx.node_count > 1:
-        env += [{"name": "KAITO_NODE_RANK", "valueFrom": {"fieldRef": {
-                    "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
-                {"name": "KAITO_LEADER_ADDRESS",
-                 "value": f"{ctx.name}-0.{names.headless_name(ctx.name)}.{ctx.namespace}.svc.cluster.local"}]
+    env = command.env(ctx) + w.env + hf_token_env(ctx.model_access_secret)
+    cmd, args = command.command_and_args(ctx, w.model, ad_args, env)
+    ports = [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}]
+    if _multinode_ray(ctx):
+        ports += [{"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"},
+                  {"name": "ray-dashboard", "containerPort": RAY_DASHBOARD_PORT, "protocol": "TCP"}]
     container = {
         "name": "inference", "image": ctx.image, "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "kaito_core.runtime"], "args": args, "env": env,
-        "ports": [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}],
-        "resources": pods.gpu_resources(ctx.gpus_per_node, "2", ctx.host_memory_gib),
+        "command": cmd, "env": env, **({"args": args} if args else {}),
+        "ports": ports,
+        "resources": pods.gpu_resources(ctx.gpus_per_node, ctx.cpu, ctx.host_memory_gib),
         "volumeMounts": w.mounts + [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                     {"name": "dshm", "mountPath": "/dev/shm"}] + ad_mounts,
         "securityContext": pods.container_security(),

@@ -1,53 +1,161 @@
-"""From a Workspace and the plugins' registry to the planner's inputs: preset and sizing."""
+"""From a Workspace, its ConfigMaps, the registry and the provisioner's catalog to the planner's
+inputs: preset (or template), runtime, sizing, and every admission-time problem (pure).
+
+Everything that sizes or refuses a Workspace is decided here, once: ``kaito plan``, ``kaito
+render``, the operator, its webhook and ``kaito up`` all get the same answer.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import yaml
 
 from kaito_core.errors import KaitoError
+from kaito_core.reconcile.catalog import catalog_for
+from kaito_core.reconcile.rules import runtime_problems, template_requirement, user_parallelism
+
+INFERENCE_KEY = "inference_config.yaml"
+TUNING_KEY = "training_config.yaml"
+# Upstream's tuning default method (api/v1beta1 webhook defaults TuningSpec.Method to qlora).
+DEFAULT_TUNING_METHOD = "qlora"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Inputs:
+    """What the planner works from. ``problems`` refuse the Workspace (admission and status)."""
+
     preset: Any
     requirement: Any
     problems: list[str]
+    runtime: str | None = None
+    found: str = ""
+    method: str | None = None
+    user_vllm: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def config_doc(cm: Any, key: str) -> dict[str, Any]:
+    """The YAML document under ``key`` of a ConfigMap (an API model or a plain object)."""
+    if cm is None:
+        return {}
+    data = getattr(cm, "data", None) if not isinstance(cm, Mapping) else cm.get("data")
+    text = (data or {}).get(key)
+    if not text:
+        return {}
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def max_model_len(configmap: Mapping[str, Any] | None) -> int | None:
     """``vllm.max-model-len`` from an inference ConfigMap object, if set."""
-    if not configmap:
-        return None
-    text = (configmap.get("data") or {}).get("inference_config.yaml")
-    if not text:
-        return None
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError:
-        return None
-    value = (doc.get("vllm") or {}).get("max-model-len") if isinstance(doc, dict) else None
+    value = (config_doc(configmap, INFERENCE_KEY).get("vllm") or {}).get("max-model-len")
     return int(value) if isinstance(value, int) and value > 1 else None
 
 
-def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None) -> Inputs:
-    """The preset and the sizing Requirement of ``ws`` (problems instead of exceptions)."""
-    from kaito_core import sizing
+def tuning_method(ws: Any) -> str | None:
+    """The one meaning of an unset ``tuning.method``: upstream's default, qlora."""
+    if ws.tuning is None:
+        return None
+    return ws.tuning.method or DEFAULT_TUNING_METHOD
 
-    name = ws.preset_name
-    if name is None:
-        return Inputs(None, None, [])  # inference.template: the user's pod, no sizing
+
+def runtime_of(ws: Any, preset: Any) -> str:
+    if ws.tuning is not None:
+        return "transformers"
+    if ws.runtime_annotation:
+        return ws.runtime_annotation
+    return preset.default_runtime if preset is not None else "transformers"
+
+
+def lookup_preset(registry: Any, name: str) -> tuple[Any, str, str]:
+    """(preset or None, how it was found, error): a plugin's preset, else the generic resolver's."""
+    from kaito_core.plugins import UnknownPreset
+
     try:
         preset = registry.get_preset(name)
-    except (KaitoError, LookupError) as exc:
-        return Inputs(None, None, [str(exc)])
-    from kaito_core.reconcile.plan import runtime_of
+    except UnknownPreset as exc:
+        from kaito_core.builtins import hf
 
-    method = ws.tuning.method if ws.tuning is not None else None
+        if not hf.is_candidate(name):
+            return None, "", f"unknown preset {name!r}: {exc.hint}"
+        preset, why = hf.try_resolve(name)
+        if preset is None:
+            return None, "", f"preset {name!r} is not installed and could not be read as a model: {why}"
+    except (KaitoError, LookupError) as exc:
+        return None, "", str(exc)
+    plugin = registry.plugin_of("presets", preset.name) if hasattr(registry, "plugin_of") else None
+    if plugin is None:
+        return preset, f"generic preset for {name!r} ({preset.description})", ""
+    return preset, f"preset {preset.name!r} from plugin {plugin!r}", ""
+
+
+def _configmap(configmaps: Mapping[str, Any] | None, name: str | None) -> Any:
+    return (configmaps or {}).get(name) if name else None
+
+
+def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
+            configmaps: Mapping[str, Any] | None = None, provisioner: Any = None, batch: int = 1,
+            cloud: str | None = None, settings: Mapping[str, str] | None = None) -> Inputs:
+    """The preset and sizing of ``ws`` (problems instead of exceptions).
+
+    :param config: the inference ConfigMap object (older callers); ``configmaps`` (name ->
+        ConfigMap) is read for both ``inference.config`` and ``tuning.config``.
+    :param provisioner: sizing picks only from its catalog (its ``cloud`` / ``instance_types``).
+    :param cloud: ``kaito plan --cloud``: choose among this cloud's types.
+    :param settings: the provisioner's settings (e.g. Karpenter's ``CLOUD_PROVIDER``).
+    """
+    from kaito_core import sizing
+
+    cms = dict(configmaps or {})
+    if config is not None and ws.inference is not None and ws.inference.config:
+        cms.setdefault(ws.inference.config, config)
+    catalog, cat_problem = catalog_for(provisioner, registry, ws, settings)
+    if ws.preset_name is None:
+        req, problems = template_requirement(ws, catalog, provisioner)
+        return Inputs(None, req, ([cat_problem] if cat_problem else []) + problems, runtime=None,
+                      found="inference.template: the user's pod template")
+    preset, found, error = lookup_preset(registry, ws.preset_name)
+    if preset is None:
+        return Inputs(None, None, [error])
+    method = tuning_method(ws)
+    runtime = runtime_of(ws, preset)
+    notes: list[str] = []
+    user_vllm: dict[str, Any] = {}
+    if method is not None:
+        cfg_name = ws.tuning.config
+        doc = config_doc(_configmap(cms, cfg_name), TUNING_KEY)
+        args = (doc.get("training_config") or {}).get("TrainingArguments") or {}
+        value = args.get("per_device_train_batch_size")
+        batch = int(value) if isinstance(value, int) and value > 0 else 1
+        max_len = None
+    else:
+        cfg_name = ws.inference.config
+        user_vllm = dict(config_doc(_configmap(cms, cfg_name), INFERENCE_KEY).get("vllm") or {})
+        value = user_vllm.get("max-model-len") if runtime == "vllm" else None
+        max_len = int(value) if isinstance(value, int) and value > 1 else None
+    if cfg_name and _configmap(cms, cfg_name) is None:
+        notes.append(f"ConfigMap {cfg_name!r} was not given: its settings are not taken into account")
     it = ws.resource.instance_type if ws.resource is not None else None
-    runtime = runtime_of(ws, preset) if method is None else None
-    req = sizing.place(preset, registry.instance_types, instance_type=it, runtime=runtime,
-                       max_model_len=max_model_len(config) if method is None else None, method=method)
-    return Inputs(preset, req, [])
+    rt = registry.runtimes.get(runtime, runtime) if hasattr(registry, "runtimes") else runtime
+    req = sizing.place(preset, catalog, instance_type=it, runtime=rt, max_model_len=max_len, batch=batch,
+                       method=method, cloud=cloud)
+    problems = [cat_problem] if cat_problem else []
+    if it is not None and it not in catalog and it in getattr(registry, "instance_types", {}):
+        problems.append(_wrong_cloud(it, registry, provisioner))
+    problems += runtime_problems(ws, preset, runtime, registry)
+    if method is None and runtime == "vllm":
+        problems += user_parallelism(user_vllm, req, cfg_name)
+    return Inputs(preset, req, problems, runtime=runtime, found=found, method=method, user_vllm=user_vllm,
+                  notes=tuple(notes))
+
+
+def _wrong_cloud(it: str, registry: Any, provisioner: Any) -> str:
+    other = registry.instance_types[it]
+    name = getattr(provisioner, "name", "?")
+    return (f"resource.instanceType {it!r} is an {other.cloud} instance type; provisioner {name!r} cannot "
+            f"create it; choose a type of its catalog (kaito plan lists the reasons)")

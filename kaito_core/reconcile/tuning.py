@@ -14,6 +14,7 @@ import yaml
 
 from kaito_core.reconcile import names, pods
 from kaito_core.reconcile.context import CONFIG_DIR, DATA_DIR, RESULTS_DIR, Context
+from kaito_core.reconcile.inputs import tuning_method
 from kaito_core.reconcile.weights import artifact_init, hf_token_env, merge_volumes, weights
 
 CONFIG_KEY = "training_config.yaml"
@@ -33,7 +34,7 @@ FETCH_SCRIPT = (
 def training_config(ctx: Context) -> dict[str, Any]:
     """The default ``training_config.yaml`` from the preset's recipe and the method."""
     recipe = ctx.preset.tuning
-    method = ctx.ws.tuning.method or "lora"
+    method = tuning_method(ctx.ws)
     cfg: dict[str, Any] = {
         "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
         "LoraConfig": {"r": recipe.r, "lora_alpha": recipe.lora_alpha, "lora_dropout": recipe.lora_dropout,
@@ -97,14 +98,14 @@ def job(ctx: Context) -> dict[str, Any]:
     data_inits, data_volumes, data_mounts = _data(ctx)
     out_volumes, out_mounts, out_args, out_env = _output(ctx)
     config_ref = tun.config or names.config_name(ctx.name, "tuning")
-    args = ["--preset", ctx.preset.name, "--method", tun.method or "lora", "--model", w.model,
+    args = ["--preset", ctx.preset.name, "--method", tuning_method(ctx.ws), "--model", w.model,
             "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--data", DATA_DIR, "--output", RESULTS_DIR] + out_args
     container = {
         "name": "tuning", "image": ctx.image, "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "kaito_core.tuning"], "args": args,
         "env": [{"name": "KAITO_WORKSPACE", "value": ctx.name}] + w.env + out_env
         + hf_token_env(ctx.model_access_secret),
-        "resources": pods.gpu_resources(ctx.gpus_per_node, "4", ctx.host_memory_gib),
+        "resources": pods.gpu_resources(ctx.gpus_per_node, ctx.cpu if ctx.memory_gib else "4", ctx.host_memory_gib),
         "volumeMounts": w.mounts + data_mounts + out_mounts
         + [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, {"name": "dshm", "mountPath": "/dev/shm"}],
         "securityContext": pods.container_security(),

@@ -10,7 +10,8 @@
 Importing this package is cheap; the suite (which imports pytest) loads only when asked for.
 """
 
-from kaito_core.testing.factories import make_requirement, make_workspace, workspace_labels
+from kaito_core.testing.factories import make_node_requests, make_requirement, make_workspace, workspace_labels
 from kaito_core.testing.kube import AlreadyExists, FakeKube
 
-__all__ = ["FakeKube", "AlreadyExists", "make_workspace", "make_requirement", "workspace_labels"]
+__all__ = ["FakeKube", "AlreadyExists", "make_workspace", "make_requirement", "make_node_requests",
+           "workspace_labels"]

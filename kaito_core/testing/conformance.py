@@ -18,11 +18,20 @@ through its installed entry point with :func:`installed_provisioner`) and ``harn
         def harness(self, kaito_kube):
             return MyHarness(kaito_kube)
 
-The suite checks what the operator relies on: deterministic, pure planning; ``ensure`` creates
-exactly the requested nodes and never a second one (same object, or a fresh one after a restart
-when the optional ``restarted_provisioner`` fixture gives one);
-``observe`` counts ready nodes and turns backend failures into condition reasons a user can act
-on; ``release`` removes everything of one Workspace and nothing of another, and may run twice.
+The core's planner builds the :class:`NodeRequest`s (names, count, instance type, labels,
+taints); the suite hands the provisioner those and checks what the operator relies on, each
+failure naming its rule:
+
+- ``catalog``: the provisioner declares what it can create, and the suite's type is in it;
+- ``count``: one backing resource per request, for 2 nodes and for a template's 3;
+- ``labels``: every request's labels (the Workspace's + the labelSelector's) reach its object;
+- ``stable-names``: render and ``ensure`` give the same names on every call and after a restart;
+- ``template``: an ``inference.template`` Workspace plans and provisions without a crash;
+- ``render-equals-ensure``: ``ensure`` creates exactly what ``desired_objects`` (``kaito
+  render``) shows;
+- ``idempotent``, ``observe``, ``failure-reason``, ``release``: a second ``ensure`` adopts, ready
+  nodes are counted, backend failures become CamelCase reasons with the provider's words, and
+  ``release`` removes one Workspace's nodes and nothing else, twice without error.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from typing import Any, Protocol, Sequence
 
 import pytest
 
-from kaito_core.testing.factories import make_requirement, make_workspace
+from kaito_core.testing.factories import make_node_requests, make_requirement, make_workspace
 from kaito_core.types import DNS1123_LABEL, NodeRequest, NodeState, Provisioner, ProvisionerContext
 
 __all__ = ["Harness", "ProvisionerConformance", "installed_provisioner", "CAMEL_CASE_REASON"]
@@ -86,6 +95,45 @@ def _by_name(states: Sequence[NodeState]) -> dict[str, NodeState]:
     return {s.name: s for s in states}
 
 
+def _labels_in(obj: Any) -> dict[str, str]:
+    """Every ``labels`` / ``nodeLabels`` map anywhere in an object, merged (a NodeClaim's
+    metadata, an AKS pool's properties, a NodePool's template)."""
+    found: dict[str, str] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in ("labels", "nodeLabels") and isinstance(value, dict):
+                found.update({k: v for k, v in value.items() if isinstance(v, str)})
+            else:
+                found.update(_labels_in(value))
+    elif isinstance(obj, list):
+        for item in obj:
+            found.update(_labels_in(item))
+    return found
+
+
+def _object_names(objects: Sequence[dict]) -> list[str]:
+    return sorted(str((o.get("metadata") or {}).get("name") or o.get("name")) for o in objects)
+
+
+def rule(name: str, ok: bool, message: str) -> None:
+    """Fail with the rule's name first, so a plugin author knows what to fix."""
+    if not ok:
+        pytest.fail(f"conformance rule '{name}': {message}", pytrace=False)
+
+
+# Upstream's custom-model example (examples/custom-model-integration): a pod template, no preset.
+def template_workspace(name: str, namespace: str, instance_type: str, count: int) -> Any:
+    from kaito_core.api.models import Workspace
+
+    return Workspace.model_validate({
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"00000000-0000-4000-8000-{count:012d}"},
+        "resource": {"instanceType": instance_type, "count": count, "labelSelector": {"matchLabels": {"apps": name}}},
+        "inference": {"template": {"spec": {"containers": [{
+            "name": "custom", "image": "mcr.microsoft.com/aks/kaito/kaito-base:0.0.8",
+            "command": ["python", "-m", "server"], "ports": [{"containerPort": 5000}]}]}}}})
+
+
 class ProvisionerConformance:
     """The suite. Override the class attributes to fit your backend's instance types."""
 
@@ -123,8 +171,9 @@ class ProvisionerConformance:
                                 gpus_per_node=self.gpus_per_node, disk_gib=self.disk_gib)
 
     def plan(self, provisioner: Provisioner, workspace: Any | None = None) -> list[NodeRequest]:
+        """The requests the core's planner hands the provisioner (the provisioner builds none)."""
         ws = workspace if workspace is not None else self.workspace()
-        return list(provisioner.node_requests(workspace=ws, requirement=self.requirement()))
+        return make_node_requests(workspace=ws, requirement=self.requirement())
 
     # -- planning is pure ----------------------------------------------------------------
 
@@ -134,19 +183,33 @@ class ProvisionerConformance:
         if self.entry_point is not None:
             assert installed_provisioner(self.entry_point).name == provisioner.name
 
-    def test_node_requests_are_deterministic(self, provisioner: Provisioner) -> None:
-        first, again = self.plan(provisioner), self.plan(provisioner)
-        assert first == again, "node_requests must give the same requests for the same Workspace"
-        assert len(first) == self.node_count
-        names = [r.name for r in first]
-        assert len(set(names)) == len(names), f"request names must be unique: {names}"
-        for index, req in enumerate(first):
-            assert DNS1123_LABEL.match(req.name), f"{req.name!r} is not a DNS-1123 label"
-            assert req.instance_type == self.instance_type
-            assert req.workspace == "conformance" and req.namespace == "team-a"
-            assert req.index == index
-        other = self.plan(provisioner, self.workspace("other"))
-        assert not {r.name for r in other} & set(names), "two Workspaces must never share a node name"
+    def test_declares_a_catalog(self, provisioner: Provisioner, harness: Harness) -> None:
+        from kaito_core.plugins import get_registry
+        from kaito_core.reconcile.catalog import catalog_for
+
+        declared = (getattr(provisioner, "instance_types", None) or getattr(provisioner, "cloud", None)
+                    or callable(getattr(provisioner, "cloud_of", None))
+                    or getattr(provisioner, "creates_nodes", True) is False)
+        rule("catalog", bool(declared), f"{provisioner.name!r} declares neither `instance_types`, `cloud` nor "
+             f"`cloud_of(settings)`: placement could pick a type it cannot create")
+        catalog, problem = catalog_for(provisioner, get_registry(), settings=harness.context().settings)
+        rule("catalog", problem is None and self.instance_type in catalog,
+             f"the suite's instance type {self.instance_type!r} is not in {provisioner.name!r}'s catalog "
+             f"({problem or sorted(catalog)[:6]}); set `instance_type` on your test class")
+
+    def test_render_is_stable_and_named_after_requests(self, provisioner: Provisioner,
+                                                       restarted_provisioner: Provisioner | None) -> None:
+        requests = self.plan(provisioner)
+        first = provisioner.desired_objects(requests=requests)
+        rule("stable-names", first == provisioner.desired_objects(requests=requests),
+             "desired_objects gave different objects for the same requests")
+        if restarted_provisioner is not None:
+            rule("stable-names", first == restarted_provisioner.desired_objects(requests=requests),
+                 "a restarted provisioner renders other objects for the same requests")
+        names = set(_object_names(first))
+        per_request = [r.name for r in requests if r.name in names]
+        rule("stable-names", not first or len(per_request) in (0, len(requests)),
+             f"objects {sorted(names)} name only some of the requests {[r.name for r in requests]}")
 
     def test_desired_objects_are_serialisable(self, provisioner: Provisioner) -> None:
         requests = self.plan(provisioner)
@@ -155,6 +218,38 @@ class ProvisionerConformance:
         json.dumps(objects)  # what `kaito render` prints must be plain data
         for obj in objects:
             assert obj.get("apiVersion") and obj.get("kind") and obj.get("metadata", {}).get("name"), obj
+
+    def test_objects_carry_the_request_labels(self, provisioner: Provisioner) -> None:
+        requests = self.plan(provisioner)
+        objects = provisioner.desired_objects(requests=requests)
+        for req in requests:
+            owner = [o for o in objects if _object_names([o]) == [req.name]] or objects
+            carried = {}
+            for o in owner:
+                carried.update(_labels_in(o))
+            missing = {k: v for k, v in req.labels.items() if carried.get(k) != v}
+            rule("labels", not missing, f"node request {req.name!r}: its objects lack the labels {missing} "
+                 "(the pods' node affinity selects nodes by them)")
+
+    def test_template_workspace_is_provisioned(self, provisioner: Provisioner, harness: Harness) -> None:
+        from kaito_core.plugins import get_registry
+        from kaito_core.reconcile import plan_workspace
+
+        count = self.node_count + 1
+        ws = template_workspace("custom", "team-a", self.instance_type, count)
+        try:
+            p = plan_workspace(ws, registry=get_registry(), provisioner=provisioner,
+                               settings=harness.context().settings)
+        except Exception as exc:  # noqa: BLE001 - the planner must never raise; say so
+            rule("template", False, f"planning an inference.template Workspace raised {type(exc).__name__}: {exc}")
+            return
+        rule("template", not p.errors, f"an inference.template Workspace (resource.count {count}) did not plan: "
+             f"{p.errors}")
+        rule("count", len(p.node_requests) == count, f"{len(p.node_requests)} requests for resource.count {count}")
+        states = provisioner.ensure(requests=p.node_requests, ctx=harness.context())
+        rule("count", len(states) == count and len(harness.backing(ws)) == count,
+             f"resource.count {count}: ensure answered {len(states)} state(s) and made "
+             f"{len(harness.backing(ws))} backing resource(s)")
 
     # -- I/O -----------------------------------------------------------------------------
 
@@ -170,7 +265,16 @@ class ProvisionerConformance:
         states = provisioner.ensure(requests=requests, ctx=harness.context())
         assert {s.name for s in states} == {r.name for r in requests}
         assert not any(s.ready for s in states), "a node cannot be ready the moment it is asked for"
-        assert len(harness.backing(ws)) == self.node_count
+        rule("count", len(harness.backing(ws)) == self.node_count,
+             f"{self.node_count} requests made {len(harness.backing(ws))} backing resource(s)")
+
+    def test_render_equals_what_ensure_creates(self, provisioner: Provisioner, harness: Harness) -> None:
+        ws, requests = self.workspace(), self.plan(provisioner)
+        rendered = _object_names(provisioner.desired_objects(requests=requests))
+        provisioner.ensure(requests=requests, ctx=harness.context())
+        created = sorted(harness.backing(ws))
+        rule("render-equals-ensure", not rendered or created == rendered,
+             f"kaito render shows {rendered}, ensure created {created}")
 
     def test_ensure_is_idempotent(self, provisioner: Provisioner, harness: Harness,
                                   restarted_provisioner: Provisioner | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping
 
-__all__ = ["make_workspace", "make_requirement", "workspace_labels"]
+__all__ = ["make_workspace", "make_requirement", "make_node_requests", "workspace_labels"]
 
 WORKSPACE_LABEL = "kaito.sh/workspace"
 WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
@@ -60,3 +60,11 @@ def make_requirement(instance_type: str | None = "Standard_NC24ads_A100_v4", *, 
 def workspace_labels(workspace: Any) -> dict[str, str]:
     """The two labels upstream puts on everything it makes for a Workspace."""
     return {WORKSPACE_LABEL: workspace.metadata.name, WORKSPACE_NAMESPACE_LABEL: workspace.metadata.namespace}
+
+
+def make_node_requests(*, workspace: Any, requirement: Any) -> list[Any]:
+    """The NodeRequests the core's planner hands a provisioner for ``workspace`` and ``requirement``
+    (names from the uid, one per node, the labelSelector's labels, upstream's taint)."""
+    from kaito_core.reconcile.nodes import standard_node_requests
+
+    return standard_node_requests(workspace, requirement)

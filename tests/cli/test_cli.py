@@ -40,9 +40,9 @@ def test_presets_list_table_and_json():
 def test_presets_show_by_alias_and_unknown():
     shown = json.loads(kaito("presets", "show", "tiiuae/falcon-7b", "-o", "json").stdout)
     assert shown["name"] == "falcon-7b" and shown["num_kv_heads"] == 1
-    missing = kaito("presets", "show", "mistral-7b")
+    missing = kaito("presets", "show", "gemma-2-9b")
     assert missing.returncode == 1
-    assert "pip install kaito-preset-mistral" in missing.stderr
+    assert "kaito-preset-gemma" in missing.stderr
 
 
 def test_plugins_list_shows_distributions_and_versions():
@@ -77,12 +77,15 @@ def test_doctor_ok_then_broken(broken_plugin_path):
     assert blocked.returncode == 0 and "blocked" in blocked.stdout
 
 
-def test_validate_examples_exit_codes():
+def test_validate_examples_exit_codes(tmp_path):
     good = kaito("validate", str(EXAMPLES / "kaito_workspace_phi_3_mini_4k.yaml"))
     assert good.returncode == 0, good.stdout
-    refused = kaito("validate", str(EXAMPLES / "kaito_workspace_custom_config.yaml"))
+    bad = tmp_path / "ws.yaml"
+    bad.write_text((EXAMPLES / "kaito_workspace_phi_3_mini_4k.yaml").read_text().replace(
+        "phi-3-mini-4k-instruct", "gemma-2-9b"))
+    refused = kaito("validate", str(bad))
     assert refused.returncode == 1
-    assert "inference.preset.name" in refused.stdout and "kaito-preset-deepseek" in refused.stdout
+    assert "inference.preset.name" in refused.stdout and "kaito-preset-gemma" in refused.stdout
 
 
 def test_validate_lists_all_errors(tmp_path):

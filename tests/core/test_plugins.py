@@ -151,8 +151,8 @@ def test_disable_env_blocks_plugins(monkeypatch):
 def test_unknown_preset_of_a_known_family_says_what_to_install():
     reg = get_plugin_manager(cached=False).registry
     with pytest.raises(UnknownPreset) as err:
-        reg.get_preset("mistral-7b-instruct")
-    assert "pip install kaito-preset-mistral" in str(err.value)
+        reg.get_preset("gemma-2-9b")
+    assert "kaito-preset-gemma" in str(err.value)
     with pytest.raises(UnknownPreset) as err:
         reg.get_preset("totally-unknown-model")
     assert "known presets" in str(err.value)

@@ -1,8 +1,8 @@
 """The conformance suite catches broken provisioners (and passes a correct one).
 
-A small reference provisioner (one ConfigMap per node) is run through every test of
+A small reference provisioner (one ConfigMap per node request) is run through every test of
 :class:`ProvisionerConformance`, once correct and once with each defect a real plugin could
-have; each defect must make the suite fail where it should.
+have; each defect must make the suite fail where it should, with a message naming the rule.
 """
 
 import inspect
@@ -17,26 +17,34 @@ from kaito_core.types import NodeRequest, NodeState, ProvisionerContext
 
 class Reference:
     name = "reference"
+    cloud = "azure"
 
     def __init__(self, defect=None):
         self.defect = defect
         self.made = set()  # "memory_only" trusts this instead of the API: a restart forgets it
 
-    def node_requests(self, *, workspace, requirement):
-        m = workspace.metadata
-        return [NodeRequest(name=(f"n{uuid.uuid4().hex[:8]}" if self.defect == "random_names"
-                                  else f"n{abs(hash((m.uid, i))) % 10**8:08d}"),
-                            workspace=m.name, namespace=m.namespace, instance_type=requirement.instance_type,
-                            index=i, labels={"ws": m.name}) for i in range(requirement.node_count)]
-
     def desired_objects(self, *, requests):
         extra = {"set": {1}} if self.defect == "not_plain_data" else {}
-        return [{"apiVersion": "v1", "kind": "ConfigMap",
-                 "metadata": {"name": r.name, "namespace": r.namespace, "labels": dict(r.labels)},
-                 "data": {"index": str(r.index)}, **extra} for r in requests]
+        if self.defect == "ignores_count":
+            requests = requests[:1]  # e.g. reads a node count of its own instead of the requests
+        out = []
+        for r in requests:
+            if self.defect == "crashes_on_template" and r.disk_gib <= 80:
+                # a plugin that still reads the preset's sizing, absent for a template Workspace
+                raise AttributeError("'NoneType' object has no attribute 'node_count'")
+            labels = {"ws": r.workspace} if self.defect == "drops_labels" else {**dict(r.labels), "ws": r.workspace}
+            name = f"{r.name}-{uuid.uuid4().hex[:4]}" if self.defect == "unstable_names" else r.name
+            out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": name, "namespace": r.namespace, "labels": labels},
+                        "data": {"index": str(r.index)}, **extra})
+        return out
 
     def ensure(self, *, requests, ctx):
-        for obj in self.desired_objects(requests=requests):
+        objects = self.desired_objects(requests=requests)
+        if self.defect == "render_differs":
+            objects += [dict(objects[0], metadata={**objects[0]["metadata"], "name": objects[0]["metadata"]["name"]
+                                                   + "-spare"})]
+        for obj in objects:
             if self.defect == "duplicates":
                 obj["metadata"]["name"] += uuid.uuid4().hex[:4]
             elif self.defect == "memory_only":
@@ -102,9 +110,10 @@ class Harness:
 SUITE = sorted(n for n in dir(ProvisionerConformance) if n.startswith("test_"))
 
 
-def run_suite(provisioner):
-    """Every suite test on a fresh harness; returns the names of the tests that failed."""
-    failed = []
+def run_suite(provisioner, messages=False):
+    """Every suite test on a fresh harness; the names of the tests that failed (with
+    ``messages``: name -> failure text)."""
+    failed = {}
     suite = ProvisionerConformance()
     for name in SUITE:
         method = getattr(suite, name)
@@ -113,9 +122,9 @@ def run_suite(provisioner):
         params = inspect.signature(method).parameters
         try:
             method(**{k: v for k, v in kwargs.items() if k in params})
-        except (AssertionError, pytest.fail.Exception, Exception):
-            failed.append(name)
-    return failed
+        except (AssertionError, pytest.fail.Exception, Exception) as exc:  # noqa: BLE001
+            failed[name] = str(exc)
+    return failed if messages else list(failed)
 
 
 def test_a_correct_provisioner_passes_everything():
@@ -124,7 +133,12 @@ def test_a_correct_provisioner_passes_everything():
 
 
 @pytest.mark.parametrize("defect, caught_by", [
-    ("random_names", "test_node_requests_are_deterministic"),
+    ("unstable_names", "test_render_is_stable_and_named_after_requests"),
+    ("ignores_count", "test_ensure_creates_one_backing_resource_per_request"),
+    ("ignores_count", "test_template_workspace_is_provisioned"),
+    ("drops_labels", "test_objects_carry_the_request_labels"),
+    ("crashes_on_template", "test_template_workspace_is_provisioned"),
+    ("render_differs", "test_render_equals_what_ensure_creates"),
     ("not_plain_data", "test_desired_objects_are_serialisable"),
     ("duplicates", "test_ensure_is_idempotent"),
     ("memory_only", "test_ensure_is_idempotent"),
@@ -137,6 +151,14 @@ def test_a_correct_provisioner_passes_everything():
 ])
 def test_each_defect_is_caught(defect, caught_by):
     assert caught_by in run_suite(Reference(defect))
+
+
+@pytest.mark.parametrize("defect, rule", [("ignores_count", "count"), ("drops_labels", "labels"),
+                                          ("unstable_names", "stable-names"), ("crashes_on_template", "template"),
+                                          ("render_differs", "render-equals-ensure")])
+def test_the_failure_names_the_rule(defect, rule):
+    messages = run_suite(Reference(defect), messages=True)
+    assert any(f"conformance rule '{rule}'" in m for m in messages.values()), messages
 
 
 def test_a_subclass_without_fixtures_is_told_what_to_add():

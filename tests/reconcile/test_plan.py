@@ -104,7 +104,7 @@ def test_revision_changes_with_spec_and_rolls_the_statefulset(registry):
     ready = _ready(p, inputs)
     before = _plan(_ws(PHI), registry, ready)[0].workload
     changed = copy.deepcopy(PHI)
-    changed["inference"]["adapters"] = [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": "0.5"}]
+    changed["inference"]["adapters"] = [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": "1.0"}]
     after = _plan(_ws(changed), registry, ready)[0].workload
     rev = names.ANNOTATION_REVISION
     assert before["metadata"]["annotations"][rev] != after["metadata"]["annotations"][rev]
@@ -197,7 +197,7 @@ def test_artifacts_are_pulled_by_init_containers_in_the_runtime_image(registry):
            "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
            "inference": {"preset": {"name": "phi-3-mini-4k-instruct", "presetOptions": {"imagePullSecrets": ["p1"]}},
                          "adapters": [{"source": {"name": "a1", "image": "example.com/a1:1", "imagePullSecrets": ["p1"]},
-                                       "strength": "0.5"},
+                                       "strength": "1.0"},
                                       {"source": {"name": "a2", "image": "example.com/a2:1"}}]}}
     p, inputs = _plan(_ws(raw), registry)
     pod = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload["spec"]["template"]["spec"]

@@ -41,11 +41,15 @@ def test_render_is_deterministic(capsys):
     assert capsys.readouterr().out == first and "adapter-0" in first
 
 
-def test_render_reports_invalid_workspace_with_field(capsys):
-    rc = main(["render", str(EXAMPLES / "kaito_workspace_custom_config.yaml"), "--provisioner", "byo"])
+def test_render_reports_invalid_workspace_with_field(capsys, tmp_path):
+    text = (EXAMPLES / "kaito_workspace_phi_3_mini_4k.yaml").read_text().replace(
+        "phi-3-mini-4k-instruct", "gemma-2-9b")
+    f = tmp_path / "ws.yaml"
+    f.write_text(text)
+    rc = main(["render", str(f), "--provisioner", "byo"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "inference.preset.name" in err and "kaito-preset-deepseek" in err
+    assert "inference.preset.name" in err and "kaito-preset-gemma" in err
 
 
 def test_render_unknown_provisioner(capsys):

@@ -92,10 +92,10 @@ def test_local_model_directory_is_planned(tmp_path, capsys, tiny_models):
 
 
 def test_unknown_preset_and_unknown_type(tmp_path, capsys):
-    rc, rows = plan(tmp_path, ws("m", "mistral-7b", "Standard_NC24ads_A100_v4") + "---\n"
+    rc, rows = plan(tmp_path, ws("m", "gemma-2-9b", "Standard_NC24ads_A100_v4") + "---\n"
                     + ws("p", "phi-4", "Standard_Nope"), "-o", "json", capsys=capsys)
     assert rc == 1
-    assert "kaito-preset-mistral" in rows[0]["errors"][0]
+    assert "kaito-preset-gemma" in rows[0]["errors"][0]
     assert any("Standard_Nope" in e for e in rows[1]["errors"])
 
 

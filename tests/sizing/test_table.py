@@ -13,13 +13,30 @@ from kaito_core.plugins import get_registry
 
 GIB = 2**30
 REG = get_registry()
-PRESETS = sorted(REG.presets.values(), key=lambda p: p.name)
+# The families whose shapes docs/sizing.md restates (other families have their own plugin tests).
+PRESETS = sorted((p for p in REG.presets.values() if p.family in ("phi3", "llama", "falcon")), key=lambda p: p.name)
 TYPES = sorted(REG.instance_types.values(), key=lambda t: t.name)
 
 
 # The catalog's architectures, restated from docs/sizing.md: (MLP temporaries at the peak, MLP
 # weight matrices per layer), both in units of the intermediate width.
 ORACLE_MLP = {"LlamaForCausalLM": (3, 3), "Phi3ForCausalLM": (4, 3), "FalconForCausalLM": (2, 2)}
+# Other families' shapes by class-name prefix (docs/sizing.md): gated MLPs unless listed.
+PLAIN_MLP = ("Falcon", "GPTNeoX", "GPT2", "GPTBigCode", "GPTJ", "Bloom", "OPT", "PhiForCausalLM")
+# docs/sizing.md: vLLM prefills in chunks of 2048 tokens; usable share 0.84 (0.82 on A10/A10G).
+PREFILL_CHUNK = 2048
+
+
+def mlp_shape(arch: str) -> tuple[int, int]:
+    if arch in ORACLE_MLP:
+        return ORACLE_MLP[arch]
+    if arch.startswith("Phi3"):
+        return 4, 3
+    return (2, 2) if arch.startswith(PLAIN_MLP) else (3, 3)
+
+
+def usable(it) -> float:
+    return (0.82 if it.gpu_model in ("A10", "A10G") else 0.84) * it.gpu_memory_gib
 
 
 def oracle_need(p, runtime: str) -> float:
@@ -28,14 +45,15 @@ def oracle_need(p, runtime: str) -> float:
     ctx = engine.get("max-model-len") or min(2048, p.context_length)
     h = p.hidden_size
     kv = 2 * p.num_layers * p.num_kv_heads * p.head_dim * 2 * ctx
-    temps, matrices = ORACLE_MLP[p.architecture]
+    temps, matrices = mlp_shape(p.architecture)
     per_layer = (p.parameters - 2 * p.vocab_size * h) / p.num_layers
     attention = h * p.head_dim * (p.num_attention_heads + 2 * p.num_kv_heads) + p.num_attention_heads * p.head_dim * h
-    inter = max(h, int((per_layer - attention) / (matrices * h)))
-    peak = ctx * inter * 2 * temps
+    inter = p.intermediate_size or max(h, int((per_layer - attention) / (matrices * h)))
+    tokens = min(ctx, PREFILL_CHUNK) if runtime == "vllm" else ctx
+    peak = tokens * inter * 2 * temps
     if runtime == "transformers" and p.architecture == "FalconForCausalLM" and p.num_kv_heads == 1:
         peak = max(peak, 2 * p.num_attention_heads * ctx * ctx * 4 + ctx * ctx * 4 + 2 * ctx * h * 4)
-    act = ctx * h * 2 * 4 + peak + p.vocab_size * 4 * 2
+    act = tokens * h * 2 * 4 + peak + p.vocab_size * 4 * 2
     return (p.weight_bytes + kv + act) / GIB
 
 
@@ -44,7 +62,7 @@ def oracle_place(p, it, runtime: str):
     need = oracle_need(p, runtime)
     can_span = runtime == "vllm" and p.supports_multinode
     for nodes in range(1, 17 if can_span else 2):
-        if need / (it.gpu_count * nodes) + 1.0 <= 0.84 * it.gpu_memory_gib:
+        if need / (it.gpu_count * nodes) + 1.0 <= usable(it):
             if runtime != "vllm":
                 return nodes, 1, 1
             tps = [t for t in range(1, it.gpu_count + 1) if it.gpu_count % t == 0

@@ -6,6 +6,7 @@ import pytest
 
 from kaito_core.types import ProvisionerContext
 from kaito_provisioner_aks import AKSProvisioner
+from kaito_core.testing import make_node_requests
 
 QUOTA = ("Operation could not be completed as it results in exceeding approved standardNCADSA100v4Family Cores "
          "quota. Additional details - Deployment Model: Resource Manager, Location: eastus, Current Limit: 0, "
@@ -29,7 +30,7 @@ def aks(token):
 
 def plan(prov, kaito_workspace, kaito_requirement, name="phi", nodes=2, it="Standard_NC24ads_A100_v4", **ws):
     w = kaito_workspace(name, "team-a", instance_type=it, **ws)
-    return w, prov.node_requests(workspace=w, requirement=kaito_requirement(it, node_count=nodes, disk_gib=150))
+    return w, make_node_requests(workspace=w, requirement=kaito_requirement(it, node_count=nodes, disk_gib=150))
 
 
 def test_full_lifecycle(arm, arm_settings, aks, token, kaito_kube, kaito_workspace, kaito_requirement):

@@ -9,13 +9,14 @@ from kaito_core.types import ProvisionerContext
 from kaito_provisioner_aks import AKSProvisioner, AKSSettings, builders
 from kaito_provisioner_aks.arm_errors import classify_error
 from kaito_provisioner_aks.settings import SettingsError
+from kaito_core.testing import make_node_requests
 
 
 def test_pool_names_follow_aks_rules_and_are_deterministic(kaito_workspace, kaito_requirement):
     prov = AKSProvisioner({})
     req = kaito_requirement("Standard_NC96ads_A100_v4", node_count=4, gpus_per_node=4)
-    a = prov.node_requests(workspace=kaito_workspace(uid="u-1"), requirement=req)
-    b = prov.node_requests(workspace=kaito_workspace(uid="u-1"), requirement=req)
+    a = make_node_requests(workspace=kaito_workspace(uid="u-1"), requirement=req)
+    b = make_node_requests(workspace=kaito_workspace(uid="u-1"), requirement=req)
     assert a == b and len({r.name for r in a}) == 4
     assert all(re.fullmatch(r"[a-z][a-z0-9]{0,11}", r.name) for r in a)
     assert all(r.gpu_count == 4 for r in a)
@@ -23,7 +24,7 @@ def test_pool_names_follow_aks_rules_and_are_deterministic(kaito_workspace, kait
 
 def test_desired_objects_show_the_arm_body(kaito_workspace, kaito_requirement):
     prov = AKSProvisioner({"AKS_OS_SKU": "azurelinux"})
-    reqs = prov.node_requests(workspace=kaito_workspace("phi", "ns1", match_labels={"apps": "phi"}),
+    reqs = make_node_requests(workspace=kaito_workspace("phi", "ns1", match_labels={"apps": "phi"}),
                               requirement=kaito_requirement(node_count=1, disk_gib=4000))
     [obj] = prov.desired_objects(requests=reqs)
     assert obj["kind"] == "AgentPool" and obj["metadata"]["name"] == reqs[0].name
@@ -36,9 +37,22 @@ def test_desired_objects_show_the_arm_body(kaito_workspace, kaito_requirement):
 @pytest.mark.parametrize("instance_type, words", [(None, "resource.instanceType is empty"),
                                                   ("g5.xlarge", "not an Azure VM size")])
 def test_non_azure_instance_types_are_refused(instance_type, words, kaito_workspace, kaito_requirement):
+    reqs = make_node_requests(workspace=kaito_workspace(instance_type=instance_type),
+                              requirement=kaito_requirement(instance_type))
     with pytest.raises(builders.PlanError, match=words):
-        AKSProvisioner({}).node_requests(workspace=kaito_workspace(instance_type=instance_type),
-                                         requirement=kaito_requirement(instance_type))
+        builders.desired_objects(reqs, AKSSettings.from_mapping({}))
+
+
+def test_the_planner_places_aks_workspaces_on_azure_types_only(kaito_workspace):
+    from kaito_core.plugins import get_registry
+    from kaito_core.reconcile import plan_workspace
+
+    prov = get_registry().provisioners["aks"]
+    ws = kaito_workspace(instance_type=None, preset="phi-3-mini-4k-instruct")
+    p = plan_workspace(ws, registry=get_registry(), provisioner=prov)
+    assert not p.errors and p.instance_type.startswith("Standard_")
+    aws = plan_workspace(kaito_workspace(instance_type="g5.xlarge"), registry=get_registry(), provisioner=prov)
+    assert any("'g5.xlarge' is an aws instance type" in e for e in aws.errors), aws.errors
 
 
 def test_settings_from_environment_with_operator_settings_on_top(monkeypatch):
@@ -68,7 +82,7 @@ def test_missing_cluster_settings_are_named_on_first_use(kaito_workspace, kaito_
     for key in ("ARM_SUBSCRIPTION_ID", "ARM_RESOURCE_GROUP", "AZURE_CLUSTER_NAME"):
         monkeypatch.delenv(key, raising=False)
     prov = AKSProvisioner()  # registration never fails for want of settings
-    reqs = prov.node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
+    reqs = make_node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
     with pytest.raises(SettingsError, match="ARM_SUBSCRIPTION_ID, ARM_RESOURCE_GROUP, AZURE_CLUSTER_NAME"):
         prov.ensure(requests=reqs, ctx=ProvisionerContext())
     prov.release(workspace=kaito_workspace(), ctx=ProvisionerContext())  # a delete never blocks on it

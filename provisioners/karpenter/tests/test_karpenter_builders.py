@@ -7,6 +7,7 @@ import pytest
 
 from kaito_provisioner_karpenter import KarpenterProvisioner, KarpenterSettings, builders, schema
 from kaito_provisioner_karpenter.settings import SettingsError
+from kaito_core.testing import make_node_requests
 
 REFERENCE_CRDS = Path(__file__).resolve().parents[3] / "tests" / "data" / "reference" / "crds"
 
@@ -14,7 +15,7 @@ REFERENCE_CRDS = Path(__file__).resolve().parents[3] / "tests" / "data" / "refer
 def test_nodeclaim_has_upstreams_shape(kaito_workspace, kaito_requirement):
     ws = kaito_workspace("phi", "team-a", match_labels={"apps": "phi-3", "tier": "gpu"})
     prov = KarpenterProvisioner({})
-    reqs = prov.node_requests(workspace=ws, requirement=kaito_requirement(node_count=2, disk_gib=150))
+    reqs = make_node_requests(workspace=ws, requirement=kaito_requirement(node_count=2, disk_gib=150))
     objs = prov.desired_objects(requests=reqs)
     assert [o["metadata"]["name"] for o in objs] == [r.name for r in reqs]
     claim = objs[0]
@@ -37,9 +38,9 @@ def test_nodeclaim_has_upstreams_shape(kaito_workspace, kaito_requirement):
 def test_names_are_deterministic_per_uid_and_index(kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner({})
     req = kaito_requirement(node_count=3)
-    a = [r.name for r in prov.node_requests(workspace=kaito_workspace("w", uid="uid-1"), requirement=req)]
-    b = [r.name for r in prov.node_requests(workspace=kaito_workspace("w", uid="uid-1"), requirement=req)]
-    c = [r.name for r in prov.node_requests(workspace=kaito_workspace("w", uid="uid-2"), requirement=req)]
+    a = [r.name for r in make_node_requests(workspace=kaito_workspace("w", uid="uid-1"), requirement=req)]
+    b = [r.name for r in make_node_requests(workspace=kaito_workspace("w", uid="uid-1"), requirement=req)]
+    c = [r.name for r in make_node_requests(workspace=kaito_workspace("w", uid="uid-2"), requirement=req)]
     assert a == b and len(set(a)) == 3
     assert not set(a) & set(c), "a re-created Workspace (new uid) must get new node names"
     assert all(re.fullmatch(r"^[a-z][a-z0-9]{0,11}$", n) for n in a), "names must also fit AKS pool names"
@@ -57,7 +58,7 @@ def test_names_are_deterministic_per_uid_and_index(kaito_workspace, kaito_requir
 ])
 def test_node_class_ref_is_configurable(settings, ref, kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner(settings)
-    reqs = prov.node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
+    reqs = make_node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
     assert prov.desired_objects(requests=reqs)[0]["spec"]["nodeClassRef"] == ref
 
 
@@ -81,9 +82,9 @@ def test_bad_settings_name_the_setting(settings, key):
 
 
 def test_no_instance_type_is_a_plan_error(kaito_workspace, kaito_requirement):
+    reqs = make_node_requests(workspace=kaito_workspace(instance_type=None), requirement=kaito_requirement(None))
     with pytest.raises(builders.PlanError, match="resource.instanceType"):
-        KarpenterProvisioner({}).node_requests(workspace=kaito_workspace(instance_type=None),
-                                               requirement=kaito_requirement(None))
+        KarpenterProvisioner({}).desired_objects(requests=reqs)
 
 
 # -- validation against Karpenter's CRDs -------------------------------------------------------
@@ -106,7 +107,7 @@ def test_every_generated_object_is_valid(settings, instance_type, nodes, kaito_w
     prov = KarpenterProvisioner(settings)
     ws = kaito_workspace("llama-70b", "inference", instance_type=instance_type,
                          match_labels={"apps": "llama", "kaito.sh/tier": "gpu"})
-    reqs = prov.node_requests(workspace=ws, requirement=kaito_requirement(instance_type, node_count=nodes,
+    reqs = make_node_requests(workspace=ws, requirement=kaito_requirement(instance_type, node_count=nodes,
                                                                           disk_gib=220))
     objs = prov.desired_objects(requests=reqs)
     assert objs, "nothing generated"
@@ -116,7 +117,7 @@ def test_every_generated_object_is_valid(settings, instance_type, nodes, kaito_w
 
 def test_validation_catches_what_the_api_server_refuses(kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner({})
-    good = prov.desired_objects(requests=prov.node_requests(workspace=kaito_workspace(),
+    good = prov.desired_objects(requests=make_node_requests(workspace=kaito_workspace(),
                                                             requirement=kaito_requirement()))[0]
     import copy
 
@@ -145,7 +146,7 @@ def test_validation_catches_what_the_api_server_refuses(kaito_workspace, kaito_r
 def test_nodepool_has_the_workspaces_shape(kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner({"KARPENTER_MODE": "nodepool"})
     ws = kaito_workspace("phi", "team-a", match_labels={"apps": "phi-3"})
-    reqs = prov.node_requests(workspace=ws, requirement=kaito_requirement(node_count=3))
+    reqs = make_node_requests(workspace=ws, requirement=kaito_requirement(node_count=3))
     [pool] = prov.desired_objects(requests=reqs)
     assert pool["kind"] == "NodePool" and pool["metadata"]["name"] == "kaito-team-a-phi"
     tmpl = pool["spec"]["template"]

@@ -6,6 +6,7 @@ from kaito_core.plugins import get_plugin_manager
 from kaito_core.types import ProvisionerContext
 from kaito_provisioner_karpenter import KarpenterProvisioner, schema
 from kaito_provisioner_karpenter.testing import launch_failed_status, ready_status
+from kaito_core.testing import make_node_requests
 
 V1 = "karpenter.sh/v1"
 
@@ -13,7 +14,7 @@ V1 = "karpenter.sh/v1"
 def test_ensure_creates_valid_claims_and_adopts_existing(kaito_kube, kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner({})
     ctx = ProvisionerContext(kube=kaito_kube, settings={"CLOUD_PROVIDER": "aws"})
-    reqs = prov.node_requests(workspace=kaito_workspace(instance_type="g5.xlarge"),
+    reqs = make_node_requests(workspace=kaito_workspace(instance_type="g5.xlarge"),
                               requirement=kaito_requirement("g5.xlarge", node_count=2))
     prov.ensure(requests=reqs, ctx=ctx)
     stored = kaito_kube.list(api_version=V1, kind="NodeClaim")
@@ -29,7 +30,7 @@ def test_ensure_creates_valid_claims_and_adopts_existing(kaito_kube, kaito_works
 
 def test_lost_create_race_is_adopted(kaito_kube, kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner({})
-    reqs = prov.node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
+    reqs = make_node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
     real_get = kaito_kube.get
     calls = {"n": 0}
 
@@ -48,7 +49,7 @@ def test_lost_create_race_is_adopted(kaito_kube, kaito_workspace, kaito_requirem
 def test_quota_failure_reaches_the_state(kaito_kube, kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner({})
     ctx = ProvisionerContext(kube=kaito_kube)
-    reqs = prov.node_requests(workspace=kaito_workspace(), requirement=kaito_requirement(node_count=2))
+    reqs = make_node_requests(workspace=kaito_workspace(), requirement=kaito_requirement(node_count=2))
     prov.ensure(requests=reqs, ctx=ctx)
     kaito_kube.set_status(api_version=V1, kind="NodeClaim", name=reqs[1].name,
                           status=launch_failed_status("LaunchFailed", "exceeding approved Cores quota"))
@@ -62,7 +63,7 @@ def test_nodepool_mode_lifecycle(kaito_kube, kaito_workspace, kaito_requirement)
     prov = KarpenterProvisioner({"KARPENTER_MODE": "nodepool"})
     ctx = ProvisionerContext(kube=kaito_kube)
     ws = kaito_workspace("big", "team-b")
-    reqs = prov.node_requests(workspace=ws, requirement=kaito_requirement(node_count=2))
+    reqs = make_node_requests(workspace=ws, requirement=kaito_requirement(node_count=2))
     states = prov.ensure(requests=reqs, ctx=ctx)
     prov.ensure(requests=reqs, ctx=ctx)
     pools = kaito_kube.list(api_version=V1, kind="NodePool")
@@ -122,7 +123,7 @@ def test_release_does_not_hang_without_karpenter_crds(kaito_workspace):
 
 def test_missing_kube_is_explained(kaito_workspace, kaito_requirement):
     prov = KarpenterProvisioner({})
-    reqs = prov.node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
+    reqs = make_node_requests(workspace=kaito_workspace(), requirement=kaito_requirement())
     with pytest.raises(ValueError, match="ProvisionerContext.kube"):
         prov.ensure(requests=reqs, ctx=ProvisionerContext())
 

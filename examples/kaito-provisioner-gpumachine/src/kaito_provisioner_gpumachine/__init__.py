@@ -14,7 +14,6 @@ The whole plugin is this module and an entry point (pyproject.toml)::
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 from kaito_core.hookspecs import hookimpl
@@ -28,19 +27,12 @@ WORKSPACE_LABEL = "kaito.sh/workspace"
 class GPUMachineProvisioner:
     name = "gpumachine"
 
-    # -- pure: what the Workspace needs ---------------------------------------------------
+    # The machine types the inventory controller can hand out: kaito's planner places
+    # Workspaces only on these (docs/provisioners.md, "Your catalog").
+    instance_types = ("Standard_NC24ads_A100_v4", "Standard_NC48ads_A100_v4", "Standard_NC96ads_A100_v4",
+                      "Standard_NV36ads_A10_v5")
 
-    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]:
-        meta = workspace.metadata
-        labels = {WORKSPACE_LABEL: meta.name}
-        out = []
-        for index in range(requirement.node_count):
-            # Deterministic: the same Workspace always asks for the same machines.
-            digest = hashlib.sha256(f"{meta.uid}/{index}".encode()).hexdigest()[:10]
-            out.append(NodeRequest(name=f"gpu-{digest}", workspace=meta.name, namespace=meta.namespace or "default",
-                                   instance_type=requirement.instance_type, index=index, labels=labels,
-                                   disk_gib=requirement.disk_gib, gpu_count=requirement.gpus_per_node))
-        return out
+    # -- pure: the core's NodeRequests (names, count, labels) -> GPUMachine objects -----------
 
     def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]:
         return [{"apiVersion": API_VERSION, "kind": KIND,

@@ -33,35 +33,6 @@ class PlanError(ValueError):
     """The Workspace cannot be turned into agent pools."""
 
 
-def node_name(workspace: Any, index: int) -> str:
-    """``ws`` + 9 hex digits of sha256(uid/index): fits ``^[a-z][a-z0-9]{0,11}$`` and never repeats
-    for another Workspace (or a re-created one: it gets a new uid)."""
-    meta = workspace.metadata
-    seed = meta.uid or f"{meta.namespace or 'default'}/{meta.name}"
-    return "ws" + hashlib.sha256(f"{seed}/{index}".encode()).hexdigest()[:9]
-
-
-def node_requests(workspace: Any, requirement: Any) -> list[NodeRequest]:
-    ws_name = workspace.metadata.name
-    namespace = workspace.metadata.namespace or "default"
-    instance_type = getattr(requirement, "instance_type", None) or getattr(
-        getattr(workspace, "resource", None), "instance_type", None)
-    if not instance_type:
-        raise PlanError(f"Workspace {namespace}/{ws_name}: resource.instanceType is empty; the aks provisioner "
-                        "needs an Azure VM size such as Standard_NC24ads_A100_v4")
-    if not instance_type.startswith("Standard_"):
-        raise PlanError(f"Workspace {namespace}/{ws_name}: resource.instanceType {instance_type!r} is not an "
-                        "Azure VM size (expected Standard_..., e.g. Standard_NC24ads_A100_v4)")
-    selector = getattr(getattr(workspace, "resource", None), "label_selector", None)
-    labels = {**dict(getattr(selector, "match_labels", None) or {}),
-              WORKSPACE_LABEL: ws_name, WORKSPACE_NAMESPACE_LABEL: namespace}
-    disk = int(getattr(requirement, "disk_gib", 0) or 0)
-    return [NodeRequest(name=node_name(workspace, i), workspace=ws_name, namespace=namespace,
-                        instance_type=instance_type, index=i, labels=labels, taints=(GPU_TAINT,),
-                        disk_gib=disk, gpu_count=int(getattr(requirement, "gpus_per_node", 1) or 1))
-            for i in range(int(requirement.node_count))]
-
-
 def _taint(t: Mapping[str, str]) -> str:
     value = f"={t['value']}" if t.get("value") else ""
     return f"{t['key']}{value}:{t.get('effect', 'NoSchedule')}"
@@ -73,6 +44,12 @@ def workspace_tags(name: str, namespace: str) -> dict[str, str]:
 
 def agent_pool(request: NodeRequest, settings: AKSSettings) -> dict[str, Any]:
     """The ARM ``AgentPool`` body to PUT for one node."""
+    if not request.instance_type:
+        raise PlanError(f"node request {request.name!r}: resource.instanceType is empty; the aks provisioner "
+                        "needs an Azure VM size such as Standard_NC24ads_A100_v4")
+    if not request.instance_type.startswith("Standard_"):
+        raise PlanError(f"node request {request.name!r}: resource.instanceType {request.instance_type!r} is not an "
+                        "Azure VM size (expected Standard_..., e.g. Standard_NC24ads_A100_v4)")
     if not POOL_NAME.match(request.name):
         raise PlanError(f"agent pool name {request.name!r} does not match ^[a-z][a-z0-9]{{0,11}}$ (AKS's rule)")
     props: dict[str, Any] = {

@@ -59,6 +59,7 @@ class AKSProvisioner:
     """``aks``: GPU nodes as AKS agent pools (upstream's gpu-provisioner, without NodeClaims)."""
 
     name = "aks"
+    cloud = "azure"  # placement picks only Azure VM sizes for this provisioner
 
     def __init__(self, settings: Mapping[str, str] | None = None, *, credential: Any = None) -> None:
         self._base = dict(settings or {})
@@ -77,9 +78,6 @@ class AKSProvisioner:
                               credential=credential if credential is not None else self._credential)
 
     # -- pure ----------------------------------------------------------------------------
-
-    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]:
-        return builders.node_requests(workspace, requirement)
 
     def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]:
         return builders.desired_objects(requests, self.settings)

@@ -33,17 +33,6 @@ class PlanError(ValueError):
     """The Workspace cannot be turned into NodeClaims (e.g. no instance type)."""
 
 
-def node_name(workspace: Any, index: int) -> str:
-    """``ws`` + 9 hex digits of sha256(uid/index): deterministic, 11 characters.
-
-    11 characters also fit AKS agent-pool names (``^[a-z][a-z0-9]{0,11}$``), which is why
-    upstream's gpu-provisioner can use the NodeClaim name as the pool name.
-    """
-    meta = workspace.metadata
-    seed = meta.uid or f"{meta.namespace or 'default'}/{meta.name}"
-    return "ws" + hashlib.sha256(f"{seed}/{index}".encode()).hexdigest()[:9]
-
-
 def match_labels(workspace: Any) -> dict[str, str]:
     resource = getattr(workspace, "resource", None)
     selector = getattr(resource, "label_selector", None)
@@ -52,27 +41,6 @@ def match_labels(workspace: Any) -> dict[str, str]:
 
 def workspace_labels(name: str, namespace: str) -> dict[str, str]:
     return {WORKSPACE_LABEL: name, WORKSPACE_NAMESPACE_LABEL: namespace}
-
-
-def node_requests(workspace: Any, requirement: Any) -> list[NodeRequest]:
-    """One request per node the requirement counts; labels and taints every node carries."""
-    instance_type = getattr(requirement, "instance_type", None) or getattr(
-        getattr(workspace, "resource", None), "instance_type", None)
-    ws_name = workspace.metadata.name
-    namespace = workspace.metadata.namespace or "default"
-    if not instance_type:
-        raise PlanError(f"Workspace {namespace}/{ws_name}: resource.instanceType is empty and sizing chose none; "
-                        "the karpenter provisioner needs an instance type (e.g. Standard_NC24ads_A100_v4 or "
-                        "g5.2xlarge), or use the 'byo' provisioner for existing nodes")
-    count = int(requirement.node_count)
-    if count < 0:
-        raise PlanError(f"Workspace {namespace}/{ws_name}: node_count is {count}, expected >= 0")
-    labels = {**match_labels(workspace), **workspace_labels(ws_name, namespace)}
-    return [NodeRequest(name=node_name(workspace, i), workspace=ws_name, namespace=namespace,
-                        instance_type=instance_type, index=i, labels=labels, taints=(GPU_TAINT,),
-                        disk_gib=int(getattr(requirement, "disk_gib", 0) or 0),
-                        gpu_count=int(getattr(requirement, "gpus_per_node", 1) or 1))
-            for i in range(count)]
 
 
 def _requirements(instance_type: str) -> list[dict[str, Any]]:
@@ -91,6 +59,9 @@ def _storage(request: NodeRequest) -> dict[str, Any]:
 
 
 def build_nodeclaim(request: NodeRequest, settings: KarpenterSettings) -> dict[str, Any]:
+    if not request.instance_type:
+        raise PlanError(f"node request {request.name!r} names no instance type; the karpenter provisioner needs "
+                        "one (set resource.instanceType, e.g. Standard_NC24ads_A100_v4 or g5.2xlarge)")
     spec: dict[str, Any] = {
         "nodeClassRef": settings.node_class_ref,
         "taints": _taints(request),

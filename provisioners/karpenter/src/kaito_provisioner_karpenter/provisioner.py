@@ -47,10 +47,13 @@ class KarpenterProvisioner:
             return self.settings
         return KarpenterSettings.from_mapping({**self._base, **dict(ctx.settings)})
 
-    # -- pure ----------------------------------------------------------------------------
+    # -- pure: the core builds the NodeRequests; this only turns them into objects --------
 
-    def node_requests(self, *, workspace: Any, requirement: Any) -> Sequence[NodeRequest]:
-        return builders.node_requests(workspace, requirement)
+    def cloud_of(self, settings: Mapping[str, str] | None = None) -> str:
+        """The cloud whose instance types this provisioner can create (``CLOUD_PROVIDER``):
+        the planner places Workspaces only on that cloud's catalog."""
+        return self._settings(None).cloud if not settings else KarpenterSettings.from_mapping(
+            {**self._base, **dict(settings)}).cloud
 
     def desired_objects(self, *, requests: Sequence[NodeRequest]) -> list[dict]:
         return builders.desired_objects(requests, self.settings)

@@ -1,0 +1,28 @@
+"""What the planning commands share: choosing the provisioner, planning a file's Workspaces.
+
+Not a command (no ``cmd_`` prefix): ``kaito plan``, ``kaito render`` and ``kaito up --dry-run``
+use it so that they ask the one planner the same question.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def default_provisioner_name(registry: Any) -> str:
+    """KAITO_PROVISIONER, else karpenter when installed (upstream's default), else byo."""
+    env = os.environ.get("KAITO_PROVISIONER")
+    if env:
+        return env
+    return "karpenter" if "karpenter" in registry.provisioners else "byo"
+
+
+def pick_provisioner(registry: Any, name: str | None) -> tuple[Any, str]:
+    """(the provisioner, "") or (None, an error naming the installed ones)."""
+    name = name or default_provisioner_name(registry)
+    prov = registry.provisioners.get(name)
+    if prov is None:
+        return None, (f"--provisioner {name!r} is not installed (installed: "
+                      f"{', '.join(sorted(registry.provisioners)) or 'none'})")
+    return prov, ""

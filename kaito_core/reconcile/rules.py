@@ -1,0 +1,142 @@
+"""Admission-time rules the planner enforces (pure): templates, runtime rules, user parallelism.
+
+Each problem names the field path, the value and the fix; the webhook refuses a Workspace whose
+plan has problems, and the operator reports them as a condition (upstream's webhook rules,
+KAITO-REFERENCE.md "Upstream validation", and vLLM's own limits).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from kaito_core.reconcile.pods import GPU_RESOURCE
+
+# vLLM model classes without LoRA support (no ``SupportsLoRA`` in vLLM's model code); upstream
+# marks its falcon presets as not supporting adapters for the same reason.
+NO_VLLM_LORA = frozenset({"FalconForCausalLM"})
+
+
+def _template_gpus(ws: Any) -> int:
+    spec = ((ws.inference.template or {}).get("spec") or {}) if ws.inference is not None else {}
+    total = 0
+    for c in spec.get("containers") or []:
+        res = (c or {}).get("resources") or {}
+        value = (res.get("limits") or {}).get(GPU_RESOURCE) or (res.get("requests") or {}).get(GPU_RESOURCE)
+        try:
+            total = max(total, int(str(value))) if value is not None else total
+        except ValueError:
+            continue
+    return total
+
+
+def template_requirement(ws: Any, catalog: Mapping[str, Any], provisioner: Any) -> tuple[Any, list[str]]:
+    """``inference.template`` Workspaces: nodes from ``resource`` (instanceType, count), no sizing."""
+    from kaito_core import sizing
+
+    res = ws.resource
+    it_name = res.instance_type if res is not None else None
+    count = res.count if res is not None and res.count else 1
+    problems: list[str] = []
+    creates = getattr(provisioner, "creates_nodes", True) if provisioner is not None else False
+    it = catalog.get(it_name) if it_name else None
+    gpus = it.gpu_count if it is not None else _template_gpus(ws)
+    pname = getattr(provisioner, "name", "?")
+    if creates and not it_name:
+        problems.append(f"resource.instanceType: an inference.template Workspace sets no instanceType, and "
+                        f"provisioner {pname!r} creates nodes of a named type; set resource.instanceType")
+    elif creates and it is None:
+        problems.append(f"resource.instanceType {it_name!r} is not in provisioner {pname!r}'s catalog "
+                        f"({len(catalog)} types); choose one of them")
+    reasons = (f"inference.template: {count} node(s) from resource.count, "
+               f"{gpus} GPU(s) each from {'the instance type' if it else 'the template'}; no model sizing",)
+    req = sizing.Requirement(preset="", runtime="", instance_type=it_name, gpus_per_node=gpus, node_count=count,
+                             gpu_memory_required_gib=0.0,
+                             gpu_memory_available_gib=it.total_gpu_memory_gib if it else 0.0,
+                             disk_gib=sizing.DISK_HEADROOM_GIB, reasons=reasons)
+    return req, problems
+
+
+def _strength(value: Any) -> float | None:
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
+
+
+def runtime_problems(ws: Any, preset: Any, runtime: str, registry: Any) -> list[str]:
+    """Rules of the chosen runtime, and fields kaito does not support yet."""
+    problems: list[str] = []
+    res = ws.resource
+    if res is not None and getattr(res, "partition", None) is not None:
+        problems.append(f"resource.partition (mode {res.partition.mode!r}): GPU partitioning is not supported "
+                        f"yet; remove resource.partition and run on whole GPUs of resource.instanceType")
+    runtimes = getattr(registry, "runtimes", {}) or {}
+    if ws.inference is None:
+        return problems
+    if ws.runtime_annotation and runtimes and runtime not in runtimes:
+        problems.append(f"metadata.annotations[kaito.sh/runtime]: runtime {runtime!r} is not installed "
+                        f"(installed: {', '.join(sorted(runtimes))}); remove the annotation or install its plugin")
+    adapters = ws.inference.adapters or []
+    rt = runtimes.get(runtime)
+    if adapters and rt is not None and not rt.supports_adapters:
+        problems.append(f"inference.adapters: runtime {runtime!r} does not serve LoRA adapters; remove them or "
+                        f"use kaito.sh/runtime: transformers")
+    if runtime != "vllm" or not adapters:
+        return problems
+    if preset is not None and preset.architecture in NO_VLLM_LORA:
+        problems.append(f"inference.adapters: vLLM cannot serve LoRA adapters on {preset.architecture} "
+                        f"({preset.name}; upstream marks it as not supporting adapters); remove the adapters "
+                        f"or set the annotation kaito.sh/runtime: transformers")
+    for i, ad in enumerate(adapters):
+        value = _strength(ad.strength) if ad.strength is not None else 1.0
+        if value is not None and value < 1.0:
+            problems.append(f"inference.adapters[{i}].strength {ad.strength!r}: the vLLM runtime applies LoRA "
+                            f"adapters at full strength only; set strength \"1.0\" or the annotation "
+                            f"kaito.sh/runtime: transformers (which merges with a weight)")
+    return problems
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def user_parallelism(user_vllm: Mapping[str, Any], req: Any, config: str | None) -> list[str]:
+    """A user ConfigMap's tensor/pipeline parallel sizes must fit the GPUs the plan holds."""
+    if req is None or not req.gpus_per_node or req.errors:
+        return []
+    where = f"ConfigMap {config!r} key inference_config.yaml vllm"
+    tp, pp = _int(user_vllm.get("tensor-parallel-size")), _int(user_vllm.get("pipeline-parallel-size"))
+    problems: list[str] = []
+    for key, val in (("tensor-parallel-size", user_vllm.get("tensor-parallel-size")),
+                     ("pipeline-parallel-size", user_vllm.get("pipeline-parallel-size"))):
+        if val is not None and _int(val) is None:
+            problems.append(f"{where}.{key} {val!r}: expected a positive integer; remove it to let kaito choose")
+    if problems:
+        return problems
+    gpus = req.gpus_per_node * req.node_count
+    if tp is not None and tp > req.gpus_per_node:
+        return [f"{where}.tensor-parallel-size {tp} exceeds the {req.gpus_per_node} GPU(s) per node of "
+                f"{req.instance_type}; set it to at most {req.gpus_per_node} or remove it (the plan uses "
+                f"{req.tensor_parallel_size})"]
+    if tp is None and pp is None:
+        return []
+    eff_tp = tp or (gpus // pp if pp and gpus % pp == 0 else req.tensor_parallel_size)
+    eff_pp = pp or max(1, gpus // eff_tp)
+    if eff_tp * eff_pp != gpus:
+        return [f"{where}: tensor-parallel-size {eff_tp} x pipeline-parallel-size {eff_pp} = {eff_tp * eff_pp} "
+                f"GPUs, but the plan holds {gpus} ({req.node_count} node(s) x {req.gpus_per_node}); make the "
+                f"product {gpus} or remove both keys"]
+    return []
+
+
+def effective_parallelism(user_vllm: Mapping[str, Any], req: Any) -> tuple[int, int]:
+    """(TP, PP) the pods run: the user's valid values merged over the plan's."""
+    tp0 = int(getattr(req, "tensor_parallel_size", 1) or 1)
+    pp0 = int(getattr(req, "pipeline_parallel_size", 1) or 1)
+    tp, pp = _int(user_vllm.get("tensor-parallel-size")), _int(user_vllm.get("pipeline-parallel-size"))
+    if tp is None and pp is None:
+        return tp0, pp0
+    gpus = tp0 * pp0
+    eff_tp = tp or (gpus // pp if pp and gpus % pp == 0 else tp0)
+    eff_pp = pp or max(1, gpus // eff_tp)
+    return eff_tp, eff_pp
