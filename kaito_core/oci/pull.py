@@ -3,7 +3,8 @@ safe tar extraction, and nothing half-written left in the target.
 
 The artifact is staged in a hidden directory inside ``dest`` (same filesystem, so the final
 step is a rename per top-level entry); on any failure the staging directory goes, and ``dest``
-too when this pull created it.
+too when this pull created it. One pull per directory at a time: a pull clears staging
+directories that a killed pull left behind.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def pull(ref: str, dest: str | os.PathLike, *, docker_configs: Iterable = (),
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OCIError(f"cannot pull {r.text}: cannot create {dest} ({exc.strerror or exc})") from None
+    for stale in dest.glob(STAGING_PREFIX + "*"):  # left by a pull that was killed (SIGKILL, OOM)
+        shutil.rmtree(stale, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
     ok = False
     try:

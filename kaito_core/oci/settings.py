@@ -10,6 +10,7 @@ Environment (all optional):
 - ``KAITO_OCI_RETRIES``: extra attempts after a connection error, 429 or 5xx (default 2).
 
 Loopback registries (``localhost``, ``127.0.0.0/8``, ``::1``) always use plain HTTP, as Docker does.
+A registry with a private CA: point ``REQUESTS_CA_BUNDLE`` at the CA file (requests reads it).
 """
 
 from __future__ import annotations

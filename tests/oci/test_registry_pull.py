@@ -146,3 +146,12 @@ def test_a_hostile_layer_in_the_registry_writes_nothing_outside(oci_registry, tm
     with pytest.raises(oci.UnsafeArchiveError, match="symlink 'data/escape'"):
         oci.pull(f"{oci_registry.host}/data/hostile:1", tmp_path / "h")
     assert not (tmp_path / "h").exists()
+
+
+def test_a_killed_pull_leaves_no_lasting_debris(upstream_adapter, tmp_path):
+    ref, _ = upstream_adapter
+    dest = tmp_path / "adapter"
+    (dest / ".kaito-pull-killed").mkdir(parents=True)  # what SIGKILL mid-pull leaves
+    (dest / ".kaito-pull-killed" / "half.safetensors").write_bytes(b"x")
+    oci.pull(ref, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
