@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", "--model", dest="model_dir", metavar="DIR",
                    help="directory with the base model's weights and tokenizer (or a Hugging Face id 'org/model' "
                         "when the weights are downloaded at run time)")
-    p.add_argument("--method", choices=("lora", "qlora"), help="lora (full-precision base) or qlora (4-bit nf4)")
+    p.add_argument("--method", type=str.lower, choices=("lora", "qlora"),
+                   help="lora (full-precision base) or qlora (4-bit nf4); any case, as upstream")
     p.add_argument("--data", action="append", default=[], metavar="URL|PATH",
                    help="training data: http(s) URL, file or directory (repeatable); csv, json, jsonl, "
                         "parquet, arrow")
@@ -40,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="docker config JSON (or a dockerconfigjson Secret / mounted secret dir) for --output-image; "
                         "default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json")
     p.add_argument("--overwrite", action="store_true", help="replace an adapter already in --output")
-    p.add_argument("--work-dir", metavar="DIR", help="scratch directory (downloads, checkpoints); default: a temp dir")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="downloads and checkpoints (kept, so a run started again with the same directory resumes); "
+                        "default: $KAITO_TUNING_WORK_DIR, else a temporary directory removed afterwards")
     p.add_argument("--allow-private-urls", action="store_true", default=None,
                    help="allow data URLs on loopback/private/link-local addresses "
                         "(or KAITO_ALLOW_PRIVATE_URLS=1); refused by default")
@@ -106,10 +109,19 @@ def setup_logging() -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     from kaito_core.tuning.recipe import run
+    from kaito_core.tuning.train import Interrupted
 
     setup_logging()
     req = build_request(args)
-    result = run(req)
+    try:
+        result = run(req)
+    except Interrupted as exc:
+        # A distinct exit code: the Job (or a script) can tell "stopped, resumable" from "failed".
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C while saving
+        print("interrupted: stopped before a checkpoint was saved", file=sys.stderr)
+        return 130
     s = result.summary
     if args.json:
         json.dump(s, sys.stdout, indent=2, default=str)

@@ -185,7 +185,7 @@ def build_summary(run, preset, cfg, source, loaded, history, dsum, tok_changed) 
         "eval_loss": history.eval_loss,
         "grad_norm_max": max(history.grad_norms) if history.grad_norms else None,
         "tokens_seen": history.tokens_seen,
-        "tokens_per_s": round(history.tokens_seen / history.train_seconds, 2) if history.train_seconds else None,
+        "tokens_per_s": round(history.tokens_this_run / history.train_seconds, 2) if history.train_seconds else None,
         "train_seconds": round(history.train_seconds, 3),
         "duration_s": round(duration, 3),
         "trainable_params": loaded.trainable_params,

@@ -24,6 +24,7 @@ class StepInfo:
     tokens_per_s: float
     elapsed_s: float
     epoch: float | None
+    eta_s: float | None = None  # seconds left at this run's pace (steps since it started or resumed)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class History:
     steps: int = 0
     max_steps: int = 0
     tokens_seen: int = 0
+    tokens_this_run: int = 0  # since this process started or resumed
     eval_loss: float | None = None
     train_seconds: float = 0.0
 
@@ -84,6 +86,14 @@ def make_callback(*, mode: str, history: History, metrics: Metrics | None,
             self.bar = None
             self.t0 = 0.0
             self.last_tokens = 0
+            self.first_step: int | None = None
+            self.first_tokens = 0
+
+        def on_step_begin(self, args, state, control, **_):
+            if self.first_step is None:  # after a resume, global_step starts at the checkpoint's step
+                self.first_step = state.global_step
+                self.first_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+                self.t0 = time.monotonic()
 
         def on_train_begin(self, args, state, control, **_):
             self.t0 = time.monotonic()
@@ -108,23 +118,27 @@ def make_callback(*, mode: str, history: History, metrics: Metrics | None,
             if gn is not None:
                 history.grad_norms.append(float(gn))
             history.steps, history.tokens_seen = state.global_step, tokens
+            history.tokens_this_run = tokens - self.first_tokens
+            done = state.global_step - (self.first_step or 0)
+            eta = elapsed / done * max(0, state.max_steps - state.global_step) if done > 0 else None
             info = StepInfo(step=state.global_step, max_steps=state.max_steps, loss=loss,
                             grad_norm=float(gn) if gn is not None else None,
                             learning_rate=logs.get("learning_rate"), tokens_seen=tokens,
-                            tokens_per_s=tokens / elapsed if elapsed > 0 else 0.0, elapsed_s=elapsed,
-                            epoch=logs.get("epoch"))
+                            tokens_per_s=(tokens - self.first_tokens) / elapsed if elapsed > 0 else 0.0, elapsed_s=elapsed,
+                            epoch=logs.get("epoch"), eta_s=None if eta is None else round(eta, 1))
             if metrics is not None:
                 metrics.update(info, tokens - self.last_tokens)
             self.last_tokens = tokens
             if self.bar is not None:
                 self.bar.n = state.global_step
                 self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{info.tokens_per_s:.0f}", refresh=True)
+                self.bar.n = state.global_step
             elif mode == "log":
                 log.info("step %s", json.dumps({
                     "event": "step", "step": info.step, "max_steps": info.max_steps, "loss": round(loss, 6),
                     "grad_norm": None if gn is None else round(float(gn), 6),
                     "learning_rate": info.learning_rate, "tokens_seen": tokens,
-                    "tokens_per_s": round(info.tokens_per_s, 1), "epoch": info.epoch}))
+                    "tokens_per_s": round(info.tokens_per_s, 1), "epoch": info.epoch, "eta_s": info.eta_s}))
             if on_step is not None:
                 on_step(info)
 
