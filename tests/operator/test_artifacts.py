@@ -119,3 +119,19 @@ def test_a_tampered_layer_fails_the_init_container_and_leaves_nothing(own_regist
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert f"blob {layer} does not match its digest" in res.stderr and res.stderr.count("\n") == 1
     assert not (tmp_path / "weights").exists()
+
+
+def test_push_then_pull_with_the_command_and_a_bad_cap(registry, tmp_path):
+    src = tmp_path / "dataset"
+    src.mkdir()
+    (src / "train.jsonl").write_text('{"messages": []}\n')
+    ref = f"{registry}/data/pushed:1"
+    res = subprocess.run([sys.executable, "-m", "kaito_core.artifacts", "push", str(src), ref], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and "sha256:" in res.stdout, res.stderr
+    out = pull(ref, str(tmp_path / "back"))
+    assert out.returncode == 0 and (tmp_path / "back" / "train.jsonl").read_text() == '{"messages": []}\n'
+    res = pull(ref, str(tmp_path / "capped"), "--max-bytes", "lots")
+    assert res.returncode == 1 and "--max-bytes='lots' is not a size" in res.stderr and "500Mi" in res.stderr
+    res = pull(ref, str(tmp_path / "capped"), "--max-bytes", "10")
+    assert res.returncode == 1 and "over the size cap of 10 bytes" in res.stderr
