@@ -28,8 +28,11 @@ def pull_adapter(ref: str, dest: str | os.PathLike, *, docker_configs=(), max_by
     failure nothing is left in it.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".kaito-adapter-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".kaito-adapter-", dir=dest.parent))
+    except OSError as exc:
+        raise OCIError(f"cannot pull adapter {ref!r} into {dest}: {exc.strerror or exc}") from None
     try:
         oci.pull(ref, stage / "pulled", docker_configs=docker_configs, max_bytes=max_bytes, what="adapter image")
         root = stage / "pulled"

@@ -155,3 +155,31 @@ def test_a_killed_pull_leaves_no_lasting_debris(upstream_adapter, tmp_path):
     (dest / ".kaito-pull-killed" / "half.safetensors").write_bytes(b"x")
     oci.pull(ref, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
+def test_the_runtime_reads_every_adapter_layout(oci_registry, upstream_adapter, tmp_path):
+    """Upstream's image, ORAS one-file-per-layer (kaito's older push) and an ORAS directory layer
+    all leave adapter_config.json directly under the adapter's directory."""
+    import oras.provider
+
+    from kaito_core.runtime.oci import OCIError as RuntimeOCIError
+    from kaito_core.runtime.oci import pull_adapter
+
+    ref, weights = upstream_adapter
+    assert (pull_adapter(ref, tmp_path / "up") / "adapter_model.safetensors").read_bytes() == weights
+    src = tmp_path / "poet"
+    src.mkdir()
+    (src / "adapter_config.json").write_bytes(ADAPTER_CONFIG)
+    (src / "adapter_model.safetensors").write_bytes(weights)
+    client = oras.provider.Registry(hostname=oci_registry.host, insecure=True)
+    client.push(target=f"{oci_registry.host}/adapters/files:1", disable_path_validation=True, quiet=True,
+                files=[f"{p}:application/octet-stream" for p in sorted(src.iterdir())])
+    client.push(target=f"{oci_registry.host}/adapters/dir:1", files=[str(src)], disable_path_validation=True,
+                quiet=True)
+    for name in ("files", "dir"):
+        out = pull_adapter(f"{oci_registry.host}/adapters/{name}:1", tmp_path / name)
+        assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    images.push_image(oci_registry.host, "adapters/not-one", "1", [tar([M("data/readme.md", b"hi")])])
+    with pytest.raises(RuntimeOCIError, match=r"holds no adapter_config.json \(files: \['readme.md'\]\)"):
+        pull_adapter(f"{oci_registry.host}/adapters/not-one:1", tmp_path / "not-one")
+    assert not (tmp_path / "not-one").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
