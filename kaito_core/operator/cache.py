@@ -46,6 +46,18 @@ class WatchCache:
         with self._lock:
             self._objects.pop(key_of(obj), None)
 
+    def replace(self, api_version: str, kind: str, items: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """A fresh LIST of one kind: it becomes the truth. Returns the objects the cache held
+        that the list no longer has (deleted while a watch was down: kopf's re-list after a
+        watch outage sends no DELETED for them), so their Workspaces can be woken."""
+        fresh = {key_of({**i, "apiVersion": api_version, "kind": kind}): {**i, "apiVersion": api_version, "kind": kind}
+                 for i in items}
+        with self._lock:
+            gone = [k for k in self._objects if k[:2] == (api_version, kind) and k not in fresh]
+            removed = [self._objects.pop(k) for k in gone]
+            self._objects.update(fresh)
+        return removed
+
     def lookup(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
             obj = self._objects.get((api_version, kind, namespace or "", name))

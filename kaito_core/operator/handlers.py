@@ -52,6 +52,7 @@ class State:
                                     ("karpenter.sh/v1", "NodeClaim")})
     written: dict[str, dict] = {}  # "ns/name" -> the status this process last wrote
     metrics_server: Any = None
+    relister: Any = None
 
 
 STATE = State()
@@ -174,6 +175,7 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     settings.background.instant_exit_timeout = 0.5
     settings.background.cancellation_polling = 1.0
     settings.watching.server_timeout = 300
+    STATE.relister = asyncio.get_running_loop().create_task(_relist_forever(cfg.relist_seconds), name="kaito-relist")
     settings.networking.request_timeout = 60
     if cfg.metrics_port:
         STATE.metrics_server = metrics.serve(cfg.metrics_port, cfg.metrics_addr)
@@ -202,6 +204,28 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
                      chosen, ", ".join(sorted(registry.provisioners)))
     logger.info("kaito operator: provisioner=%s resync=%ss delete-grace=%ss webhook=%s namespaces=%s",
                 chosen, cfg.resync_seconds, cfg.delete_grace_seconds, cfg.webhook, ",".join(cfg.namespaces) or "all")
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if STATE.relister is not None:
+        STATE.relister.cancel()
+
+
+async def _relist_forever(period: float) -> None:
+    """Every ``period`` seconds, :func:`kaito_core.operator.relist.relist` (see there why)."""
+    from kaito_core.operator.relist import relist
+
+    while True:
+        await asyncio.sleep(period)
+        if STATE.reconciler is None:
+            continue
+        try:
+            await relist(STATE.reconciler, STATE.cache, STATE.wakeups, _in_thread)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the API may be down; the next round retries
+            log.warning("relist failed: %s", exc)
 
 
 @kopf.on.login()

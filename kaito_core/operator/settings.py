@@ -27,6 +27,7 @@ class Settings:
 
     provisioner: str = ""
     resync_seconds: float = 30.0
+    relist_seconds: float = 60.0
     delete_grace_seconds: float = 300.0
     namespaces: tuple[str, ...] = ()
     server: str = ""
@@ -53,7 +54,7 @@ class Settings:
     provisioner_settings: dict[str, str] = field(default_factory=dict)
 
     ENV = {
-        "provisioner": "KAITO_PROVISIONER", "resync_seconds": "KAITO_RESYNC_SECONDS",
+        "provisioner": "KAITO_PROVISIONER", "resync_seconds": "KAITO_RESYNC_SECONDS", "relist_seconds": "KAITO_RELIST_SECONDS",
         "delete_grace_seconds": "KAITO_DELETE_GRACE_SECONDS", "namespaces": "KAITO_NAMESPACES",
         "server": "KAITO_KUBE_SERVER", "workers": "KAITO_WORKERS", "webhook": "KAITO_WEBHOOK",
         "webhook_port": "KAITO_WEBHOOK_PORT", "webhook_addr": "KAITO_WEBHOOK_ADDR",
@@ -94,6 +95,8 @@ class Settings:
     def check(self) -> None:
         if self.resync_seconds <= 0:
             raise SettingsError(f"KAITO_RESYNC_SECONDS is {self.resync_seconds}, expected a positive number of seconds")
+        if self.relist_seconds <= 0:
+            raise SettingsError(f"KAITO_RELIST_SECONDS is {self.relist_seconds}, expected a positive number of seconds")
         if self.delete_grace_seconds < 0:
             raise SettingsError(f"KAITO_DELETE_GRACE_SECONDS is {self.delete_grace_seconds}, expected >= 0")
         if not 0 < self.webhook_port < 65536:

@@ -1,0 +1,55 @@
+"""Level-triggered truth for the watch cache (issue 16, finding 3).
+
+A watch stream that was down long enough for the API server to compact its history gets 410
+Gone, and kopf re-lists: objects deleted meanwhile simply are not in the new list, and no
+DELETED event is ever sent for them. The cache (:mod:`kaito_core.operator.cache`) would keep
+them, and a Workspace whose NodeClaim and Node are gone would stay Ready until a restart.
+controller-runtime's informers re-list for the same reason; here the operator LISTs the cached
+kinds every ``KAITO_RELIST_SECONDS`` and makes the lists the cache's truth: what is gone leaves
+the cache and wakes its Workspace, which then requests the node again (same name: never a
+second one). No kopf import.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from kaito_core.operator import metrics
+from kaito_core.operator.kube import ApiError, resource_path
+from kaito_core.reconcile import names
+
+log = logging.getLogger("kaito.operator")
+PLURALS = {"Node": "nodes", "NodeClaim": "nodeclaims", "StatefulSet": "statefulsets", "Job": "jobs"}
+
+
+async def relist(reconciler: Any, cache: Any, wakeups: Any,
+                 in_thread: Callable[..., Awaitable[Any]]) -> int:
+    """One round: returns the number of stale objects dropped from ``cache``."""
+    dropped = 0
+    for api_version, kind in sorted(cache.kinds):
+        try:
+            items = await in_thread(list_labelled, reconciler.kube, api_version, kind)
+        except ApiError as exc:
+            if exc.status == 404:
+                continue  # the kind is not served here (Karpenter's CRDs not installed)
+            raise
+        for gone in cache.replace(api_version, kind, items):
+            dropped += 1
+            meta = gone.get("metadata") or {}
+            log.info("relist: %s %s is gone (its DELETED event was missed)", kind, meta.get("name"))
+            plural = PLURALS.get(kind, kind.lower() + "s")
+            key = wakeups.observe(plural, "DELETED", gone)
+            uid = (meta.get("labels") or {}).get(names.LABEL_UID)
+            if uid and kind in ("StatefulSet", "Job"):
+                reconciler.forget_object(uid, kind, meta.get("name") or "")  # apply it again
+            if key is not None and wakeups.wake(key):
+                metrics.woke(plural)
+    return dropped
+
+
+def list_labelled(kube: Any, api_version: str, kind: str) -> list[dict]:
+    """Every object of a kind that carries ``kaito.sh/workspace`` (what the watches select)."""
+    out = kube.request("GET", resource_path(api_version, kind, None), query={"labelSelector": names.LABEL_WORKSPACE})
+    items = out.get("items") or [] if isinstance(out, dict) else []
+    return [i for i in items if names.LABEL_WORKSPACE in ((i.get("metadata") or {}).get("labels") or {})]

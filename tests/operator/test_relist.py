@@ -1,0 +1,55 @@
+"""Finding 3 (issue 16): the watch cache must not keep the dead alive.
+
+A watch outage (the emulator ends every watch and leaves new ones unanswered), then the
+Workspace's NodeClaim and Node are deleted and the history compacted; kopf's resumed watches
+get 410 Gone and its re-list sends no DELETED event for what is gone. The operator's periodic re-list (KAITO_RELIST_SECONDS) drops them from its
+cache and wakes the Workspace: the NodeClaim is requested again and the Workspace stops
+reporting Ready, without a restart."""
+
+from __future__ import annotations
+
+from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
+from tests.operator.conftest import Cluster, wait_for
+from tests.operator.test_flow import NS, _pod, _ready_claim, _workspace
+
+
+def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
+    with Emulator() as emu:
+        cluster = Cluster(emu.url)
+        log = tmp_path / "operator.log"
+        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600",
+                                            "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
+        try:
+            name = "outage"
+            uid = cluster.create_workspace(_workspace(name))["metadata"]["uid"]
+            claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name), timeout=30)[0]
+            _ready_claim(cluster, claim, "gpu-outage-0")
+            wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
+                                                                 name=name, namespace=NS))
+            cluster.kube.create(_pod(name, uid, {"running": {}}, ready=True))
+            cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS, patch={
+                "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r", "updateRevision": "r"}})
+            wait_for("state Ready", lambda: (cluster.workspace(name, NS).get("status") or {}).get("state") == "Ready")
+
+            assert emu.hold_watches() > 0
+            cluster.kube.delete(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim["metadata"]["name"])
+            cluster.kube.delete(api_version="v1", kind="Node", name="gpu-outage-0")
+            # etcd compacted meanwhile: kopf's resumed watches get 410 Gone and kopf re-lists,
+            # which sends nothing for objects that are gone (the finding's situation)
+            emu.compact()
+            emu.release_watches()
+
+            again = wait_for("the NodeClaim requested again", lambda: cluster.nodeclaims(name), timeout=20)
+            assert again[0]["metadata"]["name"] == claim["metadata"]["name"]  # same name: never a second node
+            assert not (again[0].get("status") or {}).get("nodeName")
+            # (state is the planner's verdict; ResourceReady is what the lost node must change)
+            wait_for("ResourceReady=False", lambda: cluster.conditions(name, NS)["ResourceReady"]["status"] == "False",
+                     timeout=20)
+            assert "relist: NodeClaim" in log.read_text(errors="replace")
+            assert proc.poll() is None  # the same process: no restart
+        except AssertionError:
+            print(log.read_text(errors="replace")[-4000:])
+            print(cluster.workspace(name, NS).get("status"))
+            raise
+        finally:
+            stop_operator(proc)
