@@ -98,6 +98,12 @@ class LocalRegistry:
         path.write_text(json.dumps({"auths": {self.host: {"auth": auth}}}))
         return path
 
+    def blob_path(self, digest: str) -> Path:
+        """Where the filesystem driver keeps blob (or manifest) ``digest``: tests tamper with it
+        to prove that pulls verify what they read."""
+        algo, _, hexd = digest.partition(":")
+        return self.root / "data" / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data"
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

@@ -10,7 +10,6 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import requests
 
@@ -110,12 +109,6 @@ def push_index(host: str, repo: str, tag: str, entries: list[tuple[str, str, str
                           "platform": {"os": os_, "architecture": arch}})
     return put_manifest(host, repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests},
                         OCI_INDEX)
-
-
-def blob_file(registry_root: Path, d: str) -> Path:
-    """Where docker-registry's filesystem driver keeps blob ``d`` (to tamper with it)."""
-    hexd = d.split(":", 1)[1]
-    return registry_root / "data" / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
 
 
 def manifest(host: str, repo: str, ref: str) -> dict:

@@ -89,7 +89,7 @@ def test_a_tampered_blob_is_refused_and_nothing_is_left(oci_registry, tmp_path):
     layer = tar([M("data/adapter_config.json", ADAPTER_CONFIG), M("data/adapter_model.safetensors", os.urandom(5000))])
     images.push_image(host, "adapters/tampered", "1", [layer])
     desc = images.manifest(host, "adapters/tampered", "1")["layers"][0]
-    blob = images.blob_file(oci_registry.root, desc["digest"])
+    blob = oci_registry.blob_path(desc["digest"])
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same length, one byte flipped: only the digest can tell
     blob.write_bytes(bytes(data))
@@ -113,7 +113,7 @@ def test_sha256_pins_are_honoured(oci_registry, upstream_adapter, tmp_path):
     images.push_image(host, "adapters/pinned", "1", [tar([M("data/v", b"two")])])  # the tag moves on
     oci.pull(f"{host}/adapters/pinned:1@{pinned}", tmp_path / "a")
     assert (tmp_path / "a/v").read_bytes() == b"one"  # the pin wins over the tag
-    manifest_blob = images.blob_file(oci_registry.root, pinned)
+    manifest_blob = oci_registry.blob_path(pinned)
     body = json.loads(manifest_blob.read_bytes())
     body["annotations"] = {"evil": "1"}
     manifest_blob.write_bytes(json.dumps(body).encode())

@@ -111,7 +111,7 @@ def test_a_tampered_layer_fails_the_init_container_and_leaves_nothing(own_regist
     host = own_registry.host
     digest = images.push_image(host, "models/tiny", "1", [tar([M("data/model.safetensors", bytes(range(256)) * 40)])])
     layer = images.manifest(host, "models/tiny", "1")["layers"][0]["digest"]
-    blob = images.blob_file(own_registry.root, layer)
+    blob = own_registry.blob_path(layer)
     data = bytearray(blob.read_bytes())
     data[-20] ^= 0x01
     blob.write_bytes(bytes(data))
