@@ -90,6 +90,14 @@ def _client(ref: Reference, *, docker_config: str | Path | dict | None, insecure
     return client
 
 
+def check_push_access(image: str, *, docker_config: str | Path | dict | None = None,
+                      insecure: list[str] | None = None) -> None:
+    """Fail now (:class:`OutputError`) when ``image``'s registry is unreachable or refuses the
+    push credentials: called before training, so a bad secret costs seconds, not a run."""
+    _client(parse_reference(image, "tuning.output.image"), docker_config=docker_config, insecure=insecure,
+            error=OutputError, action="push to")
+
+
 def push_adapter(adapter_dir: str | Path, image: str, *, docker_config: str | Path | dict | None = None,
                  insecure: list[str] | None = None, annotations: dict[str, str] | None = None,
                  config: dict[str, Any] | None = None) -> str:

@@ -154,3 +154,14 @@ def test_training_data_from_a_docker_built_data_image(registry, tiny_models, cha
                  config=fast_config, output=str(tmp_path / "out"), progress="none")
     assert result.summary["data"]["rows_used"] == 16
     assert result.summary["data"]["files"][0].endswith("faq.jsonl")
+
+
+def test_push_access_is_checked_before_training(auth_registry, tmp_path):
+    from kaito_core.tuning.oci import check_push_access
+
+    ref = f"{auth_registry.host}/adapters/check:1"
+    with pytest.raises(OutputError, match="requires credentials .*tuning.output.imagePushSecret"):
+        check_push_access(ref)
+    check_push_access(ref, docker_config=str(auth_registry.docker_config(tmp_path / "config.json")))
+    with pytest.raises(OutputError, match="not reachable over http"):
+        check_push_access("127.0.0.1:9/adapters/x:1")
