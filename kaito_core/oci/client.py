@@ -214,18 +214,28 @@ class Registry:
 
     def fetch_blob(self, digest: str, size: int, dest: Path) -> None:
         """Stream blob ``digest`` into ``dest``; refuse it unless it is exactly ``size`` bytes
-        hashing to ``digest``. Retries (bounded) restart the blob from the start."""
+        hashing to ``digest``. A read cut off is resumed with a ``Range`` request (bounded
+        retries), so a dropped connection late in a large weights file does not start it over."""
         import requests
 
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(digest)):
             raise self.fail(f"a layer has digest {digest!r}; only sha256 digests are accepted", VerificationError)
-        for attempt in range(self.limits.retries + 1):
-            resp = self.request("GET", f"/v2/{self.ref.repository}/blobs/{digest}", stream=True)
-            if resp.status_code == 404:
-                raise self.fail(f"blob {digest} is missing from {self.ref.registry} (HTTP 404)")
-            h, n = hashlib.sha256(), 0
-            try:
-                with open(dest, "wb") as out:
+        h, n = hashlib.sha256(), 0
+        try:
+            out = open(dest, "wb")
+        except OSError as exc:
+            raise self.fail(f"cannot write {dest} ({exc.strerror or exc})") from None
+        with out:
+            for attempt in range(self.limits.retries + 1):
+                resp = self.request("GET", f"/v2/{self.ref.repository}/blobs/{digest}", stream=True, ok=(200, 206),
+                                    headers={"Range": f"bytes={n}-"} if n else None)
+                if resp.status_code == 404:
+                    raise self.fail(f"blob {digest} is missing from {self.ref.registry} (HTTP 404)")
+                if n and resp.status_code == 200:  # the server ignored the Range: start over
+                    h, n = hashlib.sha256(), 0
+                    out.seek(0)
+                    out.truncate()
+                try:
                     for chunk in resp.iter_content(CHUNK):
                         n += len(chunk)
                         if n > size:
@@ -233,19 +243,20 @@ class Registry:
                                             "refusing it", VerificationError)
                         h.update(chunk)
                         out.write(chunk)
-            except (requests.RequestException, OSError) as exc:
-                if isinstance(exc, OSError) and not isinstance(exc, requests.RequestException):
+                except requests.RequestException as exc:
+                    if attempt == self.limits.retries:
+                        raise self.fail(f"downloading blob {digest} failed after {attempt + 1} attempts "
+                                        f"({_why(exc, self.limits)})") from None
+                    continue
+                except OSError as exc:
                     raise self.fail(f"cannot write {dest} ({exc.strerror or exc})") from None
-                if attempt == self.limits.retries:
-                    raise self.fail(f"downloading blob {digest} failed ({_why(exc, self.limits)})") from None
-                continue
-            finally:
-                resp.close()
-            got = "sha256:" + h.hexdigest()
-            if n != size or got != digest:
-                raise self.fail(f"blob {digest} does not match its digest (got {got}, {n} of {size} bytes): the "
-                                "registry's copy is corrupt or was tampered with; refusing it", VerificationError)
-            return
+                finally:
+                    resp.close()
+                break
+        got = "sha256:" + h.hexdigest()
+        if n != size or got != digest:
+            raise self.fail(f"blob {digest} does not match its digest (got {got}, {n} of {size} bytes): the "
+                            "registry's copy is corrupt or was tampered with; refusing it", VerificationError)
 
     # -- writes -----------------------------------------------------------------------------
 

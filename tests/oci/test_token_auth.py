@@ -1,6 +1,6 @@
 """Bearer-token registries (ACR, ghcr, Docker Hub): the token flow with basic credentials or an
 identitytoken, blobs redirected to a storage host without our Authorization header, and a blob
-read cut halfway retried."""
+read cut halfway resumed with a Range request."""
 
 from __future__ import annotations
 
@@ -59,14 +59,17 @@ def test_refused_and_missing_credentials(front, oci_registry, tmp_path):
         oci.pull(ref, tmp_path / "b", docker_configs=[bad])
 
 
-def test_a_blob_read_cut_halfway_is_retried(oci_registry, tmp_path):
+def test_a_blob_read_cut_halfway_is_resumed(oci_registry, tmp_path):
     front = TokenFront(oci_registry.host, "bot", "s3cret", cut_first_blob=True)
     try:
-        payload = os.urandom(200_000)
+        payload = os.urandom(3_000_000)  # cut at 1.5 MB: past the first 1 MiB read
         images.push_image(oci_registry.host, "data/flaky", "1", [images.tar([images.M("data/big", payload)])])
         cfg = _cfg(front, {"username": "bot", "password": "s3cret"})
         oci.pull(f"{front.host}/data/flaky:1", tmp_path / "o", docker_configs=[cfg])
         assert (tmp_path / "o/big").read_bytes() == payload
         assert sum(line.startswith("storage GET") for line in front.log) == 2
+        ranges = [line for line in front.log if line.startswith("storage range")]
+        assert ranges[0] == "storage range -" and ranges[1].startswith("storage range bytes=")  # resumed
+        assert ranges[1] != "storage range bytes=0-"
     finally:
         front.stop()

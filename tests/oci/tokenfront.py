@@ -97,6 +97,11 @@ class TokenFront:
         if "sig=granted" not in h.path:
             return self._reply(h, 403, b"no grant")
         data = requests.get(f"http://{self.upstream}{h.path.split('?')[0]}", timeout=10).content
+        rng = h.headers.get("Range", "")
+        self.log.append(f"storage range {rng or '-'}")
+        if rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[6:-1])
+            return self._reply(h, 206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
         if self.cut_first_blob:
             self.cut_first_blob = False
             h.send_response(200)
