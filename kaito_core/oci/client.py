@@ -10,6 +10,7 @@ Auth follows the distribution spec's token flow (``WWW-Authenticate: Bearer real
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -93,8 +94,8 @@ class Registry:
             if cred is None or cred.identity_token:
                 raise self.fail(f"registry {self.ref.registry} requires credentials (HTTP 401 Unauthorized) "
                                 f"and none were found for it; {self.fix_credentials}")
-            token = requests.auth._basic_auth_str(cred.username, cred.password)
-            self._auth = token
+            pair = f"{cred.username}:{cred.password}".encode()
+            self._auth = "Basic " + base64.b64encode(pair).decode()
             return
         if kind.lower() != "bearer" or "realm" not in params:
             raise self.fail(f"registry {self.ref.registry} asks for {challenge!r}, an auth scheme kaito does not speak")
