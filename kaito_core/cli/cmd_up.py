@@ -22,16 +22,23 @@ def register(sub) -> None:
                    help="return once the process started; `kaito ps` shows when it is ready")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="how long to wait for the model to load (default 600)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the Plan and the command that would run here (and how it differs from the pod); "
+                        "start nothing")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                   help="--dry-run output format (default: table)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from kaito_core.errors import KaitoError
-    from kaito_core.local.up import UpOptions, up
+    from kaito_core.local.up import UpOptions, dry_run, up
 
     opts = UpOptions(file=args.file, weights=args.weights, port=args.port, host=args.host, name=args.name,
                      detach=args.detach, timeout_s=args.timeout)
     try:
+        if args.dry_run:
+            return dry_run(opts, as_json=args.output == "json")
         up(opts)
     except KaitoError as exc:
         print(f"error: {exc}", file=sys.stderr)
