@@ -69,6 +69,8 @@ def parse_reference(ref: str, what: str = "image") -> Reference:
     if not _REPO.match(rest):
         raise _bad(what, text, f"the repository {rest!r} must be lowercase path components "
                                "(letters, digits, separated by '.', '_' or '-')")
+    if first in ("docker.io", "index.docker.io") and "/" not in rest:
+        rest = f"library/{rest}"  # Docker Hub's official images, as docker names them
     return Reference(first, rest, tag if tag or digest else "latest", digest, text)
 
 

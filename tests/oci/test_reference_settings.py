@@ -41,6 +41,12 @@ def test_bad_references_name_the_field_and_the_fix(text, needle):
     assert not looks_like_reference(text)
 
 
+def test_docker_hub_names():
+    r = parse_reference("docker.io/busybox:1.36")
+    assert (r.repository, r.api_host) == ("library/busybox", "registry-1.docker.io")
+    assert parse_reference("docker.io/kaito/data:1").repository == "kaito/data"
+
+
 def test_local_paths_are_not_references():
     for path in ("/mnt/adapter/x", "./adapters/x", "adapters/sql", "~/x"):
         assert not looks_like_reference(path)
