@@ -76,3 +76,9 @@ def test_bad_docker_configs_are_explained(tmp_path, content, needle):
         load_docker_config(target)
     with pytest.raises(OCIError, match="cannot read it"):
         find_credentials("reg.io", [tmp_path / "missing.json"])  # a config that was named must exist
+
+
+def test_docker_hub_entries_match_under_any_of_its_names():
+    cfg = {"auths": {"https://index.docker.io/v1/": {"auth": _auth("hubuser", "pw")}}}
+    assert find_credentials("docker.io", [cfg]).pair() == ("hubuser", "pw")
+    assert find_credentials("quay.io", [cfg]) is None
