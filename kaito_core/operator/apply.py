@@ -147,8 +147,10 @@ class Reconciler:
         name = self.provisioner_name(ws, releasing=releasing)
         prov = self.registry.provisioners.get(name)
         if prov is None:
+            from kaito_core.operator.release import ProvisionerMissing
+
             installed = ", ".join(sorted(self.registry.provisioners)) or "none"
-            raise KaitoError(f"provisioner {name!r} is not installed (installed: {installed}); install "
+            raise ProvisionerMissing(f"provisioner {name!r} is not installed (installed: {installed}); install "
                              f"kaito-provisioner-{name} or set KAITO_PROVISIONER / annotation {ANNOTATION_PROVISIONER}")
         return prov
 

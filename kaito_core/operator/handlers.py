@@ -28,6 +28,7 @@ from kaito_core.operator.apply import Outcome, Reconciler, default_provisioner
 from kaito_core.operator import metrics
 from kaito_core.operator.cache import CachedKube, WatchCache
 from kaito_core.operator.kube import ApiError, KubeClient
+from kaito_core.operator.release import ReleaseTracker
 from kaito_core.operator.settings import Settings
 from kaito_core.operator.wakeup import Wakeups
 from kaito_core.reconcile import names
@@ -53,6 +54,7 @@ class State:
     written: dict[str, dict] = {}  # "ns/name" -> the status this process last wrote
     metrics_server: Any = None
     relister: Any = None
+    releases: ReleaseTracker = ReleaseTracker()
 
 
 STATE = State()
@@ -372,36 +374,43 @@ for (_group, _version, _plural) in WATCHED:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, runtime: Any, retry: int,
-                 **_: Any) -> None:
-    """Release nodes and children; never hang: after the grace period the finalizer goes."""
+async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, retry: int, **_: Any) -> None:
+    """Release nodes and children; while that fails, retry with backoff and say so (Event +
+    condition); see :mod:`kaito_core.operator.release` for when the finalizer may go anyway."""
+    from kaito_core.operator.apply import now_rfc3339
+    from kaito_core.operator.release import failing_status
+
     rec = _reconciler()
     grace = (STATE.settings or Settings.from_env()).delete_grace_seconds
+    meta = body.get("metadata") or {}
+    uid = meta.get("uid") or _key(body)
     started = time.monotonic()
     try:
         deleted = await _in_thread(rec.release, body)
-    except Exception as exc:  # noqa: BLE001 - any failure: retry within the grace, then give up loudly
+    except Exception as exc:  # noqa: BLE001 - any failure: retried, visible, never silent
         metrics.reconciled("delete", time.monotonic() - started)
         metrics.error("ReleaseFailed")
-        elapsed = runtime.total_seconds()
-        if elapsed < grace:
-            logger.warning("release failed (attempt %d, %.0fs of %.0fs grace): %s", retry + 1, elapsed, grace, exc)
-            kopf.event(body, type="Warning", reason="ReleaseFailed",
-                       message=f"cannot release nodes yet (retrying for {grace - elapsed:.0f}s): {exc}"[:1000])
-            raise kopf.TemporaryError(str(exc), delay=max(1.0, min(10.0, grace - elapsed)))
-        logger.error("giving up releasing after %.0fs: %s; removing the finalizer", elapsed, exc)
-        metrics.workspace_state(_key(body), None)
-        STATE.written.pop(_key(body), None)
-        kopf.event(body, type="Warning", reason="ReleaseAbandoned",
-                   message=(f"gave up releasing nodes after {elapsed:.0f}s: {exc}; delete leftover node requests "
-                            f"labelled {names.LABEL_WORKSPACE}={body.get('metadata', {}).get('name')} by hand")[:1000])
+        decision = STATE.releases.failed(uid, exc, attempt=retry, grace=grace, workspace=meta.get("name") or "",
+                                         namespace=meta.get("namespace") or "default")
+        kopf.event(body, type="Warning", reason=decision.event_reason, message=decision.message[:1000])
+        if decision.action == "retry":
+            logger.warning("%s: %s", decision.event_reason, decision.message)
+            for key, value in failing_status(body.get("status"), decision.message, now_rfc3339()).items():
+                patch.status[key] = value
+            raise kopf.TemporaryError(str(exc), delay=decision.delay)
+        logger.error("%s", decision.message)
+        _forget(body)
         return
+    STATE.releases.succeeded(uid)
     metrics.reconciled("delete", time.monotonic() - started)
-    metrics.workspace_state(_key(body), None)
-    STATE.written.pop(_key(body), None)
-    meta = body.get("metadata") or {}
+    _forget(body)
     log.info("workspace %s/%s: released nodes; deleted %s", meta.get("namespace"), meta.get("name"),
              ", ".join(deleted) or "no children")
+
+
+def _forget(body: Any) -> None:
+    metrics.workspace_state(_key(body), None)
+    STATE.written.pop(_key(body), None)
 
 
 # -- admission webhooks -----------------------------------------------------------------------

@@ -3,6 +3,8 @@ is retried for the grace period, then the finalizer goes with a Warning event.""
 
 from __future__ import annotations
 
+import time
+
 from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
 from tests.operator.conftest import Cluster, wait_for
 from tests.operator.test_flow import _workspace
@@ -33,7 +35,13 @@ def test_missing_karpenter_crds_visible_and_delete_does_not_hang(tmp_path):
             stop_operator(proc)
 
 
-def test_failing_release_gives_up_after_grace(tmp_path):
+def _events(cluster, reason: str) -> list[dict]:
+    return [e for e in cluster.events(NS) if e.get("reason") == reason]
+
+
+def test_failing_release_never_abandons_existing_nodes(tmp_path):
+    """Finding 4: past the grace the finalizer stays while the NodeClaim may exist (ReleaseStuck,
+    a condition), and once the provider answers again the node goes, then the Workspace."""
     with Emulator() as emu:
         cluster = Cluster(emu.url)
         proc, log = _run(tmp_path, emu, grace="2")
@@ -42,10 +50,39 @@ def test_failing_release_gives_up_after_grace(tmp_path):
             wait_for("a NodeClaim", lambda: cluster.nodeclaims("stuck"))
             emu.fail("nodeclaims")  # the provider's API is down from now on
             cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name="stuck", namespace=NS)
-            wait_for("a ReleaseFailed event", lambda: [e for e in cluster.events(NS) if e.get("reason") == "ReleaseFailed"])
-            assert cluster.workspace("stuck", NS) is not None  # still held while within the grace
-            wait_for("the Workspace to go after the grace", lambda: cluster.workspace("stuck", NS) is None, timeout=15)
-            abandoned = [e for e in cluster.events(NS) if e.get("reason") == "ReleaseAbandoned"]
-            assert abandoned and "by hand" in abandoned[0]["message"] and abandoned[0]["type"] == "Warning"
+            failed = wait_for("a ReleaseFailed event", lambda: _events(cluster, "ReleaseFailed"))
+            assert failed[0]["type"] == "Warning" and "retrying" in failed[0]["message"]
+            cond = wait_for("NodesReleased=False", lambda: cluster.conditions("stuck", NS).get("NodesReleased"))
+            assert cond["status"] == "False" and cond["reason"] == "ReleaseFailed"
+            stuck = wait_for("a ReleaseStuck event after the grace", lambda: _events(cluster, "ReleaseStuck"), timeout=20)
+            assert "finalizer" in stuck[0]["message"] and "kaito.sh/workspace=stuck" in stuck[0]["message"]
+            assert cluster.workspace("stuck", NS) is not None  # held: the node may still exist
+            assert not _events(cluster, "ReleaseAbandoned")
+            emu.fail()  # the provider is back
+            wait_for("the Workspace to go", lambda: cluster.workspace("stuck", NS) is None, timeout=90)
+            assert cluster.nodeclaims("stuck") == []  # nothing leaked
+        finally:
+            stop_operator(proc)
+
+
+def test_grace_counts_from_the_first_failure_a_running_operator_sees(tmp_path):
+    """Time the operator was down does not count: a release that failed before a restart longer
+    than the grace is retried after it (ReleaseFailed), not escalated at once."""
+    with Emulator() as emu:
+        cluster = Cluster(emu.url)
+        proc, log = _run(tmp_path, emu, grace="4")
+        cluster.create_workspace(_workspace("late"))
+        wait_for("a NodeClaim", lambda: cluster.nodeclaims("late"))
+        emu.fail("nodeclaims")
+        cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name="late", namespace=NS)
+        wait_for("a ReleaseFailed event", lambda: _events(cluster, "ReleaseFailed"))
+        stop_operator(proc)
+        time.sleep(5)  # down for longer than the grace
+        seen = len(_events(cluster, "ReleaseFailed"))
+        proc, log = _run(tmp_path, emu, grace="4")
+        try:
+            wait_for("a ReleaseFailed event after the restart", lambda: len(_events(cluster, "ReleaseFailed")) > seen)
+            assert not _events(cluster, "ReleaseStuck") and not _events(cluster, "ReleaseAbandoned")
+            assert cluster.workspace("late", NS) is not None
         finally:
             stop_operator(proc)
