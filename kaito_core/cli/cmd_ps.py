@@ -13,33 +13,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from kaito_core.cli.output import dump_json, table
-    from kaito_core.local import status as st
+    from kaito_core.cli.output import dump_json
+    from kaito_core.local.ps import ps_lines
     from kaito_core.local.workspaces import all_workspaces
 
-    found = all_workspaces()
     if args.output == "json":
-        dump_json([w.to_dict() for w in found])
+        dump_json([w.to_dict() for w in all_workspaces()])
         return 0
-    if not found:
-        print("no Workspaces are running here; start one with `kaito up FILE`")
-        return 0
-    rows = []
-    for w in found:
-        s = w.status()
-        rows.append([w.name, w.launch.mode, w.launch.preset, w.launch.endpoint or w.launch.output or "-",
-                     st.condition_status(s, st.RESOURCE_READY), st.condition_status(s, st.INFERENCE_READY),
-                     st.condition_status(s, st.JOB_STARTED), st.condition_status(s, st.WORKSPACE_SUCCEEDED),
-                     s.get("state", ""), (s.get("local") or {}).get("restarts", 0), w.age()])
-    # The columns of `kubectl get workspace` (upstream's printer columns), plus where to reach it.
-    table(["NAME", "MODE", "PRESET", "ENDPOINT/OUTPUT", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED",
-           "WORKSPACESUCCEEDED", "STATE", "RESTARTS", "AGE"], rows)
-    for w in found:
-        s = w.status()
-        for cond in s.get("conditions") or []:
-            if args.wide or (cond.get("status") != "True" and cond.get("reason") not in (st.R_JOB_RUNNING,)):
-                if not args.wide and cond.get("type") == st.WORKSPACE_SUCCEEDED and \
-                        w.launch.mode == "inference":
-                    continue  # mirrors InferenceReady
-                print(f"{w.name}: {cond.get('type')}={cond.get('status')} {cond.get('reason')}: {cond.get('message')}")
+    for line in ps_lines(wide=args.wide):
+        print(line)
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -235,24 +234,10 @@ class Demo:
         return 0
 
     def _ps(self) -> None:
-        import io
+        from kaito_core.local.ps import ps_lines
 
-        from kaito_core.cli.cmd_ps import run as ps_run
-
-        buf = io.StringIO()
-        old = sys.stdout
-        sys.stdout = buf
-        try:
-            ps_run(_Args())
-        finally:
-            sys.stdout = old
-        for line in buf.getvalue().rstrip("\n").splitlines():
+        for line in ps_lines():
             self.p(line)
-
-
-class _Args:
-    output = "table"
-    wide = False
 
 
 def default_workdir() -> Path:

@@ -122,15 +122,12 @@ def _weights(ws: Any, preset: Any, opts: UpOptions, p: Printer) -> tuple[Any, An
 
 def _fit(ws: Any, plan: Any, local_preset: Any, path: Path, note: str | None, p: Printer) -> tuple[Any, Any]:
     """The sizing table (cluster plan, this machine); refuses a model this machine cannot hold."""
-    import io
-
-    from kaito_core.cli.output import table
+    from kaito_core.local.ps import table_lines
 
     machine = machine_mod.probe(str(path))
     rows, fit, notes = sizing_rows(plan, local_preset, machine, tuning_method(ws), note)
-    buf = io.StringIO()
-    table(["WHERE", "INSTANCE", "GPUS/NODE", "NODES", "MEMORY NEEDED", "AVAILABLE", "DISK", "STATUS"], rows, out=buf)
-    for line in buf.getvalue().rstrip("\n").splitlines():
+    for line in table_lines(["WHERE", "INSTANCE", "GPUS/NODE", "NODES", "MEMORY NEEDED", "AVAILABLE", "DISK",
+                             "STATUS"], rows):
         p("  " + line)
     for n in notes:
         p(f"  note: {n}")
