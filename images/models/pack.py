@@ -31,7 +31,6 @@ ARTIFACT_TYPE = "application/vnd.kaito.model.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.kaito.model.file.v1"
 # What a model directory needs at serving time; the hub holds more (original/ checkpoints, README).
 HUB_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
-CHUNK = 64 * 2**20
 
 
 class PackError(Exception):
@@ -102,20 +101,14 @@ def download(pack: Pack, dest: Path) -> Path:
     return Path(path)
 
 
-def _client(reference: str, insecure: bool):
-    import oras.client
-
-    host = reference.split("/", 1)[0]
-    loopback = host.rsplit(":", 1)[0] in ("localhost", "127.0.0.1", "[::1]")
-    client = oras.client.OrasClient(hostname=host, insecure=insecure or loopback)
-    user, password = os.environ.get("KAITO_OCI_USERNAME"), os.environ.get("KAITO_OCI_PASSWORD")
-    if user and password:
-        client.set_basic_auth(user, password)
-    return client
-
-
 def push(pack: Pack, directory: Path, *, insecure: bool = False) -> str:
-    """Push ``directory`` as ``pack.reference``; return the manifest digest."""
+    """Push ``directory`` as ``pack.reference``; return the manifest digest.
+
+    Through :mod:`kaito_core.oci`, so the credentials (docker configs, KAITO_OCI_USERNAME /
+    KAITO_OCI_PASSWORD) and plain-HTTP rules (loopback, KAITO_INSECURE_REGISTRIES) are the ones
+    every kaito pull and push uses."""
+    from kaito_core.oci import push_files
+
     files = model_files(directory, pack)
     config = {"preset": pack.preset, "hfRepo": pack.hf_repo, "revision": pack.revision,
               "architecture": pack.architecture, "files": [p.name for p in files]}
@@ -123,14 +116,9 @@ def push(pack: Pack, directory: Path, *, insecure: bool = False) -> str:
                    "org.opencontainers.image.source": f"https://huggingface.co/{pack.hf_repo}",
                    "org.opencontainers.image.revision": pack.revision,
                    "kaito.sh/preset": pack.preset}
-    with tempfile.TemporaryDirectory(prefix="kaito-pack-") as tmp:
-        config_path = Path(tmp) / "config.json"
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-        response = _client(pack.reference, insecure).push(
-            target=pack.reference, files=[f"{p}:{LAYER_MEDIA_TYPE}" for p in files],
-            manifest_config=f"{config_path}:{ARTIFACT_TYPE}", manifest_annotations=annotations,
-            disable_path_validation=True, do_chunked=True, chunk_size=CHUNK, quiet=True)
-    return response.headers.get("Docker-Content-Digest", "")
+    return push_files([(p, LAYER_MEDIA_TYPE) for p in files], pack.reference,
+                      config=(json.dumps(config, indent=2, sort_keys=True).encode(), ARTIFACT_TYPE),
+                      annotations=annotations, insecure=True if insecure else None, what="model weights")
 
 
 def main(argv: list[str] | None = None) -> int:
