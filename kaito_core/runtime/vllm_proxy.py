@@ -50,6 +50,97 @@ def group_prestart(opts: ServeOptions, preset: Any, plan: GroupPlan, status: Any
     multinode.wait_for_nodes(plan, world_size(engine_args(opts, preset, plan)), timeout, status=status)
 
 
+class Upstream:
+    """The vLLM process behind the proxy: started in the background (after the Ray group on a
+    multi-node leader), watched until it exits, stopped with the app."""
+
+    def __init__(self, opts: ServeOptions, preset: Any, command: Sequence[str] | None, port: int,
+                 plan: GroupPlan | None, on_failed: Any) -> None:
+        self.opts, self.preset, self.command, self.port, self.plan = opts, preset, command, port, plan
+        self.on_failed = on_failed
+        self.proc: subprocess.Popen | None = None
+        self.client: httpx.AsyncClient | None = None
+        self.error: str | None = None
+        self.phase = "starting"
+        self.closing = False
+        self.task: asyncio.Task | None = None
+
+    @property
+    def group_leader(self) -> bool:
+        return self.command is None and self.plan is not None and self.plan.multinode
+
+    def fail(self, message: str) -> None:
+        self.error = message
+        log.error("%s", message)
+        if self.on_failed is not None:
+            self.on_failed()
+
+    def set_phase(self, text: str) -> None:
+        self.phase = text
+        log.info("%s", text)
+
+    async def launch(self) -> None:
+        """Ray group (multi-node leader) -> adapters -> vLLM, then watch vLLM until it exits."""
+        try:
+            if self.group_leader:
+                await asyncio.to_thread(group_prestart, self.opts, self.preset, self.plan, self.set_phase)
+            cmd = list(self.command) if self.command is not None else vllm_command(
+                self.opts, self.preset, port=self.port, plan=self.plan,
+                adapter_paths=await asyncio.to_thread(prepare_adapters, self.opts))
+        except Exception as exc:  # noqa: BLE001 (any failure here ends the pod with its reason)
+            self.fail(f"vLLM cannot start: {exc}")
+            return
+        env = dict(os.environ)
+        if self.opts.api_key:
+            env["VLLM_API_KEY"] = self.opts.api_key  # not on the command line, where `ps` would show it
+        log.info("starting: %s", " ".join(cmd))
+        self.proc = proc = subprocess.Popen(cmd, env=env)
+        self.set_phase("loading the model")
+        code = await asyncio.to_thread(proc.wait)
+        if not self.closing:
+            self.fail(f"vLLM exited with code {code}")
+
+    async def start(self) -> None:
+        self.client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=None)
+        self.task = asyncio.create_task(self.launch())
+
+    async def stop(self) -> None:
+        self.closing = True
+        if self.client is not None:
+            await self.client.aclose()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.task is not None:
+            self.task.cancel()
+        if self.group_leader:
+            from kaito_core.runtime.multinode import stop_ray
+
+            await asyncio.to_thread(stop_ray)
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        loading = {"status": "Loading", "phase": self.phase}
+        if self.error:
+            return 503, {"status": "Failed", "error": self.error}
+        if self.proc is None:
+            return 503, loading
+        if self.proc.poll() is not None:
+            return 503, {"status": "Failed", "error": f"vLLM exited with code {self.proc.returncode}"}
+        try:
+            r = await self.client.get("/health", timeout=5)
+        except httpx.HTTPError:
+            return 503, loading
+        return (200, {"status": "Healthy"}) if r.status_code == 200 else (503, loading)
+
+
+def auth_headers(request: Request) -> dict[str, str]:
+    return {h: request.headers[h] for h in ("authorization", "content-type", "accept") if h in request.headers}
+
+
 def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequence[str] | None = None,
                      upstream_port: int | None = None, plan: GroupPlan | None = None,
                      on_failed: Any = None) -> Any:
@@ -59,95 +150,37 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
     if command is None:
         require_vllm()
         preset = preset if preset is not None else _preset(opts)
-    port = upstream_port or _free_port()
-    state: dict[str, Any] = {"proc": None, "client": None, "error": None, "phase": "starting"}
-
-    def fail(message: str) -> None:
-        state["error"] = message
-        log.error("%s", message)
-        if on_failed is not None:
-            on_failed()
-
-    def set_phase(text: str) -> None:
-        state["phase"] = text
-        log.info("%s", text)
-
-    async def launch() -> None:
-        """Ray group (multi-node leader) -> adapters -> vLLM, then watch vLLM until it exits."""
-        try:
-            if command is None and plan is not None and plan.multinode:
-                await asyncio.to_thread(group_prestart, opts, preset, plan, set_phase)
-            cmd = list(command) if command is not None else vllm_command(
-                opts, preset, port=port, adapter_paths=await asyncio.to_thread(prepare_adapters, opts), plan=plan)
-        except Exception as exc:  # noqa: BLE001 (any failure here ends the pod with its reason)
-            fail(f"vLLM cannot start: {exc}")
-            return
-        env = dict(os.environ)
-        if opts.api_key:
-            env["VLLM_API_KEY"] = opts.api_key  # not on the command line, where `ps` would show it
-        log.info("starting: %s", " ".join(cmd))
-        state["proc"] = proc = subprocess.Popen(cmd, env=env)
-        set_phase("loading the model")
-        code = await asyncio.to_thread(proc.wait)
-        if not state.get("closing"):
-            fail(f"vLLM exited with code {code}")
+    up = Upstream(opts, preset, command, upstream_port or _free_port(), plan, on_failed)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["client"] = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=None)
-        task = asyncio.create_task(launch())
+        await up.start()
         try:
             yield
         finally:
-            state["closing"] = True
-            await state["client"].aclose()
-            proc = state["proc"]
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    await asyncio.to_thread(proc.wait, 30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            task.cancel()
-            if command is None and plan is not None and plan.multinode:
-                from kaito_core.runtime.multinode import stop_ray
-
-                await asyncio.to_thread(stop_ray)
+            await up.stop()
 
     app = FastAPI(title="kaito inference (vllm)", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    def auth_headers(request: Request) -> dict[str, str]:
-        keep = {}
-        for h in ("authorization", "content-type", "accept"):
-            if h in request.headers:
-                keep[h] = request.headers[h]
-        return keep
-
     async def health(request: Request) -> Response:
-        proc = state["proc"]
-        if state["error"]:
-            return JSONResponse({"status": "Failed", "error": state["error"]}, status_code=503)
-        if proc is None:
-            return JSONResponse({"status": "Loading", "phase": state["phase"]}, status_code=503)
-        if proc.poll() is not None:
-            return JSONResponse({"status": "Failed", "error": f"vLLM exited with code {proc.returncode}"},
-                                status_code=503)
-        try:
-            r = await state["client"].get("/health", timeout=5)
-        except httpx.HTTPError:
-            return JSONResponse({"status": "Loading", "phase": state["phase"]}, status_code=503)
-        if r.status_code == 200:
-            return JSONResponse({"status": "Healthy"})
-        return JSONResponse({"status": "Loading", "phase": state["phase"]}, status_code=503)
+        code, body = await up.health()
+        return JSONResponse(body, status_code=code)
 
     app.get("/health")(health)
     app.get("/healthz")(health)
+    _install_forwarding(app, up)
+    _install_kaito_chat(app, up)
+    app.state.kaito = up
+    return app
 
-    async def forward(request: Request, path: str, body: bytes | None = None) -> Response:
-        client: httpx.AsyncClient = state["client"]
+
+def _install_forwarding(app: FastAPI, up: Upstream) -> None:
+    """The OpenAI routes and /metrics, relayed as they stream."""
+
+    async def forward(request: Request, path: str) -> Response:
+        client = up.client
         req = client.build_request(request.method, path, params=request.query_params,
-                                   headers=auth_headers(request),
-                                   content=body if body is not None else await request.body())
+                                   headers=auth_headers(request), content=await request.body())
         try:
             upstream = await client.send(req, stream=True)
         except httpx.HTTPError as exc:
@@ -174,6 +207,10 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
     async def metrics(request: Request) -> Response:
         return await forward(request, "/metrics")
 
+
+def _install_kaito_chat(app: FastAPI, up: Upstream) -> None:
+    """Upstream KAITO's older ``POST /chat`` on top of vLLM's completions routes."""
+
     @app.post("/chat")
     async def kaito_chat(request: Request) -> Response:
         try:
@@ -181,7 +218,7 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
         except APIError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
         p = parsed.params
-        payload: dict[str, Any] = {"model": parsed.model or opts.model_name, "temperature": p.temperature,
+        payload: dict[str, Any] = {"model": parsed.model or up.opts.model_name, "temperature": p.temperature,
                                    "top_p": p.top_p, "repetition_penalty": p.repetition_penalty}
         if p.top_k:
             payload["top_k"] = p.top_k
@@ -195,10 +232,9 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
         else:
             payload["prompt"] = parsed.prompt
             path = "/v1/completions"
-        client: httpx.AsyncClient = state["client"]
         try:
-            r = await client.post(path, json=payload, headers={k: v for k, v in auth_headers(request).items()
-                                                                if k == "authorization"})
+            r = await up.client.post(path, json=payload, headers={k: v for k, v in auth_headers(request).items()
+                                                                   if k == "authorization"})
         except httpx.HTTPError as exc:
             return JSONResponse(APIError(503, f"the model server is not reachable yet ({exc})",
                                          type="server_error").body(), status_code=503)
@@ -209,9 +245,6 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
         if parsed.return_full_text and parsed.prompt is not None:
             text = parsed.prompt + text
         return JSONResponse({"Result": text})
-
-    app.state.kaito = state
-    return app
 
 
 def serve_proxy(opts: ServeOptions, plan: GroupPlan | None = None) -> int:
@@ -231,7 +264,7 @@ def serve_proxy(opts: ServeOptions, plan: GroupPlan | None = None) -> int:
     holder["server"] = server = uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port,
                                                               log_level=opts.log_level, timeout_graceful_shutdown=10))
     server.run()
-    error = app.state.kaito["error"]
+    error = app.state.kaito.error
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 1
