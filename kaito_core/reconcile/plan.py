@@ -220,7 +220,7 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
     held = not (resources_ok or observed.workload is not None)
     container = _main_container(workload[0]) if workload else {}
     stamped, events = st.stamp(status, prev, observed.now, ws.metadata.generation)
-    return replace(base, image=container.get("image", ctx.image), gpus_per_node=ctx.gpus_per_node,
+    return replace(base, image=container.get("image", ctx.image), gpus_per_node=gpus,
                    cpu=cpu, memory_gib=mem, node_requests=requests, node_objects=node_objects,
                    objects=first + ([] if held else workload), deferred=workload if held else [],
                    command=tuple(container.get("command") or ()) + tuple(container.get("args") or ()),

@@ -137,3 +137,35 @@ def test_registered_with_instance_types_identical_to_the_core():
     mine = pm.infos["karpenter"].registered["instance_types"]
     assert "Standard_NC24ads_A100_v4" in mine and "p5.48xlarge" in mine and "g5.12xlarge" in mine
     assert reg.instance_types["g5.12xlarge"].cloud == "aws"
+
+
+def test_nodeclaims_upstream_made_are_adopted_never_duplicated(kaito_workspace, kaito_requirement, kaito_kube):
+    """Issue 17: a Workspace migrated from upstream KAITO keeps its NodeClaims (upstream names them
+    from the time: ``ws`` + 9 hex of its own), and no second node is made for it."""
+    from kaito_provisioner_karpenter.testing import KarpenterHarness, ready_status
+
+    prov = KarpenterProvisioner({})
+    ws = kaito_workspace("phi", "team-a")
+    reqs = make_node_requests(workspace=ws, requirement=kaito_requirement(node_count=2))
+    upstream = {"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+                "metadata": {"name": "ws0a1b2c3d4", "creationTimestamp": "2026-01-01T00:00:00Z",
+                             "labels": {"karpenter.sh/nodepool": "kaito", "kaito.sh/workspace": "phi",
+                                        "kaito.sh/workspacenamespace": "team-a", "apps": "phi"}},
+                "spec": {"requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                           "values": [reqs[0].instance_type]}]}}
+    other_type = {**upstream, "metadata": {**upstream["metadata"], "name": "ws0ffffffff"},
+                  "spec": {"requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                             "values": ["g5.xlarge"]}]}}
+    kaito_kube.create(upstream)
+    kaito_kube.create(other_type)
+    harness = KarpenterHarness(kaito_kube)
+    states = prov.ensure(requests=reqs, ctx=harness.context())
+    names = sorted(harness.backing(ws))
+    assert names == sorted(["ws0a1b2c3d4", "ws0ffffffff", reqs[1].name]), names  # one new claim, not two
+    kaito_kube.set_status(api_version="karpenter.sh/v1", kind="NodeClaim", name="ws0a1b2c3d4",
+                          status=ready_status("aks-upstream-0"))
+    states = {s.name: s for s in prov.observe(requests=reqs, ctx=harness.context())}
+    assert states[reqs[0].name].ready and states[reqs[0].name].node_name == "aks-upstream-0"
+    assert not states[reqs[1].name].ready
+    prov.ensure(requests=reqs, ctx=harness.context())
+    assert sorted(harness.backing(ws)) == names

@@ -63,7 +63,8 @@ class KarpenterProvisioner:
     def ensure(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]:
         kube = _kube(ctx)
         settings = self._settings(ctx)
-        for obj in builders.desired_objects(requests, settings):
+        adopted = _adopted(requests, kube) if settings.mode != "nodepool" else {}
+        for obj in builders.desired_objects([r for r in requests if r.name not in adopted], settings):
             meta = obj["metadata"]
             if kube.get(api_version=API_VERSION, kind=obj["kind"], name=meta["name"]) is not None:
                 continue  # adopt: the deterministic name means it is ours, from an earlier pass
@@ -88,7 +89,9 @@ class KarpenterProvisioner:
             claims.sort(key=lambda c: (c["metadata"].get("creationTimestamp") or "", c["metadata"]["name"]))
             return [nodeclaim_state(r.name, claims[i] if i < len(claims) else None)
                     for i, r in enumerate(requests)]
-        return [nodeclaim_state(r.name, kube.get(api_version=API_VERSION, kind="NodeClaim", name=r.name))
+        adopted = _adopted(requests, kube)
+        return [nodeclaim_state(r.name, adopted.get(r.name)
+                                or kube.get(api_version=API_VERSION, kind="NodeClaim", name=r.name))
                 for r in requests]
 
     def release(self, *, workspace: Any, ctx: ProvisionerContext) -> None:
@@ -111,6 +114,47 @@ class KarpenterProvisioner:
                 except Exception as exc:
                     if not _is_not_found(exc):
                         raise
+
+
+def _instance_type(claim: Mapping[str, Any]) -> str | None:
+    for req in (claim.get("spec") or {}).get("requirements") or []:
+        if req.get("key") == builders.INSTANCE_TYPE_LABEL and req.get("values"):
+            return req["values"][0]
+    return ((claim.get("metadata") or {}).get("labels") or {}).get(builders.INSTANCE_TYPE_LABEL)
+
+
+def _adopted(requests: Sequence[NodeRequest], kube: Any) -> dict[str, dict]:
+    """NodeClaims another controller (upstream KAITO) made for this Workspace, handed to the
+    requests that have no claim of their own name: upstream names claims from the time, we from
+    the uid, so a migrated Workspace would otherwise get its nodes twice (issue 17).
+
+    A claim is the Workspace's when it carries upstream's labels ``kaito.sh/workspace`` and
+    ``kaito.sh/workspacenamespace`` and asks for the requests' instance type; oldest first.
+    """
+    if not requests:
+        return {}
+    first = requests[0]
+    labels = builders.workspace_labels(first.workspace, first.namespace)
+    try:
+        claims = kube.list(api_version=API_VERSION, kind="NodeClaim", labels=labels)
+    except Exception as exc:
+        if _is_not_found(exc):
+            return {}  # no Karpenter CRDs: nothing to adopt (ensure reports the missing CRD)
+        raise
+    ours = {r.name for r in requests}
+    pool = builders.nodepool_name(first.namespace, first.workspace)  # our NodePool mode's claims
+    foreign = sorted((c for c in claims if c["metadata"]["name"] not in ours
+                      and (c["metadata"].get("labels") or {}).get(builders.NODEPOOL_LABEL) != pool
+                      and _instance_type(c) == first.instance_type
+                      and not c["metadata"].get("deletionTimestamp")),
+                     key=lambda c: (c["metadata"].get("creationTimestamp") or "", c["metadata"]["name"]))
+    existing = {c["metadata"]["name"] for c in claims}
+    out: dict[str, dict] = {}
+    for req in requests:
+        if req.name in existing or not foreign:
+            continue
+        out[req.name] = foreign.pop(0)
+    return out
 
 
 def _kube(ctx: ProvisionerContext) -> Any:
