@@ -87,9 +87,14 @@ def find_data_files(paths: list[Path], *, dataset_path: str | None = None) -> li
                 return [t]
         raise DataError(f"DatasetConfig.dataset_path {dataset_path!r}: no such file in "
                         f"{', '.join(str(p) for p in paths) or 'the inputs'}")
+    from kaito_core.tuning.readers import save_to_disk_files
+
     files: list[Path] = []
     for p in paths:
-        if p.is_dir():
+        saved = save_to_disk_files(p) if p.is_dir() else None
+        if saved:
+            files.extend(saved)  # a datasets.save_to_disk directory: its arrow files only
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and not any(
                 part.startswith(".") for part in f.relative_to(p).parts))
             files.extend(found)
@@ -142,110 +147,10 @@ def format_of(path: Path, override: str | None = None) -> str:
 
 
 def read_rows(path: Path, fmt: str) -> tuple[list[str], Iterator[tuple[str, Any]]]:
-    """Columns and an iterator of (row label, row mapping). Unreadable files raise DataError."""
-    try:
-        if fmt == "jsonl":
-            return _read_jsonl(path)
-        if fmt == "json":
-            return _read_json(path)
-        import pyarrow as pa
+    """Columns and an iterator of (row label, row mapping), streamed (see :mod:`.readers`)."""
+    from kaito_core.tuning.readers import read_rows as _read
 
-        if fmt == "csv":
-            import pyarrow.csv as pacsv
-
-            # Every column as text: a CSV cell "007" stays "007", a messages cell stays JSON.
-            with open(path, "rb") as f:
-                header = f.readline().decode("utf-8", "replace")
-            import csv
-
-            names = next(csv.reader([header]), [])
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False))
-        elif fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            table = _read_arrow(path)
-    except DataError:
-        raise
-    except PermissionError as exc:
-        raise DataError(f"cannot read {path}: permission denied ({exc.strerror}); make the file readable") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path} as {fmt}: {exc}") from None
-    except Exception as exc:  # pyarrow raises ArrowInvalid & co for corrupt files
-        raise DataError(f"cannot read {path} as {fmt}: {type(exc).__name__}: {exc}") from None
-    cols = list(table.column_names)
-
-    def numbered() -> Iterator[tuple[str, Any]]:
-        n = 0
-        for b in table.to_batches(max_chunksize=4096):
-            for row in b.to_pylist():
-                n += 1
-                yield f"{path.name} row {n}", row
-
-    return cols, numbered()
-
-
-def _read_arrow(path: Path):
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    with pa.memory_map(str(path)) as source:
-        if magic == b"ARROW1":
-            return ipc.open_file(source).read_all()
-        return ipc.open_stream(source).read_all()
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"cannot read {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-
-
-def _read_jsonl(path: Path):
-    lines = _read_text(path).splitlines()
-    parsed: list[tuple[str, Any]] = []
-    cols: dict[str, None] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {n}: not valid JSON ({exc.msg} at column {exc.colno}); every line "
-                            "of a .jsonl file must be one JSON object") from None
-        if isinstance(obj, dict):
-            cols.update(dict.fromkeys(obj))
-        parsed.append((f"{path.name} line {n}", obj))
-    return list(cols), iter(parsed)
-
-
-def _read_json(path: Path):
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if isinstance(data, dict):
-        # {"data": [...]} or a column-oriented {"col": [values...]}
-        lists = {k: v for k, v in data.items() if isinstance(v, list)}
-        if len(lists) == 1 and all(isinstance(r, dict) for r in next(iter(lists.values()))):
-            data = next(iter(lists.values()))
-        elif lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
-            keys = list(lists)
-            data = [dict(zip(keys, vals)) for vals in zip(*lists.values())]
-        else:
-            raise DataError(f"{path}: a JSON file must hold an array of records (or one object per line)")
-    if not isinstance(data, list):
-        raise DataError(f"{path}: a JSON file must hold an array of records, found {type(data).__name__}")
-    cols: dict[str, None] = {}
-    for r in data[:1000]:
-        if isinstance(r, dict):
-            cols.update(dict.fromkeys(r))
-    return list(cols), ((f"{path.name} record {i}", r) for i, r in enumerate(data, 1))
+    return _read(path, fmt)
 
 
 # --- rows -> examples ------------------------------------------------------------------------
@@ -356,11 +261,10 @@ def row_to_example(row: Any, layout: Layout, where: str) -> Example:
     return Example(where, text=text)
 
 
-def load_examples(files: list[Path], ds: Mapping[str, Any]) -> tuple[list[Example], DataSummary]:
-    """Read every file into examples; malformed rows raise (or are skipped and counted)."""
-    summary = DataSummary(files=[str(f) for f in files])
+def iter_examples(files: list[Path], ds: Mapping[str, Any], summary: DataSummary) -> Iterator[Example]:
+    """Stream every file's rows as examples; malformed rows raise (or are skipped and counted).
+    Counts go into ``summary``; nothing is kept, so a file of any size is read in bounded memory."""
     skip = bool(ds.get("skip_malformed_rows"))
-    examples: list[Example] = []
     for path in files:
         fmt = format_of(path, ds.get("dataset_extension"))
         columns, rows = read_rows(path, fmt)
@@ -372,24 +276,47 @@ def load_examples(files: list[Path], ds: Mapping[str, Any]) -> tuple[list[Exampl
             try:
                 if layout is None:
                     raise Malformed(f"not a record: expected an object with columns, got {type(row).__name__}")
-                examples.append(row_to_example(row, layout, where))
+                ex = row_to_example(row, layout, where)
             except Malformed as exc:
                 if not skip:
                     raise DataError(f"{path} ({where.split(' ', 1)[1]}): {exc}. Fix the record, or set "
                                     "DatasetConfig.skip_malformed_rows: true (--skip-malformed) to skip "
                                     "such rows") from None
                 summary.skip(where, str(exc))
-    summary.rows_used = len(examples)
-    if not examples:
-        where = ", ".join(Path(f).name for f in files)
-        why = f"; {summary.rows_skipped} malformed rows were skipped, e.g. {summary.first_skipped[0]}" \
-            if summary.first_skipped else ""
-        raise DataError(f"the training data set is empty: {summary.rows_total} rows in {where}{why}")
+                continue
+            summary.rows_used += 1
+            yield ex
+
+
+def _check_not_empty(files: list[Path], summary: DataSummary) -> None:
+    if summary.rows_used:
+        return
+    where = ", ".join(Path(f).name for f in files)
+    why = f"; {summary.rows_skipped} malformed rows were skipped, e.g. {summary.first_skipped[0]}" \
+        if summary.first_skipped else ""
+    raise DataError(f"the training data set is empty: {summary.rows_total} rows in {where}{why}")
+
+
+def scan(files: list[Path], ds: Mapping[str, Any]) -> DataSummary:
+    """First pass: check every row and count, keeping nothing (errors surface before any model
+    is loaded, in memory bounded by one batch)."""
+    summary = DataSummary(files=[str(f) for f in files])
+    for _ in iter_examples(files, ds, summary):
+        pass
+    _check_not_empty(files, summary)
+    return summary
+
+
+def load_examples(files: list[Path], ds: Mapping[str, Any]) -> tuple[list[Example], DataSummary]:
+    """Read every file into examples (small data; the recipe streams with :func:`iter_examples`)."""
+    summary = DataSummary(files=[str(f) for f in files])
+    examples = list(iter_examples(files, ds, summary))
+    _check_not_empty(files, summary)
     return examples, summary
 
 
-def shuffle_and_split(examples: list[Example], ds: Mapping[str, Any],
-                      summary: DataSummary) -> tuple[list[Example], list[Example]]:
+def shuffle_and_split(examples: list[Any], ds: Mapping[str, Any],
+                      summary: DataSummary) -> tuple[list[Any], list[Any]]:
     """Upstream order: shuffle once (seeded), then keep ``train_test_split`` of the rows for training."""
     items = list(examples)
     if ds.get("shuffle_dataset", True):

@@ -65,6 +65,23 @@ def is_quantized(cfg: TrainingConfig) -> bool:
     return cfg.method == "qlora" or bool(cfg.quantization.get("load_in_8bit"))
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached at all? One TCP connect, instead of letting
+    huggingface_hub retry each file for most of a minute before saying it is offline."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def load_error(source: str, exc: Exception, *, offline: bool) -> TuningError:
     """One clear line for a model that cannot be loaded; offline, no traceback and no retries."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

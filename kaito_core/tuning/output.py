@@ -33,20 +33,35 @@ def is_complete(path: str | Path) -> bool:
     return (p / MARKER).is_file() and (p / ADAPTER_CONFIG).is_file() and (p / ADAPTER_WEIGHTS).is_file()
 
 
-def prepare_destination(dest: Path, *, overwrite: bool) -> None:
-    """Refuse to mix a new adapter into an old one unless asked; make sure we can write."""
+def prepare_destination(dest: Path, *, overwrite: bool, workspace: str | None = None) -> None:
+    """Refuse to mix a new adapter into an old one unless asked; make sure we can write.
+
+    An adapter written by the same Workspace (``KAITO_WORKSPACE``, recorded in its summary) may
+    be replaced by a re-run of that Workspace; another Workspace's adapter only with
+    ``--overwrite``, so two Workspaces sharing an output path do not silently replace each other.
+    """
     if dest.exists() and not dest.is_dir():
         raise OutputError(f"output {dest} exists and is not a directory; choose a directory")
     if dest.is_dir() and any((dest / f).exists() for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MARKER)):
-        if not overwrite:
-            raise OutputError(f"output {dest} already holds an adapter; choose an empty directory or pass "
-                              "--overwrite to replace it")
+        owner = _summary_field(dest, "workspace")
+        same = bool(workspace) and owner == workspace
+        if not overwrite and not same:
+            whose = f" written by Workspace {owner!r}" if owner else ""
+            raise OutputError(f"output {dest} already holds an adapter{whose}; choose another output directory, "
+                              "or pass --overwrite to replace it")
     try:
         dest.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=dest, prefix=".kaito-write-test-", delete=True)
         probe.close()
     except OSError as exc:
         raise OutputError(f"output {dest} is not writable: {exc.strerror or exc}") from None
+
+
+def _summary_field(dest: Path, key: str) -> Any:
+    try:
+        return json.loads((dest / SUMMARY).read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def check_free_space(dest: Path, need_bytes: int) -> None:
@@ -174,6 +189,7 @@ def build_summary(run, preset, cfg, source, loaded, history, dsum, tok_changed) 
     duration = time.monotonic() - run.t0
     return {
         "status": "succeeded",
+        "workspace": os.environ.get("KAITO_WORKSPACE") or None,
         "method": cfg.method,
         "preset": preset.name if preset else None,
         "base_model": base_model_id(preset, source),

@@ -67,7 +67,7 @@ def pack(rows: list[dict[str, list[int]]], max_length: int, strategy: str = "bfd
         for i in members:
             n = lengths[i]
             ids += rows[i]["input_ids"][:n]
-            labels += [IGNORE] + rows[i]["labels"][1:n]
+            labels += [IGNORE] + list(rows[i]["labels"][1:n])
             pos += list(range(n))
             seq_lens.append(n)
         out.append({"input_ids": ids, "labels": labels, "position_ids": pos, "seq_lens": seq_lens})
@@ -83,7 +83,7 @@ def _wrapped(rows: list[dict[str, list[int]]], max_length: int) -> list[dict[str
             room = max_length - len(cur["input_ids"])
             take = min(room, len(ids))
             cur["input_ids"] += ids[:take]
-            cur["labels"] += [IGNORE] + labels[1:take]
+            cur["labels"] += [IGNORE] + list(labels[1:take])
             cur["position_ids"] += list(range(take))
             cur["seq_lens"].append(take)
             ids, labels = ids[take:], labels[take:]

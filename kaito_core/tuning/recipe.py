@@ -123,7 +123,7 @@ class _Run:
         dest = Path(req.output).resolve() if req.output else None
         created = dest is not None and not dest.exists()
         if dest is not None and train_mod.is_main_process():
-            out_mod.prepare_destination(dest, overwrite=req.overwrite)
+            out_mod.prepare_destination(dest, overwrite=req.overwrite, workspace=os.environ.get("KAITO_WORKSPACE"))
         if req.output_image and train_mod.is_main_process():
             from kaito_core.tuning import oci
 
@@ -216,6 +216,17 @@ class _Run:
         return data_mod.find_data_files(paths, dataset_path=cfg.dataset.get("dataset_path"))
 
     def _model_source(self, cfg, preset) -> str:
+        source = self._find_model(cfg, preset)
+        if not Path(source).exists() and not cfg.model.get("local_files_only"):
+            from kaito_core.tuning.model import hub_reachable
+
+            if not hub_reachable():
+                # HF_HUB_OFFLINE-style: only the local cache, so a missing model fails at once.
+                cfg.model["local_files_only"] = True
+                self.notes.append("the Hugging Face hub cannot be reached: using the local cache only")
+        return source
+
+    def _find_model(self, cfg, preset) -> str:
         if self.req.model_dir:
             p = Path(self.req.model_dir)
             if p.is_dir():
@@ -242,12 +253,8 @@ class _Run:
 
         req = self.req
         files = self._inputs(cfg)
-        examples, dsum = data_mod.load_examples(files, cfg.dataset)
-        train_ex, eval_ex = data_mod.shuffle_and_split(examples, cfg.dataset, dsum)
+        dsum = data_mod.scan(files, cfg.dataset)  # every row checked before a model is loaded
         source = self._model_source(cfg, preset)
-        log.info("tuning %s with %s: %d training rows, %d held out, from %d file(s)",
-                 preset.name if preset else source, cfg.method, len(train_ex), len(eval_ex), len(files))
-
         tok, tok_changed = model_mod.load_tokenizer(source, cfg)
         template, origin = enc_mod.resolve_chat_template(cfg.model.get("chat_template"), tok,
                                                          preset.chat_template if preset else None)
@@ -256,8 +263,12 @@ class _Run:
             tok_changed.append(f"chat template from {origin}")
         max_len = int(cfg.dataset.get("max_seq_length") or 1024)
         encoder = enc_mod.Encoder(tok, max_len)
-        train_rows = encoder.encode_all(train_ex)
-        eval_rows = encoder.encode_all(eval_ex)
+        # Second pass, streamed again: only the token ids are kept, never the file or its rows.
+        rows = encoder.encode_all(data_mod.iter_examples(files, cfg.dataset, data_mod.DataSummary()))
+        train_rows, eval_rows = data_mod.shuffle_and_split(rows, cfg.dataset, dsum)
+        del rows
+        log.info("tuning %s with %s: %d training rows, %d held out, from %d file(s)",
+                 preset.name if preset else source, cfg.method, len(train_rows), len(eval_rows), len(files))
         for reason, n in encoder.skipped.items():
             dsum.skipped[reason] += n
         dsum.first_skipped.extend(encoder.first_skipped[: max(0, 5 - len(dsum.first_skipped))])
@@ -266,7 +277,7 @@ class _Run:
             self.notes.append(f"{encoder.truncated} rows were longer than max_seq_length={max_len} tokens "
                               "and were truncated")
         if not train_rows:
-            raise DataError(f"the training data set is empty after tokenizing: all {len(train_ex)} training rows "
+            raise DataError(f"the training data set is empty after tokenizing: all {dsum.rows_used + sum(encoder.skipped.values())} rows "
                             f"were skipped ({dict(encoder.skipped)}); e.g. {encoder.first_skipped[:1]}")
         if dsum.rows_skipped:
             log.warning("skipped %d of %d rows: %s; first: %s", dsum.rows_skipped, dsum.rows_total,

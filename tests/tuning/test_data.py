@@ -135,7 +135,7 @@ def test_loss_only_on_assistant_tokens(tiny_models, tmp_path):
     row = Encoder(tok, 256).encode(examples[0])
     learned = [t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE]
     assert tok.decode(learned) == "The capital of France is Paris.<|end|>\n"
-    assert row["labels"][: len(row["labels"]) - len(learned)] == [IGNORE] * (len(row["labels"]) - len(learned))
+    assert list(row["labels"][: len(row["labels"]) - len(learned)]) == [IGNORE] * (len(row["labels"]) - len(learned))
     assert "What is the capital" in tok.decode(row["input_ids"])
     # A row whose answer lies beyond max_seq_length has nothing to learn: skipped and counted.
     enc = Encoder(tok, 8)
