@@ -6,7 +6,8 @@ an existing name like the API server's 409 AlreadyExists, and every verb is reco
 ``calls`` so a test can assert that a second ``ensure`` created nothing.
 
 It is deliberately small: no watches, no finalizers, no admission. The operator's own tests run
-the real kopf against kmock; this fake is for the conformance suite and plugin unit tests.
+the real kopf against the API emulator (:mod:`kaito_core.testing.emulator`); this
+fake is for the conformance suite and plugin unit tests.
 """
 
 from __future__ import annotations
