@@ -76,10 +76,11 @@ class TrimAfterLargeBodies:
 
 
 def malloc_trim() -> None:
+    # No gc.collect() here: the request's strings are freed by reference counting already, and
+    # a full collection of a process holding a model stalls every thread for 100s of ms.
+    # ctypes releases the GIL for the call itself.
     import ctypes
-    import gc
 
-    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
