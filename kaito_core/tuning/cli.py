@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="progress bar (terminal), JSON log lines, or nothing (default: auto)")
     p.add_argument("--skip-malformed", action="store_true", help="skip malformed rows instead of stopping")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
+    p.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help="data parallel: run N processes (one per GPU) with torchrun, as upstream's accelerate "
+                        "launch; each trains on its own shard, rank 0 writes the adapter (CPU: gloo backend)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
 
@@ -107,11 +110,48 @@ def setup_logging() -> None:
     logging.getLogger("oras").setLevel(logging.WARNING)
 
 
+def _own_argv() -> list[str]:
+    """This command's arguments (after ``tune`` for ``kaito tune``), as typed."""
+    argv = sys.argv[1:]
+    if "tune" in argv and not sys.argv[0].endswith("__main__.py"):
+        argv = argv[argv.index("tune") + 1:]
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc-per-node":
+            skip = True
+            continue
+        if not a.startswith("--nproc-per-node="):
+            out.append(a)
+    return out
+
+
+def launch_data_parallel(n: int) -> int:
+    """Re-run this command under torchrun with ``n`` processes; its exit code is ours."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+           "-m", "kaito_core.tuning", *_own_argv()]
+    logging.getLogger("kaito.tuning").info("data parallel: %s", " ".join(cmd))
+    return subprocess.run(cmd).returncode
+
+
 def run_from_args(args: argparse.Namespace) -> int:
+    import os
+
     from kaito_core.tuning.recipe import run
     from kaito_core.tuning.train import Interrupted
 
     setup_logging()
+    n = getattr(args, "nproc_per_node", None)
+    if n is not None and n < 1:
+        from kaito_core.tuning.errors import TuningError
+
+        raise TuningError(f"--nproc-per-node {n}: must be 1 or more (one process per GPU)")
+    if n and n > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_data_parallel(n)
     req = build_request(args)
     try:
         result = run(req)
@@ -123,6 +163,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         print("interrupted: stopped before a checkpoint was saved", file=sys.stderr)
         return 130
     s = result.summary
+    if (s.get("distributed") or {}).get("rank", 0) != 0:
+        return 0  # one report, from rank 0, which wrote the adapter
     if args.json:
         json.dump(s, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

@@ -155,7 +155,8 @@ class _Run:
                 shutil.rmtree(self.work, ignore_errors=True)
             elif self.downloaded:
                 shutil.rmtree(self.work / "data", ignore_errors=True)
-            if created and dest is not None and dest.is_dir() and not any(dest.iterdir()):
+            if created and dest is not None and train_mod.is_main_process() and dest.is_dir() \
+                    and not any(dest.iterdir()):
                 dest.rmdir()  # a failed run leaves no empty output directory behind
 
     def _preset(self):
