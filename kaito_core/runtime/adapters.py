@@ -48,10 +48,9 @@ def resolve_source(source: str, cache_dir: Path, name: str) -> Path:
                                  "adapter_model.safetensors")
         return path
     if looks_like_reference(source):
-        dest = cache_dir / name
-        if dest.exists():
-            shutil.rmtree(dest)
-        return pull_adapter(source, dest)
+        # a directory per pull: a pull that timed out may still be writing into its own
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return pull_adapter(source, Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache_dir)))
     raise ModelLoadError(f"adapter {name!r}: source {source!r} is neither an existing directory nor an OCI "
                          "reference (REGISTRY/REPOSITORY:TAG)")
 
@@ -201,6 +200,7 @@ class AdapterSet:
             # peft cannot run with no adapter left: take its LoRA layers out, back to the base model
             self.base = self.peft.unload()
             self.peft = None
-        shutil.rmtree(self.cache_dir / name, ignore_errors=True)
+        if Path(info.path).parent == self.cache_dir:  # pulled by us, not the user's own directory
+            shutil.rmtree(info.path, ignore_errors=True)
         log.info("adapter %s unloaded", name)
         return info

@@ -197,3 +197,44 @@ def test_unloading_an_adapter_in_use_is_409(keyed_server, adapters):
         assert use.result()  # the request that held the adapter was served
     blocker.join(5)
     assert httpx.delete(url + "/admin/adapters/busy", headers=key).status_code == 200
+
+
+def test_an_unreachable_adapter_registry_does_not_hold_the_admin_lock(tiny_models, adapters, make_server):
+    """A registry that accepts connections and never answers: the pull gives up at
+    --adapter-fetch-timeout (504), and other admin calls go through meanwhile."""
+    import socket
+    import threading
+    import time
+
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(16)
+    port = black_hole.getsockname()[1]
+    srv = make_server(model=str(tiny_models["llama"]), api_key="k", adapter_fetch_timeout=2.0)
+    key = {"Authorization": "Bearer k"}
+    result: dict = {}
+
+    def pull() -> None:
+        t0 = time.monotonic()
+        r = httpx.post(srv.url + "/admin/adapters", headers=key, timeout=60,
+                       json={"name": "remote", "source": f"127.0.0.1:{port}/adapters/remote:v1"})
+        result.update(status=r.status_code, body=r.json(), took=time.monotonic() - t0, done=time.monotonic())
+
+    try:
+        t = threading.Thread(target=pull)
+        t.start()
+        time.sleep(0.3)  # the pull is now waiting on the black hole
+        r = httpx.post(srv.url + "/admin/adapters", headers=key, timeout=60,
+                       json={"name": "sql", "source": str(adapters["sql"])})
+        local_done = time.monotonic()
+        assert r.status_code == 201, r.text
+        dup = httpx.post(srv.url + "/admin/adapters", headers=key, timeout=60,
+                         json={"name": "remote", "source": str(adapters["sql"])})
+        assert dup.status_code == 409  # the name is reserved while its pull runs
+        t.join(60)
+    finally:
+        black_hole.close()
+    assert local_done < result["done"], "the local load waited for the unreachable pull"
+    assert result["status"] == 504 and result["body"]["error"]["code"] == "adapter_fetch_timeout", result
+    assert result["took"] < 30
+    assert "remote" not in httpx.get(srv.url + "/admin/adapters", headers=key).text
