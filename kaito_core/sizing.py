@@ -348,6 +348,9 @@ class Requirement:
     reasons: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     estimate: MemoryEstimate | None = field(default=None, compare=False)
+    #: the Workspace's ConfigMaps (name -> object) this was sized with, so that the planner can
+    #: re-read their keys (reconcile/inputs.py sets it; sizing never reads it).
+    configmaps: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

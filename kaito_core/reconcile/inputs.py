@@ -7,7 +7,7 @@ render``, the operator, its webhook and ``kaito up`` all get the same answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import yaml
@@ -117,6 +117,7 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
     catalog, cat_problem = catalog_for(provisioner, registry, ws, settings)
     if ws.preset_name is None:
         req, problems = template_requirement(ws, catalog, provisioner)
+        req = replace(req, configmaps=cms)
         return Inputs(None, req, ([cat_problem] if cat_problem else []) + problems, runtime=None,
                       found="inference.template: the user's pod template")
     preset, found, error = lookup_preset(registry, ws.preset_name)
@@ -144,6 +145,7 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
     rt = registry.runtimes.get(runtime, runtime) if hasattr(registry, "runtimes") else runtime
     req = sizing.place(preset, catalog, instance_type=it, runtime=rt, max_model_len=max_len, batch=batch,
                        method=method, cloud=cloud)
+    req = replace(req, configmaps=cms)
     problems = [cat_problem] if cat_problem else []
     if it is not None and it not in catalog and it in getattr(registry, "instance_types", {}):
         problems.append(_wrong_cloud(it, registry, provisioner))

@@ -159,9 +159,19 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
         nodes ``resource`` asks for).
     :param provisioner: only its pure ``desired_objects`` is called, with the core's requests.
     :param observed: what exists; default: nothing yet.
-    :param inputs: the resolved :class:`Inputs` (user config keys); ``registry``: runtimes.
+    :param inputs: the resolved :class:`Inputs` (user config keys); ``registry``: runtimes and
+        the catalog. Without ``inputs`` (callers that resolved on their own), the Workspace is
+        resolved again here with ``provisioner``'s catalog and the ConfigMaps ``requirement``
+        was sized with, so every caller gets the one planner's answer.
     """
     ws = workspace
+    if registry is None:
+        from kaito_core.plugins import get_registry
+
+        registry = get_registry()
+    if inputs is None and (requirement is not None or ws.preset_name is None):
+        inputs = resolve(ws, registry, configmaps=getattr(requirement, "configmaps", None), provisioner=provisioner)
+        preset, requirement = inputs.preset if inputs.preset is not None else preset, inputs.requirement
     observed = observed or Observed()
     uid = names.uid_of(ws.namespace, ws.name, ws.metadata.uid)
     mode = ws.mode
