@@ -341,8 +341,7 @@ class ApiServer:
     def _crd_changed(self, rt: ResourceType, crd: dict[str, Any]) -> dict[str, Any]:
         """Serve what a CRD declares (the apiextensions controller), and report it Established."""
         name = crd["metadata"]["name"]
-        for key in [k for k, t in self.store.types.items() if t.crd == name]:
-            del self.store.types[key]
+        self.store.drop_types(name)
         for new in crd_types(crd):
             self.store.register(new)
         conds = [{"type": t, "status": "True", "reason": t, "message": "emulated",

@@ -85,6 +85,7 @@ class Store:
         self.rv = 1
         self.objects: dict[Key, dict[str, Any]] = {}
         self.types: dict[tuple[str, str, str], ResourceType] = {}  # (group, version, plural)
+        self._kinds: dict[tuple[str, str], ResourceType] = {}
         self.history: collections.deque[Event] = collections.deque(maxlen=history)
         self.compacted = 0  # watches from a resourceVersion below this answer 410 Gone
         self.watchers: set[Watcher] = set()  # hashed by identity (eq=False)
@@ -97,23 +98,29 @@ class Store:
 
     def register(self, rt: ResourceType) -> None:
         self.types[(rt.group, rt.version, rt.plural)] = rt
+        self._kinds.clear()
+
+    def drop_types(self, crd_name: str) -> list[ResourceType]:
+        """Stop serving what a CRD declared; returns those types."""
+        self._kinds.clear()
+        return [self.types.pop(k) for k in [k for k, rt in self.types.items() if rt.crd == crd_name]]
 
     def unregister_crd(self, crd_name: str) -> None:
-        gone = [k for k, rt in self.types.items() if rt.crd == crd_name]
-        for k in gone:
-            rt = self.types.pop(k)
+        """A deleted CRD takes its custom resources with it."""
+        for rt in self.drop_types(crd_name):
             for key in [key for key in self.objects if key[:2] == rt.gk]:
                 self._remove(key, rt)
 
     def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
-        group, _, version = api_version.rpartition("/")
-        for (g, v, _), rt in self.types.items():
-            if g == group and v == version and rt.kind == kind:
-                return rt
-        return None
+        if not self._kinds:  # (apiVersion, kind) and (group, plural) -> type, rebuilt after (un)register
+            for rt in self.types.values():
+                self._kinds[(rt.api_version, rt.kind)] = rt
+                self._kinds.setdefault(rt.gk, rt)
+        return self._kinds.get((api_version, kind))
 
     def type_of(self, gk: GK) -> ResourceType | None:
-        return next((rt for rt in self.types.values() if rt.gk == gk), None)
+        self.by_kind("", "")
+        return self._kinds.get(gk)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -128,8 +135,9 @@ class Store:
         return obj
 
     def list(self, rt: ResourceType, namespace: str | None, match: Callable[[dict], bool]) -> list[dict[str, Any]]:
-        return [o for (g, p, ns, _), o in sorted(self.objects.items())
-                if (g, p) == rt.gk and (namespace is None or ns == namespace) and match(o)]
+        found = [(k, o) for k, o in self.objects.items()
+                 if k[:2] == rt.gk and (namespace is None or k[2] == namespace) and match(o)]
+        return [o for _, o in sorted(found, key=lambda ko: ko[0])]  # etcd's key order
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -281,9 +289,10 @@ class Store:
         changed = False
         by_uid = {o["metadata"]["uid"]: (k, o) for k, o in self.objects.items()}
         blocking: dict[str, int] = collections.Counter()
-        for key, obj in list(self.objects.items()):
+        dependents = [(k, o) for k, o in self.objects.items() if o["metadata"].get("ownerReferences")]
+        for key, obj in dependents:
             refs = obj["metadata"].get("ownerReferences") or []
-            if not refs or key not in self.objects:
+            if key not in self.objects:
                 continue
             rt = self.type_of(key[:2])
             states = [self._owner_state(key, r) for r in refs]
@@ -311,9 +320,9 @@ class Store:
                 continue
             if "foregroundDeletion" in fins and blocking.get(meta["uid"]):
                 continue
-            dependents = any(r.get("uid") == meta["uid"] for o in self.objects.values()
-                             for r in o["metadata"].get("ownerReferences") or [])
-            if "orphan" in fins and dependents:
+            has_dependents = any(r.get("uid") == meta["uid"] for o in self.objects.values()
+                                 for r in o["metadata"].get("ownerReferences") or [])
+            if "orphan" in fins and has_dependents:
                 continue
             rt = self.type_of(key[:2])
             if rt is not None:
