@@ -65,9 +65,22 @@ def _key(key: str) -> str:
     return ALIASES.get(name, name)
 
 
-def engine_args(opts: ServeOptions, preset: Any = None, plan: GroupPlan | None = None) -> dict[str, Any]:
+def _flag_dtype(opts: ServeOptions) -> str | None:
+    """``opts.dtype`` when it came from ``--dtype``, not from the file's ``transformers:`` section
+    (ServeOptions merges both; that section configures the transformers runtime, not vLLM)."""
+    if not opts.dtype or not opts.config_path:
+        return opts.dtype
+    from kaito_core.runtime.options import load_inference_config
+
+    section = load_inference_config(opts.config_path).get("transformers") or {}
+    return None if section.get("dtype") == opts.dtype else opts.dtype
+
+
+def engine_args(opts: ServeOptions, preset: Any = None, plan: GroupPlan | None = None,
+                compute_capability: float | None = None) -> dict[str, Any]:
     """Preset defaults < ``inference_config.yaml``'s ``vllm:`` map < explicit flags < the plan's
-    TP/PP (``plan``, from the pod's environment; a contradicting user value is refused)."""
+    TP/PP (``plan``, from the pod's environment; a contradicting user value is refused).
+    ``compute_capability``: the GPUs' (lowest), to keep bfloat16 off GPUs that lack it."""
     args: dict[str, Any] = {}
     if preset is not None:
         args.update({_key(k): v for k, v in dict(preset.runtimes.get("vllm", {})).items()})
@@ -75,8 +88,9 @@ def engine_args(opts: ServeOptions, preset: Any = None, plan: GroupPlan | None =
     args.update(user)
     if opts.max_model_len is not None:
         args["max-model-len"] = opts.max_model_len
-    if opts.dtype:
-        args["dtype"] = opts.dtype
+    flag_dtype = _flag_dtype(opts)
+    if flag_dtype:
+        args["dtype"] = flag_dtype
     if opts.trust_remote_code:
         args["trust-remote-code"] = True
     if opts.revision:
@@ -93,7 +107,32 @@ def engine_args(opts: ServeOptions, preset: Any = None, plan: GroupPlan | None =
         args.setdefault("enable-auto-tool-choice", True)
     if plan is not None:
         args = apply_plan(args, user, plan)
+    if compute_capability is not None and compute_capability < 8.0 and str(args.get("dtype")) == "bfloat16":
+        if flag_dtype == "bfloat16" or user.get("dtype") == "bfloat16":
+            where = "--dtype" if flag_dtype == "bfloat16" else "inference_config.yaml vllm.dtype"
+            raise KaitoError(f"{where} is bfloat16, but this node's GPU has compute capability "
+                             f"{compute_capability:g}; vLLM needs 8.0 (Ampere) for bfloat16: set float16")
+        # upstream KAITO buildVLLMInferenceCommand: float16 when !GPUConfig.SupportsBFloat16()
+        log.warning("dtype bfloat16 -> float16: this GPU's compute capability is %g (< 8.0)", compute_capability)
+        args["dtype"] = "float16"
     return args
+
+
+def gpu_compute_capability() -> float | None:
+    """The lowest compute capability of this pod's GPUs (``nvidia-smi``), None when unknown.
+    Reconcile picks the dtype from the instance type; this covers nodes it cannot know (BYO)."""
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30, check=False).stdout
+        values = [float(line) for line in out.split() if line.strip()]
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    return min(values) if values else None
 
 
 def to_flags(args: Mapping[str, Any]) -> list[str]:
@@ -118,10 +157,10 @@ def to_flags(args: Mapping[str, Any]) -> list[str]:
 
 def vllm_command(opts: ServeOptions, preset: Any = None, *, port: int | None = None, host: str = "127.0.0.1",
                  adapter_paths: Mapping[str, str] | None = None, python: str | None = None,
-                 plan: GroupPlan | None = None) -> list[str]:
+                 plan: GroupPlan | None = None, compute_capability: float | None = None) -> list[str]:
     """The ``vllm serve`` command line for ``opts`` (the preset's engine arguments, the plan's TP/PP).
     The model is vLLM's positional ``model_tag`` (``vllm serve --help`` hides ``--model``)."""
-    args = engine_args(opts, preset, plan)
+    args = engine_args(opts, preset, plan, compute_capability)
     adapters = dict(adapter_paths if adapter_paths is not None else {a.name: a.source for a in opts.adapters})
     cmd = [*vllm_executable(python), "serve", opts.model, "--served-model-name", opts.model_name,
            "--host", host, "--port", str(port if port is not None else opts.port)]

@@ -25,8 +25,8 @@ from kaito_core.runtime.errors import APIError
 from kaito_core.runtime.options import ServeOptions
 from kaito_core.runtime.parallel import GroupPlan, world_size
 from kaito_core.runtime.protocol import parse_json, parse_kaito_chat
-from kaito_core.runtime.vllm import (_free_port, check_strengths, engine_args, prepare_adapters, require_vllm,
-                                     vllm_command)
+from kaito_core.runtime.vllm import (_free_port, check_strengths, engine_args, gpu_compute_capability,
+                                     prepare_adapters, require_vllm, vllm_command)
 
 log = logging.getLogger("kaito.runtime.vllm")
 
@@ -64,6 +64,7 @@ class Upstream:
         self.phase = "starting"
         self.closing = False
         self.task: asyncio.Task | None = None
+        self.compute_capability: float | None = None
 
     @property
     def group_leader(self) -> bool:
@@ -85,7 +86,7 @@ class Upstream:
             if self.group_leader:
                 await asyncio.to_thread(group_prestart, self.opts, self.preset, self.plan, self.set_phase)
             cmd = list(self.command) if self.command is not None else vllm_command(
-                self.opts, self.preset, port=self.port, plan=self.plan,
+                self.opts, self.preset, port=self.port, plan=self.plan, compute_capability=self.compute_capability,
                 adapter_paths=await asyncio.to_thread(prepare_adapters, self.opts))
         except Exception as exc:  # noqa: BLE001 (any failure here ends the pod with its reason)
             self.fail(f"vLLM cannot start: {exc}")
@@ -143,7 +144,7 @@ def auth_headers(request: Request) -> dict[str, str]:
 
 def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequence[str] | None = None,
                      upstream_port: int | None = None, plan: GroupPlan | None = None,
-                     on_failed: Any = None) -> Any:
+                     on_failed: Any = None, compute_capability: float | None = None) -> Any:
     """kaito's routes in front of a vLLM server it starts (``command`` overrides the vLLM command,
     e.g. to put any OpenAI-compatible server behind the proxy). ``plan``: the pod's parallel plan
     (TP/PP, multi-node); ``on_failed``: called once when vLLM or the Ray group fails."""
@@ -151,6 +152,7 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
         require_vllm()
         preset = preset if preset is not None else _preset(opts)
     up = Upstream(opts, preset, command, upstream_port or _free_port(), plan, on_failed)
+    up.compute_capability = compute_capability
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -256,10 +258,11 @@ def serve_proxy(opts: ServeOptions, plan: GroupPlan | None = None) -> int:
 
     plan = plan if plan is not None else GroupPlan.from_env()
     preset = _preset(opts)
-    engine_args(opts, preset, plan)  # refuse a contradicting TP/PP now, with one line, not in a traceback
+    cc = gpu_compute_capability()
+    engine_args(opts, preset, plan, cc)  # refuse a contradicting TP/PP now, with one line, not in a traceback
     check_strengths(opts)
     holder: dict[str, Any] = {}
-    app = create_proxy_app(opts, preset=preset, plan=plan,
+    app = create_proxy_app(opts, preset=preset, plan=plan, compute_capability=cc,
                            on_failed=lambda: setattr(holder["server"], "should_exit", True))
     holder["server"] = server = uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port,
                                                               log_level=opts.log_level, timeout_graceful_shutdown=10))

@@ -14,13 +14,14 @@ from kaito_core.runtime.options import AdapterSpec, ServeOptions, build_parser, 
 from kaito_core.runtime.vllm import VLLMUnavailable, engine_args, to_flags, vllm_available, vllm_command
 
 PRESETS = sorted(get_registry().presets)
+VLLM_PRESETS = sorted(n for n, p in get_registry().presets.items() if "vllm" in p.runtimes)
 
 
 def test_presets_are_installed():
     assert {"phi-3-mini-4k-instruct", "llama-3.1-8b-instruct", "falcon-7b"} <= set(PRESETS)
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", VLLM_PRESETS)
 def test_vllm_command_for_each_preset(name):
     preset = get_registry().get_preset(name)
     opts = ServeOptions(model=preset.hf_repo, preset=name, port=5000)

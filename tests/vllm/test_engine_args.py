@@ -131,7 +131,7 @@ def emitted_flags(cmd: list[str]) -> set[str]:
     return set(flag_values(cmd))
 
 
-@pytest.mark.parametrize("name", sorted(get_registry().presets))
+@pytest.mark.parametrize("name", sorted(n for n, p in get_registry().presets.items() if "vllm" in p.runtimes))
 def test_every_preset_flag_exists_in_the_pinned_vllm(name):
     p = get_registry().get_preset(name)
     opts = ServeOptions(model=p.hf_repo, preset=name, runtime="vllm", revision="abc", trust_remote_code=True)
@@ -173,3 +173,40 @@ def test_the_flag_list_is_vllms():
     assert {"--tensor-parallel-size", "-tp", "--pipeline-parallel-size", "--distributed-executor-backend",
             "--enable-auto-tool-choice", "--tool-call-parser", "--chat-template", "--lora-modules"} <= flags
     assert "--kaito-config-file" not in flags and "--max-probe-steps" not in flags  # upstream KAITO's own
+
+
+def write_config(tmp_path, doc: dict) -> str:
+    cfg = tmp_path / "inference_config.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    return str(cfg)
+
+
+def test_the_transformers_section_does_not_set_vllms_dtype(tmp_path):
+    cfg = write_config(tmp_path, {"transformers": {"dtype": "float32"}, "vllm": {"dtype": "bfloat16"}})
+    opts = options_from_args(build_parser().parse_args(["--model", "m", "--runtime", "vllm", "--config", cfg]))
+    assert engine_args(opts)["dtype"] == "bfloat16"
+    opts = options_from_args(build_parser().parse_args(["--model", "m", "--runtime", "vllm", "--config", cfg,
+                                                        "--dtype", "float16"]))
+    assert engine_args(opts)["dtype"] == "float16"  # what reconcile passes for a V100 SKU
+
+
+def test_bfloat16_below_ampere_becomes_float16_unless_the_user_asked_for_it(tmp_path):
+    """Upstream KAITO: float16 when the GPU does not support bfloat16 (compute capability < 8.0)."""
+    assert preset().runtimes["vllm"]["dtype"] == "bfloat16"
+    assert engine_args(opts_with(tmp_path, {}), preset(), compute_capability=7.0)["dtype"] == "float16"
+    assert engine_args(opts_with(tmp_path, {}), preset(), compute_capability=8.0)["dtype"] == "bfloat16"
+    with pytest.raises(KaitoError, match="vllm.dtype is bfloat16, but this node's GPU has compute capability 7"):
+        engine_args(opts_with(tmp_path, {"dtype": "bfloat16"}), preset(), compute_capability=7.0)
+    with pytest.raises(KaitoError, match="--dtype is bfloat16"):
+        engine_args(opts_with(tmp_path, None, "--dtype", "bfloat16"), preset(), compute_capability=7.5)
+
+
+def test_compute_capability_read_from_nvidia_smi(tmp_path, monkeypatch):
+    from kaito_core.runtime.vllm import gpu_compute_capability
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_compute_capability() is None  # no GPU tooling: reconcile's choice stands
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n[ \"$1\" = --query-gpu=compute_cap ] && printf '8.0\\n7.0\\n'\n")
+    smi.chmod(0o755)
+    assert gpu_compute_capability() == 7.0
