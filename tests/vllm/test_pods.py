@@ -245,3 +245,28 @@ def test_leader_times_out_with_a_clear_message_when_workers_never_join(fake_tool
     out = leader.output()
     assert "only 1 of 2 nodes joined the Ray cluster within 3 s" in out and "Traceback" not in out
     assert fake_tools.calls("vllm") == []
+
+
+def test_adapter_strength_below_one_is_refused_at_admission_and_by_the_pod(fake_tools, pods, tmp_path):
+    """Upstream refuses it in the webhook; a pod started anyway (stale args) refuses it too."""
+    ws = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "ad"},
+          "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+          "inference": {"preset": {"name": "phi-3-mini-4k-instruct"},
+                        "adapters": [{"source": {"name": "poet", "image": "reg.io/adapters/poet:0.0.1"},
+                                      "strength": "0.2"}]}}
+    path = tmp_path / "ws.yaml"
+    path.write_text(yaml.safe_dump(ws))
+    with pytest.raises(RenderFailed, match=r"inference\.adapters\[0\]\.strength"):
+        render(path)
+    ws["inference"]["adapters"][0]["strength"] = "1.0"
+    path.write_text(yaml.safe_dump(ws))
+    rendered = render(path)
+    args = rendered.container["args"]
+    i = args.index("--adapter-strength")
+    args[i + 1] = "poet=0.2"
+    (pod,) = start_pods(rendered, fake_tools, tmp_path)
+    pods.append(pod)
+    assert wait_exit(pod) == 1
+    out = pod.output()
+    assert "error: adapters ['poet'] have a strength below 1.0, which vLLM cannot apply" in out
+    assert "Traceback" not in out and fake_tools.calls("vllm") == []
