@@ -61,7 +61,9 @@ class ApiServer:
         try:
             return await self._route(request)
         except ApiStatus as exc:
-            return web.json_response(exc.body(), status=exc.code)
+            # API Priority and Fairness answers 429 with Retry-After (clients back off by it)
+            headers = {"Retry-After": "1"} if exc.code == 429 else None
+            return web.json_response(exc.body(), status=exc.code, headers=headers)
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response(ApiStatus(400, "BadRequest", f"bad request: {exc}").body(), status=400)
 
@@ -97,6 +99,14 @@ class ApiServer:
             return web.json_response(self.out(rt, obj))
         if verb == "delete":
             return await self.delete(request, rt, ns, name)
+        if verb == "deletecollection":
+            gone = []
+            for obj in self.store.list(rt, ns, self._matcher(request.query)):
+                meta = obj["metadata"]
+                await self._admit("validating", rt, None, "DELETE", None, self.out(rt, obj))
+                gone.append(self.out(rt, self.store.delete(rt, meta.get("namespace"), meta["name"], {})))
+            return web.json_response({"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
+                                      "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
         ctype = request.headers.get("Content-Type", "application/json")
         if verb == "patch" and "apply-patch" in ctype:
             apply_patch({}, ctype, None)  # 415: kaito's operator never uses server-side apply
@@ -124,7 +134,7 @@ class ApiServer:
         if method == "GET":
             return "get" if name else ("watch" if query.get("watch") in ("true", "1") else "list")
         verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-        if method not in verbs or (method == "POST") == bool(name) or (method in ("PUT", "PATCH") and not name):
+        if method not in verbs or (method == "POST" and name) or (method in ("PUT", "PATCH") and not name):
             raise ApiStatus(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
                                                      f"resource ({method})")
         return "deletecollection" if method == "DELETE" and not name else verbs[method]

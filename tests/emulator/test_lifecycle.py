@@ -98,3 +98,11 @@ def test_namespace_deletion_removes_its_objects(api):
     make(api, "doomed", "inside")
     ok(api.delete("/api/v1/namespaces/doomed"))
     assert gone(api, "doomed", "inside")
+
+
+def test_delete_collection_by_label(api):
+    for name, team in (("a", "x"), ("b", "x"), ("c", "y")):
+        make(api, "g8", name, labels={"team": team})
+    out = ok(api.delete(CM.format(ns="g8"), params={"labelSelector": "team=x"}))
+    assert sorted(i["metadata"]["name"] for i in out["items"]) == ["a", "b"]
+    assert [i["metadata"]["name"] for i in ok(api.get(CM.format(ns="g8")))["items"]] == ["c"]

@@ -30,7 +30,7 @@ def operator(emu, tmp_path_factory):
     op.stop()
 
 
-def test_lifecycle_through_the_status_subresource(cluster, operator):
+def test_lifecycle_through_the_status_subresource(emu, cluster, operator):
     ns, name = "op1", "flow"
     made = cluster.kube.create(workspace_body(name, ns))
     uid = made["metadata"]["uid"]
@@ -45,6 +45,10 @@ def test_lifecycle_through_the_status_subresource(cluster, operator):
     cluster.delete(name, ns)
     wait_for("the Workspace to go", lambda: cluster.workspace(name, ns) is None)
     wait_for("its NodeClaim to go", lambda: cluster.claims(name) == [])
+    # every request is recorded by client (what the chart's RBAC must allow): kopf and kaito's client
+    agents = {(verb, group, res) for verb, group, res, agent in emu.calls if agent.startswith(("kopf", "kaito"))}
+    assert ("patch", "kaito.sh", "workspaces/status") in agents and ("watch", "kaito.sh", "workspaces") in agents
+    assert ("create", "karpenter.sh", "nodeclaims") in agents and ("create", "apps", "statefulsets") in agents
 
 
 @pytest.mark.xfail(strict=True, reason=(

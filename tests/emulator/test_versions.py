@@ -92,3 +92,15 @@ def test_kubernetes_client_sees_the_conflict(emu):
         core.replace_namespaced_config_map("k8s", "rv", made)
     assert info.value.status == 409
     assert core.read_namespaced_config_map("k8s", "rv").data == {"a": "2"}
+
+
+def test_injected_faults_answer_once_each(api, emu):
+    ok(api.post(CM.format(ns="rv"), json={"metadata": {"name": "fault"}}), 201)
+    emu.inject("get", "configmaps", 429, times=2)
+    first, second = api.get(CM.format(ns="rv") + "/fault"), api.get(CM.format(ns="rv") + "/fault")
+    assert (first.status_code, second.status_code) == (429, 429) and first.headers["Retry-After"] == "1"
+    assert ok(api.get(CM.format(ns="rv") + "/fault"))["metadata"]["name"] == "fault"
+    emu.fail("configmaps")
+    assert api.get(CM.format(ns="rv") + "/fault").status_code == 500
+    assert emu.clear_faults() == 0
+    ok(api.get(CM.format(ns="rv") + "/fault"))
