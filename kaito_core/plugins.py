@@ -124,8 +124,8 @@ class Registry:
         name = getattr(prov, "name", None)
         if not isinstance(name, str) or not name or not isinstance(prov, Provisioner):
             raise ContractError(owner="register()", field="provisioner", value=prov,
-                                expected="an object with a 'name' and node_requests/desired_objects/"
-                                         "ensure/observe/release (kaito_core.types.Provisioner)",
+                                expected="an object with a 'name' and desired_objects/ensure/observe/release "
+                                         "(kaito_core.types.Provisioner)",
                                 plugin=plugin)
         self._claim("provisioners", name, plugin)
         self.provisioners[name] = prov

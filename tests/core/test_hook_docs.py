@@ -59,9 +59,7 @@ def test_hook_kaito_register_presets():
 
 class _Prov:
     name = "hook-prov"
-
-    def node_requests(self, *, workspace, requirement):
-        return [NodeRequest(name="n0", workspace="w", namespace="default", instance_type="x", index=0)]
+    creates_nodes = False
 
     def desired_objects(self, *, requests):
         return []
@@ -79,7 +77,7 @@ class _Prov:
 def test_hook_kaito_register_provisioners():
     pm = _run("kaito_register_provisioners", lambda register: register(_Prov()))
     prov = pm.registry.provisioners["hook-prov"]
-    reqs = prov.node_requests(workspace=None, requirement=None)
+    reqs = [NodeRequest(name="n0", workspace="w", namespace="default", instance_type="x", index=0)]
     assert [s.ready for s in prov.ensure(requests=reqs, ctx=None)] == [True]
 
 
