@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 from kaito_core.api import parse_workspace, validate_workspace
 from kaito_core.errors import KaitoError, WorkspaceInvalid
 from kaito_core.operator.admission import Policy, policy_problems
+from kaito_core.operator.drift import CONDITION as DRIFT_CONDITION, describe, differences
 from kaito_core.operator.kube import ApiError, KubeClient
 from kaito_core.operator.settings import Settings
 from kaito_core.reconcile import Observed, Plan, invalid, names, plan
@@ -50,10 +51,13 @@ def object_digest(obj: Mapping[str, Any]) -> str:
     return names.stable_hash(dict(obj))
 
 
-def apply_object(kube: KubeClient, obj: Mapping[str, Any], uid: str) -> str:
-    """Create ``obj`` if absent, patch it if our last applied version differs, recreate a Job
-    whose revision changed (a Job's pod template is immutable). Never touches an object of the
-    same name that another owner made. Returns what happened."""
+def apply_object(kube: KubeClient, obj: Mapping[str, Any], uid: str, *, drift: str = "revert",
+                 notes: list[str] | None = None) -> str:
+    """Create ``obj`` if absent, patch it if our last applied version differs or someone changed
+    it by hand (``drift="report"``: only note it), recreate a Job whose revision changed (a Job's
+    pod template is immutable), adopt what upstream KAITO made for the same Workspace. Never
+    touches an object of the same name that another owner made. Returns what happened;
+    ``notes`` collects a line per drifted object."""
     desired = copy.deepcopy(dict(obj))
     digest = object_digest(desired)
     desired["metadata"].setdefault("annotations", {})[names.ANNOTATION_HASH] = digest
@@ -70,14 +74,28 @@ def apply_object(kube: KubeClient, obj: Mapping[str, Any], uid: str) -> str:
             if current is None:
                 return "pending"  # being deleted (e.g. a Job being replaced): next pass
     meta = current.get("metadata") or {}
+    adopting = False
     if (meta.get("labels") or {}).get(names.LABEL_UID) != uid:
-        return "conflict"
+        verdict = adoptable(current, desired, uid)
+        if verdict:
+            if notes is not None:
+                notes.append(f"{kind}/{name}: {verdict}")
+            return "conflict"
+        adopting = True
     if meta.get("deletionTimestamp"):
         return "pending"
     annotations = meta.get("annotations") or {}
-    if annotations.get(names.ANNOTATION_HASH) == digest:
-        return "unchanged"
-    if kind == "Job":
+    action = "adopted" if adopting else "updated"
+    if annotations.get(names.ANNOTATION_HASH) == digest and not adopting:
+        paths = differences(desired, current)
+        if not paths:
+            return "unchanged"
+        if notes is not None:
+            notes.append(describe(kind, name, paths, current))
+        if drift == "report" or kind == "Job":
+            return "drifted"  # a Job is never re-run to undo an edit: reported only
+        action = "reverted"
+    elif kind == "Job" and not adopting:
         want = desired["metadata"]["annotations"].get(names.ANNOTATION_REVISION)
         if annotations.get(names.ANNOTATION_REVISION) != want:
             kube.delete(api_version=api_version, kind=kind, name=name, namespace=namespace)
@@ -86,8 +104,33 @@ def apply_object(kube: KubeClient, obj: Mapping[str, Any], uid: str) -> str:
     body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "status")}
     body["metadata"] = {k: desired["metadata"][k] for k in ("labels", "annotations", "ownerReferences")
                         if k in desired["metadata"]}
+    if kind == "Job":
+        body.pop("spec", None)  # adopting a Job: its pod template is immutable; take ownership only
     kube.patch(api_version=api_version, kind=kind, name=name, namespace=namespace, patch=body)
-    return "updated"
+    return action
+
+
+def adoptable(current: Mapping[str, Any], desired: Mapping[str, Any], uid: str) -> str:
+    """Why ``current`` (same name, without our uid label) may NOT be adopted; "" when it may.
+
+    Upstream KAITO (v0.12) labels its Service/StatefulSet/Job ``kaito.sh/workspace: <name>``,
+    owns them by a controller ownerReference to the Workspace (same object, same uid, after a
+    migration: the CRD is the same) and selects pods by ``kaito.sh/workspace`` as we do."""
+    meta = current.get("metadata") or {}
+    want = (desired.get("metadata") or {}).get("labels") or {}
+    if (meta.get("labels") or {}).get(names.LABEL_WORKSPACE) != want.get(names.LABEL_WORKSPACE):
+        return "exists and is not owned by this Workspace; rename or delete it"
+    controllers = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+    if any(o.get("uid") != uid or o.get("kind") != "Workspace" for o in controllers):
+        return "exists and is controlled by another object; delete it to let this Workspace create its own"
+    if not controllers and names.LABEL_UID in (meta.get("labels") or {}):
+        return "belongs to another Workspace of the same name (a different uid); delete it"
+    selector = ((current.get("spec") or {}).get("selector"))
+    wanted = ((desired.get("spec") or {}).get("selector"))
+    if current.get("kind") == "StatefulSet" and selector != wanted:
+        return (f"was made by upstream KAITO with the pod selector {selector!r} (immutable), not {wanted!r}; "
+                "delete the StatefulSet (its pods restart) to let kaito create its own")
+    return ""
 
 
 class Reconciler:
@@ -220,27 +263,42 @@ class Reconciler:
             # the workload is gone (or never was): whatever the memo says, apply it again
             for kind in ("StatefulSet", "Job"):
                 self.forget_object(memo_key, kind, ws.name)
+        notes: list[str] = []
         for obj in final.objects:
             key = f"{obj['kind']}/{obj['metadata']['name']}"
-            digest = object_digest(obj)
-            if not verify and self._applied.get((memo_key, key)) == digest:
-                actions[key] = "unchanged"
-                continue
-            try:
-                actions[key] = apply_object(self.kube, obj, final.uid)
-            except ApiError as exc:
-                actions[key] = "error"
-                events.append(Event("Warning", "ApplyFailed", f"{key}: {exc}"))
-                log.warning("workspace %s/%s: cannot apply %s: %s", ws.namespace, ws.name, key, exc)
-            with self._guard:
-                if actions[key] in ("created", "updated", "unchanged"):
-                    self._applied[(memo_key, key)] = digest
-                else:
-                    self._applied.pop((memo_key, key), None)
-            if actions[key] == "conflict":
-                events.append(Event("Warning", "NameConflict",
-                                    f"{key} exists and is not owned by this Workspace; rename or delete it"))
-        return Outcome(final.status, events, final, actions)
+            actions[key] = self._apply_one(ws, obj, final.uid, memo_key, verify, notes, events)
+        status = final.status
+        if notes:
+            status = drift_status(status, notes, actions, self.settings.drift, now)
+            reason = "DriftReverted" if self.settings.drift == "revert" else "Drifted"
+            events.append(Event("Warning", reason, "; ".join(notes)[:1000]))
+        return Outcome(status, events, final, actions)
+
+    def _apply_one(self, ws: Any, obj: Mapping[str, Any], uid: str, memo_key: str, verify: bool,
+                   notes: list[str], events: list[Event]) -> str:
+        key = f"{obj['kind']}/{obj['metadata']['name']}"
+        digest = object_digest(obj)
+        if not verify and self._applied.get((memo_key, key)) == digest:
+            return "unchanged"
+        before = len(notes)
+        try:
+            action = apply_object(self.kube, obj, uid, drift=self.settings.drift, notes=notes)
+        except ApiError as exc:
+            action = "error"
+            events.append(Event("Warning", "ApplyFailed", f"{key}: {exc}"))
+            log.warning("workspace %s/%s: cannot apply %s: %s", ws.namespace, ws.name, key, exc)
+        with self._guard:
+            if action in ("created", "updated", "unchanged", "reverted", "adopted"):
+                self._applied[(memo_key, key)] = digest
+            else:
+                self._applied.pop((memo_key, key), None)  # look again next pass
+        if action == "conflict":
+            why = notes.pop() if len(notes) > before else f"{key} exists and is not owned by this Workspace"
+            events.append(Event("Warning", "NameConflict", why))
+        elif action == "adopted":
+            events.append(Event("Normal", "Adopted", f"{key}: made by upstream KAITO for this Workspace; now "
+                                                     "managed by kaito (updated to the desired spec)"))
+        return action
 
     def observe(self, ws: Any, prov: Any, first: Plan, now: str,
                 pods: list[Mapping[str, Any]] | None = None) -> Observed:
@@ -299,6 +357,29 @@ class Reconciler:
             if self.kube.delete(api_version=api, kind=kind, name=name, namespace=ws.namespace):
                 deleted.append(f"{kind}/{name}")
         return deleted
+
+
+def drift_status(status: Mapping[str, Any], notes: list[str], actions: Mapping[str, str], mode: str,
+                 now: str) -> dict[str, Any]:
+    """``status`` + ``ResourceDrifted=True`` naming what was changed by hand; a drifted
+    StatefulSet or Job is not Ready in this pass whatever its pods say (readiness is judged on
+    what runs: a swapped image must not report Ready; after a revert the rollout decides)."""
+    out = dict(status)
+    verb = "reverted" if mode == "revert" else "left as found (KAITO_DRIFT=report)"
+    conditions = [dict(c) for c in out.get("conditions") or [] if c.get("type") != DRIFT_CONDITION]
+    conditions.append({"type": DRIFT_CONDITION, "status": "True", "reason": "ManualChange",
+                       "message": f"changed by hand, {verb}: " + "; ".join(notes)[:900], "lastTransitionTime": now})
+    workload = [k for k, v in actions.items() if v in ("drifted", "reverted") and k.split("/")[0] in ("StatefulSet", "Job")]
+    if workload:
+        for c in conditions:
+            if c.get("type") in ("InferenceReady", "WorkspaceSucceeded") and c.get("status") == "True":
+                c.update(status="False", reason="WorkloadDrifted", lastTransitionTime=now,
+                         message=f"{', '.join(workload)} was changed by hand; not Ready until it runs what the "
+                                 "Workspace asks for")
+        if out.get("state") in ("Ready", "Running", "Succeeded"):
+            out["state"] = "NotReady"
+    out["conditions"] = conditions
+    return out
 
 
 def default_provisioner(registry: Any) -> str:

@@ -124,18 +124,11 @@ def _events(body: Any, outcome: Outcome) -> None:
         kopf.event(body, type=ev.type, reason=ev.reason, message=ev.message[:1000])
 
 
-def _report(body: Any, patch: Any, outcome: Outcome) -> None:
-    """Through kopf's patch (create/update/resume handlers): status only when it changed."""
-    if not same(dict(body.get("status") or {}), outcome.status):
-        for key, value in outcome.status.items():
-            patch.status[key] = value
-    STATE.written[_key(body)] = outcome.status
-    _events(body, outcome)
-
-
-async def _write_status(body: Any, outcome: Outcome) -> None:
-    """From the daemon (kopf applies a daemon's patch only when it exits): our own PATCH of the
-    status subresource, skipped when neither the live body nor our last write differs."""
+async def _write_status(body: Any, outcome: Outcome, *, must: bool = False) -> None:
+    """Our own PATCH of the status subresource (kopf's patch would be applied only after the
+    handler, or for a daemon only when it exits, and a failed one is not retried), skipped when
+    neither the live body nor our last *successful* write differs. Conflicts and server errors
+    are retried a few times; ``must``: then raise so kopf retries the handler."""
     key = _key(body)
     if same(dict(body.get("status") or {}), outcome.status):
         _events(body, outcome)
@@ -144,15 +137,23 @@ async def _write_status(body: Any, outcome: Outcome) -> None:
         return  # written already; kopf's copy of the body has not caught up yet
     meta = body.get("metadata") or {}
     rec = _reconciler()
-    try:
-        await _in_thread(rec.kube.patch, api_version=f"{GROUP}/{VERSION}", kind="Workspace", name=meta.get("name"),
-                         namespace=meta.get("namespace"), patch={"status": outcome.status}, subresource="status")
-    except ApiError as exc:
-        if exc.status == 404:
-            return  # deleted meanwhile
-        metrics.error("StatusPatchFailed")
-        log.warning("workspace %s: cannot write status: %s", key, exc)
-        return
+    for attempt in range(4):
+        try:
+            await _in_thread(rec.kube.patch, api_version=f"{GROUP}/{VERSION}", kind="Workspace",
+                             name=meta.get("name"), namespace=meta.get("namespace"),
+                             patch={"status": outcome.status}, subresource="status")
+            break
+        except ApiError as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile
+            if exc.status in (409, 429, 500, 502, 503, 504) and attempt < 3:
+                await asyncio.sleep(0.2 * 2 ** attempt)
+                continue
+            metrics.error("StatusPatchFailed")
+            log.warning("workspace %s: cannot write status: %s", key, exc)
+            if must:
+                raise kopf.TemporaryError(f"cannot write status: {exc}", delay=5) from None
+            return
     STATE.written[key] = outcome.status
     _events(body, outcome)
 
@@ -267,9 +268,9 @@ def json_copy(obj: Any) -> Any:
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")
 @kopf.on.create(GROUP, VERSION, PLURAL, id="create")
 @kopf.on.update(GROUP, VERSION, PLURAL, id="update")
-async def reconcile(body: kopf.Body, patch: kopf.Patch, reason: Any, kaito_pods: kopf.Index, **_: Any) -> None:
+async def reconcile(body: kopf.Body, reason: Any, kaito_pods: kopf.Index, **_: Any) -> None:
     outcome = await _pass(body, str(getattr(reason, "value", reason) or "update"), kaito_pods)
-    _report(body, patch, outcome)
+    await _write_status(body, outcome, must=True)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="watch", cancellation_timeout=2.0)
@@ -328,7 +329,8 @@ DEBOUNCE = 0.1
 # (group, version, plural) -> kind; all but pods are also served to the reconciler from the
 # watch cache (pods come from the kaito_pods index).
 WATCHED = {("apps", "v1", "statefulsets"): "StatefulSet", ("batch", "v1", "jobs"): "Job", ("", "v1", "pods"): "Pod",
-           ("", "v1", "nodes"): "Node", ("karpenter.sh", "v1", "nodeclaims"): "NodeClaim"}
+           ("", "v1", "nodes"): "Node", ("karpenter.sh", "v1", "nodeclaims"): "NodeClaim",
+           ("", "v1", "services"): "Service", ("", "v1", "configmaps"): "ConfigMap"}
 
 
 def _waker(group: str, version: str, plural: str) -> Any:
@@ -345,9 +347,9 @@ def _waker(group: str, version: str, plural: str) -> Any:
         key = STATE.wakeups.observe(plural, type, body)
         if key is None:
             return
-        if type == "DELETED" and STATE.reconciler is not None and kind_name in ("StatefulSet", "Job"):
+        if STATE.reconciler is not None and kind_name in ("StatefulSet", "Job", "Service", "ConfigMap"):
             uid = (labels or {}).get(names.LABEL_UID)
-            if uid:  # a deleted workload must be applied again by the next pass
+            if uid:  # deleted or edited: the next pass must look at it (apply again, or undo drift)
                 STATE.reconciler.forget_object(uid, kind_name, (body.get("metadata") or {}).get("name") or "")
         if STATE.wakeups.wake(key):
             metrics.woke(plural)

@@ -39,9 +39,15 @@ def status_digest(body: Mapping[str, Any], kind: str = "") -> str:
         return names.stable_hash({"ready": node_is_ready(body), "gpus": node_gpus(body), "labels": meta.get("labels"),
                                   "unschedulable": bool((body.get("spec") or {}).get("unschedulable")),
                                   "deleting": deleting})
+    if kind in OWNED:
+        # A hand edit of what we applied (spec, data) wakes the Workspace: drift is undone at
+        # once, not at the next resync (kaito_core.operator.drift).
+        return names.stable_hash({"status": body.get("status") or {}, "deleting": deleting,
+                                  "spec": body.get("spec"), "data": body.get("data")})
     return names.stable_hash({"status": body.get("status") or {}, "deleting": deleting})
 
 
+OWNED = ("statefulsets", "jobs", "services", "configmaps")
 EMPTY = names.stable_hash({"status": {}, "deleting": False})
 
 
@@ -88,7 +94,9 @@ class Wakeups:
         self._seen[obj] = digest
         if event_type is None:  # kopf's initial listing: resume handlers look at everything anyway
             return False
-        return digest != (before if before is not None else EMPTY)
+        if before is None:  # first sight (our own create): only a status is news
+            return status_digest(body) != EMPTY
+        return digest != before
 
     def byo_keys(self, labels: Mapping[str, str]) -> list[str]:
         """BYO Workspaces whose selector matches a node with ``labels``."""

@@ -1,0 +1,82 @@
+"""Drift: what a live object no longer has of what the operator applied (issue 16, finding 6).
+
+A controller owns the fields it sets: scaling the StatefulSet to 0, swapping its image,
+switching the Service to LoadBalancer or editing the ConfigMap by hand are undone at the next
+reconcile (``KAITO_DRIFT=revert``, the default), or only reported in the Workspace's
+``ResourceDrifted`` condition when the admin chose ``report``. Fields the API server or other
+controllers add (defaults, ``clusterIP``, ``status``, extra labels and annotations) are not
+drift: the desired object must be *contained* in the live one. Lists must match item by item
+(an added container, env var or port is drift). No kopf import.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# Parts of a desired object compared with the live one (metadata is ours only in part: labels
+# and annotations are compared key by key, the rest is the server's).
+COMPARED = ("spec", "data", "binaryData")
+CONDITION = "ResourceDrifted"
+
+
+def differences(desired: Mapping[str, Any], live: Mapping[str, Any], limit: int = 10) -> list[str]:
+    """Paths (``spec.template.spec.containers[0].image``) where ``live`` lacks ``desired``."""
+    out: list[str] = []
+    for key in COMPARED:
+        if key in desired:
+            _diff(desired[key], live.get(key), key, out)
+    meta, live_meta = desired.get("metadata") or {}, live.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        _diff(meta.get(key) or {}, live_meta.get(key) or {}, f"metadata.{key}", out)
+    return out[:limit]
+
+
+def _diff(want: Any, have: Any, path: str, out: list[str]) -> None:
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            out.append(path)
+            return
+        for k, v in want.items():
+            _diff(v, have.get(k), f"{path}.{k}", out)
+        return
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(have) != len(want):
+            out.append(path)
+            return
+        for i, (w, h) in enumerate(zip(want, have)):
+            _diff(w, h, f"{path}[{i}]", out)
+        return
+    if want != have and str(want) != str(have):  # "1" and 1 are the same quantity to the server
+        out.append(path)
+
+
+def describe(kind: str, name: str, paths: list[str], live: Mapping[str, Any]) -> str:
+    """``StatefulSet/x: spec.replicas is 0; spec.template...image is 'evil:1'`` (values shown)."""
+    shown = []
+    for p in paths[:5]:
+        value = _value_at(live, p)
+        shown.append(f"{p} is {value!r}" if value is not _NONE else f"{p} changed")
+    more = f" (+{len(paths) - 5} more)" if len(paths) > 5 else ""
+    return f"{kind}/{name}: " + "; ".join(shown) + more
+
+
+_NONE = object()
+
+
+def _value_at(obj: Any, path: str) -> Any:
+    import re
+
+    cur = obj
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            idx = int(part[1:-1])
+            if not isinstance(cur, list) or idx >= len(cur):
+                return _NONE
+            cur = cur[idx]
+        else:
+            if not isinstance(cur, Mapping) or part not in cur:
+                return _NONE
+            cur = cur[part]
+    if isinstance(cur, (dict, list)):
+        return _NONE
+    return cur
