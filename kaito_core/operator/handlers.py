@@ -1,3 +1,4 @@
+# Over 400 lines: every kopf handler and the process state they share live in the one module kopf imports.
 """kopf handlers: thin async wrappers around :class:`~kaito_core.operator.apply.Reconciler`.
 
 Run with ``kaito operator`` (which sets the environment and calls kopf) or directly with
@@ -23,7 +24,6 @@ from typing import Any
 
 import kopf
 
-from kaito_core.operator.admission import Policy, Rejection, defaults, review
 from kaito_core.operator.apply import Outcome, Reconciler, default_provisioner
 from kaito_core.operator import metrics
 from kaito_core.operator.cache import CachedKube, WatchCache
@@ -415,34 +415,11 @@ def _forget(body: Any) -> None:
     STATE.written.pop(_key(body), None)
 
 
-# -- admission webhooks -----------------------------------------------------------------------
-
-
-def policy() -> Policy:
-    """The admin's policy, with the operator's effective provisioner."""
-    from kaito_core.plugins import get_registry
-
-    cfg = STATE.settings or Settings.from_env()
-    return Policy.from_settings(cfg, provisioner=cfg.provisioner or default_provisioner(get_registry()))
-
-
-def validate(body: kopf.Body, old: Any, warnings: list[str], operation: str | None = None, **_: Any) -> None:
-    from kaito_core.plugins import get_registry
-
-    try:
-        warnings.extend(review(body, old=old if operation == "UPDATE" else None, registry=get_registry(),
-                               policy=policy()))
-    except Rejection as exc:
-        raise kopf.AdmissionError(exc.message, code=exc.code)
-
-
-def default(body: kopf.Body, patch: kopf.Patch, operation: str | None = None, **_: Any) -> None:
-    from kaito_core.plugins import get_registry
-
-    for key, value in defaults(body, registry=get_registry(), creating=operation == "CREATE").items():
-        patch[key] = value
+# -- admission webhooks (kaito_core.operator.webhooks) ------------------------------------------
 
 
 if WEBHOOK:
+    from kaito_core.operator.webhooks import default, validate
+
     kopf.on.validate(GROUP, VERSION, PLURAL, id="validate", operations=["CREATE", "UPDATE"])(validate)
     kopf.on.mutate(GROUP, VERSION, PLURAL, id="defaults", operations=["CREATE"])(default)
