@@ -57,10 +57,20 @@ def webhook_server(cfg: Settings) -> Any:
     if cfg.webhook_insecure:
         return kopf.WebhookServer(addr=cfg.webhook_addr, port=cfg.webhook_port, host=host, insecure=True)
     if cfg.webhook_cert:
-        with open(cfg.webhook_cert, "rb") as fh:
-            cadata = fh.read()
+        # kopf re-reads certfile/pkeyfile (and cafile) every file_check_interval and restarts
+        # its HTTPS server when their content changes: a renewed Secret (cert-manager, or a
+        # GitOps-managed one) is served without restarting the operator. A ca.crt beside the
+        # certificate (the chart's and cert-manager's Secrets have one) is the bundle kopf puts
+        # into webhook configurations it manages.
+        ca = os.path.join(os.path.dirname(cfg.webhook_cert), "ca.crt")
+        cafile = ca if os.path.isfile(ca) else None
+        cadata = None
+        if cafile is None:
+            with open(cfg.webhook_cert, "rb") as fh:
+                cadata = fh.read()
         return kopf.WebhookServer(addr=cfg.webhook_addr, port=cfg.webhook_port, host=host,
-                                  certfile=cfg.webhook_cert, pkeyfile=cfg.webhook_key, cadata=cadata)
+                                  certfile=cfg.webhook_cert, pkeyfile=cfg.webhook_key, cadata=cadata, cafile=cafile,
+                                  file_check_interval=cfg.webhook_cert_check_seconds)
     names = [n for n in [cfg.webhook_host, "localhost", "127.0.0.1"] if n]
     cert, key = self_signed(names)
     return kopf.WebhookServer(addr=cfg.webhook_addr, port=cfg.webhook_port, host=host,

@@ -39,6 +39,7 @@ class Settings:
     webhook_cert: str = ""
     webhook_key: str = ""
     webhook_insecure: bool = False
+    webhook_cert_check_seconds: float = 30.0
     webhook_managed: str = ""
     log_level: str = "INFO"
     metrics_port: int = 8080
@@ -60,6 +61,7 @@ class Settings:
         "webhook_port": "KAITO_WEBHOOK_PORT", "webhook_addr": "KAITO_WEBHOOK_ADDR",
         "webhook_host": "KAITO_WEBHOOK_HOST", "webhook_cert": "KAITO_WEBHOOK_CERT",
         "webhook_key": "KAITO_WEBHOOK_KEY", "webhook_insecure": "KAITO_WEBHOOK_INSECURE",
+        "webhook_cert_check_seconds": "KAITO_WEBHOOK_CERT_CHECK_SECONDS",
         "webhook_managed": "KAITO_WEBHOOK_MANAGED", "log_level": "KAITO_LOG_LEVEL",
         "metrics_port": "KAITO_METRICS_PORT", "metrics_addr": "KAITO_METRICS_ADDR",
         "allowed_provisioners": "KAITO_ALLOWED_PROVISIONERS", "allow_host_path": "KAITO_ALLOW_HOST_PATH",

@@ -160,3 +160,27 @@ def test_cert_manager_with_an_existing_issuer(render):
     assert not [o for o in objects if o["kind"] == "Issuer"]
     assert one(objects, "Certificate")["spec"]["issuerRef"]["name"] == "corp-ca"
     assert one(objects, "Certificate")["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+
+
+def test_existing_secret_gives_the_same_ca_on_every_render(render):
+    """Finding 7: Argo CD / Flux render without a cluster (no `lookup`): with a Secret made
+    outside the chart, every render carries the same CA bundle and no generated Secret."""
+    ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
+    values = {"webhook": {"existingSecret": "kaito-tls", "caBundle": ca}}
+    first, second = render.run(values), render.run(values)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    objects = render(values)
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    assert {h["clientConfig"]["caBundle"] for h in webhooks(objects)} == {ca}
+    volumes = {v["name"]: v for v in operator(objects)["volumes"]}
+    assert volumes["webhook-cert"]["secret"]["secretName"] == "kaito-tls"
+    # without the bundle the render fails, naming the value to set
+    proc = render.run({"webhook": {"existingSecret": "kaito-tls"}})
+    assert proc.returncode != 0 and "webhook.caBundle" in proc.stderr
+
+
+def test_generated_ca_changes_per_render_without_lookup(render):
+    """Why the option above exists: `helm template` (no cluster) generates a new CA each time."""
+    first, second = render.run({}), render.run({})
+    assert first.returncode == 0 and first.stdout != second.stdout

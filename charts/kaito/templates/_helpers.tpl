@@ -51,7 +51,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "kaito.webhookSecret" -}}
-{{- printf "%s-webhook-cert" (include "kaito.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- .Values.webhook.existingSecret | default (printf "%s-webhook-cert" (include "kaito.fullname" .) | trunc 63 | trimSuffix "-") }}
 {{- end }}
 
 {{/*
