@@ -1,3 +1,4 @@
+# Over 400 lines: registry, manager and error isolation share one lifecycle; split planned with the preset kit.
 """Plugin manager: built-ins and ``kaito`` entry points, isolated, recorded, blockable.
 
 Built-in features are plugins too (pytest's ``default_plugins``): every module in

@@ -1,4 +1,4 @@
-# Over 400 lines: the estimate and the placement share their constants; split by a later change.
+# Over 400 lines: docs/sizing.md's one rule (estimate + placement) and its constants, read top to bottom.
 """How much GPU a model needs, and where it fits: memory estimate -> instance type and nodes.
 
 Pure functions over the contract types (no torch, no I/O): the operator, the admission webhook,

@@ -165,13 +165,7 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
         was sized with, so every caller gets the one planner's answer.
     """
     ws = workspace
-    if registry is None:
-        from kaito_core.plugins import get_registry
-
-        registry = get_registry()
-    if inputs is None and (requirement is not None or ws.preset_name is None):
-        inputs = resolve(ws, registry, configmaps=getattr(requirement, "configmaps", None), provisioner=provisioner)
-        preset, requirement = inputs.preset if inputs.preset is not None else preset, inputs.requirement
+    registry, inputs, preset, requirement = _settle(ws, registry, inputs, preset, requirement, provisioner)
     observed = observed or Observed()
     uid = names.uid_of(ws.namespace, ws.name, ws.metadata.uid)
     mode = ws.mode
@@ -236,6 +230,20 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
                    command=tuple(container.get("command") or ()) + tuple(container.get("args") or ()),
                    env=tuple(container.get("env") or ()), status=stamped, events=events,
                    reasons=base.reasons + tuple(host_reasons))
+
+
+def _settle(ws: Any, registry: Any, inputs: Inputs | None, preset: Any, requirement: Any,
+            provisioner: Any) -> tuple[Any, Inputs | None, Any, Any]:
+    """The registry, inputs, preset and requirement to plan with: callers that resolved on
+    their own get the Workspace resolved again with the provisioner's catalog."""
+    if registry is None:
+        from kaito_core.plugins import get_registry
+
+        registry = get_registry()
+    if inputs is None and (requirement is not None or ws.preset_name is None):
+        inputs = resolve(ws, registry, configmaps=getattr(requirement, "configmaps", None), provisioner=provisioner)
+        preset, requirement = inputs.preset if inputs.preset is not None else preset, inputs.requirement
+    return registry, inputs, preset, requirement
 
 
 def _main_container(workload: Mapping[str, Any]) -> dict[str, Any]:
