@@ -19,7 +19,8 @@ from typing import Any, Mapping
 
 from kaito_core.errors import KaitoError
 
-RUNTIMES = ("transformers", "vllm")
+RUNTIMES = ("transformers", "vllm")   # served by kaito's own server; others come from plugins
+RUNTIME_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
 DEFAULT_MAX_BODY = 8 * 2**20
 DEFAULT_ADAPTER_ROOT = "/mnt/adapter"
@@ -73,8 +74,9 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if not self.model:
             raise OptionsError("--model is required: a local model directory or a Hugging Face id 'org/model'")
-        if self.runtime not in RUNTIMES:
-            raise OptionsError(f"--runtime is {self.runtime!r}, expected one of {list(RUNTIMES)}")
+        if not isinstance(self.runtime, str) or not RUNTIME_NAME.match(self.runtime):
+            raise OptionsError(f"--runtime is {self.runtime!r}, expected a runtime name such as "
+                               f"{' or '.join(RUNTIMES)} (or one a plugin registers)")
         if not 0 < self.port < 65536:
             raise OptionsError(f"--port is {self.port}, expected 1..65535")
         if self.max_batch < 1:
@@ -176,8 +178,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hub revision (commit) to download when --model is a Hugging Face id")
     parser.add_argument("--preset", default=env("KAITO_PRESET"),
                         help="preset name: dtype, context, chat template and engine arguments")
-    parser.add_argument("--runtime", choices=RUNTIMES, default=env("KAITO_RUNTIME"),
-                        help="inference backend (default: transformers)")
+    parser.add_argument("--runtime", default=env("KAITO_RUNTIME"), metavar="NAME",
+                        help=f"inference backend: {', '.join(RUNTIMES)} or one a plugin registers "
+                             "(default: transformers)")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH_OR_OCI_REF",
                         help="LoRA adapter to load (repeatable): a directory or an OCI reference")
     parser.add_argument("--adapter-strength", action="append", default=[], metavar="NAME=STRENGTH",

@@ -105,10 +105,15 @@ def create_app(opts: ServeOptions | None = None, *, load_in_background: bool = T
     """The server as an ASGI app: ``opts``, or keyword arguments of :class:`ServeOptions`
     (``preset`` may be a preset name or a :class:`~kaito_core.types.ModelPreset`)."""
     opts, preset = _options(opts, kwargs)
-    if opts.runtime != "transformers":
+    if opts.runtime == "vllm":
         from kaito_core.runtime.vllm_proxy import create_proxy_app
 
         return create_proxy_app(opts, preset=preset)
+    if opts.runtime != "transformers":
+        from kaito_core.runtime.options import OptionsError
+
+        raise OptionsError(f"runtime {opts.runtime!r} is not served by kaito's own server; run it with "
+                           f"'kaito serve --runtime {opts.runtime}' (its plugin's local entry)")
     preset = preset if preset is not None else resolve_preset(opts.preset)
     metrics = Metrics(model_name=opts.model_name)
     service = TransformersService(opts, preset=preset, metrics=metrics)
