@@ -38,10 +38,17 @@ def address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | 
 
 def url_problem(url: str, *, allow_private: bool = False) -> str | None:
     """Why ``url`` may not be fetched, or None. Checks the scheme and literal hosts only."""
+    if any(ch.isspace() or ord(ch) < 32 or ch == "\\" for ch in url):
+        # browsers and some HTTP clients read "\\" as "/" and drop control characters, so the
+        # host they reach is not the one parsed here
+        return "contains whitespace, control characters or a backslash"
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
+    if parts.username is not None or parts.password is not None:
+        return "carries credentials (user@host); use a Secret, not the URL"
     if parts.scheme not in ("http", "https"):
         return f"must use http or https, not {parts.scheme or 'no scheme'!r}"
     host = (parts.hostname or "").rstrip(".").lower()
@@ -55,15 +62,29 @@ def url_problem(url: str, *, allow_private: bool = False) -> str | None:
         return f"points to {host!r}, a cloud metadata service"
     if host.endswith(".svc") or ".svc.cluster.local" in host or host.endswith(".cluster.local"):
         return f"points to {host!r}, an in-cluster service"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        # Decimal / hex encodings of IPv4 ("2130706433", "0x7f000001") resolve to addresses too.
-        try:
-            ip = ipaddress.ip_address(int(host, 0)) if host.replace("x", "").isalnum() else None
-        except ValueError:
-            ip = None
-        if ip is None:
-            return None
+    ip = _literal_address(host)
+    if ip is None:
+        return None
     problem = address_problem(ip)
     return f"points to {host}, which {problem}" if problem else None
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a literal host means, in any form resolvers accept: dotted, decimal
+    ("2130706433"), hex ("0x7f000001"), octal ("0177.0.0.1"), short ("127.1")."""
+    import socket
+
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if not all(c in "0123456789abcdefx." for c in host) or not any(c.isdigit() for c in host):
+        return None
+    try:
+        return ipaddress.ip_address(int(host, 0))
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))  # inet_aton: the legacy forms
+    except OSError:
+        return None

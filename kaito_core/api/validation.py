@@ -20,6 +20,7 @@ from kaito_core.api import models as m
 from kaito_core.errors import MISSING, FieldError
 from kaito_core.netguard import url_problem
 
+# Checked with fullmatch: "^...$" with re.match also accepts a trailing newline ("name\n").
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -33,7 +34,7 @@ IMAGE_REF = re.compile(
 
 
 def _image(path: str, ref: str, r: "ValidationResult", hint: str = "expected registry/repository[:tag]") -> None:
-    if not IMAGE_REF.match(ref):
+    if not IMAGE_REF.fullmatch(ref):
         r.error(path, ref, "is not a valid image reference", hint)
     elif ref.split("@")[0].rsplit(":", 1)[0].split("/", 1)[-1] != ref.split("@")[0].rsplit(":", 1)[0].split("/", 1)[-1].lower():
         r.warn(path, ref, "has uppercase letters in the repository name",
@@ -116,12 +117,12 @@ def _metadata(ws: m.Workspace, r: ValidationResult) -> None:
     name = ws.metadata.name
     if not name:
         r.error("metadata.name", MISSING, "is required", "give the Workspace a name such as 'phi-3-mini'")
-    elif len(name) > 63 or not DNS1123_LABEL.match(name):
+    elif len(name) > 63 or not DNS1123_LABEL.fullmatch(name):
         r.error("metadata.name", name, "must be a DNS-1123 label: lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit, at most 63 characters",
                 f"for example {_suggest_label(name)!r}")
     ns = ws.metadata.namespace
-    if ns is not None and (len(ns) > 63 or not DNS1123_LABEL.match(ns)):
+    if ns is not None and (len(ns) > 63 or not DNS1123_LABEL.fullmatch(ns)):
         r.error("metadata.namespace", ns, "must be a DNS-1123 label", f"for example {_suggest_label(ns)!r}")
 
 
@@ -153,7 +154,7 @@ def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) 
             r.warn("resource.count", res.count, "is deprecated; the node count is computed from the model's size")
     if res.preferred_nodes is not None:
         for i, node in enumerate(res.preferred_nodes):
-            if not DNS1123_SUBDOMAIN.match(node) or len(node) > 253:
+            if not DNS1123_SUBDOMAIN.fullmatch(node) or len(node) > 253:
                 r.error(f"resource.preferredNodes[{i}]", node, "must be a node name (DNS-1123 subdomain)")
     it_name = res.instance_type
     if it_name is None:
@@ -167,7 +168,7 @@ def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) 
         if close:
             r.error("resource.instanceType", it_name, "is not a known GPU instance type",
                     f"did you mean {close[0]!r}?")
-        elif AZURE_GPU_SKU.match(it_name):
+        elif AZURE_GPU_SKU.fullmatch(it_name):
             # upstream accepts any Azure N-series SKU; we cannot check its GPU memory
             r.warn("resource.instanceType", it_name, "is not in the installed instance catalogs; "
                    "GPU memory cannot be checked", "set kaito.sh/bypass-resource-checks if this is intended")
@@ -208,11 +209,11 @@ def _selector(sel: m.LabelSelector, r: ValidationResult) -> None:
 
 def _label(path: str, key: str, value: str | None, r: ValidationResult, key_path: str | None = None) -> None:
     prefix, _, name = key.rpartition("/")
-    if (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))) or len(name) > 63 \
-            or not LABEL_NAME.match(name):
+    if (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix))) or len(name) > 63 \
+            or not LABEL_NAME.fullmatch(name):
         r.error(key_path or f"{path}.{key}", key, "is not a valid label key",
                 "use [prefix/]name with letters, digits, '-', '_', '.' (name at most 63 characters)")
-    if value is not None and (len(value) > 63 or not LABEL_VALUE.match(value)):
+    if value is not None and (len(value) > 63 or not LABEL_VALUE.fullmatch(value)):
         r.error(f"{path}.{key}", value, "is not a valid label value",
                 "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric")
 
@@ -231,9 +232,9 @@ def _preset(spec: m.PresetSpec, path: str, registry: Any, r: ValidationResult) -
         if opts.image is not None:
             _image(f"{path}.presetOptions.image", opts.image, r)
         for i, s in enumerate(opts.image_pull_secrets or []):
-            if not DNS1123_SUBDOMAIN.match(s):
+            if not DNS1123_SUBDOMAIN.fullmatch(s):
                 r.error(f"{path}.presetOptions.imagePullSecrets[{i}]", s, "must be a Secret name")
-        if opts.model_access_secret is not None and not DNS1123_SUBDOMAIN.match(opts.model_access_secret):
+        if opts.model_access_secret is not None and not DNS1123_SUBDOMAIN.fullmatch(opts.model_access_secret):
             r.error(f"{path}.presetOptions.modelAccessSecret", opts.model_access_secret, "must be a Secret name")
     try:
         preset = registry.get_preset(spec.name)
@@ -263,7 +264,7 @@ def _inference(ws: m.Workspace, inf: m.InferenceSpec, registry: Any, r: Validati
         preset = _preset(inf.preset, "inference.preset", registry, r)
     if inf.template is not None and not isinstance(inf.template.get("spec"), dict):
         r.error("inference.template.spec", MISSING, "is required", "template is a PodTemplateSpec with a 'spec'")
-    if inf.config is not None and not DNS1123_SUBDOMAIN.match(inf.config):
+    if inf.config is not None and not DNS1123_SUBDOMAIN.fullmatch(inf.config):
         r.error("inference.config", inf.config, "must be a ConfigMap name (DNS-1123 subdomain)")
     adapters = inf.adapters or []
     if adapters and inf.preset is None:
@@ -274,7 +275,7 @@ def _inference(ws: m.Workspace, inf: m.InferenceSpec, registry: Any, r: Validati
         name = ad.source.name
         if not name:
             r.error(f"{p}.source.name", MISSING, "is required", "the adapter is served as model '<name>'")
-        elif len(name) > 63 or not DNS1123_LABEL.match(name):
+        elif len(name) > 63 or not DNS1123_LABEL.fullmatch(name):
             r.error(f"{p}.source.name", name, "must be a DNS-1123 label", f"for example {_suggest_label(name)!r}")
         elif name in seen:
             r.error(f"{p}.source.name", name, f"is already used by inference.adapters[{seen[name]}]",
@@ -316,7 +317,7 @@ def _tuning(ws: m.Workspace, tun: m.TuningSpec, registry: Any, r: ValidationResu
         elif tun.method not in recipe.methods:
             r.error("tuning.method", tun.method, f"is not supported by {preset.name}",
                     f"supported: {', '.join(recipe.methods)}")
-    if tun.config is not None and not DNS1123_SUBDOMAIN.match(tun.config):
+    if tun.config is not None and not DNS1123_SUBDOMAIN.fullmatch(tun.config):
         r.error("tuning.config", tun.config, "must be a ConfigMap name (DNS-1123 subdomain)")
     if tun.input is None:
         r.error("tuning.input", MISSING, "is required", "set one of urls, image or volumeSource")
