@@ -205,8 +205,11 @@ def _download_once(url: str, final: Path, *, allow_private: bool | None, max_byt
 
 def _stream_to_file(resp, final: Path, *, max_bytes: int, url: str, expected_sha: str | None,
                     expected_len: int | None) -> Path:
+    from kaito_core.tuning.progress import DownloadProgress
+
     digest = hashlib.sha256()
     size = 0
+    progress = DownloadProgress("data", _redact(url), expected_len)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -218,6 +221,7 @@ def _stream_to_file(resp, final: Path, *, max_bytes: int, url: str, expected_sha
                                          f"(raise it with {MAX_BYTES_ENV})")
                     digest.update(chunk)
                     out.write(chunk)
+                    progress.update(len(chunk))
             except FetchError:
                 raise
             except Exception as exc:  # urllib3 read errors: the connection dropped mid-way
@@ -230,6 +234,7 @@ def _stream_to_file(resp, final: Path, *, max_bytes: int, url: str, expected_sha
             raise FetchError(f"input URL {_redact(url)!r}: sha256 is {digest.hexdigest()}, the URL's "
                              f"#sha256= says {expected_sha}")
         os.replace(tmp, final)
+        progress.finish()
     except BaseException:
         try:
             os.unlink(tmp)

@@ -93,6 +93,27 @@ def load_error(source: str, exc: Exception, *, offline: bool) -> TuningError:
     return TuningError(f"cannot load the base model from {source!r}: {text}")
 
 
+# Formats kaito never loads: skipped when fetching a model from the hub.
+HUB_IGNORE = ["*.pth", "*.pt", "original/*", "*.gguf", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ot"]
+
+
+def download_model(repo: str, cfg: TrainingConfig) -> str:
+    """Fetch a hub model into the Hugging Face cache, with ``download`` progress log lines
+    (files done, ETA); returns the local snapshot directory that the loaders then read."""
+    from huggingface_hub import snapshot_download
+
+    from kaito_core.tuning.progress import hub_tqdm_class
+
+    m = cfg.model
+    log.info("fetching %s from the Hugging Face hub", repo)
+    try:
+        return snapshot_download(repo, revision=m.get("revision") or None, cache_dir=m.get("cache_dir") or None,
+                                 local_files_only=bool(m.get("local_files_only")), ignore_patterns=HUB_IGNORE,
+                                 force_download=bool(m.get("force_download")), tqdm_class=hub_tqdm_class("model", repo))
+    except Exception as exc:  # noqa: BLE001 - hub errors (offline, gated, missing) become one clear line
+        raise load_error(repo, exc, offline=bool(m.get("local_files_only"))) from None
+
+
 def load_tokenizer(source: str, cfg: TrainingConfig) -> tuple[Any, list[str]]:
     from transformers import AutoTokenizer
 

@@ -157,3 +157,62 @@ def remove_printer(trainer: Any) -> None:
 
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
+
+
+# --- downloads -------------------------------------------------------------------------------
+
+DOWNLOAD_LOG_INTERVAL_S = 2.0
+
+
+class DownloadProgress:
+    """One ``download {...}`` JSON log line every few seconds (and at the end) while data or
+    model files arrive: bytes so far, total when known, rate and ETA."""
+
+    def __init__(self, what: str, name: str, total: int | None, unit: str = "bytes"):
+        self.what, self.name, self.total, self.unit = what, name, total, unit
+        self.done = 0
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= DOWNLOAD_LOG_INTERVAL_S:
+            self.last = now
+            self._emit(now, final=False)
+
+    def finish(self) -> None:
+        self._emit(time.monotonic(), final=True)
+
+    def _emit(self, now: float, *, final: bool) -> None:
+        elapsed = max(now - self.t0, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if self.total and rate > 0 else None
+        log.info("download %s", json.dumps({
+            "event": "download", "what": self.what, "name": self.name, self.unit: self.done, "total": self.total,
+            "percent": round(100 * self.done / self.total, 1) if self.total else None,
+            f"{self.unit}_per_s": round(rate, 1), "eta_s": None if left is None else round(max(left, 0.0), 1),
+            "done": final}))
+
+
+def hub_tqdm_class(what: str, name: str):
+    """A tqdm class for huggingface_hub's ``snapshot_download`` that reports through
+    :class:`DownloadProgress` instead of drawing a bar (built lazily: imports tqdm)."""
+    from tqdm.auto import tqdm
+
+    class LogTqdm(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True  # no bar on stderr; our log line instead
+            super().__init__(*args, **kwargs)
+            self._kaito = DownloadProgress(what, name, kwargs.get("total"), unit="files")
+
+        def update(self, n=1):
+            self._kaito.update(int(n or 0))
+            return super().update(n)
+
+        def close(self):
+            if getattr(self, "_kaito", None) is not None:
+                self._kaito.finish()
+                self._kaito = None
+            super().close()
+
+    return LogTqdm

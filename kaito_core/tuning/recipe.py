@@ -170,7 +170,7 @@ class _Run:
         import torch
 
         doc, source = read_config_argument(self.req.config)
-        user = config_mod.parse_training_config(doc, source) if doc is not None else {}
+        user = config_mod.parse_training_config(doc, source) if doc is not None else None
         cuda = torch.cuda.is_available()
         bf16 = cuda and torch.cuda.is_bf16_supported()
         recipe = preset.tuning if preset is not None else None
@@ -256,7 +256,9 @@ class _Run:
         files = self._inputs(cfg)
         dsum = data_mod.scan(files, cfg.dataset)  # every row checked before a model is loaded
         source = self._model_source(cfg, preset)
-        tok, tok_changed = model_mod.load_tokenizer(source, cfg)
+        # A hub id is fetched first (with progress lines); the adapter still records the id.
+        load_from = source if Path(source).exists() else model_mod.download_model(source, cfg)
+        tok, tok_changed = model_mod.load_tokenizer(load_from, cfg)
         template, origin = enc_mod.resolve_chat_template(cfg.model.get("chat_template"), tok,
                                                          preset.chat_template if preset else None)
         if template is not None:
@@ -286,7 +288,7 @@ class _Run:
         log.info("data: %d rows read, %d used (%d train, %d eval), %d skipped", dsum.rows_total, dsum.rows_used,
                  len(train_rows), len(eval_rows), dsum.rows_skipped)
 
-        loaded = model_mod.load_model(source, cfg)
+        loaded = model_mod.load_model(load_from, cfg)
         loaded.tokenizer = tok
         self.notes.extend(loaded.notes)
         for note in self.notes:

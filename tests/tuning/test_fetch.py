@@ -86,3 +86,56 @@ def test_size_limit_checksum_and_redirect_checks(http_server, tmp_path):
         download(f"{http_server.url}/moved.jsonl", tmp_path / "d", allow_private=True)
     http_server.redirects["/moved.jsonl"] = "/big.jsonl"
     assert download(f"{http_server.url}/moved.jsonl", tmp_path / "e", allow_private=True).stat().st_size == 5000
+
+
+class _Lines:
+    """The ``download {...}`` records of the kaito.tuning logger, whatever its propagation."""
+
+    def __enter__(self):
+        import logging
+
+        self.records: list = []
+        self.handler = logging.Handler()
+        self.handler.emit = self.records.append
+        self.logger = logging.getLogger("kaito.tuning")
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+
+    def lines(self) -> list[dict]:
+        import json
+
+        return [json.loads(r.getMessage().split("download ", 1)[1]) for r in self.records
+                if r.getMessage().startswith("download {")]
+
+
+def test_data_downloads_report_progress_with_an_eta(http_server, tmp_path, monkeypatch):
+    from kaito_core.tuning import progress
+
+    monkeypatch.setattr(progress, "DOWNLOAD_LOG_INTERVAL_S", 0.0)  # a line per chunk
+    (http_server.root / "big.jsonl").write_bytes(b'{"text": "x"}\n' * (3 * 2**20 // 14))
+    with _Lines() as got:
+        download(f"{http_server.url}/big.jsonl", tmp_path / "dl", allow_private=True)
+    lines = got.lines()
+    assert len(lines) >= 3 and lines[-1]["done"] is True and lines[-1]["percent"] == 100.0
+    assert lines[0]["what"] == "data" and lines[0]["total"] == (http_server.root / "big.jsonl").stat().st_size
+    assert lines[0]["eta_s"] is not None and lines[0]["bytes"] < lines[-1]["bytes"]
+
+
+def test_model_downloads_report_files_through_the_hub_progress_hook(monkeypatch):
+    from kaito_core.tuning import progress
+
+    monkeypatch.setattr(progress, "DOWNLOAD_LOG_INTERVAL_S", 0.0)
+    with _Lines() as got:
+        bar = progress.hub_tqdm_class("model", "org/model")(total=4, desc="Fetching 4 files")
+        for _ in range(4):
+            bar.update(1)
+        bar.close()
+    lines = got.lines()
+    assert [ln["files"] for ln in lines] == [1, 2, 3, 4, 4] and lines[-1]["done"] is True
+    assert lines[0]["name"] == "org/model" and lines[0]["total"] == 4
