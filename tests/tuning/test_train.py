@@ -143,3 +143,16 @@ def test_progress_bar_mode_draws_a_bar(tiny_models, chat_jsonl, fast_config, tmp
         output=str(tmp_path / "out"), progress="bar")
     err = capsys.readouterr().err
     assert "tuning: 100%" in err and "2/2" in err and "loss=" in err
+
+
+def test_load_in_8bit_trains_lora_over_an_8bit_base(tiny_models, chat_jsonl, fast_config, tmp_path):
+    fast_config["training_config"]["QuantizationConfig"] = {"load_in_8bit": True}
+    fast_config["training_config"]["TrainingArguments"]["max_steps"] = 6
+    steps = []
+    result = run(model_dir=str(tiny_models["llama"]), method="LoRA", data=[str(chat_jsonl)], config=fast_config,
+                 output=str(tmp_path / "q8"), progress="none", on_step=steps.append)
+    s = result.summary
+    assert s["method"] == "lora" and s["quantization"] == "8bit"
+    assert 0 < s["quantized_linear_layers"] <= s["linear_layers"]  # bitsandbytes Linear8bitLt layers
+    assert all(st.grad_norm > 0 for st in steps)
+    assert is_complete(tmp_path / "q8")
