@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -77,10 +78,26 @@ class GroupPlan:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "GroupPlan":
         env = os.environ if environ is None else environ
+        nodes = _int(env, ENV_NODES) or 1
         return cls(tensor_parallel_size=_int(env, ENV_TP), pipeline_parallel_size=_int(env, ENV_PP),
-                   node_count=_int(env, ENV_NODES) or 1, gpus_per_node=_int(env, ENV_GPUS),
-                   node_rank=_int(env, ENV_RANK, minimum=0) or 0,
+                   node_count=nodes, gpus_per_node=_int(env, ENV_GPUS),
+                   node_rank=_rank(env) if nodes > 1 else (_int(env, ENV_RANK, minimum=0) or 0),
                    leader_address=(env.get(ENV_LEADER) or "").strip() or None)
+
+
+def _rank(env: Mapping[str, str]) -> int:
+    """KAITO_NODE_RANK, else the StatefulSet ordinal at the end of the pod's hostname: the
+    ``apps.kubernetes.io/pod-index`` label the env comes from exists only since Kubernetes 1.28,
+    and a group where every pod believes it is pod 0 would start N Ray heads."""
+    rank = _int(env, ENV_RANK, minimum=0)
+    if rank is not None:
+        return rank
+    match = re.search(r"-(\d+)$", env.get("HOSTNAME", ""))
+    if match is None:
+        raise PlanError(f"environment {ENV_RANK} is not set and the hostname {env.get('HOSTNAME', '')!r} carries "
+                        "no StatefulSet ordinal; a multi-node pod needs its index (0 = leader)")
+    log.info("%s not set; rank %s from the hostname %s", ENV_RANK, match.group(1), env.get("HOSTNAME"))
+    return int(match.group(1))
 
 
 def _int(env: Mapping[str, str], name: str, minimum: int = 1) -> int | None:

@@ -89,7 +89,7 @@ def test_world_size_counts_tp_pp_dp():
 @pytest.mark.parametrize("env,needle", [
     ({"KAITO_TENSOR_PARALLEL_SIZE": "two"}, "KAITO_TENSOR_PARALLEL_SIZE is 'two'"),
     ({"KAITO_NODE_COUNT": "0"}, "KAITO_NODE_COUNT is 0"),
-    ({"KAITO_NODE_COUNT": "2"}, "KAITO_LEADER_ADDRESS is not set"),
+    ({"KAITO_NODE_COUNT": "2", "KAITO_NODE_RANK": "1"}, "KAITO_LEADER_ADDRESS is not set"),
     ({"KAITO_NODE_COUNT": "2", "KAITO_NODE_RANK": "2", "KAITO_LEADER_ADDRESS": "x"}, "KAITO_NODE_RANK is 2"),
 ])
 def test_bad_plan_env_is_a_clear_error(env, needle):
@@ -210,3 +210,12 @@ def test_compute_capability_read_from_nvidia_smi(tmp_path, monkeypatch):
     smi.write_text("#!/bin/sh\n[ \"$1\" = --query-gpu=compute_cap ] && printf '8.0\\n7.0\\n'\n")
     smi.chmod(0o755)
     assert gpu_compute_capability() == 7.0
+
+
+def test_rank_falls_back_to_the_statefulset_ordinal_in_the_hostname():
+    """Kubernetes < 1.28 has no apps.kubernetes.io/pod-index label, so KAITO_NODE_RANK is empty."""
+    env = {"KAITO_NODE_COUNT": "3", "KAITO_LEADER_ADDRESS": "ws-0.ws-headless.ns.svc.cluster.local",
+           "KAITO_NODE_RANK": "", "HOSTNAME": "workspace-llama-2"}
+    assert GroupPlan.from_env(env).node_rank == 2
+    with pytest.raises(PlanError, match="KAITO_NODE_RANK is not set and the hostname 'box'"):
+        GroupPlan.from_env({**env, "HOSTNAME": "box"})
