@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping
 
-__all__ = ["make_workspace", "make_requirement", "make_node_requests", "workspace_labels"]
+from kaito_core.reconcile.names import LABEL_NAMESPACE as WORKSPACE_NAMESPACE_LABEL  # the core's labels
+from kaito_core.reconcile.names import LABEL_WORKSPACE as WORKSPACE_LABEL
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+__all__ = ["make_workspace", "make_requirement", "make_node_requests", "workspace_labels"]
 
 
 def _uid(namespace: str, name: str) -> str:

@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kaito_core.hookspecs import hookimpl
+from kaito_core.reconcile.names import LABEL_WORKSPACE as WORKSPACE_LABEL  # the core's labels module
 from kaito_core.types import NodeRequest, NodeState, ProvisionerContext
 
 API_VERSION = "gpu.example.com/v1"
 KIND = "GPUMachine"
-WORKSPACE_LABEL = "kaito.sh/workspace"
 
 
 class GPUMachineProvisioner:

@@ -1,27 +1,26 @@
-"""Pure builders: Workspace + requirement -> NodeRequests -> AKS agent-pool bodies.
+"""Pure builders: the core's NodeRequests -> AKS agent-pool bodies (names, labels and counts come from the planner).
 
 Upstream's gpu-provisioner turns each NodeClaim into one agent pool (a VM scale set of one
 node): pool name = the NodeClaim name, ``vmSize`` = the instance type, Linux with the Ubuntu or
 AzureLinux OS SKU, OS disk = the storage request, node labels and taints copied from the claim.
-We build the same pool straight from the Workspace. The pool is tagged with its Workspace so
+We build the same pool straight from the node request. The pool is tagged with its Workspace so
 that ``release`` and the garbage collector find it (ARM tag names may not contain '/', so the
 tags spell the labels with dashes).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any, Mapping, Sequence
 
+from kaito_core.reconcile.names import LABEL_NAMESPACE as WORKSPACE_NAMESPACE_LABEL  # the core's labels
+from kaito_core.reconcile.names import LABEL_WORKSPACE as WORKSPACE_LABEL
 from kaito_core.types import NodeRequest
 
 from kaito_provisioner_aks.settings import AKSSettings
 
 POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 ARM_API_VERSION = "2026-08-01"  # azure-mgmt-containerservice 41.8.0's default
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
 TAG_CREATOR, TAG_WORKSPACE, TAG_NAMESPACE = "kaito-creator", "kaito-workspace", "kaito-workspace-namespace"
 CREATOR = "kaito"
 GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}

@@ -1,4 +1,4 @@
-"""Pure builders: Workspace + requirement -> NodeRequests -> NodeClaims / a NodePool.
+"""Pure builders: the core's NodeRequests -> NodeClaims / a NodePool (names, labels and counts come from the planner).
 
 The NodeClaim has upstream KAITO's shape (pkg/utils/nodeclaim): name ``ws`` + 9 hex digits,
 labels ``karpenter.sh/nodepool: kaito``, ``kaito.sh/workspace``, ``kaito.sh/workspacenamespace``
@@ -15,13 +15,13 @@ import hashlib
 import re
 from typing import Any, Sequence
 
+from kaito_core.reconcile.names import LABEL_NAMESPACE as WORKSPACE_NAMESPACE_LABEL  # the core's labels
+from kaito_core.reconcile.names import LABEL_WORKSPACE as WORKSPACE_LABEL
 from kaito_core.types import NodeRequest
 
 from kaito_provisioner_karpenter.settings import KarpenterSettings
 
 API_VERSION = "karpenter.sh/v1"
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
 NODEPOOL_LABEL = "karpenter.sh/nodepool"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
