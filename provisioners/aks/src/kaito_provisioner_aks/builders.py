@@ -1,4 +1,4 @@
-"""Pure builders: the core's NodeRequests -> AKS agent-pool bodies (names, labels and counts come from the planner).
+"""Pure builders: the core's NodeRequests -> AKS agent-pool bodies (the planner names and counts them).
 
 Upstream's gpu-provisioner turns each NodeClaim into one agent pool (a VM scale set of one
 node): pool name = the NodeClaim name, ``vmSize`` = the instance type, Linux with the Ubuntu or

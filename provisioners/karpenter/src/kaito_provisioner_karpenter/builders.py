@@ -1,4 +1,4 @@
-"""Pure builders: the core's NodeRequests -> NodeClaims / a NodePool (names, labels and counts come from the planner).
+"""Pure builders: the core's NodeRequests -> NodeClaims / a NodePool (the planner names and counts them).
 
 The NodeClaim has upstream KAITO's shape (pkg/utils/nodeclaim): name ``ws`` + 9 hex digits,
 labels ``karpenter.sh/nodepool: kaito``, ``kaito.sh/workspace``, ``kaito.sh/workspacenamespace``
