@@ -3,11 +3,12 @@
 The Helm chart builds its ClusterRole from :data:`RULES`, and a test compares the two, so keep
 this list truthful when the code changes. Groups:
 
-- ``kaito.sh`` Workspaces: kopf watches them, patches finalizers/annotations (progress) and
-  the status subresource.
-- kopf itself: it scans CRDs and namespaces to find what to watch (``-A``), posts Events, and
-  manages the admission webhook configurations (``settings.admission.managed``). The operator
-  runs ``--standalone`` (one replica, Deployment strategy Recreate), so no peering resources.
+- ``kaito.sh`` Workspaces: kopf watches them and patches finalizers/annotations (progress);
+  the operator patches the status subresource.
+- kopf itself: it scans CRDs (and namespaces, with ``KAITO_NAMESPACES`` patterns) to find what
+  to watch and posts Events (POST only). The chart owns the admission webhook configurations
+  (kopf does not manage them: no ``admissionregistration`` rights). The operator runs
+  ``--standalone`` (one replica, Deployment strategy Recreate), so no peering resources.
 - Children the reconciler owns: ConfigMaps, Services, StatefulSets, Jobs (create/patch/delete).
 - Observation: Pods (reasons for status), Nodes (readiness, GPU capacity, BYO selection).
 - Provisioners: Karpenter NodeClaims (``karpenter.sh/v1``), created and released by the
@@ -15,7 +16,11 @@ this list truthful when the code changes. Groups:
   NodePools in the karpenter plugin's NodePool mode (``KARPENTER_MODE=nodepool``: one
   NodePool per Workspace, read, created, listed by label and deleted on release; never
   patched or watched).
-- Watches that wake a Workspace's reconcile: StatefulSets, Jobs, Pods, Nodes, NodeClaims.
+- Watches that wake a Workspace's reconcile: StatefulSets, Jobs, Services, ConfigMaps, Pods,
+  Nodes, NodeClaims.
+
+tests/operator/test_rbac_usage.py runs the operator against the API emulator and checks every
+call it makes is granted here, and every grant here is used or names the code path needing it.
 """
 
 from __future__ import annotations
@@ -23,24 +28,21 @@ from __future__ import annotations
 from typing import Any
 
 READ = ["get", "list", "watch"]
-OWN = ["get", "list", "watch", "create", "update", "patch", "delete"]
+# No "update": every write is a PATCH (merge patch) or a create/delete.
+OWN = ["get", "list", "watch", "create", "patch", "delete"]
 
 RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["kaito.sh"], "resources": ["workspaces"], "verbs": ["get", "list", "watch", "patch", "update"]},
-    {"apiGroups": ["kaito.sh"], "resources": ["workspaces/status"], "verbs": ["get", "patch", "update"]},
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": READ},
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": READ},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["admissionregistration.k8s.io"],
-     "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
-     "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["kaito.sh"], "resources": ["workspaces"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["kaito.sh"], "resources": ["workspaces/status"], "verbs": ["patch"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": OWN},
     {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": OWN},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": OWN},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": READ},
-    {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims"], "verbs": ["get", "list", "watch", "create",
-                                                                            "patch", "delete"]},
+    {"apiGroups": ["karpenter.sh"], "resources": ["nodeclaims"], "verbs": OWN},
     {"apiGroups": ["karpenter.sh"], "resources": ["nodepools"], "verbs": ["get", "list", "create", "delete"]},
 ]
 

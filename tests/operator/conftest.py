@@ -42,6 +42,8 @@ class Cluster:
     def __init__(self, url: str):
         self.url = url
         self.kube = KubeClient(url)
+        # the test plays users and controllers: its calls must not count as the operator's (RBAC test)
+        self.kube.headers["User-Agent"] = "kaito-tests"
 
     def workspace(self, name: str, namespace: str) -> dict | None:
         return self.kube.get(api_version=WS_API, kind="Workspace", name=name, namespace=namespace)
