@@ -12,8 +12,10 @@ from tests.vllm.harness import FakeTools, Pod, stop_pods
 
 
 @pytest.fixture
-def fake_tools(tmp_path: Path) -> FakeTools:
-    return FakeTools(tmp_path / "fakes")
+def fake_tools(tmp_path: Path) -> Iterator[FakeTools]:
+    tools = FakeTools(tmp_path / "fakes")
+    yield tools
+    tools.kill_leftovers()  # a fake Ray head outlives `ray start`, like Ray's; never leave one behind
 
 
 @pytest.fixture

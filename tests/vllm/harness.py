@@ -10,6 +10,8 @@ headless Service's DNS name, checked separately against the rendered Service) is
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -80,12 +82,9 @@ class Rendered:
         return self.workspace["resource"]["instanceType"]
 
 
-def render(path: Path, capsys: Any = None) -> Rendered:
+def render(path: Path) -> Rendered:
     """``kaito render FILE`` (the public CLI, in this process), parsed."""
     from kaito_core.cli import main
-
-    import contextlib
-    import io
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -126,6 +125,12 @@ class FakeTools:
                      "PYTHONPATH": str(HERE / "fakes" / "pylib"), "HF_HUB_OFFLINE": "1",
                      "HF_HOME": str(self.root / "hf")})
         return base
+
+    def kill_leftovers(self) -> None:
+        for path in self.state.glob("raynode-*.json"):
+            pid = json.loads(path.read_text())["pid"]
+            if fake_state.alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
     def calls(self, tool: str | None = None) -> list[dict]:
         return [c for c in fake_state.calls(self.state) if tool is None or c["tool"] == tool]

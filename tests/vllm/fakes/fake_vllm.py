@@ -60,10 +60,18 @@ def one(opts: dict[str, list[str]], name: str, default: str | None = None) -> st
     return values[0] if values else default
 
 
+# argparse choices of the options kaito sets (vllm/config: ModelDType, DistributedExecutorBackend).
+CHOICES = {"--dtype": {"auto", "half", "float16", "bfloat16", "float", "float32"},
+           "--distributed-executor-backend": {"ray", "mp", "uni", "external_launcher"}}
+
+
 def check(opts: dict[str, list[str]]) -> str | None:
     unknown = sorted(set(opts) - known_options())
     if unknown:
         return f"vllm: error: unrecognized arguments: {' '.join(unknown)}"
+    for name, allowed in CHOICES.items():
+        if name in opts and one(opts, name) not in allowed:
+            return f"vllm: error: argument {name}: invalid choice: {one(opts, name)!r}"
     if "--enable-auto-tool-choice" in opts and "--tool-call-parser" not in opts:
         return "TypeError: Error: --enable-auto-tool-choice requires --tool-call-parser"
     cc = float(os.environ.get("FAKE_COMPUTE_CAPABILITY", "9.0"))
