@@ -24,15 +24,18 @@ from kaito_core.api import models as m
 EXTRA: dict[str, dict[str, Any]] = {
     "inference.adapters[].strength": {"pattern": r"^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$"},
     "inference.adapters[].source.name": {"pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-    "resource.count": {"minimum": 1},
-    "tuning.method": {"enum": ["lora", "qlora"]},
+    "resource": {"required": ["labelSelector"]},
+    "resource.count": {"minimum": 1, "default": 1},
+    # upstream lower-cases the method: "QLoRA" is accepted and means qlora
+    "tuning.method": {"pattern": "^([Ll][Oo][Rr][Aa]|[Qq][Ll][Oo][Rr][Aa])$"},
     "tuning.input.urls[]": {"pattern": r"^https?://"},
 }
 DESCRIPTIONS: dict[str, str] = {
     "resource": "The GPU nodes the Workspace runs on.",
     "resource.instanceType": "GPU instance type, e.g. Standard_NC24ads_A100_v4; omitted: the cheapest that fits.",
     "resource.labelSelector": "Labels the Workspace's nodes carry (and that BYO nodes must match).",
-    "resource.count": "Deprecated: the node count is computed from the model's size.",
+    "resource.count": "Deprecated: the node count is computed from the model's size (default 1).",
+    "status.performance": "Metrics from the post-load inference benchmark (upstream's field).",
     "inference": "Serve a model: a preset (or Hugging Face id) or your own pod template.",
     "inference.adapters": "LoRA adapters served beside the base model (at most 10).",
     "tuning": "Fine-tune a preset with LoRA or QLoRA.",

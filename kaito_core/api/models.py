@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "kaito.sh"
@@ -26,6 +26,10 @@ ANNOTATION_RUNTIME = "kaito.sh/runtime"
 ANNOTATION_ENABLE_LB = "kaito.sh/enablelb"
 ANNOTATION_BYPASS_CHECKS = "kaito.sh/bypass-resource-checks"
 ANNOTATION_LOCAL_WEIGHTS = "kaito.sh/use-local-weights"
+ANNOTATION_PERFORMANCE_MODE = "kaito.sh/performance-mode"
+ANNOTATION_DISABLE_BENCHMARK = "kaito.sh/disable-benchmark"
+# Upstream's node-local model cache for kaito.sh/use-local-weights: "true".
+LOCAL_MODELS_DIR = "/opt/kaito/models"
 
 
 class _Model(BaseModel):
@@ -125,6 +129,12 @@ class InferenceSpec(_Model):
 class TuningSpec(_Model):
     preset: Optional[PresetSpec] = None
     method: Optional[StrictStr] = None
+
+    @field_validator("method")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        # upstream lower-cases the method ("QLoRA" in its docs and examples means qlora)
+        return value.lower() if isinstance(value, str) else value
     config: Optional[StrictStr] = None
     input: Optional[DataSource] = None
     output: Optional[DataDestination] = None
@@ -141,6 +151,23 @@ class Condition(_Model):
     observed_generation: Optional[StrictInt] = None
 
 
+class Metric(_Model):
+    """One post-load benchmark measurement (upstream's status.performance.metrics values)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    description: StrictStr
+    value: StrictStr
+    unit: Optional[StrictStr] = None
+    config: Optional[dict[StrictStr, StrictStr]] = None
+
+
+class Performance(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    metrics: Optional[dict[StrictStr, Metric]] = None
+
+
 class WorkspaceStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
@@ -148,6 +175,7 @@ class WorkspaceStatus(_Model):
     conditions: Optional[list[Condition]] = None
     state: Optional[StrictStr] = None
     target_node_count: Optional[StrictInt] = None
+    performance: Optional[Performance] = None
 
 
 class Workspace(_Model):
@@ -196,8 +224,17 @@ class Workspace(_Model):
         return self.annotations.get(ANNOTATION_BYPASS_CHECKS, "").lower() in ("true", "1", "yes")
 
     @property
+    def use_local_weights(self) -> bool:
+        """``kaito.sh/use-local-weights: "true"`` (validation refuses anything but true/false)."""
+        return self.annotations.get(ANNOTATION_LOCAL_WEIGHTS, "").strip().lower() == "true"
+
+    @property
     def local_weights_path(self) -> str | None:
-        return self.annotations.get(ANNOTATION_LOCAL_WEIGHTS)
+        """Upstream's meaning: "true" mounts the node's /opt/kaito/models/<preset>; anything
+        else (including "false") is off. Never the annotation's value as a path."""
+        if not self.use_local_weights or not self.preset_name:
+            return None
+        return f"{LOCAL_MODELS_DIR}/{self.preset_name}"
 
     def spec_dict(self) -> dict[str, Any]:
         """resource/inference/tuning as camelCase (what the revision hash covers)."""

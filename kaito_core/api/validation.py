@@ -150,7 +150,7 @@ def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) 
             r.error("resource.count", res.count, "must be at least 1")
         elif ws.tuning is not None and res.count > 1:
             r.error("resource.count", res.count, "must be 1 for tuning", "tuning runs on a single node")
-        else:
+        elif res.count > 1:  # 1 is the CRD's default: every Workspace has it
             r.warn("resource.count", res.count, "is deprecated; the node count is computed from the model's size")
     if res.preferred_nodes is not None:
         for i, node in enumerate(res.preferred_nodes):
@@ -363,7 +363,27 @@ def _camel(name: str) -> str:
 # -- annotations and configs ----------------------------------------------------------------
 
 
+# Annotations upstream gives a closed set of values (case-insensitive, as upstream compares
+# them); anything else is refused instead of silently meaning "off".
+ANNOTATION_VALUES = {
+    m.ANNOTATION_LOCAL_WEIGHTS: ("true", "false"),
+    m.ANNOTATION_ENABLE_LB: ("true", "false"),
+    m.ANNOTATION_BYPASS_CHECKS: ("true", "false"),
+    m.ANNOTATION_DISABLE_BENCHMARK: ("true", "false"),
+    m.ANNOTATION_PERFORMANCE_MODE: ("balanced", "throughput", "latency"),
+}
+
+
 def _annotations(ws: m.Workspace, preset: Any, registry: Any, r: ValidationResult) -> None:
+    for key, allowed in ANNOTATION_VALUES.items():
+        value = ws.annotations.get(key)
+        if value is not None and value.strip().lower() not in allowed:
+            r.error(f"metadata.annotations[{key}]", value, f"must be one of {', '.join(allowed)}",
+                    "upstream KAITO's values" + (f" (true mounts {m.LOCAL_MODELS_DIR}/<preset> from the node)"
+                                                 if key == m.ANNOTATION_LOCAL_WEIGHTS else ""))
+    if ws.use_local_weights and ws.inference is None:
+        r.error(f"metadata.annotations[{m.ANNOTATION_LOCAL_WEIGHTS}]", "true", "applies to inference only",
+                "remove it from a tuning Workspace")
     runtime = ws.runtime_annotation
     if runtime is None:
         return
