@@ -192,7 +192,11 @@ def test_generated_groups(case, fake_tools, pods, tmp_path):
     path.write_text(generated("gen", instance_type, preset, config))
     rendered = render(path)
     assert int(rendered.statefulset["spec"]["replicas"]) == nodes
-    check_group(rendered, fake_tools, pods, tmp_path)
+    flags = check_group(rendered, fake_tools, pods, tmp_path)
+    # upstream's configureParallelism for a model larger than one GPU: TP = GPUs per node, PP = nodes
+    # (issue 13: phi-3-medium on 2 x A10 with a user ConfigMap gets TP=2)
+    assert flags["--tensor-parallel-size"] == [str(gpus_of(rendered.container))]
+    assert flags.get("--pipeline-parallel-size", ["1"]) == [str(nodes)]
 
 
 def test_user_tp_contradicting_the_plan_is_refused_by_the_leader(fake_tools, pods, tmp_path):
