@@ -124,6 +124,9 @@ def check_rendered_rendezvous(rendered: Rendered) -> None:
         return
     headless = rendered.one("Service", sts["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    from kaito_core.runtime.multinode import RAY_PORT
+
+    assert RAY_PORT in {p["port"] for p in headless["spec"]["ports"]}, "the Ray head's port is not published"
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in headless["spec"]["selector"].items())
     ns = sts["metadata"]["namespace"]
