@@ -87,13 +87,15 @@ def apply_object(kube: KubeClient, obj: Mapping[str, Any], uid: str, *, drift: s
     annotations = meta.get("annotations") or {}
     action = "adopted" if adopting else "updated"
     if annotations.get(names.ANNOTATION_HASH) == digest and not adopting:
+        if kind == "Job":
+            return "unchanged"  # a Job's template is immutable; an adopted Job keeps upstream's
         paths = differences(desired, current)
         if not paths:
             return "unchanged"
         if notes is not None:
             notes.append(describe(kind, name, paths, current))
-        if drift == "report" or kind == "Job":
-            return "drifted"  # a Job is never re-run to undo an edit: reported only
+        if drift == "report":
+            return "drifted"
         action = "reverted"
     elif kind == "Job" and not adopting:
         want = desired["metadata"]["annotations"].get(names.ANNOTATION_REVISION)

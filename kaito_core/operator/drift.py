@@ -6,7 +6,8 @@ reconcile (``KAITO_DRIFT=revert``, the default), or only reported in the Workspa
 ``ResourceDrifted`` condition when the admin chose ``report``. Fields the API server or other
 controllers add (defaults, ``clusterIP``, ``status``, extra labels and annotations) are not
 drift: the desired object must be *contained* in the live one. Lists must match item by item
-(an added container, env var or port is drift). No kopf import.
+(an added container, env var or port is drift). Jobs are not compared: their pod template is
+immutable and a tuning Job is never re-run to undo an edit. No kopf import.
 """
 
 from __future__ import annotations
