@@ -305,6 +305,70 @@ def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecip
     if user is None:
         user = _template_user(method, recipe, notes)
     user = {k: dict(v) for k, v in user.items()}
+    method, wants_8bit = _choose_method(user, method, recipe, notes, source)
+    half = "bfloat16" if bf16_ok else "float32"
+    cfg = TrainingConfig(method=method, notes=notes)
+    cfg.model = {"torch_dtype": half if cuda else "float32", "device_map": "auto" if cuda else "cpu",
+                 "local_files_only": False, "trust_remote_code": False, "chat_template": None}
+    cfg.quantization = {}
+    if method == "qlora":
+        cfg.quantization = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                            "bnb_4bit_compute_dtype": half if cuda else "float32"}
+    elif wants_8bit:
+        cfg.quantization = {"load_in_8bit": True}
+        notes.append("QuantizationConfig.load_in_8bit: the base model is loaded in 8-bit (bitsandbytes LLM.int8) "
+                     "and LoRA trains on top of it, as upstream")
+    # Upstream has no per-preset hyper-parameters: only the target modules come from the preset
+    # (DEFAULT_TARGET_MODULES); r, alpha and dropout are its LoraConfig defaults (8, 8, 0.0).
+    cfg.lora = dict(defaults.LORA_CONFIG) | {"target_modules": list(recipe.target_modules), "bias": "none"}
+    cfg.training = dict(defaults.TRAINING_ARGUMENTS) | {
+        "logging_steps": 1, "include_num_input_tokens_seen": "non_padding", "report_to": "none"}
+    cfg.collator = {"mlm": False, "pad_to_multiple_of": None}
+    cfg.dataset = dict(defaults.DATASET_CONFIG)
+    sections = cfg.sections()
+    for section, values in user.items():
+        cfg.user_keys[section] = set(values)
+        for key, value in values.items():
+            why = CONTROLLED.get(section, {}).get(key)
+            if why:
+                notes.append(f"{ROOT}.{section}.{key} ({value!r}) is not used: {why}")
+            if section == "ModelConfig" and key == "dtype":
+                key = "torch_dtype"  # transformers 5 spelling of the same setting
+            sections[section][key] = value
+    if method == "qlora":
+        cfg.quantization.setdefault("load_in_4bit", True)
+        if not cfg.quantization.get("load_in_4bit") and not cfg.quantization.get("load_in_8bit"):
+            raise TuningConfigError(source, [FieldError(f"{ROOT}.QuantizationConfig.load_in_4bit", False,
+                                                        "must be true for method 'qlora'",
+                                                        "remove it, or use method 'lora'")])
+    if not cuda:
+        _for_cpu(cfg)
+    if isinstance(cfg.lora.get("target_modules"), str) and cfg.lora["target_modules"] != "all-linear":
+        cfg.lora["target_modules"] = [m.strip() for m in cfg.lora["target_modules"].split(",") if m.strip()]
+    _honour_or_refuse(cfg, source)
+    return cfg
+
+
+def _for_cpu(cfg: TrainingConfig) -> None:
+    """Settings a CPU cannot train with, replaced and named in the notes."""
+    sections = cfg.sections()
+    for section, key in (("ModelConfig", "torch_dtype"), ("QuantizationConfig", "bnb_4bit_compute_dtype")):
+        if sections[section].get(key) == "float16":
+            cfg.notes.append(f"{ROOT}.{section}.{key} float16 is not supported for training on CPU: using float32")
+            sections[section][key] = "float32"
+    if sections["ModelConfig"].get("device_map") not in (None, "cpu"):
+        cfg.notes.append(f"{ROOT}.ModelConfig.device_map {sections['ModelConfig']['device_map']!r}: "
+                         "no GPU here, using 'cpu'")
+        sections["ModelConfig"]["device_map"] = "cpu"
+    for key in ("bf16", "fp16", "tf32"):
+        if cfg.training.get(key):
+            cfg.notes.append(f"{ROOT}.TrainingArguments.{key} needs a GPU: ignored on CPU")
+            cfg.training[key] = False
+
+
+def _choose_method(user: Mapping[str, Mapping[str, Any]], method: str | None, recipe: TuningRecipe,
+                   notes: list[str], source: str) -> tuple[str, bool]:
+    """(method, 8-bit base?) from tuning.method and the quantization keys, as upstream decides."""
     quant_user = user.get("QuantizationConfig", {})
     model_user = user.get("ModelConfig", {})
     wants_4bit = bool(quant_user.get("load_in_4bit") or model_user.get("load_in_4bit"))
@@ -327,60 +391,7 @@ def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecip
     if method not in recipe.methods:
         raise TuningConfigError(source, [FieldError("tuning.method", method,
                                                     f"is not supported by this preset (supported: {list(recipe.methods)})")])
-    half = "bfloat16" if bf16_ok else "float32"
-    cfg = TrainingConfig(method=method, notes=notes)
-    cfg.model = {"torch_dtype": half if cuda else "float32", "device_map": "auto" if cuda else "cpu",
-                 "local_files_only": False, "trust_remote_code": False, "chat_template": None}
-    cfg.quantization = {}
-    if method == "qlora":
-        cfg.quantization = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
-                            "bnb_4bit_compute_dtype": half if cuda else "float32"}
-    elif wants_8bit:
-        cfg.quantization = {"load_in_8bit": True}
-        notes.append("QuantizationConfig.load_in_8bit: the base model is loaded in 8-bit (bitsandbytes LLM.int8) "
-                     "and LoRA trains on top of it, as upstream")
-    # Upstream has no per-preset hyper-parameters: only the target modules come from the preset
-    # (DEFAULT_TARGET_MODULES), the LoRA numbers from upstream's LoraConfig defaults.
-    cfg.lora = {"r": recipe.r, "lora_alpha": recipe.lora_alpha, "lora_dropout": recipe.lora_dropout,
-                "target_modules": list(recipe.target_modules), "bias": "none"}
-    cfg.training = dict(defaults.TRAINING_ARGUMENTS) | {
-        "logging_steps": 1, "include_num_input_tokens_seen": "non_padding", "report_to": "none"}
-    cfg.collator = {"mlm": False, "pad_to_multiple_of": None}
-    cfg.dataset = dict(defaults.DATASET_CONFIG)
-    sections = cfg.sections()
-    for section, values in user.items():
-        cfg.user_keys[section] = set(values)
-        for key, value in values.items():
-            why = CONTROLLED.get(section, {}).get(key)
-            if why:
-                notes.append(f"{ROOT}.{section}.{key} ({value!r}) is not used: {why}")
-            if section == "ModelConfig" and key == "dtype":
-                key = "torch_dtype"  # transformers 5 spelling of the same setting
-            sections[section][key] = value
-    if method == "qlora":
-        cfg.quantization.setdefault("load_in_4bit", True)
-        if not cfg.quantization.get("load_in_4bit") and not cfg.quantization.get("load_in_8bit"):
-            raise TuningConfigError(source, [FieldError(f"{ROOT}.QuantizationConfig.load_in_4bit", False,
-                                                        "must be true for method 'qlora'",
-                                                        "remove it, or use method 'lora'")])
-    if not cuda:
-        for section, key in (("ModelConfig", "torch_dtype"), ("QuantizationConfig", "bnb_4bit_compute_dtype")):
-            if sections[section].get(key) == "float16":
-                notes.append(f"{ROOT}.{section}.{key} float16 is not supported for training on CPU: "
-                             "using float32")
-                sections[section][key] = "float32"
-        if sections["ModelConfig"].get("device_map") not in (None, "cpu"):
-            notes.append(f"{ROOT}.ModelConfig.device_map {sections['ModelConfig']['device_map']!r}: "
-                         "no GPU here, using 'cpu'")
-            sections["ModelConfig"]["device_map"] = "cpu"
-        for key in ("bf16", "fp16", "tf32"):
-            if cfg.training.get(key):
-                notes.append(f"{ROOT}.TrainingArguments.{key} needs a GPU: ignored on CPU")
-                cfg.training[key] = False
-    if isinstance(cfg.lora.get("target_modules"), str) and cfg.lora["target_modules"] != "all-linear":
-        cfg.lora["target_modules"] = [m.strip() for m in cfg.lora["target_modules"].split(",") if m.strip()]
-    _honour_or_refuse(cfg, source)
-    return cfg
+    return method, wants_8bit
 
 
 def _honour_or_refuse(cfg: TrainingConfig, source: str) -> None:

@@ -249,45 +249,15 @@ class _Run:
         raise TuningError("no model: give --model-dir DIR or --preset NAME")
 
     def _train_and_publish(self, preset, cfg, dest: Path | None) -> TuneResult:
-        from kaito_core.tuning import encode as enc_mod
         from kaito_core.tuning import model as model_mod
 
-        req = self.req
         files = self._inputs(cfg)
         dsum = data_mod.scan(files, cfg.dataset)  # every row checked before a model is loaded
         source = self._model_source(cfg, preset)
         # A hub id is fetched first (with progress lines); the adapter still records the id.
         load_from = source if Path(source).exists() else model_mod.download_model(source, cfg)
         tok, tok_changed = model_mod.load_tokenizer(load_from, cfg)
-        template, origin = enc_mod.resolve_chat_template(cfg.model.get("chat_template"), tok,
-                                                         preset.chat_template if preset else None)
-        if template is not None:
-            tok.chat_template = template
-            tok_changed.append(f"chat template from {origin}")
-        max_len = int(cfg.dataset.get("max_seq_length") or 1024)
-        encoder = enc_mod.Encoder(tok, max_len)
-        # Second pass, streamed again: only the token ids are kept, never the file or its rows.
-        rows = encoder.encode_all(data_mod.iter_examples(files, cfg.dataset, data_mod.DataSummary()))
-        train_rows, eval_rows = data_mod.shuffle_and_split(rows, cfg.dataset, dsum)
-        del rows
-        log.info("tuning %s with %s: %d training rows, %d held out, from %d file(s)",
-                 preset.name if preset else source, cfg.method, len(train_rows), len(eval_rows), len(files))
-        for reason, n in encoder.skipped.items():
-            dsum.skipped[reason] += n
-        dsum.first_skipped.extend(encoder.first_skipped[: max(0, 5 - len(dsum.first_skipped))])
-        dsum.rows_used -= sum(encoder.skipped.values())
-        if encoder.truncated:
-            self.notes.append(f"{encoder.truncated} rows were longer than max_seq_length={max_len} tokens "
-                              "and were truncated")
-        if not train_rows:
-            raise DataError(f"the training data set is empty after tokenizing: all {dsum.rows_used + sum(encoder.skipped.values())} rows "
-                            f"were skipped ({dict(encoder.skipped)}); e.g. {encoder.first_skipped[:1]}")
-        if dsum.rows_skipped:
-            log.warning("skipped %d of %d rows: %s; first: %s", dsum.rows_skipped, dsum.rows_total,
-                        dict(dsum.skipped), "; ".join(dsum.first_skipped[:3]))
-        log.info("data: %d rows read, %d used (%d train, %d eval), %d skipped", dsum.rows_total, dsum.rows_used,
-                 len(train_rows), len(eval_rows), dsum.rows_skipped)
-
+        train_rows, eval_rows = self._encode(cfg, preset, tok, tok_changed, files, dsum, source)
         loaded = model_mod.load_model(load_from, cfg)
         loaded.tokenizer = tok
         self.notes.extend(loaded.notes)
@@ -306,8 +276,50 @@ class _Run:
             out_mod.write_shard(self.work, rank, self.shard)
             if rank != 0:  # one adapter: rank 0 writes and pushes it
                 return TuneResult(summary=summary, output_dir=None, image=None, digest=None)
-        staging_parent = dest if dest is not None else self.work
-        staging = out_mod.new_staging(staging_parent)
+        digest = self._publish(loaded, cfg, preset, source, tok, tok_changed, summary, need, dest)
+        log.info("tuning summary %s", json.dumps({k: summary[k] for k in (
+            "method", "steps", "final_loss", "duration_s", "tokens_seen")} | {"output": summary["output"]}))
+        return TuneResult(summary=summary, output_dir=dest, image=self.req.output_image, digest=digest)
+
+    def _encode(self, cfg, preset, tok, tok_changed, files, dsum, source) -> tuple[list, list]:
+        """Chat template, then the second (streamed) pass over the data: token ids only."""
+        from kaito_core.tuning import encode as enc_mod
+
+        template, origin = enc_mod.resolve_chat_template(cfg.model.get("chat_template"), tok,
+                                                         preset.chat_template if preset else None)
+        if template is not None:
+            tok.chat_template = template
+            tok_changed.append(f"chat template from {origin}")
+        max_len = int(cfg.dataset.get("max_seq_length") or 1024)
+        encoder = enc_mod.Encoder(tok, max_len)
+        rows = encoder.encode_all(data_mod.iter_examples(files, cfg.dataset, data_mod.DataSummary()))
+        train_rows, eval_rows = data_mod.shuffle_and_split(rows, cfg.dataset, dsum)
+        del rows
+        log.info("tuning %s with %s: %d training rows, %d held out, from %d file(s)",
+                 preset.name if preset else source, cfg.method, len(train_rows), len(eval_rows), len(files))
+        skipped = sum(encoder.skipped.values())
+        for reason, n in encoder.skipped.items():
+            dsum.skipped[reason] += n
+        dsum.first_skipped.extend(encoder.first_skipped[: max(0, 5 - len(dsum.first_skipped))])
+        dsum.rows_used -= skipped
+        if encoder.truncated:
+            self.notes.append(f"{encoder.truncated} rows were longer than max_seq_length={max_len} tokens "
+                              "and were truncated")
+        if not train_rows:
+            raise DataError(f"the training data set is empty after tokenizing: all {dsum.rows_used + skipped} rows "
+                            f"were skipped ({dict(encoder.skipped)}); e.g. {encoder.first_skipped[:1]}")
+        if dsum.rows_skipped:
+            log.warning("skipped %d of %d rows: %s; first: %s", dsum.rows_skipped, dsum.rows_total,
+                        dict(dsum.skipped), "; ".join(dsum.first_skipped[:3]))
+        log.info("data: %d rows read, %d used (%d train, %d eval), %d skipped", dsum.rows_total, dsum.rows_used,
+                 len(train_rows), len(eval_rows), dsum.rows_skipped)
+        return train_rows, eval_rows
+
+    def _publish(self, loaded, cfg, preset, source, tok, tok_changed, summary, need, dest) -> str | None:
+        """Stage the adapter, move it into the output directory, push it; returns the digest."""
+        req = self.req
+        staging = out_mod.new_staging(dest if dest is not None else self.work)
+        digest = None
         try:
             out_mod.save_adapter(loaded, staging, source, preset, tok, tok_changed, summary, need)
             published: Path | None = None
@@ -315,7 +327,6 @@ class _Run:
                 out_mod.publish(staging, dest)
                 published = dest
                 log.info("adapter written to %s", dest)
-            digest = None
             if req.output_image:
                 from kaito_core.tuning import oci
 
@@ -327,9 +338,7 @@ class _Run:
                 summary["output"]["digest"] = digest
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        log.info("tuning summary %s", json.dumps({k: summary[k] for k in (
-            "method", "steps", "final_loss", "duration_s", "tokens_seen")} | {"output": summary["output"]}))
-        return TuneResult(summary=summary, output_dir=dest, image=req.output_image, digest=digest)
+        return digest
 
     def _train(self, loaded, cfg, train_rows, eval_rows, tok, files, source):
         from kaito_core.tuning import progress

@@ -102,11 +102,12 @@ def test_the_packed_loss_is_the_token_weighted_loss_of_the_samples(tiny_models):
 def test_a_run_with_packing_learns_in_fewer_steps(tiny_models, chat_jsonl, fast_config, tmp_path):
     steps = []
     fast_config["training_config"]["TrainingArguments"].update(packing=True, max_steps=10, group_by_length=True)
-    fast_config["training_config"]["DatasetConfig"]["max_seq_length"] = 256
+    fast_config["training_config"]["DatasetConfig"].update(max_seq_length=256, train_test_split=0.75)
     result = run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=fast_config,
                  output=str(tmp_path / "a"), progress="none", on_step=steps.append)
     p = result.summary["packing"]
-    assert p["samples"] == 16 and p["rows"] < 16 and p["strategy"] == "bfd"
+    assert p["samples"] == 12 and p["rows"] < 12 and p["strategy"] == "bfd"
+    assert result.summary["eval_loss"] > 0  # the held-out rows are evaluated one sample per row
     assert steps[-1].loss < steps[0].loss
     # per_device_train_batch_size 2 packed rows: each step sees several samples' tokens
     assert result.summary["tokens_seen"] / result.summary["steps"] > 2 * 30
