@@ -230,7 +230,10 @@ def health_server(state: WorkerState, host: str, port: int) -> ThreadingHTTPServ
 
 def _join_once(state: WorkerState, cmd: Sequence[str], settle: float) -> int:
     """Run ``ray start --block``; returns its exit code. It counts as joined once it ran ``settle`` s."""
-    state.proc = subprocess.Popen(list(cmd))
+    try:
+        state.proc = subprocess.Popen(list(cmd))
+    except FileNotFoundError:
+        raise GroupError("the 'ray' command is not on PATH; the runtime-vllm image ships it with vLLM") from None
     started = time.monotonic()
     while True:
         try:
@@ -258,8 +261,7 @@ def run_worker(opts: Any, plan: GroupPlan, *, settle: float = 3.0) -> int:
         if state.proc is not None and state.proc.poll() is None:
             state.proc.terminate()
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         timeout, port = ray_timeout(), ray_port()
         deadline = time.monotonic() + timeout
@@ -288,3 +290,5 @@ def run_worker(opts: Any, plan: GroupPlan, *, settle: float = 3.0) -> int:
         return 1
     finally:
         server.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -104,3 +104,15 @@ def test_bad_ray_settings_are_clear_errors(monkeypatch, name, value, needle):
     monkeypatch.setenv(name, value)
     with pytest.raises(GroupError, match=needle):
         multinode.ray_port() if name == "KAITO_RAY_PORT" else multinode.ray_timeout()
+
+
+def test_a_worker_without_ray_says_so(tmp_path, monkeypatch, capsys):
+    from kaito_core.runtime.options import ServeOptions
+    from tests.vllm.harness import free_port
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `ray` here
+    monkeypatch.setenv("KAITO_RAY_INIT_TIMEOUT", "5")
+    plan = GroupPlan(tensor_parallel_size=1, pipeline_parallel_size=2, node_count=2, gpus_per_node=1, node_rank=1,
+                     leader_address="localhost")
+    code = multinode.run_worker(ServeOptions(model="m", runtime="vllm", port=free_port()), plan)
+    assert code == 1 and "the 'ray' command is not on PATH" in capsys.readouterr().err
