@@ -14,14 +14,17 @@ What it models (each with a test in ``tests/emulator/``):
 - status subresources: writes to the main resource keep the stored status, ``/status`` writes
   change nothing else, create cannot set status, ``metadata.generation`` moves on spec changes;
 - CRDs: served from the CustomResourceDefinition objects themselves (Workspace by default),
-  unknown fields pruned, ``default`` applied, structural-schema errors -> 422 with field causes;
+  unknown fields pruned, ``default`` applied, structural-schema errors -> 422 with field causes,
+  then the CRD's CEL rules (``x-kubernetes-validations``, transition rules with ``oldSelf``);
 - immutable fields (Service clusterIP, StatefulSet spec but template/replicas/..., Job
   template/selector, Pod spec, immutable ConfigMaps) and object-metadata validation;
 - admission webhooks from Validating/MutatingWebhookConfiguration objects, called over HTTPS
   with AdmissionReview v1, trusting ``caBundle``, honouring ``failurePolicy``.
 
-Not modelled: server-side apply (kaito's operator does not use it: 415), CEL validation rules,
-authentication/RBAC, pod graceful termination (pods go at once: there is no kubelet).
+Not modelled: server-side apply (kaito's operator does not use it: 415), CEL's
+``messageExpression`` and Kubernetes' CEL extensions other than ``find``, authentication/RBAC,
+namespace existence (objects may be created in a namespace no Namespace object names), pod
+graceful termination (pods go at once: there is no kubelet).
 
 The parts live in ``emulator_*.py`` beside this module.
 """

@@ -235,7 +235,7 @@ class ApiServer:
     def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         causes = metadata_causes(obj.get("metadata") or {})
         if rt.schema is not None:
-            causes += rt.schema.causes(obj)
+            causes += rt.schema.causes(obj, old)
         if old is not None:
             causes += immutable_causes(rt.kind, old, obj)
         if causes:

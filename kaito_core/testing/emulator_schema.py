@@ -113,7 +113,18 @@ class CrdSchema:
     def prepare(self, obj: dict[str, Any]) -> dict[str, Any]:
         return apply_defaults(prune(obj, self.schema, root=True), self.schema)
 
-    def causes(self, obj: dict[str, Any]) -> list[tuple[str, str, str]]:
+    def causes(self, obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+        """Schema errors, then the CRD's validation rules (``old``: the stored object on update)."""
+        from kaito_core.testing.emulator_cel import rule_causes
+
+        found = self._schema_causes(obj)
+        if not found:  # as upstream: rules run on objects that passed the schema
+            found = rule_causes({k: v for k, v in self.schema.items() if k != "properties"} | {
+                "properties": {k: v for k, v in (self.schema.get("properties") or {}).items() if k != "metadata"}},
+                obj, old)
+        return found
+
+    def _schema_causes(self, obj: dict[str, Any]) -> list[tuple[str, str, str]]:
         if self._validator is None:
             import jsonschema
 

@@ -137,3 +137,35 @@ def test_immutable_fields(api):
 def test_object_names_are_validated(api, name):
     resp = api.post("/api/v1/namespaces/s10/configmaps", json={"metadata": {"name": name}})
     assert resp.status_code == 422 and resp.json()["details"]["causes"][0]["field"] == "metadata.name"
+
+
+def _require_cel() -> None:
+    try:
+        import celpy  # noqa: F401
+    except ImportError:
+        pytest.fail("cel-python is not installed: pip install cel-python==0.5.0 (the test extra)", pytrace=False)
+
+
+def test_crd_validation_rules_with_karpenters_crds():
+    """Karpenter's NodeClaim spec is immutable (``self == oldSelf``); requirement keys in
+    karpenter.sh are restricted (``self.find(...)``); ``In`` needs values."""
+    import httpx
+
+    _require_cel()
+    crds = [yaml.safe_load((REFERENCE / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
+    spec = {"nodeClassRef": {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "default"},
+            "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                              "values": ["Standard_NC24ads_A100_v4"]}]}
+    with Emulator(crds=crds) as emu, httpx.Client(base_url=emu.url) as api:
+        path = "/apis/karpenter.sh/v1/nodeclaims"
+        ok(api.post(path, json={"metadata": {"name": "nc"}, "spec": spec}), 201)
+        moved = api.patch(path + "/nc", json={"spec": {"nodeClassRef": {"name": "other"}}}, headers=MERGE)
+        assert moved.status_code == 422
+        assert moved.json()["details"]["causes"] == [{"reason": "FieldValueInvalid", "field": "spec",
+                                                      "message": 'Invalid value: "object": spec is immutable'}]
+        ok(api.patch(path + "/nc", json={"metadata": {"labels": {"a": "b"}}}, headers=MERGE))
+        bad = copy.deepcopy(spec)
+        bad["requirements"] = [{"key": "karpenter.sh/made-up", "operator": "In", "values": []}]
+        resp = api.post(path, json={"metadata": {"name": "bad"}, "spec": bad})
+        fields = [c["field"] for c in resp.json()["details"]["causes"]]
+        assert resp.status_code == 422 and "spec.requirements" in fields and "spec.requirements[0].key" in fields
