@@ -51,3 +51,19 @@ def test_steady_state_writes_nothing(setup):
     before = writes()
     time.sleep(9)  # two resync passes
     assert writes() == before
+
+
+def test_node_pools_pass_karpenters_schema_and_rules(tmp_path):
+    crds = [yaml.safe_load((REFERENCE / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
+    with Emulator(crds=crds) as emu:
+        op = Operator(emu.url, tmp_path / "operator.log", env={"KARPENTER_MODE": "nodepool"})
+        try:
+            cluster = Cluster(emu.url)
+            cluster.kube.create(workspace_body("pooled", "crd3"))
+            from tests.emulator.conftest import wait_for
+
+            pools = wait_for("a NodePool", lambda: cluster.kube.list(api_version="karpenter.sh/v1", kind="NodePool"))
+            assert pools[0]["spec"]["template"]["spec"]["nodeClassRef"]["kind"]
+            assert "HTTP 422" not in op.text()
+        finally:
+            op.stop()
