@@ -13,7 +13,8 @@ from typing import Any
 
 # Upstream's condition types, shared with the operator's reconciler.
 from kaito_core.reconcile.status import (  # noqa: E402,F401
-    INFERENCE_READY, JOB_STARTED, RESOURCE_READY, WORKSPACE_DELETING, WORKSPACE_SUCCEEDED)
+    INFERENCE_READY, JOB_STARTED, R_RESOURCES_READY, R_SUCCEEDED, RESOURCE_READY, WORKSPACE_DELETING,
+    WORKSPACE_SUCCEEDED)
 
 # v1beta1 status.state values.
 PENDING, READY, NOT_READY, RUNNING, SUCCEEDED, FAILED = "Pending", "Ready", "NotReady", "Running", "Succeeded", "Failed"
@@ -21,7 +22,6 @@ STOPPED = "Stopped"  # local only: the supervisor is gone (kaito ps shows it; ka
 
 # Reasons: the reconciler's where the situation is the same (a crash-looping runtime process is
 # reported like a crash-looping pod), local ones where it is not.
-R_RESOURCES_READY = "ResourcesReady"
 R_SIZING_FAILED = "SizingFailed"
 R_STARTING = "ProcessStarting"
 R_LOADING = "InferenceNotReady"
@@ -31,7 +31,7 @@ R_CRASHED = "CrashLoopBackOff"
 R_LOAD_FAILED = "ModelLoadFailed"
 R_JOB_STARTED = "JobStarted"
 R_JOB_RUNNING = "JobRunning"
-R_JOB_DONE = "WorkspaceSucceeded"
+R_JOB_DONE = R_SUCCEEDED  # upstream's reason, as the operator sets it
 R_JOB_FAILED = "JobFailed"
 R_STOPPING = "Stopped"
 R_SUPERVISOR_GONE = "SupervisorGone"

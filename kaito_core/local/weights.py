@@ -47,15 +47,12 @@ def check_dir(path: Path, what: str) -> Path:
     return path.resolve()
 
 
-def _annotation_path(ws: Any) -> str | None:
-    value = ws.local_weights_path
-    if value is None:
-        return None
-    if value.strip().lower() in ("true", "false", "yes", "no", ""):
-        raise WeightsError(f"metadata.annotations[kaito.sh/use-local-weights] is {value!r}; local mode needs the "
-                           "weights' directory as the value (e.g. /data/models/phi-3-mini-4k-instruct), "
-                           "or give it with `kaito up FILE --weights DIR`")
-    return value
+def _annotation_path(ws: Any, preset: Any = None) -> str | None:
+    """The annotation's directory, read as the cluster reads it ("true": upstream's
+    /opt/kaito/models/<preset>; "false": off)."""
+    from kaito_core.reconcile.weights import local_weights_dir
+
+    return local_weights_dir(ws, preset)
 
 
 def _cached(preset: ModelPreset) -> Path | None:
@@ -97,7 +94,7 @@ def locate(ws: Any, preset: ModelPreset, weights: str | None = None, *, download
     """The directory holding ``preset``'s weights for Workspace ``ws``; raises :class:`WeightsError`."""
     if weights:
         return Weights(check_dir(Path(weights).expanduser(), "--weights"), f"--weights {weights}")
-    annotated = _annotation_path(ws)
+    annotated = _annotation_path(ws, preset)
     if annotated:
         return Weights(check_dir(Path(annotated).expanduser(), "annotation kaito.sh/use-local-weights"),
                        f"annotation kaito.sh/use-local-weights: {annotated}")

@@ -132,7 +132,7 @@ def statefulset(ctx: Context) -> dict[str, Any]:
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"}}
     del ws
     return {"apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": ctx.metadata(ctx.name, annotations={names.ANNOTATION_REVISION: ctx.revision}),
+            "metadata": ctx.metadata(ctx.name, annotations=names.revision_annotations(ctx.revision)),
             "spec": spec}
 
 
@@ -146,7 +146,7 @@ def _template_pod(ctx: Context) -> dict[str, Any]:
 
 def pod_template(ctx: Context) -> dict[str, Any]:
     labels = {**ctx.labels, **names.selector_labels(ctx.name)}
-    annotations = {names.ANNOTATION_REVISION: ctx.revision}
+    annotations = names.revision_annotations(ctx.revision)
     if ctx.preset is None:
         tpl = _template_pod(ctx)
         spec = tpl["spec"]
@@ -171,7 +171,8 @@ def pod_template(ctx: Context) -> dict[str, Any]:
         ports += [{"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"},
                   {"name": "ray-dashboard", "containerPort": RAY_DASHBOARD_PORT, "protocol": "TCP"}]
     container = {
-        "name": "inference", "image": ctx.image, "imagePullPolicy": "IfNotPresent",
+        # Upstream names the inference container after the Workspace (kubectl logs -c <ws>).
+        "name": ctx.name, "image": ctx.image, "imagePullPolicy": "IfNotPresent",
         "command": cmd, "env": env, **({"args": args} if args else {}),
         "ports": ports,
         "resources": pods.gpu_resources(ctx.gpus_per_node, ctx.cpu, ctx.host_memory_gib),

@@ -19,6 +19,8 @@ LABEL_UID = "kaito.sh/workspace-uid"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kaito"
 ANNOTATION_REVISION = "kaito.sh/revision"
+# Upstream's revision annotation (v0.12): written beside ours so tools reading it keep working.
+ANNOTATION_UPSTREAM_REVISION = "workspace.kaito.io/revision"
 ANNOTATION_HASH = "kaito.sh/object-hash"
 FINALIZER = "workspace.finalizer.kaito.sh"
 WORKSPACE_API_VERSION = "kaito.sh/v1beta1"
@@ -64,6 +66,10 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 def revision(spec: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
     """The revision of a Workspace: its resource/inference/tuning plus what sizing decided."""
     return stable_hash({"spec": spec, "extra": dict(extra or {})})
+
+
+def revision_annotations(rev: str) -> dict[str, str]:
+    return {ANNOTATION_REVISION: rev, ANNOTATION_UPSTREAM_REVISION: rev}
 
 
 def owner_reference(*, name: str, uid: str, api_version: str = WORKSPACE_API_VERSION) -> dict[str, Any]:

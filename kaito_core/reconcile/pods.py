@@ -11,6 +11,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 TOLERATIONS = [
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+    # Azure spot node pools carry this taint; upstream tolerates it so spot GPU nodes can serve.
+    {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot", "effect": "NoSchedule"},
 ]
 RUN_AS_USER = 1000
 

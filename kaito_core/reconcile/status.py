@@ -24,10 +24,15 @@ WORKSPACE_DELETING = "WorkspaceDeleting"
 # Waiting reasons that mean a person must act (vs. "still starting").
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
 CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# Upstream's condition reasons (pkg/utils/consts, v0.12), kept so dashboards and alerts written
+# for upstream KAITO keep matching.
+R_RESOURCES_READY = "workspaceResourceStatusSuccess"
+R_SUCCEEDED = "workspaceSucceeded"
+R_OOM_KILLED = "ContainerOOMKilled"
 # Reasons that get a Warning event when a condition turns False with them.
 PROBLEMS = {"ImagePullError", "CrashLoopBackOff", "PodUnschedulable", "ContainerConfigError", "ProvisioningError",
             "ProvisioningFailed", "JobFailed", "SizingFailed", "InvalidWorkspace", "NodeNotReady",
-            "InsufficientGPUs", "PodFailed", "OOMKilled"}
+            "InsufficientGPUs", "PodFailed", R_OOM_KILLED}
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def pod_problem(pods: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
                 why = last.get("reason") or "Error"
                 code = last.get("exitCode")
                 tail = (last.get("message") or "").strip().splitlines()[-1:] or [""]
-                reason = "OOMKilled" if why == "OOMKilled" else "CrashLoopBackOff"
+                reason = R_OOM_KILLED if why == "OOMKilled" else "CrashLoopBackOff"
                 found.append((1, reason, f"pod {pname} {what} {cname} is crash-looping "
                                          f"(restarts {cs.get('restartCount', 0)}, last exit {why}"
                                          f"{f' code {code}' if code is not None else ''}){': ' + tail[0] if tail[0] else ''}"))
@@ -148,7 +153,7 @@ def node_conditions(observed: Observed, target: int, gpus_per_node: int) -> tupl
         nr = condition(NODES_READY, False, "InsufficientGPUs" if gpu_problem else "NodesNotReady",
                        f"{len(ready)}/{target} nodes are ready" + (f": {problems[0]}" if problems else ""))
     if nc["status"] == "True" and nr["status"] == "True":
-        rr = condition(RESOURCE_READY, True, "ResourcesReady", f"{len(ready)} node(s) ready for the workload")
+        rr = condition(RESOURCE_READY, True, R_RESOURCES_READY, f"{len(ready)} node(s) ready for the workload")
     else:
         first = nc if nc["status"] != "True" else nr
         rr = condition(RESOURCE_READY, False, first["reason"], first["message"])
@@ -196,7 +201,7 @@ def tuning_conditions(observed: Observed, resources_ok: bool) -> tuple[dict, dic
     for cond in st.get("conditions") or []:
         if cond.get("type") in ("Complete", "SuccessCriteriaMet") and cond.get("status") == "True":
             return (condition(JOB_STARTED, True, "JobStarted", "the tuning Job ran"),
-                    condition(WORKSPACE_SUCCEEDED, True, "WorkspaceSucceeded", "tuning finished; the adapter is at "
+                    condition(WORKSPACE_SUCCEEDED, True, R_SUCCEEDED, "tuning finished; the adapter is at "
                               "the output"), "Succeeded")
         if cond.get("type") in ("Failed", "FailureTarget") and cond.get("status") == "True":
             msg = cond.get("message") or cond.get("reason") or "the Job failed"
@@ -206,7 +211,7 @@ def tuning_conditions(observed: Observed, resources_ok: bool) -> tuple[dict, dic
                     condition(WORKSPACE_SUCCEEDED, False, "JobFailed", msg), "Failed")
     if int(st.get("succeeded") or 0) >= 1:
         return (condition(JOB_STARTED, True, "JobStarted", "the tuning Job ran"),
-                condition(WORKSPACE_SUCCEEDED, True, "WorkspaceSucceeded", "tuning finished"), "Succeeded")
+                condition(WORKSPACE_SUCCEEDED, True, R_SUCCEEDED, "tuning finished"), "Succeeded")
     if problem is not None:
         return (condition(JOB_STARTED, False, problem[0], problem[1]),
                 condition(WORKSPACE_SUCCEEDED, False, problem[0], problem[1]), "NotReady")
@@ -218,10 +223,17 @@ def tuning_conditions(observed: Observed, resources_ok: bool) -> tuple[dict, dic
             condition(WORKSPACE_SUCCEEDED, False, "JobPending", "the tuning Job's pod is starting"), "Pending")
 
 
-def build(*, mode: str, observed: Observed, target: int, gpus_per_node: int) -> tuple[dict[str, Any], bool]:
-    """The status (without transition times) and whether the workload may be created now."""
+def build(*, mode: str, observed: Observed, target: int, gpus_per_node: int,
+          node_claims: bool = True) -> tuple[dict[str, Any], bool]:
+    """The status (without transition times) and whether the workload may be created now.
+
+    :param node_claims: False for a provisioner that makes no nodes (``byo``): upstream reports
+        no NodeClaimReady condition there (its failures still reach ResourceReady).
+    """
     conds, workers, failed = node_conditions(observed, target, gpus_per_node)
     resources_ok = conds[2]["status"] == "True"
+    if not node_claims:
+        conds = [c for c in conds if c["type"] != NODECLAIM_READY]
     if mode == "tuning":
         started, succeeded, state = tuning_conditions(observed, resources_ok)
         conds += [started, succeeded]
@@ -230,7 +242,7 @@ def build(*, mode: str, observed: Observed, target: int, gpus_per_node: int) -> 
     else:
         inf, exists = inference_conditions(observed, resources_ok)
         ok = inf["status"] == "True"
-        conds += [inf, condition(WORKSPACE_SUCCEEDED, ok, "WorkspaceSucceeded" if ok else inf["reason"],
+        conds += [inf, condition(WORKSPACE_SUCCEEDED, ok, R_SUCCEEDED if ok else inf["reason"],
                                  "the model is being served" if ok else inf["message"])]
         if ok:
             state = "Ready"

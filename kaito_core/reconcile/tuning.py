@@ -124,10 +124,10 @@ def job(ctx: Context) -> dict[str, Any]:
     }
     pods.finish_spec(spec, ctx.label_selector, ctx.pull_secrets + list(tun.input.image_pull_secrets or []))
     return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": ctx.metadata(ctx.name, annotations={names.ANNOTATION_REVISION: ctx.revision}),
+            "metadata": ctx.metadata(ctx.name, annotations=names.revision_annotations(ctx.revision)),
             "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": None,
                      "template": {"metadata": {"labels": labels,
-                                               "annotations": {names.ANNOTATION_REVISION: ctx.revision}},
+                                               "annotations": names.revision_annotations(ctx.revision)},
                                   "spec": spec}}}
 
 

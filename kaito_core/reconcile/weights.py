@@ -58,10 +58,26 @@ class Weights:
     env: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Upstream's node-local model cache: ``kaito.sh/use-local-weights: "true"`` mounts
+# /opt/kaito/models/<preset> from the node (its image-baking and pre-pull tooling writes there).
+LOCAL_MODELS_DIR = "/opt/kaito/models"
+
+
+def local_weights_dir(ws: Any, preset: Any) -> str | None:
+    """The node directory ``kaito.sh/use-local-weights`` names: "true" -> upstream's
+    /opt/kaito/models/<preset>, "false" (or empty) -> off, any other value -> that path."""
+    value = (ws.local_weights_path or "").strip()
+    if value.lower() in ("", "false", "no"):
+        return None
+    if value.lower() in ("true", "yes"):
+        return f"{LOCAL_MODELS_DIR}/{preset.name}" if preset is not None else None
+    return value
+
+
 def weights(ctx: Context) -> Weights:
     preset = ctx.preset
     mount = {"name": "weights", "mountPath": WEIGHTS_DIR}
-    local = ctx.ws.local_weights_path
+    local = local_weights_dir(ctx.ws, preset)
     if local:
         # kaito.sh/use-local-weights: the node already holds the weights (upstream's annotation).
         return Weights(model=WEIGHTS_DIR, volumes=[{"name": "weights", "hostPath": {"path": local,

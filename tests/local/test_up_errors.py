@@ -90,7 +90,8 @@ def test_weights_errors_name_the_source_and_the_ways_to_give_them(kaito_home, tm
         locate(ws, preset, str(tmp_path / "empty"))
     flag = load_workspaces(write_yaml("b.yaml", inference_yaml("w", annotations={
         "kaito.sh/use-local-weights": "True"})))[0]
-    with pytest.raises(WeightsError, match="needs the weights' directory as the value"):
+    # "True" means upstream's node cache /opt/kaito/models/<preset>, here as on a node
+    with pytest.raises(WeightsError, match=f"/opt/kaito/models/{preset.name}' does not exist"):
         locate(flag, preset)
     # No weights anywhere and no hub: the error says so and lists the three ways to give them.
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))

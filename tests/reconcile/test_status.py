@@ -31,11 +31,15 @@ def _conds(status: dict) -> dict:
     return {c["type"]: c for c in status["conditions"]}
 
 
-@pytest.fixture()
-def setup(registry):
+@pytest.fixture(params=["karpenter"])
+def setup(registry, request):
+    return _setup(registry, registry.provisioners[request.param])
+
+
+def _setup(registry, prov):
     ws = _ws(PHI)
     inputs = resolve(ws, registry)
-    first = plan(ws, inputs.preset, inputs.requirement, BYO)
+    first = plan(ws, inputs.preset, inputs.requirement, prov)
     req = first.node_requests[0]
     states = (NodeState(name=req.name, ready=True, node_name="gpu-0"),)
     nodes = (fake_node("gpu-0", 1),)
@@ -44,7 +48,7 @@ def setup(registry):
         prev = kw.pop("prev", None)
         base = {"node_states": states, "nodes": nodes, "now": "2026-01-01T00:00:00Z"}
         base.update(kw)
-        return plan(ws, inputs.preset, inputs.requirement, BYO, Observed(**base), previous_status=prev)
+        return plan(ws, inputs.preset, inputs.requirement, prov, Observed(**base), previous_status=prev)
     return run
 
 
@@ -100,6 +104,28 @@ def test_provisioner_exception_is_a_condition(setup):
     p = setup(node_states=(), nodes=(), provisioner_error="karpenter: nodeclaims.karpenter.sh not found")
     c = _conds(p.status)
     assert c["NodeClaimReady"]["reason"] == "ProvisioningError" and "nodeclaims" in c["NodeClaimReady"]["message"]
+
+
+def test_without_nodeclaims_the_failure_stays_in_resource_ready():
+    """Upstream's BYO mode makes no NodeClaims: build(node_claims=False) reports no NodeClaimReady
+    and keeps the failure's reason in ResourceReady."""
+    from kaito_core.reconcile import status as st
+
+    observed = Observed(node_states=(NodeState(name="x", ready=False, reason="NoMatchingNodes",
+                                               message="0 of 1 ready node(s) match resource.labelSelector"),))
+    status, ok = st.build(mode="inference", observed=observed, target=1, gpus_per_node=1, node_claims=False)
+    c = _conds(status)
+    assert not ok and "NodeClaimReady" not in c
+    assert c["ResourceReady"]["status"] == "False" and c["ResourceReady"]["reason"] == "NoMatchingNodes"
+
+
+def test_upstream_reason_strings(setup):
+    c = _conds(setup(workload=_sts(1), pods=(_pod(ready=True),)).status)
+    assert c["ResourceReady"]["reason"] == "workspaceResourceStatusSuccess"
+    assert c["WorkspaceSucceeded"]["reason"] == "workspaceSucceeded"
+    oom = _pod({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+               last={"terminated": {"reason": "OOMKilled", "exitCode": 137}})
+    assert _conds(setup(workload=_sts(0), pods=(oom,)).status)["InferenceReady"]["reason"] == "ContainerOOMKilled"
 
 
 def test_node_without_gpu_capacity_is_not_ready(setup):
