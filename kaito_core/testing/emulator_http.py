@@ -283,6 +283,8 @@ class ApiServer:
             new = dict(new, apiVersion=rt.api_version, kind=rt.kind)
             meta = dict(new.get("metadata") or {})
             wanted = meta.get("resourceVersion")
+            if patch_type and wanted == current["metadata"]["resourceVersion"]:
+                wanted = None  # a patch carries the stored version along: only a changed one is a precondition
             if wanted and wanted != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name, "the object has been modified; please apply your changes to the latest "
                                          "version and try again")

@@ -23,6 +23,9 @@ async def watch(server: Any, request: Any, rt: ResourceType, ns: str | None) -> 
     queue: asyncio.Queue = asyncio.Queue()
     w = Watcher(rt.gk, ns, match, queue)
     rv = q.get("resourceVersion", "")
+    if rv and not rv.isdigit():
+        raise ApiStatus(400, "BadRequest", f"resourceVersion: Invalid value: {rv!r}: must be a resource version "
+                                           f"from a list or watch")
     initial = q.get("sendInitialEvents") == "true" or rv in ("", "0")
     resp = web.StreamResponse(headers={"Content-Type": "application/json"})
     await resp.prepare(request)
