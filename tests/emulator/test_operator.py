@@ -84,8 +84,15 @@ def test_410_gone_restarts_the_watches(emu, cluster, operator):
     ns = "op4"
     cluster.kube.create(workspace_body("before", ns))
     wait_for("the first NodeClaim", lambda: cluster.claims("before"))
+
+    def kopf_lists() -> int:
+        return sum(n for (verb, _g, res, agent), n in emu.calls.items()
+                   if verb == "list" and res == "workspaces" and agent.startswith("kopf"))
+
+    listed = kopf_lists()
     emu.compact()
     assert emu.cut_watches() > 0
+    wait_for("kopf to re-list after 410 Gone", lambda: kopf_lists() > listed)
     cluster.kube.create(workspace_body("after", ns))
     wait_for("a NodeClaim for a Workspace created after the 410", lambda: cluster.claims("after"), timeout=30)
 
