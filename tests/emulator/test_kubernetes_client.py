@@ -3,9 +3,8 @@ merge patches, the status subresource) and how it sees 410 Gone on a watch."""
 
 from __future__ import annotations
 
+import kubernetes
 import pytest
-
-kubernetes = pytest.importorskip("kubernetes")
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,8 @@ def test_server_side_apply_is_refused_not_misapplied(api):
 
 
 def test_kubernetes_client_sees_the_conflict(emu):
-    kubernetes = pytest.importorskip("kubernetes")
+    import kubernetes
+
     cfg = kubernetes.client.Configuration()
     cfg.host = emu.url
     core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(cfg))
