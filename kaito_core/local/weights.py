@@ -1,7 +1,7 @@
 """Find a Workspace's model weights on this machine (or download them when the hub is reachable).
 
-In order: ``kaito up --weights DIR``; upstream's annotation ``kaito.sh/use-local-weights: DIR``
-(the same host path a pod would mount); a preset that *is* a local directory; the Hugging Face
+In order: ``kaito up --weights DIR``; upstream's annotation ``kaito.sh/use-local-weights: "true"``
+(/opt/kaito/models/<preset>, the same host path a pod would mount); a preset that *is* a local directory; the Hugging Face
 cache (the preset's pinned revision); the hub (download with a progress bar). Without network
 the last step fails with the three ways to give the weights instead.
 """
@@ -105,8 +105,9 @@ def locate(ws: Any, preset: ModelPreset, weights: str | None = None, *, download
     cached = _cached(preset)
     if cached is not None:
         return Weights(check_dir(cached, "Hugging Face cache"), f"the Hugging Face cache ({cached})")
-    how = ("give the weights with `kaito up FILE --weights DIR`, or the annotation "
-           "kaito.sh/use-local-weights: DIR, or download them into the Hugging Face cache first "
+    how = ("give the weights with `kaito up FILE --weights DIR`, or put them in "
+           f"/opt/kaito/models/{preset.name} with the annotation kaito.sh/use-local-weights: \"true\", "
+           "or download them into the Hugging Face cache first "
            f"(huggingface-cli download {preset.hf_repo} --revision {preset.revision})")
     if not download:
         raise WeightsError(f"the weights of {preset.name} ({preset.hf_repo}) are not on this machine; {how}")

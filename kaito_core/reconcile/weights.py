@@ -65,7 +65,8 @@ LOCAL_MODELS_DIR = "/opt/kaito/models"
 
 def local_weights_dir(ws: Any, preset: Any) -> str | None:
     """The node directory ``kaito.sh/use-local-weights`` names: "true" -> upstream's
-    /opt/kaito/models/<preset>, "false" (or empty) -> off, any other value -> that path."""
+    /opt/kaito/models/<preset>, "false" (or empty) -> off. The API model may already have
+    turned "true" into that directory, which is kept as it is."""
     value = (ws.local_weights_path or "").strip()
     if value.lower() in ("", "false", "no"):
         return None

@@ -113,15 +113,20 @@ def test_weights_errors_name_the_source_and_the_ways_to_give_them(kaito_home, tm
         locate(ws, preset)
 
 
-def test_annotation_gives_the_weights(kaito_home, tiny_phi3, write_yaml):
+def test_annotation_means_upstreams_node_cache(kaito_home, write_yaml):
+    """kaito.sh/use-local-weights: "true" is /opt/kaito/models/<preset> (upstream's node cache),
+    "false" is off; local mode reads it the same way."""
     from kaito_core.api import load_workspaces
+    from kaito_core.local.weights import _annotation_path
     from kaito_core.plugins import get_registry
 
     preset = get_registry().get_preset("phi-3-mini-4k-instruct")
-    ws = load_workspaces(write_yaml("a.yaml", inference_yaml("w", annotations={
-        "kaito.sh/use-local-weights": str(tiny_phi3)})))[0]
-    found = locate(ws, preset)
-    assert found.path == tiny_phi3.resolve() and "kaito.sh/use-local-weights" in found.origin
+    on = load_workspaces(write_yaml("a.yaml", inference_yaml("w", annotations={
+        "kaito.sh/use-local-weights": "true"})))[0]
+    off = load_workspaces(write_yaml("b.yaml", inference_yaml("w", annotations={
+        "kaito.sh/use-local-weights": "false"})))[0]
+    assert _annotation_path(on, preset) == "/opt/kaito/models/phi-3-mini-4k-instruct"
+    assert _annotation_path(off, preset) is None
 
 
 def test_fit_check_numbers_cpu_and_gpu() -> None:
