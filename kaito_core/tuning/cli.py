@@ -57,8 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-malformed", action="store_true", help="skip malformed rows instead of stopping")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
     p.add_argument("--nproc-per-node", type=int, metavar="N",
-                   help="data parallel: run N processes (one per GPU) with torchrun, as upstream's accelerate "
-                        "launch; each trains on its own shard, rank 0 writes the adapter (CPU: gloo backend)")
+                   help="data parallel: run N processes (one per GPU), as upstream's accelerate launch; each "
+                        "trains on its own shard, rank 0 writes the adapter (CPU: gloo backend)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")
 
 
@@ -128,16 +128,6 @@ def _own_argv() -> list[str]:
     return out
 
 
-def launch_data_parallel(n: int) -> int:
-    """Re-run this command under torchrun with ``n`` processes; its exit code is ours."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "kaito_core.tuning", *_own_argv()]
-    logging.getLogger("kaito.tuning").info("data parallel: %s", " ".join(cmd))
-    return subprocess.run(cmd).returncode
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     import os
 
@@ -151,13 +141,16 @@ def run_from_args(args: argparse.Namespace) -> int:
 
         raise TuningError(f"--nproc-per-node {n}: must be 1 or more (one process per GPU)")
     if n and n > 1 and "WORLD_SIZE" not in os.environ:
-        return launch_data_parallel(n)
+        from kaito_core.tuning.launch import run_workers
+
+        return run_workers(n, _own_argv())
     req = build_request(args)
     try:
         result = run(req)
     except Interrupted as exc:
         # A distinct exit code: the Job (or a script) can tell "stopped, resumable" from "failed".
-        print(f"interrupted: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):
+            print(f"interrupted: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # a second Ctrl-C while saving
         print("interrupted: stopped before a checkpoint was saved", file=sys.stderr)

@@ -192,13 +192,28 @@ def stop_callback(stop: StopSignal):
             # Always log the last step, whatever logging_steps says: the summary needs a loss.
             if state.global_step >= state.max_steps:
                 control.should_log = True
-            if stop.signum is not None:
+            if _any_rank(stop.signum is not None, args):
                 control.should_save = True
                 control.should_log = True
                 control.should_training_stop = True
             return control
 
     return StopOnSignal()
+
+
+def _any_rank(flag: bool, args) -> bool:
+    """Data parallel: every rank must stop at the same step (saving is collective), so one
+    rank's signal stops them all; a MAX all-reduce of one number per step."""
+    if world()[1] <= 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=args.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 # --- the Trainer -----------------------------------------------------------------------------

@@ -39,3 +39,36 @@ def test_two_processes_train_disjoint_shards_and_write_one_adapter(tiny_models, 
     assert summary["distributed"] == {"rank": 0, "world_size": 2, "rows_this_rank": 8}
     # one report on stdout (rank 0's), and the gathered token count covers both ranks' rows
     assert json.loads(proc.stdout)["tokens_seen"] == summary["tokens_seen"] > 16 * 5
+
+
+def test_sigterm_stops_every_rank_at_one_checkpoint_and_exits_75(tiny_models, chat_jsonl, fast_config, tmp_path):
+    import signal
+    import time
+
+    fast_config["training_config"]["TrainingArguments"].update(max_steps=100000, save_strategy="no")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(fast_config))
+    work = tmp_path / "work"
+    log = tmp_path / "log.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "kaito_core.tuning", "--nproc-per-node", "2",
+                                 "--model-dir", str(tiny_models["llama"]), "--data", str(chat_jsonl),
+                                 "--config", str(config), "--output", str(tmp_path / "adapter"),
+                                 "--work-dir", str(work), "--progress", "log"],
+                                cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and '"step": 2,' not in log.read_text():
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert rc == 75, text[-3000:]
+    lines = [ln for ln in text.splitlines() if ln.startswith("interrupted: ")]
+    assert len(lines) == 1 and "interrupted by SIGTERM at step" in lines[0]  # one line, from rank 0
+    step = int(lines[0].split(" at step ")[1].split()[0])
+    assert (work / "checkpoints" / f"checkpoint-{step}" / "adapter_model.safetensors").is_file()
+    assert "Traceback" not in text
