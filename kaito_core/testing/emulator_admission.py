@@ -61,25 +61,36 @@ def matching(store: Store, kind: str, rt: ResourceType, subresource: str | None,
         if CONFIG_KINDS.get((group, plural)) != kind:
             continue
         for hook in config.get("webhooks") or []:
-            if not any(_rule_matches(r, rt, subresource, operation, rt.namespaced) for r in hook.get("rules") or []):
+            # matchPolicy Equivalent (the v1 default): a rule for another served version of the
+            # same resource matches too, and the webhook sees the object in its version
+            versions = [rt] + ([t for t in store.types.values() if t.gk == rt.gk and t.version != rt.version]
+                               if hook.get("matchPolicy", "Equivalent") == "Equivalent" else [])
+            seen_as = next((t for t in versions if any(_rule_matches(r, t, subresource, operation, rt.namespaced)
+                                                       for r in hook.get("rules") or [])), None)
+            if seen_as is None:
                 continue
             if not selector_matches(hook.get("objectSelector"), labels):
                 continue
             if namespace and not selector_matches(hook.get("namespaceSelector"), ns_labels):
                 continue
-            out.append({**hook, "_configuration": name})
+            out.append({**hook, "_configuration": name, "_as": seen_as})
     return out
 
 
-def _review(rt: ResourceType, kind: str, subresource: str | None, operation: str, obj: Any, old: Any,
-            user: str) -> dict[str, Any]:
+def _as_version(obj: Any, rt: ResourceType) -> Any:
+    """Our CRDs' versions share one schema (conversion strategy None): only apiVersion changes."""
+    return {**obj, "apiVersion": rt.api_version} if isinstance(obj, dict) else obj
+
+
+def _review(rt: ResourceType, asked: ResourceType, kind: str, subresource: str | None, operation: str, obj: Any,
+            old: Any, user: str) -> dict[str, Any]:
     meta = (obj or old or {}).get("metadata") or {}
-    gvk = {"group": rt.group, "version": rt.version, "kind": kind}
     options = {"apiVersion": "meta.k8s.io/v1",
                "kind": {"CREATE": "CreateOptions", "UPDATE": "UpdateOptions", "DELETE": "DeleteOptions"}[operation]}
-    request = {"uid": str(uuid.uuid4()), "kind": gvk, "requestKind": gvk,
+    request = {"uid": str(uuid.uuid4()), "kind": {"group": rt.group, "version": rt.version, "kind": kind},
+               "requestKind": {"group": asked.group, "version": asked.version, "kind": kind},
                "resource": {"group": rt.group, "version": rt.version, "resource": rt.plural},
-               "requestResource": {"group": rt.group, "version": rt.version, "resource": rt.plural},
+               "requestResource": {"group": asked.group, "version": asked.version, "resource": asked.plural},
                "name": meta.get("name", ""), "operation": operation, "userInfo": {"username": user},
                "object": obj, "oldObject": old, "dryRun": False, "options": options}
     if rt.namespaced:
@@ -129,8 +140,9 @@ async def admit(store: Store, session: Any, *, kind: str, rt: ResourceType, subr
     """Run the matching webhooks of ``kind`` ("mutating" or "validating"); returns the
     (possibly mutated) object or raises :class:`ApiStatus`."""
     for hook in matching(store, kind, rt, subresource, operation, obj, old):
-        review = _review(rt, obj.get("kind") if obj else (old or {}).get("kind", rt.kind), subresource, operation,
-                         obj, old, user)
+        seen_as = hook["_as"]
+        review = _review(seen_as, rt, rt.kind, subresource, operation, _as_version(obj, seen_as),
+                         _as_version(old, seen_as), user)
         if calls is not None:
             calls.append((hook["name"], operation))
         try:
@@ -148,5 +160,6 @@ async def admit(store: Store, session: Any, *, kind: str, rt: ResourceType, subr
             if response.get("patchType", "JSONPatch") != "JSONPatch":
                 raise ApiStatus(500, "InternalError", f'webhook "{hook["name"]}": unsupported patchType '
                                                       f'{response.get("patchType")!r}')
-            obj = json_patch(obj, json.loads(base64.b64decode(response["patch"])))
+            ops = json.loads(base64.b64decode(response["patch"]))
+            obj = _as_version(json_patch(_as_version(obj, seen_as), ops), rt)
     return obj

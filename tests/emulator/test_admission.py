@@ -7,6 +7,7 @@ import base64
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -25,6 +26,8 @@ class Hook(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/slow":
+            time.sleep(2)  # longer than the configuration's timeoutSeconds
         req = review["request"]
         Hook.seen.append(req)
         obj = req.get("object") or req.get("oldObject") or {}
@@ -64,10 +67,10 @@ def hook_server(tmp_path_factory):
 
 
 def config(name: str, url: str, ca: str, *, namespace: str, policy: str = "Fail",
-           operations: tuple = ("CREATE", "UPDATE", "DELETE")) -> dict:
+           operations: tuple = ("CREATE", "UPDATE", "DELETE"), timeout: int = 5) -> dict:
     return {"metadata": {"name": name}, "webhooks": [{
         "name": f"{name}.example.com", "clientConfig": {"url": url, "caBundle": ca}, "failurePolicy": policy,
-        "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": 5,
+        "sideEffects": "None", "admissionReviewVersions": ["v1"], "timeoutSeconds": timeout,
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
         "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"],
                    "operations": list(operations), "scope": "Namespaced"}]}]}
@@ -126,3 +129,11 @@ def test_webhook_configurations_are_not_sent_to_webhooks(api, hook_server, emu):
     ok(api.post(VWC, json=every), 201)
     ok(api.delete(VWC + "/everything"))
     assert len(emu.webhook_calls) == before
+
+
+def test_webhook_timeout_fails_the_request(api, hook_server):
+    url, ca = hook_server
+    ok(api.post(VWC, json=config("slow", url + "/slow", ca, namespace="a7", timeout=1)), 201)
+    resp = api.post(CM.format(ns="a7"), json={"metadata": {"name": "x"}})
+    assert resp.status_code == 500 and 'failed calling webhook "slow.example.com"' in resp.json()["message"]
+    assert api.get(CM.format(ns="a7") + "/x").status_code == 404

@@ -88,3 +88,15 @@ def test_immutable_change_refused_on_update(setup):
     assert 400 <= info.value.status < 500 and "denied the request" in str(info.value)
     assert "instanceType" in str(info.value)
     assert cluster.workspace("imm", "wh3")["resource"] == changed["resource"]
+
+
+def test_an_older_served_version_is_admitted_by_the_same_webhook(setup):
+    """matchPolicy Equivalent: kopf registers the rule for v1beta1; a v1alpha1 write is sent
+    to it as v1beta1 (no admission bypass through another version)."""
+    emu, cluster = setup
+    bad = workspace("old-bad", "wh4")
+    bad["apiVersion"] = "kaito.sh/v1alpha1"
+    bad["inference"]["preset"]["name"] = "no-such-model-anywhere"
+    with pytest.raises(ApiError) as info:
+        cluster.kube.create(bad)
+    assert "denied the request" in str(info.value) and "no-such-model-anywhere" in str(info.value)
