@@ -45,6 +45,9 @@ def kaito_register_provisioners(register: Callable[[Provisioner], None]) -> None
     :param register: call ``register(provisioner)`` with an object that satisfies the
         :class:`~kaito_core.types.Provisioner` protocol; its ``name`` must be unique.
 
+    The core builds the node requests; the provisioner turns them into its objects
+    (``desired_objects``, exactly what ``ensure`` creates) and declares its catalog (``cloud``,
+    ``cloud_of(settings)`` or ``instance_types``; ``creates_nodes = False`` for existing nodes).
     Must not contact a cloud or the API server while registering: construction is cheap and
     all I/O happens later in ``ensure``/``observe``/``release``.
     """
@@ -65,7 +68,9 @@ def kaito_register_instance_types(register: Callable[[InstanceType], None]) -> N
 def kaito_register_runtimes(register: Callable[[Runtime], None]) -> None:
     """Register inference backends the runtime can start.
 
-    :param register: call ``register(runtime)`` per :class:`~kaito_core.types.Runtime`.
+    :param register: call ``register(runtime)`` per :class:`~kaito_core.types.Runtime`: its
+        ``image`` and ``build_command(plan)`` make the cluster pod; ``local_entry`` or
+        ``cluster_only`` say how ``kaito serve`` treats it.
 
     Must not import the backend's module (e.g. ``vllm``): whether it is installed is checked
     when the runtime is chosen, so listing runtimes stays fast.

@@ -1,6 +1,6 @@
-"""Node requests every provisioner can build the same way (pure).
+"""The node requests of a Workspace, built once by the core (pure); provisioners receive them.
 
-A provisioner's ``node_requests`` may simply return :func:`standard_node_requests`: names from
+:func:`standard_node_requests` gives names from
 the Workspace uid (never a second node after a crash), upstream's labels
 (``kaito.sh/workspace``, ``kaito.sh/workspacenamespace`` + the selector's matchLabels, so the
 pods' node affinity matches the new nodes), upstream's taint ``sku=gpu:NoSchedule``, the disk
