@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", "--model", dest="model_dir", metavar="DIR",
                    help="directory with the base model's weights and tokenizer (or a Hugging Face id 'org/model' "
                         "when the weights are downloaded at run time)")
+    p.add_argument("--base-model", metavar="ID",
+                   help="the model id the adapter records as its base (default: the preset's Hugging Face id); "
+                        "for weights given as a directory that are a preset's model")
     p.add_argument("--method", type=str.lower, choices=("lora", "qlora"),
                    help="lora (full-precision base) or qlora (4-bit nf4); any case, as upstream")
     p.add_argument("--data", action="append", default=[], metavar="URL|PATH",
@@ -80,7 +83,7 @@ def build_request(args: argparse.Namespace):
                 "output": args.output, "output_image": args.output_image, "push_secret": args.push_secret,
                 "work_dir": args.work_dir, "max_download_bytes": args.max_download_bytes,
                 "metrics_port": args.metrics_port, "max_steps": args.max_steps,
-                "allow_private_urls": args.allow_private_urls}
+                "allow_private_urls": args.allow_private_urls, "base_model": args.base_model}
     for key, value in flag_map.items():
         if value is not None:
             fields[key] = value

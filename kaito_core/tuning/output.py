@@ -133,7 +133,7 @@ def save_adapter(loaded, staging: Path, source, preset, tok, tok_changed, summar
         (staging / "README.md").unlink(missing_ok=True)  # peft's empty model card
         cfg_path = staging / ADAPTER_CONFIG
         adapter_cfg = json.loads(cfg_path.read_text())
-        adapter_cfg["base_model_name_or_path"] = base_model_id(preset, str(source))
+        adapter_cfg["base_model_name_or_path"] = summary["base_model"]
         if preset is not None:
             adapter_cfg["revision"] = preset.revision
         write_json(cfg_path, adapter_cfg)
@@ -192,7 +192,7 @@ def build_summary(run, preset, cfg, source, loaded, history, dsum, tok_changed) 
         "workspace": os.environ.get("KAITO_WORKSPACE") or None,
         "method": cfg.method,
         "preset": preset.name if preset else None,
-        "base_model": base_model_id(preset, source),
+        "base_model": run.req.base_model or base_model_id(preset, source),
         "model_source": source,
         "steps": history.steps,
         "max_steps": history.max_steps,
@@ -226,8 +226,9 @@ def build_summary(run, preset, cfg, source, loaded, history, dsum, tok_changed) 
 
 
 def base_model_id(preset, source: str) -> str:
-    """The base model an adapter records: the preset's Hugging Face id, else the id the weights
-    were saved from (config.json ``_name_or_path``), else what was loaded."""
+    """The base model an adapter records (unless ``--base-model`` names it): the preset's Hugging
+    Face id, else the id the weights were saved from (config.json ``_name_or_path``), else what
+    was loaded."""
     if preset is not None:
         return preset.hf_repo
     try:

@@ -58,6 +58,7 @@ class TuneRequest:
     progress: str = "auto"
     skip_malformed: bool = False
     max_steps: int | None = None
+    base_model: str | None = None  # the model id the adapter records (default: the preset's id)
     on_step: Callable[[Any], None] | None = None
 
 

@@ -56,6 +56,21 @@ def test_flags(tiny_models, chat_jsonl, tmp_path, capsys):
     assert is_complete(tmp_path / "out")
 
 
+def test_base_model_flag_and_method_in_any_case(tiny_models, chat_jsonl, tmp_path, capsys):
+    """Weights from a directory without --preset record a model id, not the host path, when told."""
+    cfg = tmp_path / "training_config.yaml"
+    cfg.write_text("training_config:\n  TrainingArguments: {max_steps: 2}\n")
+    out = tmp_path / "out"
+    code = main(["tune", "--model-dir", str(tiny_models["llama"]), "--method", "LoRA", "--data", str(chat_jsonl),
+                 "--config", str(cfg), "--base-model", "meta-llama/Llama-3.1-8B-Instruct", "--output", str(out),
+                 "--progress", "none", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "lora" and summary["base_model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "meta-llama/Llama-3.1-8B-Instruct"
+
+
 def test_workspace_with_configmap_in_another_file_pushes_to_the_registry(
         tiny_models, http_server, auth_registry, tmp_path, capsys, monkeypatch):
     """Upstream's falcon-7b 'oai' tuning Workspace shape: URL input, QLoRA, image output + push secret."""
