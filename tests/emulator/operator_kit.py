@@ -1,6 +1,7 @@
-"""Running the real operator (kopf, as tests/operator does) against the strict emulator, and
-playing Karpenter, the kubelet and the StatefulSet controller through ``/status`` writes, as
-those controllers do on a real cluster."""
+"""Running the real operator (kopf, as tests/operator does) against the strict emulator, with
+Karpenter, the kubelet and the StatefulSet controller played by
+:class:`~kaito_core.testing.emulator_controllers.FakeControllers` (``/status`` writes, as those
+controllers do on a real cluster)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from kaito_core.operator.kube import KubeClient
-from kaito_core.reconcile import fake_node
 from kaito_core.testing.emulator import start_operator, stop_operator
+from kaito_core.testing.emulator_controllers import FakeControllers
 from tests.emulator.conftest import wait_for
 
 WS_API = "kaito.sh/v1beta1"
@@ -36,6 +37,7 @@ class Operator:
 class Cluster:
     def __init__(self, url: str):
         self.kube = KubeClient(url)
+        self.controllers = FakeControllers(url)  # stepped by hand here, not on its thread
 
     def workspace(self, name: str, ns: str) -> dict | None:
         return self.kube.get(api_version=WS_API, kind="Workspace", name=name, namespace=ns)
@@ -49,40 +51,11 @@ class Cluster:
     def get(self, api: str, kind: str, name: str, ns: str | None = None) -> dict | None:
         return self.kube.get(api_version=api, kind=kind, name=name, namespace=ns)
 
-    def launch(self, claim: dict, node: str) -> None:
-        """Karpenter: the node registers, the claim's status says so (through /status)."""
-        if self.get("v1", "Node", node) is None:
-            self.kube.create(fake_node(node, 1, labels=claim["metadata"]["labels"]))
-        conds = [{"type": t, "status": "True", "reason": t, "lastTransitionTime": "2026-01-01T00:00:00Z"}
-                 for t in ("Launched", "Registered", "Initialized", "Ready")]
-        self.kube.patch(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim["metadata"]["name"],
-                        patch={"status": {"nodeName": node, "conditions": conds}}, subresource="status")
-
-    def run_pod(self, sts: dict) -> None:
-        """The StatefulSet controller and the kubelet: one Ready pod, then the set's status."""
-        meta = sts["metadata"]
-        ns, pod = meta["namespace"], f"{meta['name']}-0"
-        labels = sts["spec"]["template"]["metadata"]["labels"]
-        if self.get("v1", "Pod", pod, ns) is None:
-            owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": meta["name"], "uid": meta["uid"],
-                     "controller": True, "blockOwnerDeletion": True}  # as the StatefulSet controller sets it
-            self.kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns,
-                                                                              "labels": labels,
-                                                                              "ownerReferences": [owner]},
-                              "spec": {"containers": [{"name": "inference", "image": "img"}]}})
-        self.kube.patch(api_version="v1", kind="Pod", name=pod, namespace=ns, subresource="status", patch={
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-                       "containerStatuses": [{"name": "inference", "image": "img", "ready": True, "restartCount": 0,
-                                              "state": {"running": {}}}]}})
-        self.kube.patch(api_version="apps/v1", kind="StatefulSet", name=meta["name"], namespace=ns,
-                        subresource="status", patch={"status": {"replicas": 1, "readyReplicas": 1,
-                                                                "currentRevision": "r", "updateRevision": "r"}})
-
     def make_ready(self, name: str, ns: str) -> dict:
         claim = wait_for(f"{name}'s NodeClaim", lambda: self.claims(name))[0]
-        self.launch(claim, f"node-{name}")
+        self.controllers.launch(claim, f"node-{name}")
         sts = wait_for(f"{name}'s StatefulSet", lambda: self.get("apps/v1", "StatefulSet", name, ns))
-        self.run_pod(sts)
+        self.controllers.run_pods(sts)
         return wait_for(f"{name} Ready", lambda: (lambda s: s if s.get("state") == "Ready" else None)(
             self.status(name, ns)))
 

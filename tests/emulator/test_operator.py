@@ -51,11 +51,6 @@ def test_lifecycle_through_the_status_subresource(emu, cluster, operator):
     assert ("create", "karpenter.sh", "nodeclaims") in agents and ("create", "apps", "statefulsets") in agents
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kaito_core/operator/handlers.py _report() records STATE.written before kopf applies the status patch; "
-    "when kopf's PATCH .../workspaces/NAME/status fails (409) kopf throttles and does not retry (the main-body "
-    "patch with the handler's progress went through), and the daemon's _write_status() skips because "
-    "STATE.written already matches: the status is never written until it changes"))
 def test_status_patch_conflicts_are_retried(emu, cluster, operator):
     ns, name = "op2", "conflict"
     emu.inject("patch", "workspaces", 409, times=3, subresource="status")
