@@ -180,3 +180,15 @@ def test_child_deleted_during_a_watch_outage_comes_back(emu, cluster, operator):
     _outage_then(emu, cluster, ns, name, [("v1", "ConfigMap", f"{name}-inference-config", ns)])
     wait_for("the ConfigMap re-created", lambda: cluster.get("v1", "ConfigMap", f"{name}-inference-config", ns),
              timeout=12)
+
+
+def test_fake_controllers_take_a_workspace_to_ready(emu, cluster, operator):
+    from kaito_core.testing.emulator_controllers import FakeControllers
+
+    ns, name = "op10", "auto"
+    with FakeControllers(emu.url, namespace=ns, interval=0.1) as controllers:
+        cluster.kube.create(workspace_body(name, ns))
+        wait_for("Ready with no hand-played step", lambda: cluster.status(name, ns).get("state") == "Ready")
+    pod = cluster.get("v1", "Pod", f"{name}-0", ns)
+    assert pod["status"]["phase"] == "Running" and pod["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet"
+    assert controllers.errors == []
