@@ -143,7 +143,8 @@ class _Run:
             hf_logging.disable_progress_bar()  # "Loading weights" bars would break the log lines
         interrupted = False
         try:
-            return self._train_and_publish(preset, cfg, dest)
+            with train_mod.OutsideTraining():
+                return self._train_and_publish(preset, cfg, dest)
         except train_mod.Interrupted:
             interrupted = True
             raise

@@ -184,6 +184,38 @@ class StopSignal:
             signal.signal(sig, old)
 
 
+class OutsideTraining:
+    """SIGTERM/SIGINT while preparing or publishing (not during a step): stop through the normal
+    error path, so no empty output directory or half-staged adapter is left, and exit 75."""
+
+    def __init__(self) -> None:
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "OutsideTraining":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum, frame) -> None:  # noqa: ARG004 - signal handler signature
+        # A BaseException, like KeyboardInterrupt: library code's `except Exception` (download
+        # retries, model loaders) must not swallow it.
+        raise _Stop(signum)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        if exc_type is _Stop:
+            name = signal.Signals(exc.args[0]).name
+            raise Interrupted(f"interrupted by {name} outside a training step: nothing was published; run again "
+                              "(with the same work dir, it resumes from its last checkpoint)") from None
+
+
+class _Stop(BaseException):
+    """SIGTERM/SIGINT outside a training step, on its way to :class:`Interrupted`."""
+
+
 def stop_callback(stop: StopSignal):
     from transformers import TrainerCallback
 

@@ -105,3 +105,30 @@ def test_logging_steps_larger_than_the_run_still_publishes(tiny_models, chat_jso
                  output=str(tmp_path / "a"), progress="none")
     assert result.summary["steps"] == 3 and result.summary["final_loss"] > 0
     assert is_complete(tmp_path / "a")
+
+
+def test_sigterm_while_downloading_leaves_nothing_and_exits_75(tiny_models, tmp_path):
+    """A data server that accepts and never answers: the run is blocked in the download."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(120)
+    out = tmp_path / "adapter"
+    proc = subprocess.Popen([sys.executable, "-m", "kaito_core.tuning", "--model-dir", str(tiny_models["llama"]),
+                             "--data", f"http://127.0.0.1:{server.getsockname()[1]}/train.jsonl",
+                             "--allow-private-urls", "--output", str(out), "--progress", "log"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        conn, _ = server.accept()  # the run is now waiting for the answer
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        conn.close()
+    finally:
+        server.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err[-2000:]
+    assert "interrupted: interrupted by SIGTERM outside a training step: nothing was published" in err
+    assert "Traceback" not in err and not out.exists()
