@@ -129,9 +129,7 @@ class _Run:
             from kaito_core.tuning import oci
 
             # Fail before training when the registry is unreachable or refuses the credentials.
-            oci._client(oci.parse_reference(req.output_image, "tuning.output.image"),
-                        docker_config=req.push_secret, insecure=req.insecure_registries,
-                        error=OutputError, action="push to")
+            oci.check_push_access(req.output_image, docker_config=req.push_secret, insecure=req.insecure_registries)
         work_dir = req.work_dir or os.environ.get(WORK_DIR_ENV) or None
         self.work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="kaito-tune-"))
         self.own_work = work_dir is None
