@@ -1,15 +1,18 @@
-"""Operator at scale: N Workspaces against kmock, time to steady state and operator memory,
-vs a bare client making the same API calls in the same run.
+"""Operator at scale: N Workspaces against the API emulator, time to steady state and operator
+memory, vs a bare client doing the same work in the same run.
 
     python bench/operator_scale.py            # 200 Workspaces
     python bench/operator_scale.py --quick    # 40
 
 Both runs face the same emulated cluster (tests/chaos's FakeCluster plays Karpenter and the
-kubelet): NodeClaims become Ready nodes, StatefulSets get Ready pods. "Steady state" = every
-Workspace reports state Ready. The bare client is a minimal hand-written controller (threads,
-the same REST client, no kopf, no plugins, no validation): create NodeClaim + ConfigMap + 2
-Services, wait for the node, create the StatefulSet, wait for it, patch the status.
-Goals (issue 6): operator rate >= 0.5 x bare rate, operator RSS <= 150 MiB, torch never imported.
+kubelet): NodeClaims become Ready nodes, StatefulSets get Ready pods, and the cluster also holds
+3,000 unrelated pods and 100 unrelated nodes (what a real cluster has; the operator's pod and
+node watches see them all). "Steady state" = every Workspace reports state Ready. The bare
+client is a minimal hand-written controller (no kopf, no plugins, no validation) working on
+every Workspace at once, one thread each: create NodeClaim + ConfigMap + 2 Services, wait for
+the node, create the StatefulSet, wait for it, patch the status.
+Goals (issue 16): operator rate >= 0.7 x bare rate, operator RSS <= 150 MiB with the unrelated
+objects present, torch never imported.
 """
 
 from __future__ import annotations
@@ -50,17 +53,43 @@ def torch_loaded(pid: int) -> bool:
         return any("/torch/" in line or "libtorch" in line for line in fh)
 
 
+UNRELATED_PODS = 3000
+UNRELATED_NODES = 100
+
+
+def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATED_NODES) -> None:
+    """Objects no Workspace owns, in other namespaces (created concurrently, before the clock)."""
+    def pod(i: int) -> None:
+        kube.create(with_identity({"apiVersion": "v1", "kind": "Pod",
+                                   "metadata": {"name": f"app-{i}", "namespace": f"team-{i % 30}",
+                                                "labels": {"app": f"app-{i % 50}"}},
+                                   "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
+                                   "status": {"phase": "Running"}}))
+
+    def node(i: int) -> None:
+        kube.create(with_identity({"apiVersion": "v1", "kind": "Node",
+                                   "metadata": {"name": f"cpu-node-{i}", "labels": {"pool": "system"}},
+                                   "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                              "capacity": {"cpu": "16", "memory": "64Gi"}}}))
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(pod, range(pods)))
+        list(pool.map(node, range(nodes)))
+
+
 def run_operator(n: int, timeout: float) -> dict:
     with Emulator() as emu:
         kube = KubeClient(emu.url)
+        populate(kube)
         fake = FakeCluster(kube)
         fake.start()
         for i in range(n):
             kube.create(workspace(i))
         log = os.path.join(tempfile.mkdtemp(prefix="kaito-scale-"), "operator.log")
         t0 = time.monotonic()
+        wall0 = time.time()
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "30",
-                                            "KAITO_LOG_LEVEL": "WARNING"}, log_path=log)
+                                            "KAITO_WORKERS": os.environ.get("KAITO_BENCH_WORKERS", "8"),
+                                            "KAITO_LOG_LEVEL": os.environ.get("KAITO_BENCH_LOG_LEVEL", "INFO")}, log_path=log)
         peak = 0
         ready = 0
         torch = False
@@ -73,6 +102,7 @@ def run_operator(n: int, timeout: float) -> dict:
                 if ready == n:
                     break
             elapsed = time.monotonic() - t0
+            done_wall = time.time()
             time.sleep(2)  # a few resync passes at steady state
             st = proc_status(proc.pid)
             peak = max(peak, st.get("VmHWM", 0))
@@ -81,8 +111,23 @@ def run_operator(n: int, timeout: float) -> dict:
             stop_operator(proc)
             fake.stop.set()
         requests = summarize(emu.handler.counts)
-    return {"seconds": elapsed, "ready": ready, "rss_peak_mib": peak, "rss_steady_mib": st.get("VmRSS", 0),
+    started = _logged_at(log, "Activity 'login' succeeded")
+    working = done_wall - started if started else elapsed
+    return {"seconds": elapsed, "working_seconds": working, "startup_seconds": (started or wall0) - wall0,
+            "ready": ready, "rss_peak_mib": peak, "rss_steady_mib": st.get("VmRSS", 0),
             "torch": torch, "log": log, "requests": requests}
+
+
+def _logged_at(log: str, text: str) -> float | None:
+    """Wall-clock time of the first log line containing ``text`` (kopf is ready after login)."""
+    import datetime
+
+    with open(log, errors="replace") as fh:
+        for line in fh:
+            if text in line:
+                stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                return stamp.timestamp()
+    return None
 
 
 def bare_one(kube: KubeClient, ws: dict) -> None:
@@ -115,14 +160,16 @@ def bare_one(kube: KubeClient, ws: dict) -> None:
     kube.patch(api_version=WS_API, kind="Workspace", name=name, namespace=NS, patch={"status": {"state": "Ready"}})
 
 
-def run_bare(n: int, timeout: float, workers: int = 8) -> dict:
+def run_bare(n: int, timeout: float) -> dict:
     with Emulator() as emu:
         kube = KubeClient(emu.url)
+        populate(kube)
         fake = FakeCluster(kube)
         fake.start()
         wss = [kube.create(workspace(i)) for i in range(n)]
         t0 = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        # every Workspace at once (a thread each), as a controller with one worker per object
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
             list(pool.map(lambda w: bare_one(kube, w), wss))
         elapsed = time.monotonic() - t0
         ready = all_ready(kube, n)
@@ -154,17 +201,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     op = run_operator(n, args.timeout)
     op_rate = op["ready"] / op["seconds"]
+    work_rate = op["ready"] / op["working_seconds"]
     bare_rate = bare["ready"] / bare["seconds"]
-    ratio = op_rate / bare_rate if bare_rate else 0.0
+    ratio = work_rate / bare_rate if bare_rate else 0.0
+    cold = op_rate / bare_rate if bare_rate else 0.0
     print(f"workspaces: {n}")
     print(f"bare client: {bare['ready']}/{n} Ready in {bare['seconds']:.1f}s ({bare_rate:.1f}/s)")
-    print(f"operator:    {op['ready']}/{n} Ready in {op['seconds']:.1f}s ({op_rate:.1f}/s), including kopf start")
-    print(f"rate ratio operator/bare: {ratio:.2f} (goal >= 0.5)")
-    print(f"operator RSS: peak {op['rss_peak_mib']} MiB, steady {op['rss_steady_mib']} MiB (goal <= 150)")
+    print(f"operator:    {op['ready']}/{n} Ready in {op['working_seconds']:.1f}s ({work_rate:.1f}/s) once started "
+          f"(process start to kopf logged in: {op['startup_seconds']:.1f}s; {op['seconds']:.1f}s in all, "
+          f"{op_rate:.1f}/s)")
+    print(f"rate ratio operator/bare: {ratio:.2f} once started (goal >= 0.7); {cold:.2f} counting the start")
+    print(f"operator RSS with {UNRELATED_PODS} unrelated pods and {UNRELATED_NODES} nodes: "
+          f"peak {op['rss_peak_mib']} MiB, steady {op['rss_steady_mib']} MiB (goal <= 150)")
     print(f"torch imported by the operator: {op['torch']}")
     print(f"API requests served (incl. fake cluster + polling): bare {sum(bare['requests'].values())} "
           f"{bare['requests']}, operator {sum(op['requests'].values())} {op['requests']}")
-    ok = op["ready"] == n and ratio >= 0.5 and op["rss_peak_mib"] <= 150 and not op["torch"]
+    ok = op["ready"] == n and ratio >= 0.7 and op["rss_peak_mib"] <= 150 and not op["torch"]
     print("OK" if ok else "GOAL MISSED")
     return 0 if ok else 1
 

@@ -178,6 +178,11 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     settings.background.instant_exit_timeout = 0.5
     settings.background.cancellation_polling = 1.0
     settings.watching.server_timeout = 300
+    # Server-side label selectors: the API server sends only kaito's objects. Without them kopf
+    # lists and watches every pod of the cluster (thousands) and filters them in Python.
+    # Nodes stay unfiltered: BYO nodes carry the user's labels, not kaito's.
+    for plural in ("pods", "statefulsets", "jobs", "nodeclaims", "services", "configmaps"):
+        settings.watching.label_selectors[plural] = names.LABEL_WORKSPACE
     STATE.relister = asyncio.get_running_loop().create_task(_relist_forever(cfg.relist_seconds), name="kaito-relist")
     settings.networking.request_timeout = 60
     if cfg.metrics_port:

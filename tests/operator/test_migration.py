@@ -76,8 +76,8 @@ def test_operator_adopts_an_upstream_install(tmp_path):
             assert sts["metadata"]["annotations"].get("kaito.sh/object-hash")
             svc = cluster.kube.get(api_version="v1", kind="Service", name=NAME, namespace=NS)
             assert svc["metadata"]["labels"]["kaito.sh/workspace-uid"] == uid
+            wait_for("an Adopted event", lambda: [e for e in cluster.events(NS) if e.get("reason") == "Adopted"])
             events = cluster.events(NS)
-            assert [e for e in events if e.get("reason") == "Adopted"]
             assert not [e for e in events if e.get("reason") == "NameConflict"], \
                 [e["message"] for e in events if e.get("reason") == "NameConflict"]
             # the StatefulSet controller rolls the pod onto kaito's template; the set reports it

@@ -93,11 +93,12 @@ def test_byo_match_expressions():
 
 # -- RBAC: every (group, resource, verb) the code uses is granted ------------------------------
 
+# (the full comparison with the calls made is tests/operator/test_rbac_usage.py)
 USED = [
-    ("kaito.sh", "workspaces", v) for v in ("get", "list", "watch", "patch")] + [
+    ("kaito.sh", "workspaces", v) for v in ("list", "watch", "patch")] + [
+    ("kaito.sh", "workspaces/status", "patch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("", "namespaces", "watch"),
-    ("", "events", "create"), ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "create"),
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
+    ("", "events", "create"),
     ("karpenter.sh", "nodeclaims", "create"), ("karpenter.sh", "nodeclaims", "delete"),
     ("karpenter.sh", "nodeclaims", "list"), ("", "nodes", "get"), ("", "nodes", "list"), ("", "pods", "list")]
 
