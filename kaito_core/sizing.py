@@ -345,6 +345,8 @@ class Requirement:
     method: str | None = None
     gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION
     dtype: str | None = None
+    #: the extended resource each GPU is requested as (a MIG partition: nvidia.com/mig-<profile>)
+    gpu_resource: str = "nvidia.com/gpu"
     reasons: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     estimate: MemoryEstimate | None = field(default=None, compare=False)

@@ -2,7 +2,8 @@
 
 The env is the contract with the runtime's launcher (runtime/vllm.py and its multi-node
 start-up): ``KAITO_TENSOR_PARALLEL_SIZE``, ``KAITO_PIPELINE_PARALLEL_SIZE``,
-``KAITO_NODE_COUNT``, ``KAITO_GPUS_PER_NODE``, and with more than one node
+``KAITO_NODE_COUNT`` (the nodes serving one model together), ``KAITO_GPUS_PER_NODE``, and
+with more than one node in the group
 ``KAITO_NODE_RANK`` (the pod-index label, through the downward API) and
 ``KAITO_LEADER_ADDRESS`` (pod 0 through the headless Service). The launcher merges these with
 the user's ``inference_config.yaml``: the plan's parallelism always reaches vLLM.
@@ -21,12 +22,12 @@ POD_INDEX_LABEL = "metadata.labels['apps.kubernetes.io/pod-index']"
 
 def env(ctx: Context) -> list[dict[str, Any]]:
     out = [{"name": "KAITO_WORKSPACE", "value": ctx.name},
-           {"name": "KAITO_NODE_COUNT", "value": str(ctx.node_count)},
+           {"name": "KAITO_NODE_COUNT", "value": str(ctx.group_size)},
            {"name": "KAITO_GPUS_PER_NODE", "value": str(ctx.gpus_per_node)}]
     if ctx.runtime == "vllm":
         out += [{"name": "KAITO_TENSOR_PARALLEL_SIZE", "value": str(ctx.tensor_parallel_size)},
                 {"name": "KAITO_PIPELINE_PARALLEL_SIZE", "value": str(ctx.pipeline_parallel_size)}]
-    if ctx.node_count > 1:
+    if ctx.group_size > 1:
         out += [{"name": "KAITO_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": POD_INDEX_LABEL}}},
                 {"name": "KAITO_LEADER_ADDRESS", "value": ctx.leader_address}]
     return out
@@ -58,7 +59,7 @@ def command_and_args(ctx: Context, model: str, adapter_args: list[str], env_list
         workspace=ctx.name, namespace=ctx.namespace, model=model, preset=ctx.preset.name,
         served_model_name=ctx.preset.name, host="0.0.0.0", port=SERVE_PORT,
         config_path=f"{CONFIG_DIR}/{CONFIG_KEY}", tensor_parallel_size=ctx.tensor_parallel_size,
-        pipeline_parallel_size=ctx.pipeline_parallel_size, node_count=ctx.node_count,
+        pipeline_parallel_size=ctx.pipeline_parallel_size, node_count=ctx.group_size,
         gpus_per_node=ctx.gpus_per_node, dtype=ctx.dtype, adapter_args=tuple(adapter_args), env=plain)))
     if not argv or not all(isinstance(a, str) and a for a in argv):
         raise ValueError(f"build_command returned {argv!r}; expected a non-empty list of strings")

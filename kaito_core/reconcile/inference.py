@@ -53,8 +53,9 @@ def config_map(ctx: Context) -> dict[str, Any]:
 
 def service(ctx: Context) -> dict[str, Any]:
     selector = names.selector_labels(ctx.name)
-    if ctx.node_count > 1:
+    if ctx.group_size > 1:
         # Multi-node: only the leader (pod 0) serves the API; the others are engine workers.
+        # Independent replicas (group size 1) all serve.
         selector["statefulset.kubernetes.io/pod-name"] = f"{ctx.name}-0"
     spec: dict[str, Any] = {"selector": selector,
                             "ports": [{"name": "http", "port": 80, "targetPort": SERVE_PORT, "protocol": "TCP"}],
@@ -63,7 +64,7 @@ def service(ctx: Context) -> dict[str, Any]:
 
 
 def _multinode_ray(ctx: Context) -> bool:
-    return ctx.node_count > 1 and ctx.runtime == "vllm" and ctx.preset is not None
+    return ctx.group_size > 1 and ctx.runtime == "vllm" and ctx.preset is not None
 
 
 def headless_service(ctx: Context) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def pod_template(ctx: Context) -> dict[str, Any]:
         "name": ctx.name, "image": ctx.image, "imagePullPolicy": "IfNotPresent",
         "command": cmd, "env": env, **({"args": args} if args else {}),
         "ports": ports,
-        "resources": pods.gpu_resources(ctx.gpus_per_node, ctx.cpu, ctx.host_memory_gib),
+        "resources": pods.gpu_resources(ctx.gpus_per_node, ctx.cpu, ctx.host_memory_gib, ctx.gpu_resource),
         "volumeMounts": w.mounts + [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                                     {"name": "dshm", "mountPath": "/dev/shm"}] + ad_mounts,
         "securityContext": pods.container_security(),

@@ -14,7 +14,8 @@ import yaml
 
 from kaito_core.errors import KaitoError
 from kaito_core.reconcile.catalog import catalog_for
-from kaito_core.reconcile.rules import runtime_problems, template_requirement, user_parallelism
+from kaito_core.reconcile.rules import (partition_requirement, runtime_problems, template_requirement,
+                                        user_parallelism)
 
 INFERENCE_KEY = "inference_config.yaml"
 TUNING_KEY = "training_config.yaml"
@@ -143,10 +144,14 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
         notes.append(f"ConfigMap {cfg_name!r} was not given: its settings are not taken into account")
     it = ws.resource.instance_type if ws.resource is not None else None
     rt = registry.runtimes.get(runtime, runtime) if hasattr(registry, "runtimes") else runtime
-    req = sizing.place(preset, catalog, instance_type=it, runtime=rt, max_model_len=max_len, batch=batch,
-                       method=method, cloud=cloud)
-    req = replace(req, configmaps=cms)
     problems = [cat_problem] if cat_problem else []
+    if ws.resource is not None and getattr(ws.resource, "partition", None) is not None:
+        req, part_problems = partition_requirement(ws, preset, runtime, provisioner, max_model_len=max_len)
+        problems += part_problems
+    else:
+        req = sizing.place(preset, catalog, instance_type=it, runtime=rt, max_model_len=max_len, batch=batch,
+                           method=method, cloud=cloud)
+    req = replace(req, configmaps=cms)
     if it is not None and it not in catalog and it in getattr(registry, "instance_types", {}):
         problems.append(_wrong_cloud(it, registry, provisioner))
     problems += runtime_problems(ws, preset, runtime, registry)

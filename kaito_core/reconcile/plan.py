@@ -173,12 +173,13 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
         ws.status.to_k8s() if ws.status is not None else None)
     runtime = runtime_of(ws, preset)
     user_vllm = dict(inputs.user_vllm) if inputs is not None else {}
-    tp, pp = effective_parallelism(user_vllm, requirement) if runtime == "vllm" else (1, 1)
+    target = target_node_count(ws, requirement)
+    group = _group_size(ws, preset, runtime, target)
+    tp, pp = _parallelism(preset, runtime, requirement, user_vllm, group)
     req_view = {k: getattr(requirement, k, None) for k in ("instance_type", "gpus_per_node", "node_count", "dtype")}
     # Only what changes the pods: a new revision rolls the StatefulSet / recreates the Job.
     rev = names.revision(ws.spec_dict(), {"runtime": runtime, **req_view, "tp": tp, "pp": pp,
                                           "localWeights": ws.local_weights_path})
-    target = target_node_count(ws, requirement)
     base = Plan(name=ws.name, namespace=ws.namespace, uid=uid, mode=mode, revision=rev,
                 preset=preset.name if preset is not None else None, runtime=runtime if ws.preset_name else None,
                 instance_type=getattr(requirement, "instance_type", None),
@@ -214,7 +215,8 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
                   image=image_of(ws, preset, runtime, runtime_spec), gpus_per_node=gpus if preset is not None else 0,
                   node_count=target, tensor_parallel_size=tp, pipeline_parallel_size=pp, disk_gib=base.disk_gib,
                   revision=rev, gpu_memory_utilization=float(getattr(requirement, "gpu_memory_utilization", 0.84)),
-                  dtype=base.dtype, cpu=cpu, memory_gib=mem, user_vllm=user_vllm, runtime_spec=runtime_spec)
+                  dtype=base.dtype, cpu=cpu, memory_gib=mem, user_vllm=user_vllm, runtime_spec=runtime_spec,
+                  group_size=group, gpu_resource=getattr(requirement, "gpu_resource", None) or "nvidia.com/gpu")
     try:
         first, workload = (tuning.objects(ctx) if mode == "tuning" else inference.objects(ctx))
     except (KaitoError, ValueError, TypeError) as exc:  # e.g. a plugin runtime's build_command failed
@@ -230,6 +232,31 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
                    command=tuple(container.get("command") or ()) + tuple(container.get("args") or ()),
                    env=tuple(container.get("env") or ()), status=stamped, events=events,
                    reasons=base.reasons + tuple(host_reasons))
+
+
+def _group_size(ws: Any, preset: Any, runtime: str, target: int) -> int:
+    """Nodes serving one model together: all of them for vLLM with a preset that spans nodes
+    (upstream's Ray group: resource.count nodes join one group), else 1 (independent replicas)."""
+    if ws.tuning is None and runtime == "vllm" and preset is not None and preset.supports_multinode:
+        return target
+    return 1
+
+
+def _parallelism(preset: Any, runtime: str, requirement: Any, user_vllm: Mapping[str, Any],
+                 group: int) -> tuple[int, int]:
+    """(TP, PP) over the group's GPUs: sizing's, redone when resource.count made the group
+    larger than sizing needed, with the user's valid ConfigMap values on top."""
+    if runtime != "vllm" or requirement is None:
+        return 1, 1
+    if preset is not None and group != int(getattr(requirement, "node_count", 0) or 0) \
+            and getattr(requirement, "gpus_per_node", 0):
+        from dataclasses import replace as _replace
+
+        from kaito_core.sizing import parallel_sizes
+
+        tp, pp = parallel_sizes(preset, requirement.gpus_per_node, group)
+        requirement = _replace(requirement, tensor_parallel_size=tp, pipeline_parallel_size=pp)
+    return effective_parallelism(user_vllm, requirement)
 
 
 def _settle(ws: Any, registry: Any, inputs: Inputs | None, preset: Any, requirement: Any,

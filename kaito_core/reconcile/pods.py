@@ -51,15 +51,15 @@ def shm_volume(size_gib: int | None = None) -> dict[str, Any]:
     return {"name": "dshm", "emptyDir": empty}
 
 
-def gpu_resources(gpus: int, cpu: str, memory_gib: int) -> dict[str, Any]:
+def gpu_resources(gpus: int, cpu: str, memory_gib: int, resource: str = GPU_RESOURCE) -> dict[str, Any]:
     """Requests and limits. GPUs are an extended resource: request == limit. No memory limit:
     loading weights briefly needs more host memory than serving, and an OOM kill there would
     read as a crash loop."""
     requests: dict[str, Any] = {"cpu": cpu, "memory": f"{memory_gib}Gi"}
     limits: dict[str, Any] = {}
     if gpus > 0:
-        requests[GPU_RESOURCE] = str(gpus)
-        limits[GPU_RESOURCE] = str(gpus)
+        requests[resource] = str(gpus)
+        limits[resource] = str(gpus)
     out: dict[str, Any] = {"requests": requests}
     if limits:
         out["limits"] = limits

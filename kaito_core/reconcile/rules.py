@@ -7,6 +7,7 @@ KAITO-REFERENCE.md "Upstream validation", and vLLM's own limits).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 from kaito_core.reconcile.pods import GPU_RESOURCE
@@ -66,10 +67,6 @@ def _strength(value: Any) -> float | None:
 def runtime_problems(ws: Any, preset: Any, runtime: str, registry: Any) -> list[str]:
     """Rules of the chosen runtime, and fields kaito does not support yet."""
     problems: list[str] = []
-    res = ws.resource
-    if res is not None and getattr(res, "partition", None) is not None:
-        problems.append(f"resource.partition (mode {res.partition.mode!r}): GPU partitioning is not supported "
-                        f"yet; remove resource.partition and run on whole GPUs of resource.instanceType")
     runtimes = getattr(registry, "runtimes", {}) or {}
     if ws.inference is None:
         return problems
@@ -140,3 +137,60 @@ def effective_parallelism(user_vllm: Mapping[str, Any], req: Any) -> tuple[int, 
     eff_tp = tp or (gpus // pp if pp and gpus % pp == 0 else tp0)
     eff_pp = pp or max(1, gpus // eff_tp)
     return eff_tp, eff_pp
+
+
+MIG_PROFILE = re.compile(r"^(\d+)g\.(\d+)gb$")
+
+
+def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, *,
+                          max_model_len: int | None) -> tuple[Any, list[str]]:
+    """``resource.partition`` as upstream v0.12 means it, on existing (BYO) nodes: ``accelerator``
+    = ``count`` whole GPUs for one pod; ``mig`` = one MIG slice of ``profile`` (no TP across
+    slices). Returns the requirement and the problems."""
+    from dataclasses import replace as _replace
+
+    from kaito_core import sizing
+
+    part, res = ws.resource.partition, ws.resource
+    problems: list[str] = []
+    where = f"resource.partition (mode {part.mode!r})"
+    if ws.tuning is not None:
+        problems.append(f"{where}: tuning runs on whole GPUs; remove resource.partition")
+    if getattr(provisioner, "creates_nodes", True) is not False and provisioner is not None:
+        problems.append(f"{where}: GPU partitions run on existing nodes, as upstream (BYO, no node "
+                        f"auto-provisioning); provisioner {getattr(provisioner, 'name', '?')!r} creates nodes: "
+                        f"use the byo provisioner or remove resource.partition")
+    if res.instance_type:
+        problems.append(f"resource.instanceType {res.instance_type!r}: must be empty with resource.partition "
+                        f"(the nodes exist; their GPUs are used as they are)")
+    if res.count is not None and res.count > 1:
+        problems.append(f"resource.count {res.count}: must be 1 with resource.partition (one pod on one "
+                        f"partition); use several Workspaces for replicas")
+    est = sizing.estimate(preset, runtime=runtime, max_model_len=max_model_len)
+    base = sizing.Requirement(preset=preset.name, runtime=runtime, instance_type=None, gpus_per_node=1,
+                              node_count=1, gpu_memory_required_gib=est.total_gib, gpu_memory_available_gib=0.0,
+                              disk_gib=sizing.disk_gib(preset), context_tokens=est.context_tokens,
+                              reasons=est.reasons, estimate=est)
+    if part.mode == "accelerator":
+        count = part.count or 0
+        if count < 1:
+            problems.append(f"resource.partition.count: required for mode 'accelerator' (the number of whole GPUs)")
+            count = 1
+        tp, pp = sizing.parallel_sizes(preset, count, 1) if runtime == "vllm" else (1, 1)
+        why = (f"partition accelerator: {count} whole GPU(s) for one pod on an existing node; the GPUs' memory "
+               f"is checked on the node (its GPU type is not known before), {est.sharded_gib / count + 1:.1f} GiB "
+               f"each needed")
+        return _replace(base, gpus_per_node=count, tensor_parallel_size=tp, pipeline_parallel_size=pp,
+                        gpu_memory_required_gib=est.sharded_gib + est.per_device_overhead_gib * count,
+                        reasons=(why,) + base.reasons), problems
+    m = MIG_PROFILE.match(part.profile or "")
+    if m is None:
+        problems.append(f"resource.partition.profile {part.profile!r}: expected a MIG profile such as '1g.10gb'")
+        return base, problems
+    usable = int(m.group(2)) * 1e9 / 2**30 * sizing.GPU_MEMORY_UTILIZATION
+    if est.total_gib > usable:
+        problems.append(f"resource.partition.profile {part.profile!r}: {preset.name} needs {est.total_gib:.1f} GiB, "
+                        f"the slice has {usable:.1f} GiB usable; choose a larger profile")
+    why = f"partition mig: one {part.profile} slice ({usable:.1f} GiB usable) for one pod; no tensor parallelism"
+    return _replace(base, gpu_resource=f"nvidia.com/mig-{part.profile}", gpu_memory_available_gib=usable,
+                    reasons=(why,) + base.reasons), problems

@@ -148,9 +148,46 @@ def test_transformers_merges_adapters_at_any_strength(tmp_path, registry):
     assert "--adapter-strength" in container(p)["args"]
 
 
-def test_partition_is_refused_not_ignored(tmp_path, registry):
-    text = ws_text("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4").replace(
-        "  labelSelector:", "  partition: {mode: mig, profile: 1g.10gb}\n  labelSelector:")
+def test_accelerator_partition_is_count_whole_gpus_on_byo_nodes(registry):
+    """Upstream v0.12's accelerator example: partition.count GPUs for one pod on existing nodes."""
+    ws, cms = load(EXAMPLES / "inference_kaito_workspace_accelerator.yaml")
+    p = ready_plan(ws, cms, registry)
+    assert (p.instance_type, p.gpus_per_node, p.node_count, p.tensor_parallel_size) == (None, 2, 1, 2)
+    assert container(p)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    refused = plan_workspace(ws, registry=registry, provisioner=registry.provisioners["karpenter"], configmaps=cms)
+    assert any(e.startswith("resource.partition (mode 'accelerator')") and "'karpenter' creates nodes" in e
+               for e in refused.errors), refused.errors
+
+
+@pytest.mark.parametrize("profile, ok", [("3g.40gb", True), ("1g.10gb", False)])
+def test_mig_partition_requests_one_slice_that_must_hold_the_model(tmp_path, registry, profile, ok):
+    text = ws_text("phi-3-mini-4k-instruct", "x").replace(
+        "  instanceType: x\n", f"  partition: {{mode: mig, profile: {profile}}}\n")
     ws, cms = load(write(tmp_path, text))
     p = plan_workspace(ws, registry=registry, provisioner=registry.provisioners["byo"], configmaps=cms)
-    assert any(e.startswith("resource.partition") and "not supported" in e for e in p.errors), p.errors
+    if not ok:
+        assert any(f"resource.partition.profile '{profile}'" in e and "larger profile" in e for e in p.errors)
+        return
+    p = ready_plan(ws, cms, registry)
+    assert container(p)["resources"]["limits"] == {f"nvidia.com/mig-{profile}": "1"}
+    assert p.tensor_parallel_size == 1
+
+
+@pytest.mark.parametrize("example", ["inference_kaito_workspace_deepseek_r1.yaml",
+                                     "inference_kaito_workspace_mistral_large_3_675b_instruct.yaml"])
+def test_resource_count_above_sizing_makes_the_whole_group_one_model(registry, example):
+    ws, cms = load(EXAMPLES / example)
+    p = ready_plan(ws, cms, registry)
+    assert p.node_count == ws.resource.count
+    assert p.tensor_parallel_size * p.pipeline_parallel_size == p.gpus_per_node * p.node_count
+    assert env_of(p)["KAITO_NODE_COUNT"] == str(p.node_count)
+
+
+def test_replicas_of_a_single_node_preset_are_independent_servers(tmp_path, registry):
+    p = ready_plan(*load(write(tmp_path, ws_text("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4", count=3))),
+                   registry)
+    assert p.replicas == 3 and p.tensor_parallel_size * p.pipeline_parallel_size == 1
+    env = env_of(p)
+    assert env["KAITO_NODE_COUNT"] == "1" and "KAITO_LEADER_ADDRESS" not in env and "KAITO_NODE_RANK" not in env
+    svc = next(o for o in p.objects if o["kind"] == "Service" and o["metadata"]["name"] == "w")
+    assert "statefulset.kubernetes.io/pod-name" not in svc["spec"]["selector"]  # every replica serves
