@@ -394,6 +394,28 @@ def _choose_method(user: Mapping[str, Mapping[str, Any]], method: str | None, re
     return method, wants_8bit
 
 
+# TrainingArguments keys transformers accepts that only scripts (run_clm.py & co.) or a hub push
+# read; the Trainer itself ignores them, so the notes say so rather than drop them silently.
+SCRIPT_ONLY = ("do_train", "do_eval", "do_predict")
+HUB_ONLY = ("hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision")
+
+
+def _notes_for_keys_without_effect(cfg: TrainingConfig) -> None:
+    for key in SCRIPT_ONLY:
+        if cfg.user_set("TrainingArguments", key):
+            cfg.notes.append(f"TrainingArguments.{key} has no effect: the recipe always trains, and evaluates the "
+                             "held-out rows when DatasetConfig.train_test_split < 1 (as upstream's SFTTrainer)")
+    for key in HUB_ONLY:
+        if cfg.user_set("TrainingArguments", key):
+            cfg.notes.append(f"TrainingArguments.{key} has no effect: the adapter goes to tuning.output, not the hub")
+    if not cfg.quantization.get("load_in_4bit") and not cfg.quantization.get("load_in_8bit"):
+        unused = sorted(k for k in cfg.user_keys.get("QuantizationConfig", set())
+                        if k not in ("load_in_4bit", "load_in_8bit", "quant_method"))
+        if unused:
+            cfg.notes.append(f"QuantizationConfig {unused} have no effect: the base model is not quantized "
+                             "(set load_in_4bit or load_in_8bit)")
+
+
 def _honour_or_refuse(cfg: TrainingConfig, source: str) -> None:
     """Keys upstream's recipe accepts that need a decision here: every one is used, refused with
     a reason, or named in the notes as having no effect; none is dropped silently."""
@@ -424,6 +446,7 @@ def _honour_or_refuse(cfg: TrainingConfig, source: str) -> None:
                          "while loading")
     if m.get("resume_download") is not None:
         cfg.notes.append("ModelConfig.resume_download has no effect: huggingface_hub always resumes downloads")
+    _notes_for_keys_without_effect(cfg)
     for key in MLM_ONLY:
         if cfg.collator.get(key) not in (None, False):
             cfg.notes.append(f"DataCollator.{key} has no effect: it applies to masked-LM collation, and a causal "

@@ -165,9 +165,9 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
             model = _load_quantized_streaming(source, kwargs)
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-            if isinstance(model, tuple):  # output_loading_info: (model, info)
-                model, info = model
-                log.info("loading info: %s", {k: v for k, v in info.items() if v})
+        if isinstance(model, tuple):  # output_loading_info: (model, info)
+            model, info = model
+            log.info("loading info: %s", {k: v for k, v in info.items() if v})
     except (OSError, ValueError) as exc:
         raise load_error(source, exc, offline=bool(kwargs["local_files_only"])) from None
     loaded = LoadedModel(model=None, tokenizer=None)

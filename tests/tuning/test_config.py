@@ -166,6 +166,12 @@ def test_keys_without_effect_are_named_in_the_notes():
                   recipe=None, method="lora")
     assert any("mlm_probability has no effect" in n for n in cfg.notes)
     assert cfg.dataset["max_seq_length"] == 128
+    cfg = resolve(parse_training_config("training_config: {TrainingArguments: {do_eval: true, hub_model_id: x}, "
+                                        "QuantizationConfig: {load_in_4bit: false, bnb_4bit_quant_type: nf4}}"),
+                  recipe=None, method="lora")
+    notes = " | ".join(cfg.notes)
+    assert "do_eval has no effect" in notes and "hub_model_id has no effect" in notes
+    assert "QuantizationConfig ['bnb_4bit_quant_type'] have no effect" in notes
 
 
 def test_method_not_in_the_recipe_is_refused():
