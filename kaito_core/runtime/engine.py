@@ -333,7 +333,9 @@ class Engine:
                 text += seq.stopper.finish()
             self._finish(seq, Output(text=text, completion_tokens=len(seq.output_ids), finished=True,
                                      finish_reason=reason, logprobs=self._take_logprobs(seq)), reason)
-        elif text:
+        elif text or seq.pending_logprobs:
+            # with logprobs, every token is a chunk even while its text is held back (an
+            # incomplete UTF-8 character, a possible stop string), as vLLM streams them
             self._emit(seq, Output(text=text, completion_tokens=len(seq.output_ids),
                                    logprobs=self._take_logprobs(seq)))
 

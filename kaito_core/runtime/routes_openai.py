@@ -134,7 +134,7 @@ async def _events(service: Any, request: Request, prep: Prepared, rid: str, crea
                     yield R.sse(R.chat_chunk(rid, model, created, {"content": out.text}, index=i, logprobs=lp))
                 if finish:
                     yield R.sse(R.chat_chunk(rid, model, created, {}, finish, index=i))
-            elif out.text or finish:
+            elif out.text or finish or out.logprobs:
                 lp = None
                 if want_lp:
                     lp = R.completion_logprobs(out.logprobs or [], service.token_text, offsets[i])

@@ -29,7 +29,6 @@ from kaito_core.runtime.service import TransformersService
 
 log = logging.getLogger("kaito.runtime.server")
 OPEN_PATHS = ("/health", "/healthz", "/metrics", "/")
-LARGE_BODY = 1 << 20  # after a body this big, hand freed memory back to the OS (malloc_trim)
 
 
 def resolve_preset(name: str | None) -> Any:
@@ -55,36 +54,6 @@ class RouteContext:
     async def body_of(self, request: Request) -> dict[str, Any]:
         self.auth.check(request)
         return await self.read_body(request)
-
-
-class TrimAfterLargeBodies:
-    """After a request with a large body, return freed heap to the OS: glibc keeps it otherwise,
-    and one 8 MB request left the process 700 MB larger for good."""
-
-    def __init__(self, app: Any):
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length", b"0")
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            if length.isdigit() and int(length) >= LARGE_BODY:
-                asyncio.get_running_loop().run_in_executor(None, malloc_trim)
-
-
-def malloc_trim() -> None:
-    # No gc.collect() here: the request's strings are freed by reference counting already, and
-    # a full collection of a process holding a model stalls every thread for 100s of ms.
-    # ctypes releases the GIL for the call itself.
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        pass
 
 
 def _options(opts: ServeOptions | None, kwargs: dict[str, Any]) -> tuple[ServeOptions, Any]:
@@ -131,7 +100,6 @@ def create_app(opts: ServeOptions | None = None, *, load_in_background: bool = T
     app.state.metrics = metrics
     app.state.options = opts
     app.add_middleware(StatusRecorder, metrics=metrics)
-    app.add_middleware(TrimAfterLargeBodies)
     install_error_handlers(app)
     install_log_redaction()
     ctx = RouteContext(service=service, opts=opts, metrics=metrics, auth=Auth(opts.api_key))

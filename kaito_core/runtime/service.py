@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import logging
 import threading
 import time
@@ -33,11 +34,21 @@ class Prepared:
     max_new_tokens: int
 
 
-# Tokenize at most this many characters per token of context before deciding a prompt is too
-# long: no tokenizer we know has tokens longer than this, so a prefix that already fills the
-# context proves the whole prompt does, and an 8 MB prompt costs a 2048-token model only
-# 2048 * 64 characters of tokenizing.
+# Tokenize at most (context x the longest token's length) characters before deciding a prompt
+# is too long: a prefix that already fills the context proves the whole prompt does, so an 8 MB
+# prompt costs a 2048-token model at most 2048 * 64 characters of tokenizing, not 8 MB.
 MAX_CHARS_PER_TOKEN = 64
+
+
+def longest_token(tokenizer: Any) -> int:
+    """Characters the longest vocabulary entry can cover (its byte-level or sentencepiece form
+    is at least as long as the text it stands for), capped at :data:`MAX_CHARS_PER_TOKEN`."""
+    try:
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        longest = max((len(p) for p in pieces if isinstance(p, str)), default=MAX_CHARS_PER_TOKEN)
+    except Exception:  # noqa: BLE001 - an exotic tokenizer: keep the safe default
+        return MAX_CHARS_PER_TOKEN
+    return max(1, min(longest, MAX_CHARS_PER_TOKEN))
 
 
 def _tagged(queue: asyncio.Queue, index: int, out: Any) -> None:
@@ -69,6 +80,7 @@ class TransformersService:
         # (tokenizers' "Already borrowed"), and one thread is enough to keep the loop free.
         self._tokenizer_pool = ThreadPoolExecutor(1, thread_name_prefix="kaito-tokenize")
         self._token_texts: dict[int, str] = {}
+        self._max_token_chars = MAX_CHARS_PER_TOKEN
         self.on_failed: Any = None       # called (from the loading thread) when loading fails
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -100,6 +112,13 @@ class TransformersService:
                                  context_length=self.loaded.context_length)
             self.engine.model = self.adapters.model
             self.engine.start(loop)
+            # Everything loaded so far (torch, transformers, the model's modules) lives as long
+            # as the process: move it out of the collector's reach, as vLLM does after start-up.
+            # Without this, a full collection walks millions of objects and stalls every stream
+            # for 150-400 ms each time a burst of allocations (a large request) triggers one.
+            self._max_token_chars = longest_token(self.loaded.tokenizer)
+            gc.collect()
+            gc.freeze()
             self.state = "ready"
             if self.metrics is not None:
                 self.metrics.loaded.set(1)
@@ -225,12 +244,18 @@ class TransformersService:
 
     def _tokenize(self, text: str, ctx: int, param: str, **kw: Any) -> list[int]:
         tok = self.loaded.tokenizer
-        cap = ctx * MAX_CHARS_PER_TOKEN
+        cap = ctx * self._max_token_chars
         if len(text) > cap:
-            head = tok(text[:cap], **kw)["input_ids"]
-            if len(head) >= ctx:
+            # the backend's batch call releases the GIL, and len() of an Encoding builds no list
+            # of Python ints (that many allocations trigger full garbage collections)
+            backend = getattr(tok, "backend_tokenizer", None)
+            if backend is not None:
+                n = len(backend.encode_batch([text[:cap]], add_special_tokens=kw.get("add_special_tokens", True))[0])
+            else:
+                n = len(tok(text[:cap], **kw)["input_ids"])
+            if n >= ctx:
                 raise APIError(400, f"this model's maximum context length is {ctx} tokens, but the {param} has more "
-                                    f"than {len(head)} tokens ({len(text)} characters); shorten it",
+                                    f"than {n} tokens ({len(text)} characters); shorten it",
                                param=param, code="context_length_exceeded")
         return tok(text, **kw)["input_ids"]
 
