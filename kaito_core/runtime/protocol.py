@@ -7,20 +7,16 @@ the event loop for every request. Standard library only.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_core.runtime.errors import APIError, bad_param, missing_param, unsupported_param
+from kaito_core.runtime.errors import bad_param, missing_param, unsupported_param
+from kaito_core.runtime.fields import (  # noqa: F401 - check_text, parse_json: public from here too
+    bool_field, check_text, int_field, logit_bias_field, num_field, parse_json, stop_field, stop_token_ids_field)
 
 ROLES = ("system", "developer", "user", "assistant")
-MAX_STOP = 16          # vLLM has no limit, OpenAI allows 4; 16 keeps the per-token check cheap
-MAX_STOP_LEN = 256     # characters per stop string
-MAX_LOGIT_BIAS = 300   # entries (OpenAI's limit)
 MAX_SEED = 2**63 - 1
 MAX_MESSAGES = 4096
-_NUMBER = (int, float)
 
 # Parameters OpenAI defines that this server cannot honour: refused, never silently ignored.
 _UNSUPPORTED_CHAT = {
@@ -86,152 +82,6 @@ class ParsedRequest:
     n: int = 1                             # choices; each one is its own sequence in the batch
 
 
-def parse_json(raw: bytes) -> dict[str, Any]:
-    """Bytes -> a JSON object, refusing invalid UTF-8, NaN/Infinity and non-objects."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise APIError(400, f"the request body is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r});"
-                            " send JSON encoded as UTF-8", param="body", code="invalid_encoding") from None
-
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        data = json.loads(text, parse_constant=no_constants)
-    except RecursionError:
-        raise APIError(400, "the request body nests too deeply to be a real request", param="body",
-                       code="invalid_json") from None
-    except ValueError as exc:
-        raise APIError(400, f"the request body is not valid JSON: {exc}", param="body", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}", param="body",
-                       code="invalid_type")
-    check_text(data)
-    return data
-
-
-def check_text(data: Any) -> None:
-    """Refuse strings that are not valid Unicode text: JSON's ``"\\ud800"`` escapes decode to a
-    lone surrogate, which no tokenizer can encode (it used to end in a 500). Iterative, so a
-    deeply nested body costs no recursion."""
-    stack: list[tuple[Any, str]] = [(data, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, str):
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                where = path or "body"
-                raise APIError(400, f"'{where}' is not valid Unicode text: character {exc.start} is a lone "
-                                    f"surrogate ({node[exc.start]!a}); send UTF-8 text (pair surrogates in "
-                                    "\\u escapes)", param=where, code="invalid_text") from None
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                stack.append((k, f"{path}.{k}".lstrip(".") if isinstance(k, str) else path))
-                stack.append((v, f"{path}.{k}".lstrip(".")))
-        elif isinstance(node, list):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
-
-
-# -- scalar checks ---------------------------------------------------------------------------
-
-
-def _int(body: dict, key: str, *, lo: int | None = None, hi: int | None = None, default: Any = None,
-         param: str | None = None, expected: str | None = None) -> Any:
-    name = param or key
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise bad_param(name, value, expected or "an integer", code="invalid_type")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        rng = expected or f"an integer in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise bad_param(name, value, rng)
-    return value
-
-
-def _num(body: dict, key: str, *, lo: float | None = None, hi: float | None = None, default: Any = None,
-         lo_open: bool = False, param: str | None = None) -> Any:
-    name = param or key
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
-        raise bad_param(name, value, "a number", code="invalid_type")
-    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
-    if bad_lo or (hi is not None and value > hi):
-        left = "(" if lo_open else "["
-        raise bad_param(name, value, f"a number in {left}{lo}, {hi if hi is not None else 'inf'}]")
-    return float(value)
-
-
-def _bool(body: dict, key: str, default: bool = False, param: str | None = None) -> bool:
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad_param(param or key, value, "true or false", code="invalid_type")
-    return value
-
-
-def _stop(body: dict) -> list[str]:
-    value = body.get("stop")
-    if value is None:
-        return []
-    stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list):
-        raise bad_param("stop", value, "a string or a list of strings", code="invalid_type")
-    if len(stops) > MAX_STOP:
-        raise bad_param("stop", f"{len(stops)} stop sequences", f"at most {MAX_STOP} stop sequences")
-    for i, s in enumerate(stops):
-        if not isinstance(s, str):
-            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a string", code="invalid_type")
-        if not s:
-            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a non-empty string")
-        if len(s) > MAX_STOP_LEN:
-            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s,
-                            f"a string of at most {MAX_STOP_LEN} characters")
-    return list(dict.fromkeys(stops))
-
-
-def _stop_token_ids(body: dict) -> list[int]:
-    value = body.get("stop_token_ids")
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > MAX_STOP:
-        raise bad_param("stop_token_ids", value, f"a list of at most {MAX_STOP} token ids", code="invalid_type")
-    for i, t in enumerate(value):
-        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
-            raise bad_param(f"stop_token_ids[{i}]", t, "a non-negative integer token id", code="invalid_type")
-    return value
-
-
-def _logit_bias(body: dict) -> dict[int, float]:
-    value = body.get("logit_bias")
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise bad_param("logit_bias", value, "an object mapping token ids to a bias in [-100, 100]", code="invalid_type")
-    if len(value) > MAX_LOGIT_BIAS:
-        raise bad_param("logit_bias", f"{len(value)} entries", f"at most {MAX_LOGIT_BIAS} entries")
-    out: dict[int, float] = {}
-    for k, v in value.items():
-        try:
-            tid = int(k)
-        except (TypeError, ValueError):
-            raise bad_param("logit_bias", k, "token ids as keys (strings of integers)", code="invalid_type") from None
-        if tid < 0:
-            raise bad_param("logit_bias", k, "non-negative token ids")
-        if isinstance(v, bool) or not isinstance(v, _NUMBER) or not -100 <= v <= 100:
-            raise bad_param(f"logit_bias.{k}", v, "a number in [-100, 100]")
-        out[tid] = float(v)
-    return out
-
-
 def normalise_temperature(value: float) -> float:
     """vLLM's rule: a temperature under 1e-5 is greedy (0), one under 1e-2 is raised to 1e-2."""
     if value < SAMPLING_EPS:
@@ -241,28 +91,28 @@ def normalise_temperature(value: float) -> float:
 
 def sampling_from(body: dict) -> SamplingParams:
     """The sampling parameters shared by chat and completions (OpenAI + vLLM extras)."""
-    max_tokens = _int(body, "max_tokens", lo=1, expected="a positive integer")
+    max_tokens = int_field(body, "max_tokens", lo=1, expected="a positive integer")
     # OpenAI's newer name wins when both are sent
-    mct = _int(body, "max_completion_tokens", lo=1, expected="a positive integer")
+    mct = int_field(body, "max_completion_tokens", lo=1, expected="a positive integer")
     max_tokens = mct if mct is not None else max_tokens
-    top_k = _int(body, "top_k", lo=-1, expected="-1, 0 (disabled) or a positive integer", default=0)
+    top_k = int_field(body, "top_k", lo=-1, expected="-1, 0 (disabled) or a positive integer", default=0)
     params = SamplingParams(
         max_tokens=max_tokens,
-        temperature=normalise_temperature(_num(body, "temperature", lo=0.0, hi=2.0, default=1.0)),
-        top_p=_num(body, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0),
+        temperature=normalise_temperature(num_field(body, "temperature", lo=0.0, hi=2.0, default=1.0)),
+        top_p=num_field(body, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0),
         top_k=max(top_k, 0),
-        min_p=_num(body, "min_p", lo=0.0, hi=1.0, default=0.0),
-        seed=_int(body, "seed", lo=-MAX_SEED, hi=MAX_SEED, expected="a 64-bit integer"),
-        stop=_stop(body),
-        stop_token_ids=_stop_token_ids(body),
-        presence_penalty=_num(body, "presence_penalty", lo=-2.0, hi=2.0, default=0.0),
-        frequency_penalty=_num(body, "frequency_penalty", lo=-2.0, hi=2.0, default=0.0),
+        min_p=num_field(body, "min_p", lo=0.0, hi=1.0, default=0.0),
+        seed=int_field(body, "seed", lo=-MAX_SEED, hi=MAX_SEED, expected="a 64-bit integer"),
+        stop=stop_field(body),
+        stop_token_ids=stop_token_ids_field(body),
+        presence_penalty=num_field(body, "presence_penalty", lo=-2.0, hi=2.0, default=0.0),
+        frequency_penalty=num_field(body, "frequency_penalty", lo=-2.0, hi=2.0, default=0.0),
         # vLLM only requires > 0; the upper bound keeps a typo (100 for 1.00) from silently
         # making every seen token unpickable
-        repetition_penalty=_num(body, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0),
-        logit_bias=_logit_bias(body),
-        ignore_eos=_bool(body, "ignore_eos"),
-        min_tokens=_int(body, "min_tokens", lo=0, default=0, expected="a non-negative integer"),
+        repetition_penalty=num_field(body, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0),
+        logit_bias=logit_bias_field(body),
+        ignore_eos=bool_field(body, "ignore_eos"),
+        min_tokens=int_field(body, "min_tokens", lo=0, default=0, expected="a non-negative integer"),
     )
     if params.max_tokens is not None and params.min_tokens > params.max_tokens:
         raise bad_param("min_tokens", params.min_tokens, f"at most max_tokens ({params.max_tokens})")
@@ -270,8 +120,8 @@ def sampling_from(body: dict) -> SamplingParams:
 
 
 def _choices(body: dict, kind: str) -> int:
-    n = _int(body, "n", lo=1, hi=MAX_N, default=1, expected=f"an integer in [1, {MAX_N}]")
-    best_of = _int(body, "best_of", lo=1, default=None, expected="a positive integer")
+    n = int_field(body, "n", lo=1, hi=MAX_N, default=1, expected=f"an integer in [1, {MAX_N}]")
+    best_of = int_field(body, "best_of", lo=1, default=None, expected="a positive integer")
     if kind == "completion" and best_of is not None and best_of != n:
         # best_of == n is the default (vLLM V1 accepts nothing else either)
         raise unsupported_param("best_of", f"best_of {best_of} != n {n}: ranking extra candidates is not "
@@ -280,8 +130,8 @@ def _choices(body: dict, kind: str) -> int:
 
 
 def _chat_logprobs(body: dict) -> int | None:
-    want = _bool(body, "logprobs")
-    top = _int(body, "top_logprobs", lo=0, hi=MAX_LOGPROBS, default=None,
+    want = bool_field(body, "logprobs")
+    top = int_field(body, "top_logprobs", lo=0, hi=MAX_LOGPROBS, default=None,
                expected=f"an integer in [0, {MAX_LOGPROBS}]")
     if top is not None and top > 0 and not want:
         raise bad_param("top_logprobs", top, "to be sent with logprobs: true (OpenAI's rule)")
@@ -292,7 +142,7 @@ def _completion_logprobs(body: dict) -> int | None:
     value = body.get("logprobs")
     if value is None or value is False:
         return None
-    return _int(body, "logprobs", lo=0, hi=MAX_LOGPROBS, expected=f"an integer in [0, {MAX_LOGPROBS}]")
+    return int_field(body, "logprobs", lo=0, hi=MAX_LOGPROBS, expected=f"an integer in [0, {MAX_LOGPROBS}]")
 
 
 def _response_format(body: dict) -> None:
@@ -327,7 +177,7 @@ def _common(body: dict, unsupported: dict[str, str], kind: str) -> tuple[str | N
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise bad_param("user", user, "a string", code="invalid_type")
-    stream = _bool(body, "stream")
+    stream = bool_field(body, "stream")
     opts = body.get("stream_options")
     include_usage = False
     if opts is not None:
@@ -335,7 +185,7 @@ def _common(body: dict, unsupported: dict[str, str], kind: str) -> tuple[str | N
             raise bad_param("stream_options", opts, "to be set only when stream is true")
         if not isinstance(opts, dict):
             raise bad_param("stream_options", opts, "an object such as {\"include_usage\": true}", code="invalid_type")
-        include_usage = _bool(opts, "include_usage", param="stream_options.include_usage")
+        include_usage = bool_field(opts, "include_usage", param="stream_options.include_usage")
     return model, stream, include_usage
 
 
@@ -404,7 +254,7 @@ def parse_chat(body: dict) -> ParsedRequest:
 def parse_completion(body: dict) -> ParsedRequest:
     """``POST /v1/completions``: one prompt, as a string or token ids."""
     model, stream, include_usage = _common(body, _UNSUPPORTED_COMPLETION, "completion")
-    echo = _bool(body, "echo")
+    echo = bool_field(body, "echo")
     if echo and stream:
         raise unsupported_param("echo", "echo with stream is not supported; use one of them")
     prompt = body.get("prompt")
@@ -458,29 +308,29 @@ def parse_kaito_chat(body: dict) -> ParsedRequest:
                         code="invalid_type")
     kw = {**KAITO_DEFAULTS, **gk}
     p = "generate_kwargs."
-    max_length = _int(kw, "max_length", lo=1, param=p + "max_length", expected="a positive integer")
-    max_new = _int(kw, "max_new_tokens", lo=1, param=p + "max_new_tokens", expected="a positive integer")
-    num_beams = _int(kw, "num_beams", lo=1, default=1, param=p + "num_beams")
+    max_length = int_field(kw, "max_length", lo=1, param=p + "max_length", expected="a positive integer")
+    max_new = int_field(kw, "max_new_tokens", lo=1, param=p + "max_new_tokens", expected="a positive integer")
+    num_beams = int_field(kw, "num_beams", lo=1, default=1, param=p + "num_beams")
     if num_beams != 1:
         raise unsupported_param(p + "num_beams", "beam search is not implemented; use num_beams=1")
-    do_sample = _bool(kw, "do_sample", True, param=p + "do_sample")
-    temperature = _num(kw, "temperature", lo=0.0, hi=100.0, default=1.0, param=p + "temperature")
-    top_k = _int(kw, "top_k", lo=0, default=0, param=p + "top_k", expected="a non-negative integer")
+    do_sample = bool_field(kw, "do_sample", True, param=p + "do_sample")
+    temperature = num_field(kw, "temperature", lo=0.0, hi=100.0, default=1.0, param=p + "temperature")
+    top_k = int_field(kw, "top_k", lo=0, default=0, param=p + "top_k", expected="a non-negative integer")
     params = SamplingParams(
         max_tokens=max_new,
         temperature=normalise_temperature(temperature) if do_sample else 0.0,
-        top_p=_num(kw, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0, param=p + "top_p"),
+        top_p=num_field(kw, "top_p", lo=0.0, hi=1.0, lo_open=True, default=1.0, param=p + "top_p"),
         top_k=top_k,
-        seed=_int(kw, "seed", lo=-MAX_SEED, hi=MAX_SEED, param=p + "seed"),
-        repetition_penalty=_num(kw, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0,
+        seed=int_field(kw, "seed", lo=-MAX_SEED, hi=MAX_SEED, param=p + "seed"),
+        repetition_penalty=num_field(kw, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0,
                                 param=p + "repetition_penalty"),
-        min_tokens=_int(kw, "min_new_tokens", lo=0, default=0, param=p + "min_new_tokens"),
-        stop=_stop({"stop": kw.get("stop_strings")}) if kw.get("stop_strings") is not None else [],
+        min_tokens=int_field(kw, "min_new_tokens", lo=0, default=0, param=p + "min_new_tokens"),
+        stop=stop_field({"stop": kw.get("stop_strings")}) if kw.get("stop_strings") is not None else [],
     )
-    min_length = _int(kw, "min_length", lo=0, default=0, param=p + "min_length")
+    min_length = int_field(kw, "min_length", lo=0, default=0, param=p + "min_length")
     if max_length is not None and min_length > max_length:
         raise bad_param(p + "min_length", min_length, f"at most max_length ({max_length})")
-    rft = _bool(body, "return_full_text", True)
+    rft = bool_field(body, "return_full_text", True)
     req = ParsedRequest(kind="kaito_chat", model=model, params=params, prompt=prompt, messages=parsed_messages,
                         return_full_text=rft and prompt is not None, max_length=None if max_new else max_length,
                         min_length=min_length)

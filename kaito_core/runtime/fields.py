@@ -1,0 +1,163 @@
+"""JSON bodies and the scalar fields of requests: parsed and checked, or an :class:`APIError`
+naming the parameter, the value and what is expected. Standard library only; runs on the event
+loop for every request, so every check is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from kaito_core.runtime.errors import APIError, bad_param
+
+MAX_STOP = 16          # vLLM has no limit, OpenAI allows 4; 16 keeps the per-token check cheap
+MAX_STOP_LEN = 256     # characters per stop string
+MAX_LOGIT_BIAS = 300   # entries (OpenAI's limit)
+_NUMBER = (int, float)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """Bytes -> a JSON object, refusing invalid UTF-8, NaN/Infinity and non-objects."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise APIError(400, f"the request body is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r});"
+                            " send JSON encoded as UTF-8", param="body", code="invalid_encoding") from None
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        data = json.loads(text, parse_constant=no_constants)
+    except RecursionError:
+        raise APIError(400, "the request body nests too deeply to be a real request", param="body",
+                       code="invalid_json") from None
+    except ValueError as exc:
+        raise APIError(400, f"the request body is not valid JSON: {exc}", param="body", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}", param="body",
+                       code="invalid_type")
+    check_text(data)
+    return data
+
+
+def check_text(data: Any) -> None:
+    """Refuse strings that are not valid Unicode text: JSON's ``"\\ud800"`` escapes decode to a
+    lone surrogate, which no tokenizer can encode (it used to end in a 500). Iterative, so a
+    deeply nested body costs no recursion."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                where = path or "body"
+                raise APIError(400, f"'{where}' is not valid Unicode text: character {exc.start} is a lone "
+                                    f"surrogate ({node[exc.start]!a}); send UTF-8 text (pair surrogates in "
+                                    "\\u escapes)", param=where, code="invalid_text") from None
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                stack.append((k, f"{path}.{k}".lstrip(".") if isinstance(k, str) else path))
+                stack.append((v, f"{path}.{k}".lstrip(".")))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+# -- scalar checks ---------------------------------------------------------------------------
+
+
+def int_field(body: dict, key: str, *, lo: int | None = None, hi: int | None = None, default: Any = None,
+         param: str | None = None, expected: str | None = None) -> Any:
+    name = param or key
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise bad_param(name, value, expected or "an integer", code="invalid_type")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = expected or f"an integer in [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise bad_param(name, value, rng)
+    return value
+
+
+def num_field(body: dict, key: str, *, lo: float | None = None, hi: float | None = None, default: Any = None,
+         lo_open: bool = False, param: str | None = None) -> Any:
+    name = param or key
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
+        raise bad_param(name, value, "a number", code="invalid_type")
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    if bad_lo or (hi is not None and value > hi):
+        left = "(" if lo_open else "["
+        raise bad_param(name, value, f"a number in {left}{lo}, {hi if hi is not None else 'inf'}]")
+    return float(value)
+
+
+def bool_field(body: dict, key: str, default: bool = False, param: str | None = None) -> bool:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_param(param or key, value, "true or false", code="invalid_type")
+    return value
+
+
+def stop_field(body: dict) -> list[str]:
+    value = body.get("stop")
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list):
+        raise bad_param("stop", value, "a string or a list of strings", code="invalid_type")
+    if len(stops) > MAX_STOP:
+        raise bad_param("stop", f"{len(stops)} stop sequences", f"at most {MAX_STOP} stop sequences")
+    for i, s in enumerate(stops):
+        if not isinstance(s, str):
+            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a string", code="invalid_type")
+        if not s:
+            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a non-empty string")
+        if len(s) > MAX_STOP_LEN:
+            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s,
+                            f"a string of at most {MAX_STOP_LEN} characters")
+    return list(dict.fromkeys(stops))
+
+
+def stop_token_ids_field(body: dict) -> list[int]:
+    value = body.get("stop_token_ids")
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_STOP:
+        raise bad_param("stop_token_ids", value, f"a list of at most {MAX_STOP} token ids", code="invalid_type")
+    for i, t in enumerate(value):
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise bad_param(f"stop_token_ids[{i}]", t, "a non-negative integer token id", code="invalid_type")
+    return value
+
+
+def logit_bias_field(body: dict) -> dict[int, float]:
+    value = body.get("logit_bias")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_param("logit_bias", value, "an object mapping token ids to a bias in [-100, 100]", code="invalid_type")
+    if len(value) > MAX_LOGIT_BIAS:
+        raise bad_param("logit_bias", f"{len(value)} entries", f"at most {MAX_LOGIT_BIAS} entries")
+    out: dict[int, float] = {}
+    for k, v in value.items():
+        try:
+            tid = int(k)
+        except (TypeError, ValueError):
+            raise bad_param("logit_bias", k, "token ids as keys (strings of integers)", code="invalid_type") from None
+        if tid < 0:
+            raise bad_param("logit_bias", k, "non-negative token ids")
+        if isinstance(v, bool) or not isinstance(v, _NUMBER) or not -100 <= v <= 100:
+            raise bad_param(f"logit_bias.{k}", v, "a number in [-100, 100]")
+        out[tid] = float(v)
+    return out
