@@ -177,7 +177,8 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
 
         if loaded.quantized_layers == 0:
             loaded.notes.append(
-                f"{'QLoRA' if cfg.method == 'qlora' else '8-bit'}: bitsandbytes quantized 0 of {loaded.linear_layers} linear layers of "
+                f"{'QLoRA' if cfg.method == 'qlora' else '8-bit'}: bitsandbytes quantized 0 of "
+                f"{loaded.linear_layers} linear layers of "
                 f"{type(model).__name__}; they stay in full precision (fp32 on CPU), so this run uses about "
                 "as much memory as LoRA (known for Falcon's FalconLinear layers)")
         elif loaded.quantized_layers < loaded.linear_layers:

@@ -124,7 +124,8 @@ def make_callback(*, mode: str, history: History, metrics: Metrics | None,
             info = StepInfo(step=state.global_step, max_steps=state.max_steps, loss=loss,
                             grad_norm=float(gn) if gn is not None else None,
                             learning_rate=logs.get("learning_rate"), tokens_seen=tokens,
-                            tokens_per_s=(tokens - self.first_tokens) / elapsed if elapsed > 0 else 0.0, elapsed_s=elapsed,
+                            tokens_per_s=(tokens - self.first_tokens) / elapsed if elapsed > 0 else 0.0,
+                            elapsed_s=elapsed,
                             epoch=logs.get("epoch"), eta_s=None if eta is None else round(eta, 1))
             if metrics is not None:
                 metrics.update(info, tokens - self.last_tokens)
