@@ -100,13 +100,41 @@ def count(kube: KubeClient, live: dict[str, str]) -> dict[str, int]:
     return {"workspaces": len(live), "duplicates": duplicates, "orphans": orphans, "missing": missing}
 
 
+def ready_count(kube: KubeClient) -> int:
+    items = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
+    return sum(1 for w in items if (w.get("status") or {}).get("state") == "Ready")
+
+
+def cut_and_delete(emu: Emulator, kube: KubeClient, rng: random.Random, live: dict[str, str], cuts: int) -> int:
+    """Watch outages (watches held, history compacted: kopf gets 410 Gone and re-lists) during
+    which a few live Workspaces lose their NodeClaim, Node and StatefulSet. Returns how many
+    objects were deleted behind the operator's back."""
+    deleted = 0
+    for _ in range(cuts):
+        emu.hold_watches()
+        for name in rng.sample(sorted(live), k=min(2, len(live))):
+            for claim in kube.list(api_version="karpenter.sh/v1", kind="NodeClaim",
+                                   labels={names.LABEL_WORKSPACE: name}):
+                node = (claim.get("status") or {}).get("nodeName")
+                deleted += kube.delete(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim["metadata"]["name"])
+                if node:
+                    deleted += kube.delete(api_version="v1", kind="Node", name=node)
+            deleted += kube.delete(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS)
+        emu.compact()
+        emu.release_watches()
+        time.sleep(rng.uniform(0.5, 1.5))
+    return deleted
+
+
 def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, settle: float = 60.0,
-        resync: float = 30.0) -> dict[str, Any]:
+        resync: float = 30.0, cuts: int = 0) -> dict[str, Any]:
+    """``cuts``: after the kills, once everything is Ready, that many watch outages with
+    deletions (:func:`cut_and_delete`); the operator must converge again without a restart."""
     rng = random.Random(seed)
     log_dir = log_dir or tempfile.mkdtemp(prefix="kaito-chaos-")
     log = os.path.join(log_dir, "operator.log")
     env = {"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": str(resync),
-           "KAITO_DELETE_GRACE_SECONDS": "5"}
+           "KAITO_DELETE_GRACE_SECONDS": "5", "KAITO_RELIST_SECONDS": "2"}
     with Emulator() as emu:
         kube = KubeClient(emu.url)
         fake = FakeCluster(kube)
@@ -125,6 +153,12 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
             killed += 1
         proc = start_operator(emu.url, env=env, log_path=log)
         live = {w["metadata"]["name"]: w["metadata"]["uid"] for i, w in enumerate(created) if i not in doomed}
+        cut_deleted = 0
+        if cuts:
+            first = time.monotonic() + settle
+            while ready_count(kube) < len(live) and time.monotonic() < first:
+                time.sleep(0.5)
+            cut_deleted = cut_and_delete(emu, kube, rng, live, cuts)
         deadline = time.monotonic() + settle
         ready = 0
         while time.monotonic() < deadline:
@@ -140,7 +174,7 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
         fake.stop.set()
         counts = count(kube, live)
         remaining = {w["metadata"]["name"] for w in kube.list(api_version=WS_API, kind="Workspace", namespace=NS)}
-    counts.update({"kills": killed, "ready": ready, "deleted": len(doomed),
+    counts.update({"kills": killed, "ready": ready, "deleted": len(doomed), "cut_deleted": cut_deleted,
                    "deleted_still_present": len({f"ws-{i:03d}" for i in doomed} & remaining), "log": log})
     return counts
 
@@ -151,11 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--resync", type=float, default=30.0, help="operator resync seconds (default 30)")
+    p.add_argument("--cuts", type=int, default=5, help="watch outages with deletions after the kills (default 5)")
     args = p.parse_args(argv)
     t0 = time.monotonic()
-    c = run(args.workspaces, args.kills, args.seed, settle=180, resync=args.resync)
+    c = run(args.workspaces, args.kills, args.seed, settle=180, resync=args.resync, cuts=args.cuts)
     print(f"chaos: {c['workspaces']} live Workspaces ({c['deleted']} deleted midway), {c['kills']} SIGKILLs, "
-          f"{time.monotonic() - t0:.1f}s")
+          f"{args.cuts} watch outages deleting {c['cut_deleted']} objects, {time.monotonic() - t0:.1f}s")
     print(f"  ready={c['ready']}/{c['workspaces']} duplicates={c['duplicates']} orphans={c['orphans']} "
           f"missing={c['missing']} deleted_still_present={c['deleted_still_present']}")
     ok = c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0 and c["deleted_still_present"] == 0

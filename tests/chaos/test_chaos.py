@@ -14,3 +14,14 @@ def test_kills_leave_no_duplicates_or_orphans(tmp_path):
     assert c["missing"] == 0, c
     assert c["deleted_still_present"] == 0, c
     assert c["ready"] == c["workspaces"] == 8, c
+
+
+def test_watch_outages_with_deletions_converge(tmp_path):
+    """Issue 16: watch cuts (410 Gone after compaction) followed by deletions of NodeClaims,
+    Nodes and StatefulSets; the same operator process restores every Workspace (resync 30 s:
+    only the re-list can see the deletions)."""
+    c = run(workspaces=6, kills=1, seed=3, log_dir=str(tmp_path), settle=60, cuts=2)
+    print(f"chaos counts: {c}")
+    assert c["cut_deleted"] > 0, c
+    assert c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0, c
+    assert c["ready"] == c["workspaces"], c
