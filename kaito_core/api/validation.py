@@ -103,6 +103,9 @@ def validate_workspace(ws: m.Workspace, *, registry: Any = None, old: m.Workspac
         preset = _tuning(ws, ws.tuning, registry, r)
     _resource(ws, registry, preset, r)
     _annotations(ws, preset, registry, r)
+    _references(ws, r)
+    if ws.inference is not None and isinstance(ws.inference.template, dict):
+        _template_baseline(ws.inference.template, r)
     if configmaps is not None:
         _configs(ws, configmaps, r)
     if old is not None:
@@ -353,6 +356,87 @@ def _tuning(ws: m.Workspace, tun: m.TuningSpec, registry: Any, r: ValidationResu
         elif out.image_push_secret is not None:
             r.warn("tuning.output.imagePushSecret", out.image_push_secret, "is ignored without output.image")
     return preset
+
+
+# Volume types a Workspace may name in a volumeSource (core/v1 VolumeSource's members).
+VOLUME_TYPES = {"awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap", "csi",
+                "downwardAPI", "emptyDir", "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk",
+                "gitRepo", "glusterfs", "hostPath", "image", "iscsi", "nfs", "persistentVolumeClaim",
+                "photonPersistentDisk", "portworxVolume", "projected", "quobyte", "rbd", "scaleIO", "secret",
+                "storageos", "vsphereVolume"}
+
+
+def _references(ws: m.Workspace, r: ValidationResult) -> None:
+    """Secret names, adapter URLs and volume sources wherever they appear (a bad one would
+    otherwise surface only as a pod that never starts)."""
+    secrets: list[tuple[str, Any]] = []
+    volumes: list[tuple[str, Any]] = []
+    for i, ad in enumerate((ws.inference.adapters or []) if ws.inference is not None else []):
+        p = f"inference.adapters[{i}].source"
+        secrets += [(f"{p}.imagePullSecrets[{j}]", n) for j, n in enumerate(ad.source.image_pull_secrets or [])]
+        volumes.append((f"{p}.volumeSource", ad.source.volume_source))
+        for j, url in enumerate(ad.source.urls or []):
+            problem = url_problem(url)
+            if problem:
+                r.error(f"{p}.urls[{j}]", url, problem, "adapters must come from a public http(s) URL, an image "
+                        "or a volume")
+    if ws.tuning is not None:
+        src, out = ws.tuning.input, ws.tuning.output
+        if src is not None:
+            secrets += [(f"tuning.input.imagePullSecrets[{j}]", n) for j, n in enumerate(src.image_pull_secrets or [])]
+            volumes.append(("tuning.input.volumeSource", src.volume_source))
+        if out is not None:
+            if out.image_push_secret:
+                secrets.append(("tuning.output.imagePushSecret", out.image_push_secret))
+            volumes.append(("tuning.output.volumeSource", out.volume_source))
+            if out.image and "@" in out.image:
+                r.error("tuning.output.image", out.image, "cannot be pinned by digest: it is pushed, not pulled",
+                        "name a tag, e.g. registry.example.com/adapters/phi:1")
+    for path, name in secrets:
+        if len(name) <= 253 and DNS1123_SUBDOMAIN.fullmatch(name):
+            continue
+        if DNS1123_SUBDOMAIN.fullmatch(name.lower().replace("_", "-")):
+            # upstream's examples carry placeholders such as ACR_REGISTRY_SECRET_HERE: accepted
+            # unchanged, as upstream accepts them, with a warning
+            r.warn(path, name, "cannot be a Secret name (uppercase or '_')", "replace the placeholder")
+        else:
+            r.error(path, name, "must be a Secret name (DNS-1123 subdomain)")
+    for path, vs in volumes:
+        if vs is None:
+            continue
+        kinds = sorted(vs) if isinstance(vs, dict) else []
+        if len(kinds) != 1 or kinds[0] not in VOLUME_TYPES:
+            r.error(path, kinds or vs, "must name exactly one volume type",
+                    "for example {persistentVolumeClaim: {claimName: my-data}}")
+
+
+def _template_baseline(template: dict, r: ValidationResult) -> None:
+    """What Pod Security "baseline" forbids in a user pod template, refused whatever the admin
+    allows (hostPath is the admin's call: kaito_core.operator.admission.Policy)."""
+    spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            r.error(f"inference.template.spec.{key}", True, "is not allowed (Pod Security 'baseline')")
+    for section in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(section) or []):
+            if not isinstance(c, dict):
+                continue
+            p = f"inference.template.spec.{section}[{i}]"
+            sc = c.get("securityContext") if isinstance(c.get("securityContext"), dict) else {}
+            if sc.get("privileged"):
+                r.error(f"{p}.securityContext.privileged", True, "is not allowed (Pod Security 'baseline')")
+            added = (sc.get("capabilities") or {}).get("add") if isinstance(sc.get("capabilities"), dict) else None
+            if added and set(added) - BASELINE_CAPABILITIES:
+                r.error(f"{p}.securityContext.capabilities.add", sorted(set(added) - BASELINE_CAPABILITIES),
+                        "are not allowed (Pod Security 'baseline')")
+            for j, port in enumerate(c.get("ports") or []):
+                if isinstance(port, dict) and port.get("hostPort"):
+                    r.error(f"{p}.ports[{j}].hostPort", port["hostPort"], "is not allowed (Pod Security 'baseline')",
+                            "expose the port through the Workspace's Service")
+
+
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
 
 
 def _camel(name: str) -> str:

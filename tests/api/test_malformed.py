@@ -180,6 +180,31 @@ CASES = [
      "tuning.input.urls[0]", "backslash"),
     ("tuning-url-bad-port", TUNING, [(("tuning", "input", "urls"), ["https://example.com:99999/x"])],
      "tuning.input.urls[0]", "port"),
+    # references and pod security that used to pass unchecked (issue 16, finding 9)
+    ("adapter-pull-secret-bad", INFERENCE, [(("inference", "adapters"), [
+        {"source": {"name": "a", "image": "r.io/a:1", "imagePullSecrets": ["Bad Secret"]}}])],
+     "inference.adapters[0].source.imagePullSecrets[0]", "Secret name"),
+    ("adapter-url-metadata", INFERENCE, [(("inference", "adapters"), [
+        {"source": {"name": "a", "urls": ["http://169.254.169.254/latest"]}}])],
+     "inference.adapters[0].source.urls[0]", "metadata"),
+    ("adapter-volume-two-types", INFERENCE, [(("inference", "adapters"), [
+        {"source": {"name": "a", "volumeSource": {"emptyDir": {}, "secret": {"secretName": "s"}}}}])],
+     "inference.adapters[0].source.volumeSource", "exactly one volume type"),
+    ("tuning-volume-unknown-type", TUNING, [(("tuning", "output"), {"volumeSource": {"bogus": {}}})],
+     "tuning.output.volumeSource", "exactly one volume type"),
+    ("tuning-push-secret-bad", TUNING, [(("tuning", "output", "imagePushSecret"), "push secret")],
+     "tuning.output.imagePushSecret", "Secret name"),
+    ("tuning-output-digest", TUNING, [(("tuning", "output", "image"), "registry.example.com/a@sha256:" + "a" * 64)],
+     "tuning.output.image", "digest"),
+    ("template-privileged", INFERENCE, [(("inference",), {"template": {"spec": {"containers": [
+        {"name": "c", "image": "r.io/c:1", "securityContext": {"privileged": True}}]}}})],
+     "inference.template.spec.containers[0].securityContext.privileged", "baseline"),
+    ("template-host-network", INFERENCE, [(("inference",), {"template": {"spec": {"hostNetwork": True,
+                                                                                 "containers": []}}})],
+     "inference.template.spec.hostNetwork", "baseline"),
+    ("template-host-port", INFERENCE, [(("inference",), {"template": {"spec": {"containers": [
+        {"name": "c", "image": "r.io/c:1", "ports": [{"containerPort": 80, "hostPort": 80}]}]}}})],
+     "inference.template.spec.containers[0].ports[0].hostPort", "baseline"),
     # bounds (issue 16, finding 1): every count and size has an upper limit
     ("count-over-bound", INFERENCE, [(("resource", "count"), 1_000_000)], "resource.count", "at most 100"),
     ("preferred-nodes-over-bound", INFERENCE, [(("resource", "preferredNodes"), [f"n{i}" for i in range(101)])],
