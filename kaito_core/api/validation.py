@@ -18,6 +18,8 @@ import yaml
 from kaito_core.api import limits
 from kaito_core.api import models as m
 from kaito_core.errors import MISSING, FieldError
+from kaito_core.api.configs import inference_config_problems, training_config_problems
+from kaito_core.api.references import annotations, references, template_baseline
 from kaito_core.netguard import url_problem
 
 # Checked with fullmatch: "^...$" with re.match also accepts a trailing newline ("name\n").
@@ -42,8 +44,6 @@ def _image(path: str, ref: str, r: "ValidationResult", hint: str = "expected reg
 AZURE_GPU_SKU = re.compile(r"^Standard_N[A-Za-z0-9_]+$")
 MAX_ADAPTERS = limits.MAX_ADAPTERS
 TUNING_METHODS = ("lora", "qlora")
-TRAINING_SECTIONS = ("ModelConfig", "QuantizationConfig", "LoraConfig", "TrainingArguments",
-                     "DataCollator", "DatasetConfig")
 # Fields that cannot change once the Workspace exists (upstream's webhook): changing them
 # would need new nodes or a different model; the fix is a new Workspace.
 IMMUTABLE = (
@@ -102,10 +102,10 @@ def validate_workspace(ws: m.Workspace, *, registry: Any = None, old: m.Workspac
     if ws.tuning is not None:
         preset = _tuning(ws, ws.tuning, registry, r)
     _resource(ws, registry, preset, r)
-    _annotations(ws, preset, registry, r)
-    _references(ws, r)
+    annotations(ws, preset, registry, r)
+    references(ws, r)
     if ws.inference is not None and isinstance(ws.inference.template, dict):
-        _template_baseline(ws.inference.template, r)
+        template_baseline(ws.inference.template, r)
     if configmaps is not None:
         _configs(ws, configmaps, r)
     if old is not None:
@@ -358,128 +358,12 @@ def _tuning(ws: m.Workspace, tun: m.TuningSpec, registry: Any, r: ValidationResu
     return preset
 
 
-# Volume types a Workspace may name in a volumeSource (core/v1 VolumeSource's members).
-VOLUME_TYPES = {"awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap", "csi",
-                "downwardAPI", "emptyDir", "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk",
-                "gitRepo", "glusterfs", "hostPath", "image", "iscsi", "nfs", "persistentVolumeClaim",
-                "photonPersistentDisk", "portworxVolume", "projected", "quobyte", "rbd", "scaleIO", "secret",
-                "storageos", "vsphereVolume"}
-
-
-def _references(ws: m.Workspace, r: ValidationResult) -> None:
-    """Secret names, adapter URLs and volume sources wherever they appear (a bad one would
-    otherwise surface only as a pod that never starts)."""
-    secrets: list[tuple[str, Any]] = []
-    volumes: list[tuple[str, Any]] = []
-    for i, ad in enumerate((ws.inference.adapters or []) if ws.inference is not None else []):
-        p = f"inference.adapters[{i}].source"
-        secrets += [(f"{p}.imagePullSecrets[{j}]", n) for j, n in enumerate(ad.source.image_pull_secrets or [])]
-        volumes.append((f"{p}.volumeSource", ad.source.volume_source))
-        for j, url in enumerate(ad.source.urls or []):
-            problem = url_problem(url)
-            if problem:
-                r.error(f"{p}.urls[{j}]", url, problem, "adapters must come from a public http(s) URL, an image "
-                        "or a volume")
-    if ws.tuning is not None:
-        src, out = ws.tuning.input, ws.tuning.output
-        if src is not None:
-            secrets += [(f"tuning.input.imagePullSecrets[{j}]", n) for j, n in enumerate(src.image_pull_secrets or [])]
-            volumes.append(("tuning.input.volumeSource", src.volume_source))
-        if out is not None:
-            if out.image_push_secret:
-                secrets.append(("tuning.output.imagePushSecret", out.image_push_secret))
-            volumes.append(("tuning.output.volumeSource", out.volume_source))
-            if out.image and "@" in out.image:
-                r.error("tuning.output.image", out.image, "cannot be pinned by digest: it is pushed, not pulled",
-                        "name a tag, e.g. registry.example.com/adapters/phi:1")
-    for path, name in secrets:
-        if len(name) <= 253 and DNS1123_SUBDOMAIN.fullmatch(name):
-            continue
-        if DNS1123_SUBDOMAIN.fullmatch(name.lower().replace("_", "-")):
-            # upstream's examples carry placeholders such as ACR_REGISTRY_SECRET_HERE: accepted
-            # unchanged, as upstream accepts them, with a warning
-            r.warn(path, name, "cannot be a Secret name (uppercase or '_')", "replace the placeholder")
-        else:
-            r.error(path, name, "must be a Secret name (DNS-1123 subdomain)")
-    for path, vs in volumes:
-        if vs is None:
-            continue
-        kinds = sorted(vs) if isinstance(vs, dict) else []
-        if len(kinds) != 1 or kinds[0] not in VOLUME_TYPES:
-            r.error(path, kinds or vs, "must name exactly one volume type",
-                    "for example {persistentVolumeClaim: {claimName: my-data}}")
-
-
-def _template_baseline(template: dict, r: ValidationResult) -> None:
-    """What Pod Security "baseline" forbids in a user pod template, refused whatever the admin
-    allows (hostPath is the admin's call: kaito_core.operator.admission.Policy)."""
-    spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(key):
-            r.error(f"inference.template.spec.{key}", True, "is not allowed (Pod Security 'baseline')")
-    for section in ("initContainers", "containers"):
-        for i, c in enumerate(spec.get(section) or []):
-            if not isinstance(c, dict):
-                continue
-            p = f"inference.template.spec.{section}[{i}]"
-            sc = c.get("securityContext") if isinstance(c.get("securityContext"), dict) else {}
-            if sc.get("privileged"):
-                r.error(f"{p}.securityContext.privileged", True, "is not allowed (Pod Security 'baseline')")
-            added = (sc.get("capabilities") or {}).get("add") if isinstance(sc.get("capabilities"), dict) else None
-            if added and set(added) - BASELINE_CAPABILITIES:
-                r.error(f"{p}.securityContext.capabilities.add", sorted(set(added) - BASELINE_CAPABILITIES),
-                        "are not allowed (Pod Security 'baseline')")
-            for j, port in enumerate(c.get("ports") or []):
-                if isinstance(port, dict) and port.get("hostPort"):
-                    r.error(f"{p}.ports[{j}].hostPort", port["hostPort"], "is not allowed (Pod Security 'baseline')",
-                            "expose the port through the Workspace's Service")
-
-
-BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
-                         "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)
 
 
-# -- annotations and configs ----------------------------------------------------------------
-
-
-# Annotations upstream gives a closed set of values (case-insensitive, as upstream compares
-# them); anything else is refused instead of silently meaning "off".
-ANNOTATION_VALUES = {
-    m.ANNOTATION_LOCAL_WEIGHTS: ("true", "false"),
-    m.ANNOTATION_ENABLE_LB: ("true", "false"),
-    m.ANNOTATION_BYPASS_CHECKS: ("true", "false"),
-    m.ANNOTATION_DISABLE_BENCHMARK: ("true", "false"),
-    m.ANNOTATION_PERFORMANCE_MODE: ("balanced", "throughput", "latency"),
-}
-
-
-def _annotations(ws: m.Workspace, preset: Any, registry: Any, r: ValidationResult) -> None:
-    for key, allowed in ANNOTATION_VALUES.items():
-        value = ws.annotations.get(key)
-        if value is not None and value.strip().lower() not in allowed:
-            r.error(f"metadata.annotations[{key}]", value, f"must be one of {', '.join(allowed)}",
-                    "upstream KAITO's values" + (f" (true mounts {m.LOCAL_MODELS_DIR}/<preset> from the node)"
-                                                 if key == m.ANNOTATION_LOCAL_WEIGHTS else ""))
-    if ws.use_local_weights and ws.inference is None:
-        r.error(f"metadata.annotations[{m.ANNOTATION_LOCAL_WEIGHTS}]", "true", "applies to inference only",
-                "remove it from a tuning Workspace")
-    runtime = ws.runtime_annotation
-    if runtime is None:
-        return
-    path = f"metadata.annotations[{m.ANNOTATION_RUNTIME}]"
-    known = sorted(getattr(registry, "runtimes", {}) or {"transformers": 1, "vllm": 1})
-    if runtime not in known:
-        r.error(path, runtime, f"must be one of {', '.join(known)}")
-    elif preset is not None and runtime not in preset.runtimes:
-        r.error(path, runtime, f"is not supported by preset {preset.name}",
-                f"supported: {', '.join(sorted(preset.runtimes))}")
-    if ws.tuning is not None:
-        r.warn(path, runtime, "is ignored for tuning Workspaces")
+# -- configs --------------------------------------------------------------------------------
 
 
 def _configs(ws: m.Workspace, configmaps: Mapping[str, m.ConfigMap], r: ValidationResult) -> None:
@@ -496,58 +380,6 @@ def _configs(ws: m.Workspace, configmaps: Mapping[str, m.ConfigMap], r: Validati
             continue
         for problem in problems_of(cm):
             r.errors.append(FieldError(path, spec.config, problem))
-
-
-def _config_doc(cm: m.ConfigMap, key: str) -> tuple[Any, list[str]]:
-    data = cm.data or {}
-    if key not in data:
-        return None, [f"ConfigMap {cm.name!r} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})"]
-    too_big = limits.config_size_problem(cm.name, key, data[key])
-    if too_big:
-        return None, [too_big]
-    try:
-        return yaml.safe_load(data[key]) or {}, []
-    except yaml.YAMLError as exc:
-        return None, [f"ConfigMap {cm.name!r} key {key!r} is not valid YAML: {exc}"]
-
-
-def inference_config_problems(cm: m.ConfigMap) -> list[str]:
-    doc, problems = _config_doc(cm, "inference_config.yaml")
-    if problems:
-        return problems
-    if not isinstance(doc, dict):
-        return [f"ConfigMap {cm.name!r}: inference_config.yaml must be a mapping"]
-    if "vllm" in doc and not isinstance(doc["vllm"], dict):
-        problems.append(f"ConfigMap {cm.name!r}: inference_config.yaml 'vllm' must be a mapping of engine flags")
-    return problems
-
-
-def training_config_problems(cm: m.ConfigMap) -> list[str]:
-    doc, problems = _config_doc(cm, "training_config.yaml")
-    if problems:
-        return problems
-    if not isinstance(doc, dict) or not isinstance(doc.get("training_config"), dict):
-        return [f"ConfigMap {cm.name!r}: training_config.yaml must have a top-level 'training_config' mapping"]
-    for section, value in doc["training_config"].items():
-        if section not in TRAINING_SECTIONS:
-            problems.append(f"ConfigMap {cm.name!r}: training_config.{section} is not a known section "
-                            f"(allowed: {', '.join(TRAINING_SECTIONS)})")
-        elif value is not None and not isinstance(value, dict):
-            problems.append(f"ConfigMap {cm.name!r}: training_config.{section} must be a mapping")
-    if problems:
-        return problems
-    # Key-level checks (unknown keys, bad values) from the tuning recipe's own schema, which
-    # imports no torch, so the webhook refuses what the Job would refuse later.
-    try:
-        from kaito_core.tuning.config import parse_training_config
-        from kaito_core.tuning.errors import TuningConfigError
-    except ImportError:  # pragma: no cover - a core install without the tuning package
-        return problems
-    try:
-        parse_training_config(doc)
-    except TuningConfigError as exc:
-        problems.extend(f"ConfigMap {cm.name!r}: {e}" for e in exc.errors)
-    return problems
 
 
 def _immutable(ws: m.Workspace, old: m.Workspace, r: ValidationResult) -> None:

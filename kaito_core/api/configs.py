@@ -1,0 +1,66 @@
+"""The ConfigMaps a Workspace names: ``inference_config.yaml`` and ``training_config.yaml``
+(their shape, their size, and the tuning recipe's own key-level checks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kaito_core.api import limits
+from kaito_core.api import models as m
+
+TRAINING_SECTIONS = ("ModelConfig", "QuantizationConfig", "LoraConfig", "TrainingArguments",
+                     "DataCollator", "DatasetConfig")
+
+
+def _config_doc(cm: m.ConfigMap, key: str) -> tuple[Any, list[str]]:
+    data = cm.data or {}
+    if key not in data:
+        return None, [f"ConfigMap {cm.name!r} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})"]
+    too_big = limits.config_size_problem(cm.name, key, data[key])
+    if too_big:
+        return None, [too_big]
+    try:
+        return yaml.safe_load(data[key]) or {}, []
+    except yaml.YAMLError as exc:
+        return None, [f"ConfigMap {cm.name!r} key {key!r} is not valid YAML: {exc}"]
+
+
+def inference_config_problems(cm: m.ConfigMap) -> list[str]:
+    doc, problems = _config_doc(cm, "inference_config.yaml")
+    if problems:
+        return problems
+    if not isinstance(doc, dict):
+        return [f"ConfigMap {cm.name!r}: inference_config.yaml must be a mapping"]
+    if "vllm" in doc and not isinstance(doc["vllm"], dict):
+        problems.append(f"ConfigMap {cm.name!r}: inference_config.yaml 'vllm' must be a mapping of engine flags")
+    return problems
+
+
+def training_config_problems(cm: m.ConfigMap) -> list[str]:
+    doc, problems = _config_doc(cm, "training_config.yaml")
+    if problems:
+        return problems
+    if not isinstance(doc, dict) or not isinstance(doc.get("training_config"), dict):
+        return [f"ConfigMap {cm.name!r}: training_config.yaml must have a top-level 'training_config' mapping"]
+    for section, value in doc["training_config"].items():
+        if section not in TRAINING_SECTIONS:
+            problems.append(f"ConfigMap {cm.name!r}: training_config.{section} is not a known section "
+                            f"(allowed: {', '.join(TRAINING_SECTIONS)})")
+        elif value is not None and not isinstance(value, dict):
+            problems.append(f"ConfigMap {cm.name!r}: training_config.{section} must be a mapping")
+    if problems:
+        return problems
+    # Key-level checks (unknown keys, bad values) from the tuning recipe's own schema, which
+    # imports no torch, so the webhook refuses what the Job would refuse later.
+    try:
+        from kaito_core.tuning.config import parse_training_config
+        from kaito_core.tuning.errors import TuningConfigError
+    except ImportError:  # pragma: no cover - a core install without the tuning package
+        return problems
+    try:
+        parse_training_config(doc)
+    except TuningConfigError as exc:
+        problems.extend(f"ConfigMap {cm.name!r}: {e}" for e in exc.errors)
+    return problems
