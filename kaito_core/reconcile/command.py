@@ -25,8 +25,11 @@ def env(ctx: Context) -> list[dict[str, Any]]:
            {"name": "KAITO_NODE_COUNT", "value": str(ctx.group_size)},
            {"name": "KAITO_GPUS_PER_NODE", "value": str(ctx.gpus_per_node)}]
     if ctx.runtime == "vllm":
+        # The fraction of each GPU sizing counted on: the launcher passes it to vLLM when the
+        # user's inference_config.yaml does not set gpu-memory-utilization itself.
         out += [{"name": "KAITO_TENSOR_PARALLEL_SIZE", "value": str(ctx.tensor_parallel_size)},
-                {"name": "KAITO_PIPELINE_PARALLEL_SIZE", "value": str(ctx.pipeline_parallel_size)}]
+                {"name": "KAITO_PIPELINE_PARALLEL_SIZE", "value": str(ctx.pipeline_parallel_size)},
+                {"name": "KAITO_GPU_MEMORY_UTILIZATION", "value": str(ctx.gpu_memory_utilization)}]
     if ctx.group_size > 1:
         out += [{"name": "KAITO_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": POD_INDEX_LABEL}}},
                 {"name": "KAITO_LEADER_ADDRESS", "value": ctx.leader_address}]
