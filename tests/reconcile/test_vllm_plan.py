@@ -110,6 +110,7 @@ def test_v100_serves_float16_and_a10_reserves_what_sizing_counted(tmp_path, regi
     a10 = ready_plan(*load(write(tmp_path, ws_text("phi-3-mini-4k-instruct", "Standard_NV36ads_A10_v5"))), registry)
     cfg = yaml.safe_load(next(o for o in a10.objects if o["kind"] == "ConfigMap")["data"]["inference_config.yaml"])
     assert cfg["vllm"]["gpu-memory-utilization"] == 0.82 and cfg["vllm"]["dtype"] == "bfloat16"
+    assert env_of(a10)["KAITO_GPU_MEMORY_UTILIZATION"] == "0.82"  # for a user config that omits it
     assert "--dtype" not in container(a10)["args"]
 
 
