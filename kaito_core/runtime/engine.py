@@ -73,6 +73,8 @@ class Sequence:
     arrived: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     last_token_at: float | None = None
+    slot: int = -1                           # KV-cache slot (SlotEngine)
+    pos: int = 0                             # tokens already in the KV cache (SlotEngine)
     pending_logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -162,7 +164,7 @@ class Engine:
     @property
     def busy_adapters(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for s in [*self.rows, *self.waiting]:
+        for s in [*self.rows, *getattr(self, "prefilling", ()), *self.waiting]:
             if s.adapter and not s.cancelled:
                 counts[s.adapter] = counts.get(s.adapter, 0) + 1
         return counts
@@ -173,7 +175,7 @@ class Engine:
         with torch.inference_mode():
             while True:
                 with self.cv:
-                    while not (self.stopping or self.commands or self.waiting or self.rows):
+                    while not (self.stopping or self.commands or self.waiting or self._busy()):
                         self.cv.wait(0.5)
                     if self.stopping:
                         break
@@ -181,11 +183,7 @@ class Engine:
                 admitted: list[Sequence] = []
                 try:
                     admitted = self._admit()
-                    if admitted:
-                        self._prefill(admitted)
-                        self._flush()  # first tokens out now, not after the next decode step
-                    if self.rows:
-                        self._decode()
+                    self._step(admitted)
                 except Exception as exc:  # noqa: BLE001 - fail the requests, keep serving
                     log.exception("engine step failed")
                     self._fail_all(f"{type(exc).__name__}: {exc}", extra=admitted)
@@ -197,6 +195,18 @@ class Engine:
                          "abort")
         self.waiting.clear()
         self._flush()
+
+    def _busy(self) -> bool:
+        """Sequences in the batch (waiting ones are counted by the caller)."""
+        return bool(self.rows)
+
+    def _step(self, admitted: list[Sequence]) -> None:
+        """One turn: prefill what was admitted, then decode one token for every row."""
+        if admitted:
+            self._prefill(admitted)
+            self._flush()  # first tokens out now, not after the next decode step
+        if self.rows:
+            self._decode()
 
     def _run_commands(self) -> None:
         while True:
@@ -214,7 +224,7 @@ class Engine:
         admitted: list[Sequence] = []
         budget = self.max_prefill_tokens
         with self.cv:
-            while self.waiting and len(self.rows) + len(admitted) < self.max_batch:
+            while self.waiting and self.running() + len(admitted) < self.max_batch:
                 seq = self.waiting[0]
                 if seq.cancelled:
                     self.waiting.popleft()
@@ -408,6 +418,9 @@ class Engine:
         capacity = self.max_batch * max(self.context_length, 1)
         return min(1.0, sum(len(s.prompt_ids) + len(s.output_ids) for s in self.rows) / capacity)
 
+    def running(self) -> int:
+        return len(self.rows)
+
     def _gauge(self) -> None:
         if self.metrics is not None:
-            self.metrics.set_load(running=len(self.rows), waiting=len(self.waiting), kv_usage=self.kv_usage())
+            self.metrics.set_load(running=self.running(), waiting=len(self.waiting), kv_usage=self.kv_usage())

@@ -23,6 +23,7 @@ RUNTIMES = ("transformers", "vllm")   # served by kaito's own server; others com
 RUNTIME_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
 DEFAULT_MAX_BODY = 8 * 2**20
+KV_CACHES = ("auto", "slots", "dynamic")
 DEFAULT_ADAPTER_ROOT = "/mnt/adapter"
 
 
@@ -70,6 +71,8 @@ class ServeOptions:
     timeout_body: float = 60.0          # seconds between two chunks of a request body
     timeout_keep_alive: float = 5.0     # idle seconds before a keep-alive connection closes (uvicorn's)
     adapter_fetch_timeout: float = 120.0  # seconds to pull an adapter at run time (admin routes)
+    kv_cache: str = "auto"              # slots (preallocated, chunked prefill) | dynamic | auto
+    prefill_chunk: int = 512            # prompt tokens prefilled per engine turn (slots)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -87,6 +90,10 @@ class ServeOptions:
             raise OptionsError(f"--threads is {self.threads}, expected a positive integer")
         if self.max_body_bytes < 1024:
             raise OptionsError(f"--max-body-bytes is {self.max_body_bytes}, expected at least 1024")
+        if self.kv_cache not in KV_CACHES:
+            raise OptionsError(f"--kv-cache is {self.kv_cache!r}, expected one of {list(KV_CACHES)}")
+        if self.prefill_chunk < 1:
+            raise OptionsError(f"--prefill-chunk is {self.prefill_chunk}, expected a positive number of tokens")
         for flag, value in (("--timeout-header", self.timeout_header), ("--timeout-body", self.timeout_body),
                             ("--timeout-keep-alive", self.timeout_keep_alive),
                             ("--adapter-fetch-timeout", self.adapter_fetch_timeout)):
@@ -216,6 +223,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="close idle keep-alive connections after this long (5)")
     parser.add_argument("--adapter-fetch-timeout", type=float, default=None, metavar="SECONDS",
                         help="give up pulling an adapter at run time after this long (120)")
+    parser.add_argument("--kv-cache", choices=KV_CACHES, default=None,
+                        help="slots: preallocated KV-cache slots with chunked prefill; dynamic: transformers' "
+                             "DynamicCache, re-padded when requests join; auto (default): slots when the model "
+                             "allows")
+    parser.add_argument("--prefill-chunk", type=int, default=None, metavar="TOKENS",
+                        help="prompt tokens prefilled per engine turn with --kv-cache slots (512)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -223,6 +236,7 @@ _CONFIG_KEYS = {  # transformers: settings in inference_config.yaml -> ServeOpti
     "max_batch": int, "max-batch": int, "max_model_len": int, "max-model-len": int, "dtype": str,
     "device": str, "max_body_bytes": int, "threads": int, "allow_pickle": bool, "served_model_name": str,
     "timeout_header": float, "timeout_body": float, "timeout_keep_alive": float, "adapter_fetch_timeout": float,
+    "kv_cache": str, "prefill_chunk": int,
 }
 
 
@@ -310,6 +324,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         timeout_body=float(pick(args.timeout_body, "timeout_body", 60.0)),
         timeout_keep_alive=float(pick(args.timeout_keep_alive, "timeout_keep_alive", 5.0)),
         adapter_fetch_timeout=float(pick(args.adapter_fetch_timeout, "adapter_fetch_timeout", 120.0)),
+        kv_cache=str(pick(args.kv_cache, "kv_cache", "auto")),
+        prefill_chunk=int(pick(args.prefill_chunk, "prefill_chunk", 512)),
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from kaito_core.runtime.errors import APIError, bad_param, model_not_found
+from kaito_core.runtime.loader import ModelLoadError
 from kaito_core.runtime.options import ServeOptions
 from kaito_core.runtime.protocol import ParsedRequest
 
@@ -49,6 +50,24 @@ def longest_token(tokenizer: Any) -> int:
     except Exception:  # noqa: BLE001 - an exotic tokenizer: keep the safe default
         return MAX_CHARS_PER_TOKEN
     return max(1, min(longest, MAX_CHARS_PER_TOKEN))
+
+
+def make_engine(opts: ServeOptions, loaded: Any, metrics: Any, forward_kwargs: Any) -> Any:
+    """:class:`SlotEngine` when ``--kv-cache`` allows and the model supports it, else :class:`Engine`."""
+    from kaito_core.runtime.engine import Engine
+    from kaito_core.runtime.slots import SlotEngine, supports_slots
+
+    common = dict(max_batch=opts.max_batch, max_queue=opts.max_queue, metrics=metrics,
+                  forward_kwargs=forward_kwargs, context_length=loaded.context_length)
+    why_not = supports_slots(loaded.model, loaded.context_length)
+    if opts.kv_cache == "slots" and why_not:
+        raise ModelLoadError(f"--kv-cache slots: this model cannot use KV-cache slots: {why_not}; "
+                             "use --kv-cache dynamic")
+    if opts.kv_cache == "dynamic" or why_not:
+        if why_not and opts.kv_cache == "auto":
+            log.info("KV-cache slots not used: %s", why_not)
+        return Engine(loaded.model, **common)
+    return SlotEngine(loaded.model, chunk_tokens=opts.prefill_chunk, **common)
 
 
 def _tagged(queue: asyncio.Queue, index: int, out: Any) -> None:
@@ -95,7 +114,6 @@ class TransformersService:
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             from kaito_core.runtime.adapters import AdapterSet, scan_adapters_dir
-            from kaito_core.runtime.engine import Engine
             from kaito_core.runtime.loader import load_model
 
             self.loaded = load_model(self.opts, self.preset)
@@ -107,9 +125,7 @@ class TransformersService:
                           if s.name not in names]
             for spec in specs:
                 self.adapters.load(spec.name, spec.source, spec.strength)
-            self.engine = Engine(self.loaded.model, max_batch=self.opts.max_batch, max_queue=self.opts.max_queue,
-                                 metrics=self.metrics, forward_kwargs=self.adapters.forward_kwargs,
-                                 context_length=self.loaded.context_length)
+            self.engine = make_engine(self.opts, self.loaded, self.metrics, self.adapters.forward_kwargs)
             self.engine.model = self.adapters.model
             self.engine.start(loop)
             # Everything loaded so far (torch, transformers, the model's modules) lives as long
