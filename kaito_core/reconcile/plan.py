@@ -203,20 +203,8 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
     except Exception as exc:  # noqa: BLE001 - a provisioner's bug becomes a condition, never a crash
         return replace(failed("ProvisioningError", [f"provisioner {getattr(provisioner, 'name', '?')!r}: "
                                                     f"{type(exc).__name__}: {exc}"]), node_requests=requests)
-    gpus = base.gpus_per_node
-    if not gpus and preset is not None and observed.nodes:
-        # BYO without an instance type: the GPUs the chosen nodes report.
-        gpus = min(node_gpus(n) for n in observed.nodes) or 0
-    runtimes = getattr(registry, "runtimes", {}) if registry is not None else {}
-    runtime_spec = runtimes.get(runtime) if preset is not None else None
-    catalog = getattr(registry, "instance_types", {}) if registry is not None else {}
-    cpu, mem, host_reasons = _host_resources(requirement, preset, catalog, mode, target)
-    ctx = Context(ws=ws, preset=preset, name=ws.name, namespace=ws.namespace, uid=uid, runtime=runtime,
-                  image=image_of(ws, preset, runtime, runtime_spec), gpus_per_node=gpus if preset is not None else 0,
-                  node_count=target, tensor_parallel_size=tp, pipeline_parallel_size=pp, disk_gib=base.disk_gib,
-                  revision=rev, gpu_memory_utilization=float(getattr(requirement, "gpu_memory_utilization", 0.84)),
-                  dtype=base.dtype, cpu=cpu, memory_gib=mem, user_vllm=user_vllm, runtime_spec=runtime_spec,
-                  group_size=group, gpu_resource=getattr(requirement, "gpu_resource", None) or "nvidia.com/gpu")
+    ctx, host_reasons = _context(ws, base, preset, requirement, registry, observed, user_vllm, group)
+    gpus = base.gpus_per_node or ctx.gpus_per_node
     try:
         first, workload = (tuning.objects(ctx) if mode == "tuning" else inference.objects(ctx))
     except (KaitoError, ValueError, TypeError) as exc:  # e.g. a plugin runtime's build_command failed
@@ -227,11 +215,32 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
     container = _main_container(workload[0]) if workload else {}
     stamped, events = st.stamp(status, prev, observed.now, ws.metadata.generation)
     return replace(base, image=container.get("image", ctx.image), gpus_per_node=gpus,
-                   cpu=cpu, memory_gib=mem, node_requests=requests, node_objects=node_objects,
+                   cpu=ctx.cpu, memory_gib=ctx.memory_gib, node_requests=requests, node_objects=node_objects,
                    objects=first + ([] if held else workload), deferred=workload if held else [],
                    command=tuple(container.get("command") or ()) + tuple(container.get("args") or ()),
                    env=tuple(container.get("env") or ()), status=stamped, events=events,
                    reasons=base.reasons + tuple(host_reasons))
+
+
+def _context(ws: Any, base: Plan, preset: Any, requirement: Any, registry: Any, observed: Observed,
+             user_vllm: Mapping[str, Any], group: int) -> tuple[Context, list[str]]:
+    """What the object builders need, and the host-resource reasons."""
+    gpus = base.gpus_per_node
+    if not gpus and preset is not None and observed.nodes:
+        # BYO without an instance type: the GPUs the chosen nodes report.
+        gpus = min(node_gpus(n) for n in observed.nodes) or 0
+    runtime = runtime_of(ws, preset)
+    runtime_spec = (getattr(registry, "runtimes", {}) or {}).get(runtime) if preset is not None else None
+    catalog = getattr(registry, "instance_types", {}) or {}
+    cpu, mem, host_reasons = _host_resources(requirement, preset, catalog, ws.mode, base.node_count)
+    ctx = Context(ws=ws, preset=preset, name=ws.name, namespace=ws.namespace, uid=base.uid, runtime=runtime,
+                  image=image_of(ws, preset, runtime, runtime_spec), gpus_per_node=gpus if preset is not None else 0,
+                  node_count=base.node_count, tensor_parallel_size=base.tensor_parallel_size,
+                  pipeline_parallel_size=base.pipeline_parallel_size, disk_gib=base.disk_gib, revision=base.revision,
+                  gpu_memory_utilization=float(getattr(requirement, "gpu_memory_utilization", 0.84)),
+                  dtype=base.dtype, cpu=cpu, memory_gib=mem, user_vllm=dict(user_vllm), runtime_spec=runtime_spec,
+                  group_size=group, gpu_resource=getattr(requirement, "gpu_resource", None) or "nvidia.com/gpu")
+    return ctx, host_reasons
 
 
 def _group_size(ws: Any, preset: Any, runtime: str, target: int) -> int:
