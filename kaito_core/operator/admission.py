@@ -139,6 +139,12 @@ def _review_update(body: Mapping[str, Any], old: Mapping[str, Any], registry: An
         previous = None  # an old object we cannot read must not block fixing it
     result = validate_workspace(ws, registry=registry, old=previous)
     paths = changed + [f"metadata.annotations[{k}]" for k in changed_ann]
+    if ANNOTATION_PROVISIONER in changed_ann:
+        # the nodes were made by the provisioner the Workspace had; another one would neither
+        # see nor release them
+        was = old_ann.get(ANNOTATION_PROVISIONER) or "the operator's default"
+        raise Rejection(_text(ws_name(body), [f"metadata.annotations[{ANNOTATION_PROVISIONER}]: is immutable (was "
+                                              f"{was!r}); delete and re-create the Workspace to change it"]))
     problems = [str(e) for e in [*result.errors, *policy_problems(ws, policy)]
                 if "is immutable" in e.message or "cannot switch" in e.message or _touches(e.path, paths)]
     if not problems and ANNOTATION_RUNTIME in changed_ann:

@@ -172,8 +172,11 @@ def test_provisioner_annotation_only_among_allowed(webhook):
     assert resp["allowed"] is False
     msg = resp["status"]["message"]
     assert "kaito.sh/provisioner" in msg and "'aks'" in msg and "allowedProvisioners" in msg
-    # adding the annotation on update is checked too
-    assert webhook("validate", ws, old=GOOD, operation="UPDATE")["allowed"] is False
+    # and on update the annotation cannot change at all: the nodes were made by the old one
+    allowed = copy.deepcopy(GOOD)
+    allowed["metadata"]["annotations"] = {"kaito.sh/provisioner": "byo"}
+    resp = webhook("validate", allowed, old=GOOD, operation="UPDATE")
+    assert resp["allowed"] is False and "immutable" in resp["status"]["message"]
 
 
 def test_templates_and_host_path_refused_unless_the_admin_allows(webhook):
