@@ -27,6 +27,7 @@ __all__ = [
     "NodeRequest",
     "NodeState",
     "ProvisionerContext",
+    "Settings",
     "KubeAPI",
     "Provisioner",
     "DNS1123_LABEL",
@@ -392,6 +393,21 @@ class ProvisionerContext:
 
     kube: KubeAPI | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
+
+
+class Settings:
+    """A provisioner's settings: the operator's (``ProvisionerContext.settings``, Helm values)
+    over the process environment, read the same way by every provisioner."""
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None):
+        import os
+
+        self._values = dict(os.environ if environ is None else environ)
+        self._values.update({k: str(v) for k, v in (settings or {}).items()})
+
+    def get(self, key: str, default: str = "") -> str:
+        """The value with surrounding blanks removed; ``default`` when unset or blank."""
+        return self._values.get(key, "").strip() or default
 
 
 @runtime_checkable

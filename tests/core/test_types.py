@@ -62,3 +62,11 @@ def test_invalid_instance_type(kwargs, field):
 def test_invalid_runtime():
     with pytest.raises(ContractError, match="name"):
         Runtime(name="Not Valid", module="x")
+
+
+def test_provisioner_settings_put_the_operators_over_the_environment():
+    from kaito_core.types import Settings
+
+    s = Settings({"CLOUD_PROVIDER": " aws ", "EMPTY": " "}, environ={"CLOUD_PROVIDER": "azure", "ONLY_ENV": "x"})
+    assert s.get("CLOUD_PROVIDER") == "aws" and s.get("ONLY_ENV") == "x"
+    assert s.get("EMPTY", "default") == "default" and s.get("MISSING") == ""

@@ -17,11 +17,11 @@ identity; we read the same names. The rest are ours (defaults in brackets):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping
 
 from kaito_core.errors import KaitoError
+from kaito_core.types import Settings
 
 OS_SKUS = ("Ubuntu", "AzureLinux")
 PUBLIC_ARM = "https://management.azure.com"
@@ -49,11 +49,7 @@ class AKSSettings:
     @classmethod
     def from_mapping(cls, settings: Mapping[str, str] | None = None,
                      environ: Mapping[str, str] | None = None) -> "AKSSettings":
-        env = dict(os.environ if environ is None else environ)
-        env.update({k: str(v) for k, v in (settings or {}).items()})
-
-        def pick(key: str, default: str = "") -> str:
-            return env.get(key, "").strip() or default
+        pick = Settings(settings, environ).get  # the operator's settings over the environment
 
         def number(key: str, default: float, minimum: float = 0.0) -> float:
             raw = pick(key, str(default))

@@ -7,11 +7,11 @@ operator's settings wins over the environment.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping
 
 from kaito_core.errors import KaitoError
+from kaito_core.types import Settings
 
 # cloud -> (NodeClass kind, NodeClass API group): AKS node auto-provisioning (karpenter-provider-azure)
 # and EKS (karpenter-provider-aws).
@@ -46,12 +46,7 @@ class KarpenterSettings:
     @classmethod
     def from_mapping(cls, settings: Mapping[str, str] | None = None,
                      environ: Mapping[str, str] | None = None) -> "KarpenterSettings":
-        env = dict(os.environ if environ is None else environ)
-        env.update({k: str(v) for k, v in (settings or {}).items()})
-
-        def pick(key: str, default: str) -> str:
-            value = env.get(key, "").strip()
-            return value or default
+        pick = Settings(settings, environ).get  # the operator's settings over the environment
 
         cloud = pick("CLOUD_PROVIDER", "azure").lower()
         if cloud not in NODE_CLASSES:
