@@ -22,6 +22,7 @@ import concurrent.futures
 import os
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -76,6 +77,56 @@ def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATE
         list(pool.map(node, range(nodes)))
 
 
+class Timeline:
+    """When each Workspace passed each stage, sampled from the API (a thread, every 50 ms).
+
+    The harness's own stages (claim -> node, StatefulSet -> ready pods) slow down with the CPU
+    the controller under test takes from it; the controller's stages (node -> StatefulSet
+    created, ready pods -> Workspace Ready) are its own reaction time."""
+
+    STAGES = ("node", "sts", "stsready", "ready")
+
+    def __init__(self, kube: KubeClient):
+        self.kube = kube
+        self.t0 = time.monotonic()
+        self.seen: dict[tuple[str, str], float] = {}
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Timeline":
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self.stop:
+            now = time.monotonic() - self.t0
+            try:
+                for c in self.kube.list(api_version="karpenter.sh/v1", kind="NodeClaim"):
+                    if (c.get("status") or {}).get("nodeName"):
+                        self.seen.setdefault((c["metadata"]["labels"].get(names.LABEL_WORKSPACE, ""), "node"), now)
+                for st in self.kube.list(api_version="apps/v1", kind="StatefulSet", namespace=NS):
+                    self.seen.setdefault((st["metadata"]["name"], "sts"), now)
+                    if (st.get("status") or {}).get("readyReplicas"):
+                        self.seen.setdefault((st["metadata"]["name"], "stsready"), now)
+                for w in self.kube.list(api_version=WS_API, kind="Workspace", namespace=NS):
+                    if (w.get("status") or {}).get("state") == "Ready":
+                        self.seen.setdefault((w["metadata"]["name"], "ready"), now)
+            except (ApiError, OSError):
+                pass
+            time.sleep(0.05)
+
+    def gaps(self) -> dict[str, float]:
+        """Median seconds of the controller's own reactions."""
+        import statistics
+
+        out = {}
+        for a, b in (("node", "sts"), ("stsready", "ready")):
+            d = [self.seen[(w, b)] - self.seen[(w, a)] for (w, stage) in list(self.seen)
+                 if stage == a and (w, b) in self.seen]
+            out[f"{a}->{b}"] = statistics.median(d) if d else float("nan")
+        return out
+
+
 def run_operator(n: int, timeout: float) -> dict:
     with Emulator() as emu:
         kube = KubeClient(emu.url)
@@ -85,6 +136,7 @@ def run_operator(n: int, timeout: float) -> dict:
         for i in range(n):
             kube.create(workspace(i))
         log = os.path.join(tempfile.mkdtemp(prefix="kaito-scale-"), "operator.log")
+        timeline = Timeline(KubeClient(emu.url)).start()
         t0 = time.monotonic()
         wall0 = time.time()
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "30",
@@ -110,12 +162,13 @@ def run_operator(n: int, timeout: float) -> dict:
         finally:
             stop_operator(proc)
             fake.stop.set()
+            timeline.stop = True
         requests = summarize(emu.handler.counts)
     started = _logged_at(log, "Activity 'login' succeeded")
     working = done_wall - started if started else elapsed
     return {"seconds": elapsed, "working_seconds": working, "startup_seconds": (started or wall0) - wall0,
             "ready": ready, "rss_peak_mib": peak, "rss_steady_mib": st.get("VmRSS", 0),
-            "torch": torch, "log": log, "requests": requests}
+            "torch": torch, "log": log, "requests": requests, "gaps": timeline.gaps()}
 
 
 def _logged_at(log: str, text: str) -> float | None:
@@ -167,15 +220,18 @@ def run_bare(n: int, timeout: float) -> dict:
         fake = FakeCluster(kube)
         fake.start()
         wss = [kube.create(workspace(i)) for i in range(n)]
+        timeline = Timeline(KubeClient(emu.url)).start()
         t0 = time.monotonic()
         # every Workspace at once (a thread each), as a controller with one worker per object
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             list(pool.map(lambda w: bare_one(kube, w), wss))
         elapsed = time.monotonic() - t0
         ready = all_ready(kube, n)
+        time.sleep(0.2)
         fake.stop.set()
+        timeline.stop = True
         requests = summarize(emu.handler.counts)
-    return {"seconds": elapsed, "ready": ready, "requests": requests}
+    return {"seconds": elapsed, "ready": ready, "requests": requests, "gaps": timeline.gaps()}
 
 
 def summarize(counts: dict) -> dict[str, int]:
@@ -211,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(process start to kopf logged in: {op['startup_seconds']:.1f}s; {op['seconds']:.1f}s in all, "
           f"{op_rate:.1f}/s)")
     print(f"rate ratio operator/bare: {ratio:.2f} once started (goal >= 0.7); {cold:.2f} counting the start")
+    gaps = ", ".join(f"{k} {op['gaps'][k]:.2f}s (bare {bare['gaps'][k]:.2f}s)" for k in op["gaps"])
+    print(f"controller reaction, median: {gaps}")
     print(f"operator RSS with {UNRELATED_PODS} unrelated pods and {UNRELATED_NODES} nodes: "
           f"peak {op['rss_peak_mib']} MiB, steady {op['rss_steady_mib']} MiB (goal <= 150)")
     print(f"torch imported by the operator: {op['torch']}")
