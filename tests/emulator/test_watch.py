@@ -78,8 +78,9 @@ def test_label_selector_transitions(api):
 
     def relabel() -> None:
         time.sleep(0.3)
-        api.patch(CM.format(ns="w6") + "/a", json={"metadata": {"labels": {"app": "y"}}}, headers=MERGE)
-        api.patch(CM.format(ns="w6") + "/a", json={"metadata": {"labels": {"app": "x"}}}, headers=MERGE)
+        with httpx.Client(base_url=str(api.base_url)) as own:  # one client per thread
+            own.patch(CM.format(ns="w6") + "/a", json={"metadata": {"labels": {"app": "y"}}}, headers=MERGE)
+            own.patch(CM.format(ns="w6") + "/a", json={"metadata": {"labels": {"app": "x"}}}, headers=MERGE)
 
     t = threading.Thread(target=relabel)
     t.start()
@@ -105,12 +106,28 @@ def test_paged_list_with_continue(api):
 def test_cut_watches_end_open_streams(api, emu):
     rv = ok(api.get(CM.format(ns="w8")))["metadata"]["resourceVersion"]
     done: list[list] = []
-    t = threading.Thread(target=lambda: done.append(stream(api, CM.format(ns="w8"), resourceVersion=rv,
-                                                           timeoutSeconds="30")))
+
+    def watch() -> None:
+        with httpx.Client(base_url=str(api.base_url)) as own:  # one client per thread
+            done.append(stream(own, CM.format(ns="w8"), resourceVersion=rv, timeoutSeconds="30"))
+
+    before = emu.watch_count("configmaps")
+    t = threading.Thread(target=watch)
     t.start()
     from tests.emulator.conftest import wait_for
 
-    wait_for("the watch to open", lambda: emu.watch_count("configmaps"))
+    wait_for("the watch to open", lambda: emu.watch_count("configmaps") > before)
     assert emu.cut_watches() >= 1
     t.join(10)
     assert done == [[]]
+
+
+def test_a_client_hanging_up_ends_its_watch(api, emu):
+    from tests.emulator.conftest import wait_for
+
+    rv = ok(api.get(CM.format(ns="w9")))["metadata"]["resourceVersion"]
+    before = emu.watch_count("configmaps")
+    with api.stream("GET", CM.format(ns="w9"), params={"watch": "true", "resourceVersion": rv}) as resp:
+        assert resp.status_code == 200
+        wait_for("the watch to open", lambda: emu.watch_count("configmaps") > before)
+    wait_for("the server to drop the watch", lambda: emu.watch_count("configmaps") == before)
