@@ -19,7 +19,7 @@ from kaito_core.reconcile import names
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = ROOT / "tests" / "data" / "reference" / "kaito-examples"
-PROVISIONERS = ("byo", "karpenter", "aks", "gpumachine")
+PROVISIONERS = ("byo", "local", "karpenter", "aks", "gpumachine")
 NODE_KINDS = {"NodeClaim", "AgentPool", "GPUMachine"}
 
 # The tests' own shapes (issue 12's and 13's cases), beside the shipped examples.
@@ -197,7 +197,7 @@ def test_render_applies_the_plan(path, provisioner, capsys):
             continue
         want = view_of_plan(row)
         r = rendered[ws.name]
-        assert r["nodeObjects"] == row["nodeObjects"] == (0 if provisioner == "byo" else row["nodeCount"]), r
+        assert r["nodeObjects"] == row["nodeObjects"] == (0 if provisioner in ("byo", "local") else row["nodeCount"]), r
         assert r["replicas"] == row["replicas"] and row["replicas"] in (row["nodeCount"], 1)
         assert r["command"] == want["command"], "render's container command differs from kaito plan's"
         if row["runtime"] == "vllm":
