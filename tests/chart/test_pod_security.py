@@ -13,8 +13,19 @@ from tests.chart.pss import baseline, restricted
 
 
 def test_operator_pod_is_restricted(render):
-    deployment = next(o for o in render() if o["kind"] == "Deployment")
-    assert restricted(deployment["spec"]["template"]["spec"]) == []
+    for values in ({}, {"plugins": {"required": ["phi3"]}}):  # with the check-plugins init container too
+        deployment = next(o for o in render(values) if o["kind"] == "Deployment")
+        spec = deployment["spec"]["template"]["spec"]
+        assert restricted(spec) == [], values
+    assert spec["initContainers"]
+
+
+def test_the_checker_sees_what_restricted_forbids():
+    spec = {"volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+            "containers": [{"name": "c", "securityContext": {"privileged": True}}]}
+    problems = restricted(spec)
+    assert any("hostPath" in p for p in problems) and any("privileged" in p for p in problems)
+    assert any("runAsNonRoot" in p for p in problems) and any("seccompProfile" in p for p in problems)
 
 
 def _pod_spec(raw: dict) -> dict:
