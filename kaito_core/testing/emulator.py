@@ -191,7 +191,8 @@ class Emulator:
             self.store.register(rt)
         given = {c["metadata"]["name"] for c in self.crds}
         crd_type = self.store.types[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
-        for crd in [c for c in default_crds(karpenter=self.karpenter) if c["metadata"]["name"] not in given] + self.crds:
+        defaults = [c for c in default_crds(karpenter=self.karpenter) if c["metadata"]["name"] not in given]
+        for crd in defaults + self.crds:
             stored = self.store.create(crd_type, {**crd, "metadata": dict(crd["metadata"])})
             for rt in crd_types(stored):
                 self.store.register(rt)

@@ -129,7 +129,8 @@ def _denied(hook: dict[str, Any], response: dict[str, Any]) -> ApiStatus:
     by = f'admission webhook "{hook["name"]}" denied the request'
     text = status.get("message") or status.get("reason")
     code = max(int(status.get("code") or 400), 400)
-    return ApiStatus(code, status.get("reason") or "BadRequest", f"{by}: {text}" if text else f"{by} without explanation",
+    message = f"{by}: {text}" if text else f"{by} without explanation"
+    return ApiStatus(code, status.get("reason") or "BadRequest", message,
                      status.get("details") or {})
 
 

@@ -72,7 +72,8 @@ def rule_causes(schema: dict[str, Any], value: Any, old: Any, path: str = "") ->
         if _holds(text, value, old if transition else None) is False:
             field = path + (rule.get("fieldPath") or "")
             message = rule.get("message") or f"failed rule: {text}"
-            out.append((rule.get("reason") or "FieldValueInvalid", field, f'Invalid value: "{_kind(value)}": {message}'))
+            reason = rule.get("reason") or "FieldValueInvalid"
+            out.append((reason, field, f'Invalid value: "{_kind(value)}": {message}'))
     props = schema.get("properties") or {}
     if isinstance(value, dict):
         olds = old if isinstance(old, dict) else {}

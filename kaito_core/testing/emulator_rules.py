@@ -302,7 +302,9 @@ def immutable_causes(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) 
             out.append(("FieldValueInvalid", "spec.clusterIP", f"Invalid value: {n.get('clusterIP')!r}: "
                                                                f"field is immutable"))
     elif kind == "StatefulSet":
-        if {k: v for k, v in o.items() if k not in _STS_MUTABLE} != {k: v for k, v in n.items() if k not in _STS_MUTABLE}:
+        def fixed(spec: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in spec.items() if k not in _STS_MUTABLE}
+        if fixed(o) != fixed(n):
             out.append(("FieldValueForbidden", "spec", "Forbidden: updates to statefulset spec for fields other "
                                                        "than 'replicas', 'ordinals', 'template', 'updateStrategy', "
                                                        "'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' "
