@@ -1,4 +1,3 @@
-# Over 400 lines: registry, manager and error isolation share one lifecycle; split planned with the preset kit.
 """Plugin manager: built-ins and ``kaito`` entry points, isolated, recorded, blockable.
 
 Built-in features are plugins too (pytest's ``default_plugins``): every module in
@@ -21,28 +20,13 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from kaito_core import hookspecs
+from kaito_core import hints, hookspecs
 from kaito_core.errors import ContractError, KaitoError, RegistrationError
 from kaito_core.types import InstanceType, ModelPreset, Provisioner, Runtime
 
 ENTRY_POINT_GROUP = "kaito"
 DISABLE_ENV = "KAITO_DISABLE_PLUGINS"
 BUILTIN_PREFIX = "kaito."
-
-# Upstream KAITO's preset families and the distribution that provides each, so that a
-# Workspace naming e.g. "mistral-7b" without the plugin gets "install kaito-preset-mistral"
-# instead of a bare "unknown preset". Prefixes are matched on the preset name.
-KNOWN_FAMILIES: dict[str, str] = {
-    "phi-": "phi3",
-    "llama-": "llama",
-    "falcon-": "falcon",
-    "mistral-": "mistral",
-    "ministral-": "mistral",
-    "deepseek-": "deepseek",
-    "qwen": "qwen",
-    "gemma-": "gemma",
-    "gpt-oss-": "gpt-oss",
-}
 
 HOOKS = ("kaito_register_presets", "kaito_register_provisioners",
          "kaito_register_instance_types", "kaito_register_runtimes")
@@ -189,24 +173,11 @@ class Registry:
         return preset
 
     def unknown_preset_hint(self, name: str) -> str:
-        family = family_of(name)
-        if family is not None:
-            dist = f"kaito-preset-{family}"
-            info = self.plugins.get(family)
-            if info is not None and info.blocked:
-                return f"it belongs to the {family!r} family, whose plugin is blocked by {DISABLE_ENV}"
-            if info is not None and info.ok:
-                have = ", ".join(sorted(n for n in self.presets if self.owner.get(("presets", n)) == family))
-                return (f"the installed {dist} {info.version or ''} does not provide it "
-                        f"(it provides: {have or 'nothing'}); upgrade it: pip install -U {dist}")
-            if info is not None:
-                return f"it belongs to the {family!r} family, but plugin {family!r} is broken: see `kaito plugins doctor`"
-            return f"it belongs to the {family!r} family: install {dist} (pip install {dist})"
+        """A true fix for ``name`` (closest installed preset, its family's plugin, upstream's
+        retirement story, the ``org/model`` route): :func:`kaito_core.hints.unknown_preset_hint`."""
         if name in self._generic_reasons and self._generic_reasons[name]:
             return self._generic_reasons[name]
-        known = ", ".join(sorted(self.presets)) or "none installed"
-        return (f"no installed plugin provides it; known presets: {known}. "
-                "A Hugging Face id 'org/model' is also accepted")
+        return hints.unknown_preset_hint(name, self)
 
     def plugin_of(self, kind: str, name: str) -> str | None:
         return self.owner.get((kind, name))
@@ -217,11 +188,10 @@ class Registry:
 
 
 def family_of(preset_name: str) -> str | None:
-    lower = preset_name.lower()
-    for prefix, family in KNOWN_FAMILIES.items():
-        if lower.startswith(prefix):
-            return family
-    return None
+    """The entry-point name of the repository plugin whose presets share ``preset_name``'s prefix
+    (``gpt-oss-20b`` -> ``gptoss``), or None: :func:`kaito_core.hints.family_for`."""
+    family = hints.family_for(preset_name)
+    return family.entry if family is not None else None
 
 
 def disabled_from_env(environ: dict[str, str] | None = None) -> set[str]:

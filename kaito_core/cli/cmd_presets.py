@@ -37,7 +37,8 @@ def run_list(args) -> int:
                      ",".join(p.tuning.methods) if p.tuning else "-", reg.plugin_of("presets", p.name), notes])
     table(["NAME", "FAMILY", "PARAMS", "WEIGHTS_GIB", "CONTEXT", "RUNTIMES", "TUNING", "PLUGIN", "NOTES"], rows)
     if not presets:
-        print("no presets installed: pip install kaito-preset-phi3 (or -llama, -falcon)")
+        print("no presets installed: install a preset plugin from the kaito repository, e.g. "
+              "pip install ./plugins/phi3 (or `make wheels` and install the wheels); none is published on PyPI")
     return 0
 
 

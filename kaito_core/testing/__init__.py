@@ -5,6 +5,8 @@
 - :mod:`kaito_core.testing.conformance` — :class:`ProvisionerConformance`, the suite a provisioner
   plugin subclasses in its own tests.
 - :mod:`kaito_core.testing.pytest_plugin` — the ``kaito_*`` fixtures (loaded automatically by pytest).
+- :mod:`kaito_core.testing.presets` — :func:`check_preset_plugin`, the checks a preset plugin runs
+  on its installed entry point (every preset validates, sizes and renders).
 - :mod:`kaito_core.testing.tiny_models` — tiny random-weight models for runtime and tuning tests.
 
 Importing this package is cheap; the suite (which imports pytest) loads only when asked for.

@@ -155,7 +155,13 @@ def test_unknown_preset_of_a_known_family_says_what_to_install():
     assert "kaito-preset-gemma" in str(err.value)
     with pytest.raises(UnknownPreset) as err:
         reg.get_preset("totally-unknown-model")
-    assert "known presets" in str(err.value)
+    assert "no installed plugin provides it" in str(err.value) and "'org/model'" in str(err.value)
+    with pytest.raises(UnknownPreset) as err:
+        reg.get_preset("gpt-oss-7b")
+    assert "kaito-preset-gptoss" in str(err.value) and "gpt-oss-20b" in str(err.value)
+    with pytest.raises(UnknownPreset) as err:
+        reg.get_preset("llama-2-7b-chat")
+    assert "removed by upstream KAITO in v0.4.6" in str(err.value) and "llama-3.1-8b-instruct" in str(err.value)
 
 
 def test_instance_types_same_facts_twice_ok_different_refused():
