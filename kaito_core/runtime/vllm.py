@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import socket
 import sys
@@ -25,6 +26,24 @@ from kaito_core.runtime.options import ServeOptions
 from kaito_core.runtime.parallel import ALIASES, GroupPlan, apply_plan
 
 log = logging.getLogger("kaito.runtime.vllm")
+
+# The share of GPU memory the plan sized for (upstream: 0.84, 0.82 on A10); the pod's env carries
+# it so a user ConfigMap without the key still gets what sizing assumed, not vLLM's 0.9.
+ENV_GPU_UTIL = "KAITO_GPU_MEMORY_UTILIZATION"
+
+
+def _planned_gpu_utilization() -> float | None:
+    text = os.environ.get(ENV_GPU_UTIL, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise KaitoError(f"{ENV_GPU_UTIL}={text!r} is not a fraction in (0, 1]; the operator sets it from the "
+                         "plan: unset it or give e.g. 0.84")
+    return value
 # `vllm serve` is vLLM's documented entry point (the console script of the vllm package);
 # `python -m vllm.entrypoints.cli.main serve` is the same parser when the script is not on PATH.
 VLLM_MODULE_ENTRY = ("-m", "vllm.entrypoints.cli.main")
@@ -78,12 +97,15 @@ def _flag_dtype(opts: ServeOptions) -> str | None:
 
 def engine_args(opts: ServeOptions, preset: Any = None, plan: GroupPlan | None = None,
                 compute_capability: float | None = None) -> dict[str, Any]:
-    """Preset defaults < ``inference_config.yaml``'s ``vllm:`` map < explicit flags < the plan's
+    """Preset defaults < the plan's ``gpu-memory-utilization`` (env) < ``inference_config.yaml``'s ``vllm:`` map < explicit flags < the plan's
     TP/PP (``plan``, from the pod's environment; a contradicting user value is refused).
     ``compute_capability``: the GPUs' (lowest), to keep bfloat16 off GPUs that lack it."""
     args: dict[str, Any] = {}
     if preset is not None:
         args.update({_key(k): v for k, v in dict(preset.runtimes.get("vllm", {})).items()})
+    planned_util = _planned_gpu_utilization()
+    if planned_util is not None:
+        args["gpu-memory-utilization"] = planned_util
     user = {_key(k): v for k, v in opts.vllm_args.items()}
     args.update(user)
     if opts.max_model_len is not None:

@@ -55,6 +55,20 @@ def test_inference_config_overrides_preset_and_flags_override_config(tmp_path):
     assert "--enable-lora" in cmd and cmd[cmd.index("--lora-modules") + 1] == "sql=/mnt/adapter/sql"
 
 
+def test_planned_gpu_memory_utilization_sits_between_preset_and_user(tmp_path, monkeypatch):
+    preset = get_registry().get_preset("phi-3-mini-4k-instruct")
+    opts = options_from_args(build_parser().parse_args(["--model", "m", "--preset", preset.name]))
+    monkeypatch.setenv("KAITO_GPU_MEMORY_UTILIZATION", "0.82")
+    assert engine_args(opts, preset)["gpu-memory-utilization"] == 0.82  # the plan's, not the preset's
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("vllm:\n  gpu-memory-utilization: 0.7\n")
+    user = options_from_args(build_parser().parse_args(["--model", "m", "--config", str(cfg)]))
+    assert engine_args(user, preset)["gpu-memory-utilization"] == 0.7  # the user's ConfigMap wins
+    monkeypatch.setenv("KAITO_GPU_MEMORY_UTILIZATION", "90")
+    with pytest.raises(Exception, match="KAITO_GPU_MEMORY_UTILIZATION='90'"):
+        engine_args(opts, preset)
+
+
 def test_config_may_not_set_what_kaito_sets(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("vllm:\n  port: 9999\n")
