@@ -10,7 +10,8 @@ What it models (each with a test in ``tests/emulator/``):
   (:meth:`Emulator.compact`), BOOKMARK events (``allowWatchBookmarks``), ``timeoutSeconds``,
   ``sendInitialEvents``, label/field selectors (objects leaving a selection are DELETED);
 - finalizers and ``deletionTimestamp``; ownerReference garbage collection: background,
-  foreground (``foregroundDeletion`` + ``blockOwnerDeletion``) and orphan;
+  foreground (``foregroundDeletion`` + ``blockOwnerDeletion``) and orphan; namespaces that
+  terminate (contents deleted first, no new objects) and, optionally, must exist;
 - status subresources: writes to the main resource keep the stored status, ``/status`` writes
   change nothing else, create cannot set status, ``metadata.generation`` moves on spec changes;
 - CRDs: served from the CustomResourceDefinition objects themselves (Workspace by default),
@@ -23,8 +24,7 @@ What it models (each with a test in ``tests/emulator/``):
 
 Not modelled: server-side apply (kaito's operator does not use it: 415), CEL's
 ``messageExpression`` and Kubernetes' CEL extensions other than ``find``, authentication/RBAC,
-namespace existence (objects may be created in a namespace no Namespace object names), pod
-graceful termination (pods go at once: there is no kubelet).
+pod graceful termination (pods go at once: there is no kubelet).
 
 The parts live in ``emulator_*.py`` beside this module.
 """
@@ -69,11 +69,14 @@ class Emulator:
     :param status_via_main: keep status written through the main resource and on create (what
         tests written before the status subresource was modelled expect). Not what a cluster
         does: tests playing a controller should write ``/status``.
+    :param require_namespaces: refuse objects in a namespace no Namespace object names (404),
+        as a cluster does; off by default, as most tests never create their namespaces. A
+        Terminating namespace refuses new objects (403) either way.
     """
 
     def __init__(self, *, karpenter: bool = True, crds: list[dict[str, Any]] | None = None, history: int = 10000,
                  bookmark_interval: float = 5.0, max_watch_seconds: float | None = None,
-                 status_via_main: bool = False):
+                 status_via_main: bool = False, require_namespaces: bool = False):
         self.karpenter = karpenter
         self.crds = list(crds or [])
         self.url = ""
@@ -82,6 +85,7 @@ class Emulator:
         self.handler.bookmark_interval = bookmark_interval
         self.handler.max_watch_seconds = max_watch_seconds
         self.handler.status_via_main = status_via_main
+        self.handler.require_namespaces = require_namespaces
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

@@ -50,6 +50,7 @@ class ApiServer:
         self.bookmark_interval = 5.0
         self.max_watch_seconds: float | None = None
         self.status_via_main = False  # see Emulator(status_via_main=...)
+        self.require_namespaces = False  # see Emulator(require_namespaces=...)
         self.session: Any = None
         self.watches_open: Any = None  # asyncio.Event: cleared while watches are held (Emulator.hold_watches)
 
@@ -257,6 +258,7 @@ class ApiServer:
                 raise ApiStatus(400, "BadRequest", "the namespace of the provided object does not match the "
                                                    "namespace sent on the request")
             meta["namespace"] = ns
+            self._namespace_accepts(ns)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         meta.pop("resourceVersion", None)
@@ -270,6 +272,16 @@ class ApiServer:
         if rt.kind == "CustomResourceDefinition":
             stored = self._crd_changed(rt, stored)
         return stored
+
+    def _namespace_accepts(self, ns: str) -> None:
+        """NamespaceLifecycle admission: nothing new in a Terminating namespace (403); with
+        ``require_namespaces``, nothing in a namespace that does not exist (404)."""
+        phase = self.store.namespace_phase(ns)
+        if phase == "Terminating":
+            raise ApiStatus(403, "Forbidden", f"unable to create new content in namespace {ns} because it is being "
+                                              f"terminated", {"name": ns, "kind": "namespaces"})
+        if phase is None and self.require_namespaces:
+            raise ApiStatus(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
 
     async def update(self, rt: ResourceType, ns: str | None, name: str, sub: str | None, body: Any,
                      patch_type: str | None) -> dict[str, Any]:

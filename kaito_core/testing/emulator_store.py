@@ -185,7 +185,8 @@ class Store:
         meta = dict(new["metadata"], resourceVersion=self._next_rv())
         stored = {**new, "metadata": meta}
         key = self.key(rt, meta.get("namespace"), meta["name"])
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        # (a Namespace also waits for its contents: spec.finalizers ["kubernetes"], _finish_namespaces)
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and rt.kind != "Namespace":
             del self.objects[key]
             self._publish(rt, "DELETED", stored, current)
             self.schedule_gc()
@@ -228,9 +229,7 @@ class Store:
                 return current
             return self.replace(rt, current, {**current, "metadata": dict(meta, finalizers=finalizers)})
         if rt.kind == "Namespace":
-            self._delete_namespace(name)
-            current = self.get(rt, None, name)
-            meta = current["metadata"]
+            return self._delete_namespace(rt, current)
         if not finalizers:
             return self._remove(self.key(rt, namespace, name), rt)
         new_meta = dict(meta, deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0, finalizers=finalizers)
@@ -239,12 +238,34 @@ class Store:
         self.schedule_gc()
         return self.replace(rt, current, {**current, "metadata": new_meta})
 
-    def _delete_namespace(self, name: str) -> None:
-        """The namespace controller: everything in it goes first."""
+    def _delete_namespace(self, rt: ResourceType, current: dict[str, Any]) -> dict[str, Any]:
+        """The namespace controller: Terminating (no new objects: 403), everything in it is
+        deleted, and the Namespace goes once nothing is left (finalizers of its objects hold it)."""
+        name = current["metadata"]["name"]
+        marked = self.replace(rt, current, {**current, "status": {"phase": "Terminating"}, "metadata": dict(
+            current["metadata"], deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0)})
         for key in [k for k in self.objects if k[2] == name]:
-            rt = self.type_of(key[:2])
-            if rt is not None and key in self.objects:
-                self.delete(rt, name, key[3], {})
+            inner = self.type_of(key[:2])
+            if inner is not None and key in self.objects and not self.objects[key]["metadata"].get("deletionTimestamp"):
+                self.delete(inner, name, key[3], {})
+        self._finish_namespaces()
+        return self.objects.get(self.key(rt, None, name), marked)
+
+    def _finish_namespaces(self) -> bool:
+        done = False
+        for key, ns in list(self.objects.items()):
+            if key[:2] == ("", "namespaces") and ns["metadata"].get("deletionTimestamp") \
+                    and not ns["metadata"].get("finalizers") and not any(k[2] == key[3] for k in self.objects):
+                self._remove(key, self.type_of(key[:2]))  # type: ignore[arg-type]
+                done = True
+        return done
+
+    def namespace_phase(self, name: str) -> str | None:
+        """"Active", "Terminating", or None when no Namespace object has that name."""
+        ns = self.objects.get(("", "namespaces", "", name))
+        if ns is None:
+            return None
+        return "Terminating" if ns["metadata"].get("deletionTimestamp") else "Active"
 
     # -- watches ----------------------------------------------------------------------------
 
@@ -285,8 +306,9 @@ class Store:
         return "present" if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else "absent"
 
     def collect(self) -> bool:
-        """One pass of the garbage collector; True if it changed anything."""
-        changed = False
+        """One pass of the garbage collector (and the namespace controller); True if it changed
+        anything."""
+        changed = self._finish_namespaces()
         by_uid = {o["metadata"]["uid"]: (k, o) for k, o in self.objects.items()}
         blocking: dict[str, int] = collections.Counter()
         dependents = [(k, o) for k, o in self.objects.items() if o["metadata"].get("ownerReferences")]

@@ -96,8 +96,27 @@ def test_preconditions_on_delete(api):
 def test_namespace_deletion_removes_its_objects(api):
     ok(api.post("/api/v1/namespaces", json={"metadata": {"name": "doomed"}}), 201)
     make(api, "doomed", "inside")
-    ok(api.delete("/api/v1/namespaces/doomed"))
+    make(api, "doomed", "held", finalizers=["example.com/x"])
+    ns = api.delete("/api/v1/namespaces/doomed").json()
+    assert ns["status"]["phase"] == "Terminating"
     assert gone(api, "doomed", "inside")
+    refused = api.post(CM.format(ns="doomed"), json={"metadata": {"name": "new"}})
+    assert refused.status_code == 403 and "being terminated" in refused.json()["message"]
+    assert api.get("/api/v1/namespaces/doomed").status_code == 200  # held by the finalizer inside
+    ok(api.patch(CM.format(ns="doomed") + "/held", json={"metadata": {"finalizers": None}}, headers=MERGE))
+    wait_for("the namespace to go", lambda: api.get("/api/v1/namespaces/doomed").status_code == 404)
+
+
+def test_namespaces_can_be_required():
+    import httpx
+
+    from kaito_core.testing.emulator import Emulator
+
+    with Emulator(require_namespaces=True) as emu, httpx.Client(base_url=emu.url) as api:
+        missing = api.post(CM.format(ns="nowhere"), json={"metadata": {"name": "x"}})
+        assert missing.status_code == 404 and missing.json()["message"] == 'namespaces "nowhere" not found'
+        ok(api.post("/api/v1/namespaces", json={"metadata": {"name": "nowhere"}}), 201)
+        ok(api.post(CM.format(ns="nowhere"), json={"metadata": {"name": "x"}}), 201)
 
 
 def test_delete_collection_by_label(api):

@@ -192,3 +192,17 @@ def test_fake_controllers_take_a_workspace_to_ready(emu, cluster, operator):
     pod = cluster.get("v1", "Pod", f"{name}-0", ns)
     assert pod["status"]["phase"] == "Running" and pod["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet"
     assert controllers.errors == []
+
+
+def test_deleting_the_namespace_releases_its_workspaces(emu, cluster, operator):
+    """``kubectl delete namespace``: the Workspace inside is deleted by the namespace controller
+    while the namespace refuses new objects (the operator's Events included: 403); its nodes are
+    still released and the namespace goes."""
+    ns, name = "op11", "nsgone"
+    cluster.kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    cluster.kube.create(workspace_body(name, ns))
+    cluster.make_ready(name, ns)
+    cluster.kube.delete(api_version="v1", kind="Namespace", name=ns)
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, ns) is None, timeout=30)
+    wait_for("its NodeClaim to go", lambda: cluster.claims(name) == [])
+    wait_for("the namespace to go", lambda: cluster.get("v1", "Namespace", ns) is None)
