@@ -54,6 +54,8 @@ class State:
     written: dict[str, dict] = {}  # "ns/name" -> the status this process last wrote
     metrics_server: Any = None
     relister: Any = None
+    pods_known: set = set()  # (namespace, name) of kaito's pods the watch showed
+    pods_gone: set = set()  # of those, the ones a re-list no longer has (stale in kopf's index)
     releases: ReleaseTracker = ReleaseTracker()
 
 
@@ -96,7 +98,11 @@ def _pods(body: Any, kaito_pods: Any) -> list[dict] | None:
         return None
     uid = names.uid_of((body.get("metadata") or {}).get("namespace") or "default",
                        (body.get("metadata") or {}).get("name") or "", (body.get("metadata") or {}).get("uid"))
-    return [dict(p) for p in kaito_pods.get(uid, [])]
+    pods = [dict(p) for p in kaito_pods.get(uid, [])]
+    if STATE.pods_gone:
+        pods = [p for p in pods if ((p.get("metadata") or {}).get("namespace") or "",
+                                    (p.get("metadata") or {}).get("name") or "") not in STATE.pods_gone]
+    return pods
 
 
 async def _pass(body: Any, trigger: str, kaito_pods: Any, verify: bool = True) -> Outcome:
@@ -222,7 +228,7 @@ async def cleanup(**_: Any) -> None:
 
 async def _relist_forever(period: float) -> None:
     """Every ``period`` seconds, :func:`kaito_core.operator.relist.relist` (see there why)."""
-    from kaito_core.operator.relist import relist
+    from kaito_core.operator.relist import relist, relist_pods
 
     while True:
         await asyncio.sleep(period)
@@ -230,6 +236,7 @@ async def _relist_forever(period: float) -> None:
             continue
         try:
             await relist(STATE.reconciler, STATE.cache, STATE.wakeups, _in_thread)
+            await relist_pods(STATE.reconciler, STATE.pods_known, STATE.pods_gone, STATE.wakeups, _in_thread)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the API may be down; the next round retries
@@ -343,6 +350,14 @@ def _waker(group: str, version: str, plural: str) -> Any:
     cached = (api_version, kind_name) in STATE.cache.kinds
 
     async def wake(type: str | None, body: kopf.Body, labels: Any, **_: Any) -> None:  # noqa: A002 - kopf's name
+        if kind_name == "Pod":
+            meta = body.get("metadata") or {}
+            pod = (meta.get("namespace") or "", meta.get("name") or "")
+            if type == "DELETED":
+                STATE.pods_known.discard(pod)
+            else:
+                STATE.pods_known.add(pod)
+            STATE.pods_gone.discard(pod)
         if cached:
             raw = {**json_copy(body), "apiVersion": api_version, "kind": kind_name}
             if type == "DELETED":

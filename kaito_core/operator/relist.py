@@ -48,6 +48,27 @@ async def relist(reconciler: Any, cache: Any, wakeups: Any,
     return dropped
 
 
+async def relist_pods(reconciler: Any, known: set[tuple[str, str]], gone: set[tuple[str, str]], wakeups: Any,
+                      in_thread: Callable[..., Awaitable[Any]]) -> int:
+    """The same for pods, which the operator reads from kopf's index (kopf never drops an
+    indexed object its re-list no longer shows): ``known`` holds the (namespace, name) of the
+    pods the watch showed; those the list lacks move to ``gone``, which the pass filters out of
+    the index, and their Workspaces are woken. A pod of that name seen again leaves ``gone``."""
+    items = await in_thread(list_labelled, reconciler.kube, "v1", "Pod")
+    listed = {((i.get("metadata") or {}).get("namespace") or "", (i.get("metadata") or {}).get("name") or "")
+              for i in items}
+    stale = known - listed
+    for ns, name in stale:
+        known.discard((ns, name))
+        gone.add((ns, name))
+        log.info("relist: Pod %s/%s is gone (its DELETED event was missed)", ns, name)
+    for ns in {ns for ns, _ in stale}:
+        # the pods' labels are gone with them: wake every Workspace of the namespace (rare)
+        for key in wakeups.keys_in(ns):
+            wakeups.wake(key)
+    return len(stale)
+
+
 def list_labelled(kube: Any, api_version: str, kind: str) -> list[dict]:
     """Every object of a kind that carries ``kaito.sh/workspace`` (what the watches select)."""
     out = kube.request("GET", resource_path(api_version, kind, None), query={"labelSelector": names.LABEL_WORKSPACE})

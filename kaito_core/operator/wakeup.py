@@ -104,6 +104,10 @@ class Wakeups:
 
         return [key for key, selector in self.selectors.items() if selector_matches(labels, selector)]
 
+    def keys_in(self, namespace: str) -> list[str]:
+        """The Workspaces of ``namespace`` whose daemons wait for a wake-up."""
+        return [k for k in self._events if k.startswith(f"{namespace}/")]
+
     def wake(self, key: str) -> bool:
         """Set ``key``'s event; False when no daemon waits for that Workspace (yet)."""
         ev = self._events.get(key)

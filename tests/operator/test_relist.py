@@ -53,3 +53,33 @@ def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
             raise
         finally:
             stop_operator(proc)
+
+
+def test_a_crash_looping_pod_deleted_during_an_outage_stops_counting(tmp_path):
+    """kopf's pod index keeps a pod its re-list no longer shows: the re-list marks it gone, so
+    the Workspace stops reporting the dead pod's CrashLoopBackOff."""
+    with Emulator() as emu:
+        cluster = Cluster(emu.url)
+        log = tmp_path / "operator.log"
+        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600",
+                                            "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
+        try:
+            name = "podgone"
+            uid = cluster.create_workspace(_workspace(name))["metadata"]["uid"]
+            claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name), timeout=30)[0]
+            _ready_claim(cluster, claim, "gpu-podgone-0")
+            wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
+                                                                 name=name, namespace=NS))
+            crash = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
+            cluster.kube.create(_pod(name, uid, crash, ready=False))
+            wait_for("CrashLoopBackOff", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
+                     == "CrashLoopBackOff")
+            assert emu.hold_watches() > 0
+            cluster.kube.delete(api_version="v1", kind="Pod", name=f"{name}-0", namespace=NS)
+            emu.compact()
+            emu.release_watches()
+            wait_for("the dead pod's reason to go", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
+                     != "CrashLoopBackOff", timeout=20)
+            assert "relist: Pod" in log.read_text(errors="replace")
+        finally:
+            stop_operator(proc)
