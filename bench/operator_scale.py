@@ -49,6 +49,13 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def torch_loaded(pid: int) -> bool:
     with open(f"/proc/{pid}/maps") as fh:
         return any("/torch/" in line or "libtorch" in line for line in fh)
@@ -155,6 +162,7 @@ def run_operator(n: int, timeout: float) -> dict:
                     break
             elapsed = time.monotonic() - t0
             done_wall = time.time()
+            cpu = cpu_seconds(proc.pid)
             time.sleep(2)  # a few resync passes at steady state
             st = proc_status(proc.pid)
             peak = max(peak, st.get("VmHWM", 0))
@@ -167,7 +175,7 @@ def run_operator(n: int, timeout: float) -> dict:
     started = _logged_at(log, "Activity 'login' succeeded")
     working = done_wall - started if started else elapsed
     return {"seconds": elapsed, "working_seconds": working, "startup_seconds": (started or wall0) - wall0,
-            "ready": ready, "rss_peak_mib": peak, "rss_steady_mib": st.get("VmRSS", 0),
+            "ready": ready, "cpu_seconds": cpu, "rss_peak_mib": peak, "rss_steady_mib": st.get("VmRSS", 0),
             "torch": torch, "log": log, "requests": requests, "gaps": timeline.gaps()}
 
 
@@ -269,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rate ratio operator/bare: {ratio:.2f} once started (goal >= 0.7); {cold:.2f} counting the start")
     gaps = ", ".join(f"{k} {op['gaps'][k]:.2f}s (bare {bare['gaps'][k]:.2f}s)" for k in op["gaps"])
     print(f"controller reaction, median: {gaps}")
+    print(f"operator CPU until all Ready: {op['cpu_seconds']:.1f}s ({op['cpu_seconds'] / n * 1000:.0f} ms per "
+          "Workspace, start included)")
     print(f"operator RSS with {UNRELATED_PODS} unrelated pods and {UNRELATED_NODES} nodes: "
           f"peak {op['rss_peak_mib']} MiB, steady {op['rss_steady_mib']} MiB (goal <= 150)")
     print(f"torch imported by the operator: {op['torch']}")
