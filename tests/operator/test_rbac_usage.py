@@ -10,7 +10,8 @@ import copy
 
 from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
 from kaito_core.operator.rbac import RULES
-from tests.operator.conftest import Cluster, wait_for
+from kaito_core.operator.certs import self_signed
+from tests.operator.conftest import Cluster, free_port, wait_for
 from tests.operator.test_flow import NS, _pod, _ready_claim, _workspace
 
 WS = ("kaito.sh/v1beta1", "Workspace")
@@ -71,11 +72,17 @@ def _lifecycle(emu: Emulator, cluster: Cluster) -> None:
 
 
 def test_cluster_role_is_what_the_operator_uses(tmp_path):
+    # as the chart runs it: with the webhook server (certificate files mounted, not managed by kopf)
+    cert, key = self_signed(["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    env = {"KAITO_PROVISIONER": "karpenter", "KAITO_ALLOWED_PROVISIONERS": "byo", "KAITO_RESYNC_SECONDS": "2",
+           "KAITO_RELIST_SECONDS": "1", "KAITO_DELETE_GRACE_SECONDS": "60", "KAITO_WEBHOOK": "true",
+           "KAITO_WEBHOOK_PORT": str(free_port()), "KAITO_WEBHOOK_ADDR": "127.0.0.1",
+           "KAITO_WEBHOOK_CERT": str(tmp_path / "tls.crt"), "KAITO_WEBHOOK_KEY": str(tmp_path / "tls.key")}
     with Emulator() as emu:
         cluster = Cluster(emu.url)
-        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_ALLOWED_PROVISIONERS": "byo",
-                                            "KAITO_RESYNC_SECONDS": "2", "KAITO_RELIST_SECONDS": "1",
-                                            "KAITO_DELETE_GRACE_SECONDS": "60"}, log_path=str(tmp_path / "op.log"))
+        proc = start_operator(emu.url, env=env, log_path=str(tmp_path / "op.log"))
         try:
             wait_for("the operator", lambda: "kaito operator: provisioner=" in (tmp_path / "op.log").read_text(),
                      timeout=30)
