@@ -80,6 +80,9 @@ LOGITS_BYTES = 4
 QLORA_BYTES_PER_PARAM = 0.5 + 0.016
 # Adapter parameters are trained in fp32: weight 4 + gradient 4 + Adam m and v 8 = 16 bytes.
 ADAPTER_STATE_BYTES = 16
+# LoRA rank of upstream's params template (kaito_core.tuning.defaults.LORA_CONFIG), what the recipe trains
+# with unless the Workspace's tuning.config says otherwise.
+LORA_TEMPLATE_RANK = 8
 
 # CPU (local mode, the accuracy bench): no CUDA context. What a process pays besides the model
 # state: ~10.5 MiB when transformers loads a model (RSS after loading and reading every weight,
@@ -280,7 +283,7 @@ def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int |
         reasons.append(act_why)
     else:
         recipe = preset.tuning
-        r = recipe.r if recipe else 8
+        r = LORA_TEMPLATE_RANK  # the recipe trains with upstream's template rank (TuningRecipe.r is unused)
         modules = len(recipe.target_modules) if recipe else 2
         n_adapter = _lora_params(preset, r, modules)
         tuning_state = n_adapter * ADAPTER_STATE_BYTES

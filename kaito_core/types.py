@@ -71,6 +71,12 @@ class TuningRecipe:
     :param methods: the supported methods, a subset of ``("lora", "qlora")``.
     :param target_modules: default LoRA target modules for the architecture.
     :param memory_gib_per_gpu: GPU memory each method needs per GPU (upstream's tuning memory).
+
+    ``r``, ``lora_alpha``, ``lora_dropout``, ``num_train_epochs``, ``per_device_train_batch_size``
+    and ``learning_rate`` are validated but NOT used: as upstream, a Workspace trains with the
+    chart's params template (:func:`kaito_core.tuning.defaults.template_config`: r 8, alpha 8,
+    dropout 0, batch 1, transformers' epochs and learning rate) or with its ``tuning.config``.
+    They stay so that plugins written against earlier kaito versions still register.
     """
 
     methods: tuple[str, ...] = TUNING_METHODS

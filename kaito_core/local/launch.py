@@ -113,7 +113,7 @@ def prepare(ws: Any, plan: Any, opts: Any, wdir: Path, preset_arg: str | None, w
         output, target = tuning_output(ws)
         run = tuning_run(plan, weights=str(weights), config=str(cfg) if cfg else None,
                          data_args=tuning_data_args(ws), output=output, work_dir=str(wdir / "work"),
-                         keep_preset=preset_arg is not None)
+                         keep_preset=preset_arg is not None, base_model=_hf_repo(registry, plan.preset))
         return state.Launch(command=run.argv + list(opts.extra_args), output=target, env=run.env, **common)
     runtime = local_runtime(ws, plan, registry)
     port = _pick_port(opts.host, opts.port)
@@ -126,6 +126,12 @@ def prepare(ws: Any, plan: Any, opts: Any, wdir: Path, preset_arg: str | None, w
     served = flag_value(run.argv, "--served-model-name") or plan.preset
     return state.Launch(command=run.argv + list(opts.extra_args), port=port, model_name=served,
                         adapters=[a[0] for a in adapters], env=run.env, **common)
+
+
+def _hf_repo(registry: Any, preset: str | None) -> str | None:
+    """The Hugging Face id of the Workspace's preset (what a tuned adapter records as its base)."""
+    found = registry.resolve_preset_name(preset) if preset else None
+    return registry.presets[found].hf_repo if found is not None else None
 
 
 def dry_run_view(ws: Any, plan: Any, registry: Any, *, host: str, port: int | None, weights: str | None) -> dict:

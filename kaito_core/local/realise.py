@@ -16,7 +16,8 @@ differences only, each listed in ``LocalRun.differences`` (``kaito up --dry-run`
   the preset's defaults, which the runtime and the recipe apply themselves);
 - env: the pod's cache location (HF_HOME) and pinned revision (the weights are already here),
   and Secret/downward-API variables (HF_TOKEN comes from your environment; one node has no rank).
-Tuning adds ``--progress log``, ``--work-dir`` and ``--overwrite`` (a local directory is reused).
+Tuning adds ``--progress log`` and its own ``--work-dir``, and ``--base-model`` (the preset's id)
+when ``--preset`` is dropped.
 """
 
 from __future__ import annotations
@@ -100,8 +101,12 @@ def inference_run(plan: Any, *, weights: str, host: str, port: int, config: str 
 
 
 def tuning_run(plan: Any, *, weights: str, config: str | None, data_args: list[str], output: str | None,
-               work_dir: str, keep_preset: bool = True) -> LocalRun:
-    """The local tuning command from the Plan's Job command."""
+               work_dir: str, keep_preset: bool = True, base_model: str | None = None) -> LocalRun:
+    """The local tuning command from the Plan's Job command.
+
+    :param base_model: the model id the adapter records when ``--preset`` is dropped (the
+        Workspace's preset's Hugging Face id: the weights here are a host path, not that id).
+    """
     run = LocalRun(argv=list(plan.command))
     _python(run)
     set_flag(run, "--model", weights, "the local weights")
@@ -113,13 +118,17 @@ def tuning_run(plan: Any, *, weights: str, config: str | None, data_args: list[s
         run.argv[i:i + 2] = data_args
         run.differences.append(f"--data {old}: {' '.join(data_args)} here (the pod's init container fetches "
                                f"the data to {old})")
+    # No --overwrite: the recipe lets a Workspace replace its own adapter (KAITO_WORKSPACE, in the
+    # env below), and refuses another Workspace's, here as in the pod.
     set_flag(run, "--output", output, "the adapter goes to the host path" if output else "pushed, not written")
-    if output is not None:
-        run.argv.append("--overwrite")
-        run.differences.append("--overwrite: added here (a local output directory is reused between runs)")
     if not keep_preset:
         set_flag(run, "--preset", None, "the local weights are not the preset's published ones")
-    run.argv += ["--progress", "log", "--work-dir", work_dir]
-    run.differences.append(f"--progress log --work-dir {work_dir}: added here (logs and scratch space)")
+        if base_model:
+            set_flag(run, "--base-model", base_model, "the adapter records the Workspace's model id, "
+                                                      "not the local weights' path")
+    set_flag(run, "--work-dir", work_dir, "downloads and checkpoints under the run directory; a run started "
+                                          "again resumes from them")
+    run.argv += ["--progress", "log"]
+    run.differences.append("--progress log: added here (one JSON line per step in the run's log)")
     _env(plan, run)
     return run

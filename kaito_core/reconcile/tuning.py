@@ -16,8 +16,15 @@ from kaito_core.reconcile import names, pods
 from kaito_core.reconcile.context import CONFIG_DIR, DATA_DIR, RESULTS_DIR, Context
 from kaito_core.reconcile.inputs import tuning_method
 from kaito_core.reconcile.weights import artifact_init, hf_token_env, merge_volumes, weights
+from kaito_core.tuning import defaults
 
 CONFIG_KEY = "training_config.yaml"
+# Where a restarted pod finds the interrupted run's downloads and checkpoints: on the output
+# volume when it is one the pod does not own (a volumeSource); an emptyDir dies with the pod.
+WORK_DIR = f"{RESULTS_DIR}/.kaito-work"
+# The recipe's exit code when a signal interrupted it outside or between training steps
+# (kaito_core.tuning: SIGTERM on node drain or preemption): resumable, so not a failure.
+EXIT_INTERRUPTED = 75
 PUSH_SECRET_DIR = "/var/run/secrets/kaito/push"
 
 # Downloads each URL into /mnt/data with the standard library only (any Python image).
@@ -32,23 +39,9 @@ FETCH_SCRIPT = (
 
 
 def training_config(ctx: Context) -> dict[str, Any]:
-    """The default ``training_config.yaml`` from the preset's recipe and the method."""
-    recipe = ctx.preset.tuning
-    method = tuning_method(ctx.ws)
-    cfg: dict[str, Any] = {
-        "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
-        "LoraConfig": {"r": recipe.r, "lora_alpha": recipe.lora_alpha, "lora_dropout": recipe.lora_dropout,
-                       "target_modules": list(recipe.target_modules)},
-        "TrainingArguments": {"output_dir": RESULTS_DIR, "save_strategy": "epoch",
-                              "per_device_train_batch_size": recipe.per_device_train_batch_size,
-                              "num_train_epochs": recipe.num_train_epochs, "learning_rate": recipe.learning_rate},
-        "DataCollator": {"mlm": False},
-        "DatasetConfig": {"shuffle_dataset": True, "train_test_split": 1},
-    }
-    if method == "qlora":
-        cfg["QuantizationConfig"] = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-                                     "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_use_double_quant": True}
-    return {"training_config": cfg}
+    """The default ``training_config.yaml``: upstream's chart template for the method (the same
+    defaults ``kaito tune`` trains with when it has no config), with the preset's target modules."""
+    return defaults.template_config(tuning_method(ctx.ws), ctx.preset.tuning.target_modules)
 
 
 def config_map(ctx: Context) -> dict[str, Any]:
@@ -98,8 +91,13 @@ def job(ctx: Context) -> dict[str, Any]:
     data_inits, data_volumes, data_mounts = _data(ctx)
     out_volumes, out_mounts, out_args, out_env = _output(ctx)
     config_ref = tun.config or names.config_name(ctx.name, "tuning")
-    args = ["--preset", ctx.preset.name, "--method", tuning_method(ctx.ws), "--model", w.model,
+    args = ["--preset", ctx.preset.name, "--method", (tuning_method(ctx.ws) or "").lower(), "--model", w.model,
             "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--data", DATA_DIR, "--output", RESULTS_DIR] + out_args
+    if tun.output.volume_source:
+        args += ["--work-dir", WORK_DIR]
+    if ctx.gpus_per_node > 1:
+        # one process per GPU, as upstream's `accelerate launch` (data parallel)
+        args += ["--nproc-per-node", str(ctx.gpus_per_node)]
     container = {
         "name": "tuning", "image": ctx.image, "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "kaito_core.tuning"], "args": args,
@@ -125,10 +123,18 @@ def job(ctx: Context) -> dict[str, Any]:
     pods.finish_spec(spec, ctx.label_selector, ctx.pull_secrets + list(tun.input.image_pull_secrets or []))
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": ctx.metadata(ctx.name, annotations=names.revision_annotations(ctx.revision)),
-            "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": None,
+            "spec": {"backoffLimit": defaults.JOB_BACKOFF_LIMIT, "podFailurePolicy": _failure_policy(),
+                     "ttlSecondsAfterFinished": None,
                      "template": {"metadata": {"labels": labels,
                                                "annotations": names.revision_annotations(ctx.revision)},
                                   "spec": spec}}}
+
+
+def _failure_policy() -> dict[str, Any]:
+    """An interrupted recipe (exit 75: drained or preempted node) starts again without counting
+    against ``backoffLimit`` (Kubernetes' podFailurePolicy ``Ignore``); it resumes from its work dir."""
+    return {"rules": [{"action": "Ignore", "onExitCodes": {"containerName": "tuning", "operator": "In",
+                                                            "values": [EXIT_INTERRUPTED]}}]}
 
 
 def objects(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -61,6 +61,28 @@ def test_tuning_uses_the_plans_method_and_says_where_data_comes_from(write_yaml,
         view["plan"]["command"].index("--method") + 1]
     assert local[local.index("--data") + 1] == "https://example.com/data.jsonl"
     assert any(d.startswith("--data /mnt/data") for d in view["local"]["differences"])
+    # the pod resumes from the output volume; here from the run directory; no --overwrite (the
+    # recipe lets a Workspace replace its own adapter: KAITO_WORKSPACE)
+    pod = view["plan"]["command"]
+    assert pod[pod.index("--work-dir") + 1] == "/mnt/results/.kaito-work"
+    assert local[local.index("--work-dir") + 1].endswith("/tune/work")
+    assert "--overwrite" not in local and view["local"]["env"]["KAITO_WORKSPACE"] == "tune"
+
+
+def test_local_weights_that_are_not_the_presets_record_its_id_as_base_model():
+    from types import SimpleNamespace
+
+    from kaito_core.local.realise import tuning_run
+
+    plan = SimpleNamespace(command=["python", "-m", "kaito_core.tuning", "--preset", "phi-3-mini-4k-instruct",
+                                    "--model", "/workspace/weights", "--output", "/mnt/results"], env=[])
+    run = tuning_run(plan, weights="/tmp/w", config=None, data_args=["--data", "d.jsonl"], output="/tmp/o",
+                     work_dir="/tmp/work", keep_preset=False, base_model="microsoft/Phi-3-mini-4k-instruct")
+    assert "--preset" not in run.argv
+    assert run.argv[run.argv.index("--base-model") + 1] == "microsoft/Phi-3-mini-4k-instruct"
+    kept = tuning_run(plan, weights="/tmp/w", config=None, data_args=[], output="/tmp/o", work_dir="/tmp/work",
+                      base_model="microsoft/Phi-3-mini-4k-instruct")
+    assert "--base-model" not in kept.argv and "--preset" in kept.argv
 
 
 def test_an_invalid_workspace_is_refused_as_the_webhook_refuses_it(write_yaml, kaito_home, capsys):

@@ -148,6 +148,37 @@ def test_tuning_job_output_push_secret(registry):
     assert "QuantizationConfig" in cfg["data"]["training_config.yaml"]
 
 
+def test_tuning_job_as_upstream_and_the_recipe(registry):
+    """The Job the recipe resumes in: upstream's template config, backoffLimit 6, exit 75 ignored,
+    the method lower-cased, a work dir on a volumeSource output, one process per GPU."""
+    import yaml
+
+    from kaito_core.tuning import defaults
+
+    raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune"},
+           "resource": {"instanceType": "Standard_NC48ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+           "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "QLoRA",
+                      "input": {"urls": ["https://example.com/data.parquet"]},
+                      "output": {"volumeSource": {"persistentVolumeClaim": {"claimName": "results"}}}}}
+    p, inputs = _plan(_ws(raw), registry)
+    job = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--method") + 1] == "qlora"
+    assert args[args.index("--work-dir") + 1] == "/mnt/results/.kaito-work"
+    assert args[args.index("--nproc-per-node") + 1] == "2"
+    assert job["spec"]["backoffLimit"] == defaults.JOB_BACKOFF_LIMIT == 6
+    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule == {"action": "Ignore", "onExitCodes": {"containerName": "tuning", "operator": "In", "values": [75]}}
+    cfg = next(o for o in p.objects if o["kind"] == "ConfigMap")
+    assert yaml.safe_load(cfg["data"]["training_config.yaml"]) == \
+        defaults.template_config("qlora", ("qkv_proj", "o_proj"))
+    raw["resource"]["instanceType"] = "Standard_NC24ads_A100_v4"
+    raw["tuning"]["output"] = {"image": "registry.example.com/a/b:1", "imagePushSecret": "push"}
+    job = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--work-dir" not in args and "--nproc-per-node" not in args
+
+
 def test_sizing_failure_is_a_status_not_objects(registry):
     raw = copy.deepcopy(PHI)
     raw["resource"]["instanceType"] = "Standard_NC6s_v3"  # 16 GiB V100

@@ -25,10 +25,10 @@ FALCON_CHAT_TEMPLATE = (
 # CPU, so a CPU QLoRA of Falcon keeps fp32 layers (the tuning recipe says so in its log).
 # Upstream v0.4: falcon-7b QLoRA needs 16Gi per GPU.
 FALCON_7B_TUNING = TuningRecipe(
-    methods=("lora", "qlora"), target_modules=("query_key_value",), r=8, lora_alpha=8,
-    lora_dropout=0.0, memory_gib_per_gpu={"lora": 32.0, "qlora": 16.0})
+    methods=("lora", "qlora"), target_modules=("query_key_value",),
+    memory_gib_per_gpu={"lora": 32.0, "qlora": 16.0})
 FALCON_40B_TUNING = TuningRecipe(
-    methods=("lora", "qlora"), target_modules=("query_key_value",), r=8, lora_alpha=8, lora_dropout=0.0)
+    methods=("lora", "qlora"), target_modules=("query_key_value",))
 
 RUNTIMES = {"vllm": {"dtype": "bfloat16", "max-model-len": 2048, "gpu-memory-utilization": 0.9},
             "transformers": {"dtype": "bfloat16"}}

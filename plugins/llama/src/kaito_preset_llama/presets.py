@@ -23,11 +23,10 @@ LLAMA3_CHAT_TEMPLATE = (
 
 # Llama keeps separate q/k/v/o projections; upstream's recipe adapts all four.
 LLAMA_TUNING = TuningRecipe(
-    methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), r=8,
-    lora_alpha=8, lora_dropout=0.0, memory_gib_per_gpu={"lora": 32.0, "qlora": 16.0})
+    methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+    memory_gib_per_gpu={"lora": 32.0, "qlora": 16.0})
 LLAMA_70B_TUNING = TuningRecipe(
-    methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), r=8,
-    lora_alpha=8, lora_dropout=0.0)
+    methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
 
 
 def _runtimes(max_model_len: int) -> dict:

@@ -56,8 +56,8 @@ MISTRAL3_VLLM = {"tool-call-parser": "mistral", "enable-auto-tool-choice": True,
 
 # Mistral keeps separate q/k/v/o projections (Llama layout); upstream tunes the base model only.
 MISTRAL_TUNING = TuningRecipe(
-    methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), r=8,
-    lora_alpha=8, lora_dropout=0.0, memory_gib_per_gpu={"lora": 32.0, "qlora": 16.0})
+    methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+    memory_gib_per_gpu={"lora": 32.0, "qlora": 16.0})
 
 
 def _runtimes(vllm: dict, max_model_len: int) -> dict:

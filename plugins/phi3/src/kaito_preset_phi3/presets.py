@@ -43,12 +43,10 @@ PHI4_MINI_CHAT_TEMPLATE = (
 # Phi-3 fuses q/k/v into one projection; upstream tunes qkv_proj and o_proj. The per-GPU
 # memory figures are upstream's tuning requirements for the mini models.
 PHI3_MINI_TUNING = TuningRecipe(
-    methods=("lora", "qlora"), target_modules=("qkv_proj", "o_proj"), r=8, lora_alpha=8,
-    lora_dropout=0.0, num_train_epochs=1, per_device_train_batch_size=1,
+    methods=("lora", "qlora"), target_modules=("qkv_proj", "o_proj"),
     memory_gib_per_gpu={"lora": 16.0, "qlora": 8.0})
 PHI3_LARGE_TUNING = TuningRecipe(
-    methods=("lora", "qlora"), target_modules=("qkv_proj", "o_proj"), r=8, lora_alpha=8,
-    lora_dropout=0.0, num_train_epochs=1, per_device_train_batch_size=1)
+    methods=("lora", "qlora"), target_modules=("qkv_proj", "o_proj"))
 
 
 def _runtimes(max_model_len: int, vllm: dict | None = None) -> dict:

@@ -29,8 +29,7 @@ QWEN_CHAT_TEMPLATE = (
 QWEN_VLLM = {"tool-call-parser": "hermes", "enable-auto-tool-choice": True}
 
 # Qwen2 keeps separate q/k/v/o projections (with biases on q/k/v).
-QWEN_TUNING = TuningRecipe(methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                           r=8, lora_alpha=8, lora_dropout=0.0)
+QWEN_TUNING = TuningRecipe(methods=("lora", "qlora"), target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
 
 
 def _qwen(name: str, repo: str, revision: str, *, parameters: int, size_gib: float, hidden: int, layers: int,
