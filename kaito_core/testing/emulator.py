@@ -26,6 +26,16 @@ Not modelled: server-side apply (kaito's operator does not use it: 415), CEL's
 ``messageExpression`` and Kubernetes' CEL extensions other than ``find``, authentication/RBAC,
 pod graceful termination (pods go at once: there is no kubelet).
 
+Writing a test against it: play other controllers as they act on a cluster, through
+``/status`` (``KubeClient.patch(..., subresource="status")``; :class:`~kaito_core.testing.
+emulator_controllers.FakeControllers` does Karpenter, the StatefulSet controller and the
+kubelet); make the cluster misbehave with :meth:`Emulator.inject`, :meth:`Emulator.fail`,
+:meth:`Emulator.hold_watches`, :meth:`Emulator.compact` and :meth:`Emulator.cut_watches`;
+read :attr:`Emulator.calls` (every request by verb, resource and User-Agent) and
+:attr:`Emulator.webhook_calls`. ``kaito_core.operator.emulator`` re-exports a lenient variant
+that still keeps status written through the main resource (``KAITO_EMULATOR_STRICT=1`` turns
+that off).
+
 The parts live in ``emulator_*.py`` beside this module.
 """
 

@@ -300,6 +300,9 @@ class ApiServer:
             if wanted and wanted != current["metadata"]["resourceVersion"]:
                 raise conflict(rt, name, "the object has been modified; please apply your changes to the latest "
                                          "version and try again")
+            if meta.get("uid") and meta["uid"] != current["metadata"]["uid"]:  # rest.BeforeUpdate
+                raise conflict(rt, name, f"Precondition failed: UID in precondition: {meta['uid']}, UID in object "
+                                         f"meta: {current['metadata']['uid']}")
             if not wanted and patch_type is None and rt.crd:
                 raise invalid(rt.kind, rt.group, name, [("FieldValueInvalid", "metadata.resourceVersion",
                                                          "Invalid value: 0x0: must be specified for an update")])

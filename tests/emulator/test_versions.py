@@ -105,3 +105,24 @@ def test_injected_faults_answer_once_each(api, emu):
     assert api.get(CM.format(ns="rv") + "/fault").status_code == 500
     assert emu.clear_faults() == 0
     ok(api.get(CM.format(ns="rv") + "/fault"))
+
+
+def test_a_write_for_a_previous_incarnation_is_a_conflict(api):
+    """Same name, new uid (deleted and re-created): a PUT of the old object is refused."""
+    old = ok(api.post(CM.format(ns="rv"), json={"metadata": {"name": "reborn"}, "data": {"v": "1"}}), 201)
+    ok(api.delete(CM.format(ns="rv") + "/reborn"))
+    ok(api.post(CM.format(ns="rv"), json={"metadata": {"name": "reborn"}, "data": {"v": "2"}}), 201)
+    del old["metadata"]["resourceVersion"]
+    resp = api.put(CM.format(ns="rv") + "/reborn", json=old)
+    assert resp.status_code == 409 and "UID in precondition" in resp.json()["message"]
+
+
+def test_resources_of_absent_crds_are_not_served():
+    import httpx
+
+    from kaito_core.testing.emulator import Emulator
+
+    with Emulator(karpenter=False) as emu, httpx.Client(base_url=emu.url) as api:
+        resp = api.get("/apis/karpenter.sh/v1/nodeclaims")
+        assert resp.status_code == 404 and resp.json()["details"] == {}
+        assert "karpenter.sh" not in {g["name"] for g in ok(api.get("/apis"))["groups"]}
