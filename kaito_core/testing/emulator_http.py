@@ -184,7 +184,8 @@ class ApiServer:
                                       "watch"], "shortNames": list(rt.shortnames)}
                     res.append({"name": rt.plural, **base})
                     if rt.status:
-                        res.append({"name": f"{rt.plural}/status", **base, "verbs": ["get", "patch", "update"]})
+                        res.append({"name": f"{rt.plural}/status", **base, "verbs": ["get", "patch", "update"],
+                                    "shortNames": [], "singularName": ""})
             if not res:
                 raise _not_served()
             return {"kind": "APIResourceList", "apiVersion": "v1",
