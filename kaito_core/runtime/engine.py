@@ -15,6 +15,8 @@ depend on who else is in the batch (up to floating-point rounding).
 This is TGI's original "causal LM" batching. transformers 5.24's own ``generate_batch`` (paged
 attention) reached only about a fifth of a static batch's throughput on two CPU cores, while this
 batcher stays near (or above) the static batch: see bench/runtime_throughput.py and docs/runtime.md.
+:class:`~kaito_core.runtime.slots.SlotEngine` (the default where the model allows) replaces the
+concatenated cache with preallocated slots and chunked prefill; this class stays for the rest.
 """
 
 from __future__ import annotations
@@ -25,76 +27,14 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from kaito_core.runtime.protocol import SamplingParams
-from kaito_core.runtime.sampling import make_generator, sample
-from kaito_core.runtime.textstream import Detokenizer, StopMatcher
+from kaito_core.runtime.sampling import sample
+from kaito_core.runtime.sequence import AsyncSink, EngineBusy, Output, Sequence  # noqa: F401 - re-exported
 
 log = logging.getLogger("kaito.runtime.engine")
-
-
-class EngineBusy(Exception):
-    """The waiting queue is full (the server answers 503 with Retry-After)."""
-
-
-@dataclass
-class Output:
-    text: str = ""
-    completion_tokens: int = 0
-    finished: bool = False
-    finish_reason: str | None = None
-    error: str | None = None
-    # (token id, its log-probability, [(id, logprob) of the top ones]) per token in this output,
-    # when the request asked for logprobs
-    logprobs: list[tuple[int, float, list[tuple[int, float]]]] | None = None
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One request inside the engine."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    max_new_tokens: int
-    eos_ids: frozenset[int]
-    detok: Detokenizer
-    sink: Callable[[Output], None]
-    adapter: str | None = None
-    model_id: str = ""                       # what the client asked for (metrics label)
-    output_ids: list[int] = field(default_factory=list)
-    generator: torch.Generator | None = None
-    stopper: StopMatcher | None = None
-    cancelled: bool = False
-    finish_reason: str | None = None
-    arrived: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
-    last_token_at: float | None = None
-    slot: int = -1                           # KV-cache slot (SlotEngine)
-    pos: int = 0                             # tokens already in the KV cache (SlotEngine)
-    pending_logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.generator = make_generator(self.params.seed)
-        self.stopper = StopMatcher(self.params.stop)
-
-    def cancel(self) -> None:
-        """Called from any thread when the client goes away; the engine drops it next step."""
-        self.cancelled = True
-
-
-class AsyncSink:
-    """Hands outputs from the engine thread to one asyncio consumer, batched per loop wake-up."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self.queue: asyncio.Queue[Output] = asyncio.Queue()
-
-    def __call__(self, out: Output) -> None:
-        self.queue.put_nowait(out)
 
 
 class Engine:
