@@ -96,10 +96,12 @@ def _filter_row(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return logits
 
 
-def _bad_rows(logits: torch.Tensor) -> list[int]:
-    """Rows that cannot be sampled: NaN or +inf anywhere, or every token banned (-inf)."""
+def _bad_and_argmax(logits: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Rows that cannot be sampled (NaN or +inf anywhere, or every token banned) and each row's
+    argmax, fetched to the host together."""
     bad = torch.isnan(logits).any(-1) | torch.isposinf(logits).any(-1) | torch.isneginf(logits).all(-1)
-    return bad.nonzero().flatten().tolist() if bool(bad.any()) else []
+    both = torch.stack([bad.long(), logits.argmax(-1)]).tolist()
+    return [i for i, b in enumerate(both[0]) if b], both[1]
 
 
 def _logprobs(raw: torch.Tensor, rows: Sequence[Row], picks: list[Pick]) -> None:
@@ -133,15 +135,17 @@ def sample(logits: torch.Tensor, rows: Sequence[Row]) -> list[Pick]:
                 _process_row(logits[i], row)
             except Exception as exc:  # noqa: BLE001 - this row's parameters, not the batch's fault
                 picks[i].error = f"sampling failed: {type(exc).__name__}: {exc}"
-    for i in _bad_rows(logits):
+    # One device->host copy for the common case: which rows are unusable, and every row's argmax
+    # (what greedy rows pick); no other sync per token when every row is greedy.
+    bad_rows, argmax = _bad_and_argmax(logits)
+    for i in bad_rows:
         if picks[i].error is None:
             picks[i].error = ("sampling failed: the penalties and biases of this request leave no finite "
                               "probability to sample from; use values closer to their defaults")
     ok = [i for i, p in enumerate(picks) if p.error is None]
-    greedy = [i for i in ok if rows[i].params.greedy]
-    if greedy:
-        for i, t in zip(greedy, logits[greedy].argmax(-1).tolist()):
-            picks[i].token = t
+    for i in ok:
+        if rows[i].params.greedy:
+            picks[i].token = argmax[i]
     plain = [i for i in ok if picks[i].token is None and rows[i].generator is None
              and not (rows[i].params.top_k or rows[i].params.top_p < 1.0 or rows[i].params.min_p > 0.0)]
     if plain:
