@@ -288,6 +288,11 @@ class ApiServer:
                      patch_type: str | None) -> dict[str, Any]:
         """PUT (``patch_type`` None) or PATCH; retried when the object changes meanwhile and the
         caller set no resourceVersion (apiserver's GuaranteedUpdate)."""
+        if rt.crd and patch_type and patch_type.startswith("application/strategic-merge-patch"):
+            # custom resources have no patch strategies (apiextensions-apiserver answers 415)
+            raise ApiStatus(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                                                         "accepted media types include: application/json-patch+json, "
+                                                         "application/merge-patch+json, application/apply-patch+yaml")
         for _ in range(10):
             current = self.store.get(rt, ns, name)
             new = apply_patch(self.out(rt, current), patch_type, body) if patch_type else body

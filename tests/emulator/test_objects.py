@@ -169,3 +169,10 @@ def test_crd_validation_rules_with_karpenters_crds():
         resp = api.post(path, json={"metadata": {"name": "bad"}, "spec": bad})
         fields = [c["field"] for c in resp.json()["details"]["causes"]]
         assert resp.status_code == 422 and "spec.requirements" in fields and "spec.requirements[0].key" in fields
+
+
+def test_custom_resources_refuse_strategic_merge_patches(api):
+    ok(api.post(WS.format(ns="s11"), json=workspace("w", "s11")), 201)
+    resp = api.patch(WS.format(ns="s11") + "/w", json={"metadata": {"labels": {"a": "b"}}},
+                     headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert resp.status_code == 415
