@@ -163,3 +163,28 @@ def test_cancelled_rows_free_their_slots(loaded):
     assert not engine.rows and not engine.prefilling
     solo = _run(SlotEngine(model, max_batch=1, context_length=512), [_seq(tok, [9, 9, 9], 4, Collector())])[0]
     assert late.output_ids == solo  # it ran in a reused slot, with nothing left over from the old row
+
+
+def test_models_slots_cannot_serve_keep_the_dynamic_engine(loaded, monkeypatch):
+    from types import SimpleNamespace
+
+    from kaito_core.runtime.loader import ModelLoadError
+    from kaito_core.runtime.options import OptionsError, ServeOptions
+    from kaito_core.runtime.service import make_engine
+
+    model, tok = loaded["llama"]
+    assert "sliding window" in supports_slots(SimpleNamespace(config=SimpleNamespace(
+        _attn_implementation="sdpa", sliding_window=128)), 512)
+    assert "ALiBi" in supports_slots(SimpleNamespace(config=SimpleNamespace(
+        _attn_implementation="sdpa", alibi=True)), 512)
+    assert "flash_attention_2" in supports_slots(SimpleNamespace(config=SimpleNamespace(
+        _attn_implementation="flash_attention_2")), 512)
+    ld = SimpleNamespace(model=model, context_length=512)
+    assert type(make_engine(ServeOptions(model="m"), ld, None, None)) is SlotEngine
+    assert type(make_engine(ServeOptions(model="m", kv_cache="dynamic"), ld, None, None)) is Engine
+    monkeypatch.setattr(model.config, "sliding_window", 64, raising=False)
+    assert type(make_engine(ServeOptions(model="m"), ld, None, None)) is Engine
+    with pytest.raises(ModelLoadError, match="--kv-cache dynamic"):
+        make_engine(ServeOptions(model="m", kv_cache="slots"), ld, None, None)
+    with pytest.raises(OptionsError, match="--kv-cache"):
+        ServeOptions(model="m", kv_cache="paged")
