@@ -65,8 +65,11 @@ class ApiServer:
             # API Priority and Fairness answers 429 with Retry-After (clients back off by it)
             headers = {"Retry-After": "1"} if exc.code == 429 else None
             return web.json_response(exc.body(), status=exc.code, headers=headers)
-        except (ValueError, KeyError, TypeError) as exc:
+        except ValueError as exc:  # a body that is not JSON, a malformed number or selector
             return web.json_response(ApiStatus(400, "BadRequest", f"bad request: {exc}").body(), status=400)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:  # a body of the wrong shape, or our bug
+            body = ApiStatus(500, "InternalError", f"Internal error occurred: {type(exc).__name__}: {exc}").body()
+            return web.json_response(body, status=500)
 
     def _parse(self, path: str) -> tuple[str, str, list[str]] | None:
         parts = [p for p in path.split("/") if p]
