@@ -58,6 +58,11 @@ class WatchCache:
             self._objects.update(fresh)
         return removed
 
+    def objects(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        """Copies of every cached object of one kind."""
+        with self._lock:
+            return [copy.deepcopy(o) for k, o in self._objects.items() if k[:2] == (api_version, kind)]
+
     def lookup(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
             obj = self._objects.get((api_version, kind, namespace or "", name))

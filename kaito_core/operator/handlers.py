@@ -54,6 +54,7 @@ class State:
     written: dict[str, dict] = {}  # "ns/name" -> the status this process last wrote
     metrics_server: Any = None
     relister: Any = None
+    orphan_suspects: set = set()  # (namespace, workspace) of node requests whose Workspace was missing
     pods_known: set = set()  # (namespace, name) of kaito's pods the watch showed
     pods_gone: set = set()  # of those, the ones a re-list no longer has (stale in kopf's index)
     releases: ReleaseTracker = ReleaseTracker()
@@ -228,15 +229,19 @@ async def cleanup(**_: Any) -> None:
 
 async def _relist_forever(period: float) -> None:
     """Every ``period`` seconds, :func:`kaito_core.operator.relist.relist` (see there why)."""
-    from kaito_core.operator.relist import relist, relist_pods
+    from kaito_core.operator.relist import relist, relist_pods, sweep_orphans
 
     while True:
         await asyncio.sleep(period)
-        if STATE.reconciler is None:
-            continue
+        if STATE.connection is None:
+            continue  # not logged in yet
         try:
+            _reconciler()  # also when no Workspace has been reconciled yet (the orphan sweep)
             await relist(STATE.reconciler, STATE.cache, STATE.wakeups, _in_thread)
             await relist_pods(STATE.reconciler, STATE.pods_known, STATE.pods_gone, STATE.wakeups, _in_thread)
+            for key in await _in_thread(sweep_orphans, STATE.reconciler, STATE.cache, STATE.orphan_suspects):
+                metrics.error("OrphanReleased")
+                log.info("orphan sweep: %s", key)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the API may be down; the next round retries

@@ -4,7 +4,8 @@ The Helm chart builds its ClusterRole from :data:`RULES`, and a test compares th
 this list truthful when the code changes. Groups:
 
 - ``kaito.sh`` Workspaces: kopf watches them and patches finalizers/annotations (progress);
-  the operator patches the status subresource.
+  the operator patches the status subresource, and GETs a Workspace whose node requests look
+  orphaned (kaito_core.operator.relist.sweep_orphans).
 - kopf itself: it scans CRDs (and namespaces, with ``KAITO_NAMESPACES`` patterns) to find what
   to watch and posts Events (POST only). The chart owns the admission webhook configurations
   (kopf does not manage them: no ``admissionregistration`` rights). The operator runs
@@ -32,7 +33,8 @@ READ = ["get", "list", "watch"]
 OWN = ["get", "list", "watch", "create", "patch", "delete"]
 
 RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["kaito.sh"], "resources": ["workspaces"], "verbs": ["list", "watch", "patch"]},
+    # get: the orphan sweep checks that a node request's Workspace is really gone
+    {"apiGroups": ["kaito.sh"], "resources": ["workspaces"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["kaito.sh"], "resources": ["workspaces/status"], "verbs": ["patch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},

@@ -18,11 +18,13 @@ from kaito_core.plugins import get_registry
 
 
 def _ws(name: str, count: int) -> dict:
+    # a template Workspace: its node count is resource.count (a preset's comes from sizing)
     return with_identity({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
                           "metadata": {"name": name, "namespace": "bounds"},
                           "resource": {"instanceType": "Standard_NC24ads_A100_v4", "count": count,
                                        "labelSelector": {"matchLabels": {"apps": name}}},
-                          "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}})
+                          "inference": {"template": {"spec": {"containers": [
+                              {"name": "server", "image": "registry.example.com/server:1"}]}}}})
 
 
 def _peak(rec: Reconciler, body: dict) -> tuple[int, dict]:
@@ -38,7 +40,7 @@ def _peak(rec: Reconciler, body: dict) -> tuple[int, dict]:
 
 def test_count_at_the_bound_keeps_memory_flat_and_over_it_is_refused():
     with Emulator() as emu:
-        rec = Reconciler(KubeClient(emu.url), get_registry(), Settings(provisioner="byo"))
+        rec = Reconciler(KubeClient(emu.url), get_registry(), Settings(provisioner="byo", allow_templates=True))
         one, status_one = _peak(rec, _ws("one", 1))
         bound, status_bound = _peak(rec, _ws("bound", MAX_NODES))
         huge, status_huge = _peak(rec, _ws("huge", 1_000_000))

@@ -86,3 +86,31 @@ def test_grace_counts_from_the_first_failure_a_running_operator_sees(tmp_path):
             assert cluster.workspace("late", NS) is not None
         finally:
             stop_operator(proc)
+
+
+def test_node_requests_of_a_vanished_workspace_are_released(tmp_path):
+    """A Workspace gone without a release (finalizer removed by hand while the operator was
+    down, or an abandoned release) leaves a NodeClaim: the operator's sweep releases it."""
+    with Emulator() as emu:
+        cluster = Cluster(emu.url)
+        proc, log = _run(tmp_path, emu)
+        cluster.create_workspace(_workspace("vanished"))
+        wait_for("a NodeClaim", lambda: cluster.nodeclaims("vanished"))
+        stop_operator(proc)
+        cluster.kube.patch(api_version="kaito.sh/v1beta1", kind="Workspace", name="vanished", namespace=NS,
+                           patch={"metadata": {"finalizers": None}})
+        cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name="vanished", namespace=NS)
+        wait_for("the Workspace to go", lambda: cluster.workspace("vanished", NS) is None)
+        assert cluster.nodeclaims("vanished")  # leaked: nobody released it
+        log = tmp_path / "operator2.log"
+        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RELIST_SECONDS": "1"},
+                              log_path=str(log))
+        try:
+            try:
+                wait_for("the leaked NodeClaim released", lambda: cluster.nodeclaims("vanished") == [], timeout=30)
+            except AssertionError:
+                print(log.read_text(errors="replace")[-3000:])
+                raise
+            assert "orphan sweep: flow/vanished" in log.read_text(errors="replace")
+        finally:
+            stop_operator(proc)

@@ -21,6 +21,7 @@ UNEXERCISED = {
     ("create", "karpenter.sh", "nodepools"): "karpenter provisioner, KARPENTER_MODE=nodepool",
     ("delete", "karpenter.sh", "nodepools"): "karpenter provisioner, KARPENTER_MODE=nodepool (release)",
     ("patch", "karpenter.sh", "nodeclaims"): "adopting upstream KAITO's NodeClaims (karpenter provisioner)",
+    ("get", "kaito.sh", "workspaces"): "the orphan sweep (tests/operator/test_delete.py, vanished Workspace)",
     ("get", "", "nodes"): "Reconciler.observe: a node not in the watch cache (BYO nodes carry no kaito label)",
     ("list", "", "namespaces"): "kopf with KAITO_NAMESPACES patterns (chart watchNamespaces) observes namespaces",
     ("watch", "", "namespaces"): "kopf with KAITO_NAMESPACES patterns (chart watchNamespaces) observes namespaces",
