@@ -256,6 +256,8 @@ def serve_proxy(opts: ServeOptions, plan: GroupPlan | None = None) -> int:
 
     import uvicorn
 
+    from kaito_core.runtime.listener import uvicorn_config
+
     plan = plan if plan is not None else GroupPlan.from_env()
     preset = _preset(opts)
     cc = gpu_compute_capability()
@@ -264,8 +266,12 @@ def serve_proxy(opts: ServeOptions, plan: GroupPlan | None = None) -> int:
     holder: dict[str, Any] = {}
     app = create_proxy_app(opts, preset=preset, plan=plan, compute_capability=cc,
                            on_failed=lambda: setattr(holder["server"], "should_exit", True))
-    holder["server"] = server = uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port,
-                                                              log_level=opts.log_level, timeout_graceful_shutdown=10))
+    # the same listener as the transformers runtime: half-open connections are closed after
+    # --timeout-header, idle keep-alives after --timeout-keep-alive
+    config = uvicorn_config(app, host=opts.host, port=opts.port, log_level=opts.log_level,
+                            header_timeout=opts.timeout_header, keep_alive_timeout=opts.timeout_keep_alive,
+                            timeout_graceful_shutdown=10)
+    holder["server"] = server = uvicorn.Server(config)
     server.run()
     error = app.state.kaito.error
     if error:
