@@ -5,7 +5,9 @@ strict emulator and a real cluster alike:
 - Karpenter: a NodeClaim gets a Ready Node carrying its labels (and its GPUs), then
   ``status.nodeName`` and the Launched/Registered/Initialized/Ready conditions;
 - the StatefulSet controller and the kubelet: ``spec.replicas`` Running, Ready pods named
-  ``<set>-<ordinal>``, then the set's ``readyReplicas`` and revisions.
+  ``<set>-<ordinal>``, then the set's ``readyReplicas`` and revisions;
+- the Job controller and the kubelet: one pod that ran to completion (``job_outcome``
+  "Complete", or "Failed"), then the Job's ``succeeded``/``failed`` and its condition.
 
 ``with FakeControllers(url, namespace="ns"):`` runs them every ``interval`` seconds on a thread.
 """
@@ -31,11 +33,13 @@ def _gpus(claim: dict[str, Any]) -> int:
 
 class FakeControllers:
     def __init__(self, url: str, *, namespace: str | None = None, interval: float = 0.2,
-                 karpenter: bool = True, statefulsets: bool = True):
+                 karpenter: bool = True, statefulsets: bool = True, jobs: bool = True,
+                 job_outcome: str = "Complete"):
         self.kube = KubeClient(url)
         self.namespace = namespace
         self.interval = interval
-        self.karpenter, self.statefulsets = karpenter, statefulsets
+        self.karpenter, self.statefulsets, self.jobs = karpenter, statefulsets, jobs
+        self.job_outcome = job_outcome
         self.stop = threading.Event()
         self.errors: list[str] = []  # the last API errors seen (a step retries on the next tick)
         self._thread: threading.Thread | None = None
@@ -70,6 +74,11 @@ class FakeControllers:
                 want = (sts.get("spec") or {}).get("replicas", 1)
                 if status.get("readyReplicas") != want and not sts["metadata"].get("deletionTimestamp"):
                     self.run_pods(sts)
+        if self.jobs:
+            for job in self.kube.list(api_version="batch/v1", kind="Job", namespace=self.namespace):
+                status = job.get("status") or {}
+                if not (status.get("succeeded") or status.get("failed") or job["metadata"].get("deletionTimestamp")):
+                    self.finish_job(job, self.job_outcome)
 
     def launch(self, claim: dict[str, Any], node: str | None = None) -> str:
         """Karpenter: register a Ready node for ``claim`` and report it in the claim's status."""
@@ -108,3 +117,24 @@ class FakeControllers:
                             "replicas": replicas, "readyReplicas": replicas if ready else 0,
                             "currentRevision": revision, "updateRevision": revision,
                             "observedGeneration": meta.get("generation", 1)}})
+
+    def finish_job(self, job: dict[str, Any], outcome: str = "Complete") -> None:
+        """The Job controller + kubelet: the Job's pod ran to ``outcome`` ("Complete" or "Failed")."""
+        meta = job["metadata"]
+        ns, pod = meta["namespace"], f"{meta['name']}-0"
+        template = (job.get("spec") or {}).get("template") or {}
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
+                 "controller": True, "blockOwnerDeletion": True}
+        if self.kube.get(api_version="v1", kind="Pod", name=pod, namespace=ns) is None:
+            containers = [{"name": c.get("name", "main"), "image": c.get("image", "image")}
+                          for c in (template.get("spec") or {}).get("containers") or [{}]]
+            self.kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": pod, "namespace": ns, "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                "ownerReferences": [owner]}, "spec": {"containers": containers, "restartPolicy": "Never"}})
+        ok = outcome == "Complete"
+        self.kube.patch(api_version="v1", kind="Pod", name=pod, namespace=ns, subresource="status",
+                        patch={"status": {"phase": "Succeeded" if ok else "Failed"}})
+        cond = {"type": outcome, "status": "True", "reason": "Emulated" if ok else "BackoffLimitExceeded",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        self.kube.patch(api_version="batch/v1", kind="Job", name=meta["name"], namespace=ns, subresource="status",
+                        patch={"status": {"succeeded" if ok else "failed": 1, "conditions": [cond]}})

@@ -206,3 +206,21 @@ def test_deleting_the_namespace_releases_its_workspaces(emu, cluster, operator):
     wait_for("the Workspace to go", lambda: cluster.workspace(name, ns) is None, timeout=30)
     wait_for("its NodeClaim to go", lambda: cluster.claims(name) == [])
     wait_for("the namespace to go", lambda: cluster.get("v1", "Namespace", ns) is None)
+
+
+def test_fake_controllers_finish_a_tuning_job(emu, cluster, operator):
+    from kaito_core.testing.emulator_controllers import FakeControllers
+
+    ns, name = "op12", "tune"
+    body = workspace_body(name, ns)
+    body.pop("inference")
+    body["tuning"] = {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
+                      "input": {"urls": ["https://example.com/data.parquet"]},
+                      "output": {"image": "registry.example.com/adapters/phi:1", "imagePushSecret": "push"}}
+    with FakeControllers(emu.url, namespace=ns, interval=0.1) as controllers:
+        cluster.kube.create(body)
+        job = wait_for("the Job to complete", lambda: (lambda j: j if (j or {}).get("status", {}).get("succeeded")
+                                                       else None)(cluster.get("batch/v1", "Job", name, ns)))
+        wait_for("WorkspaceSucceeded", lambda: {c["type"]: c["status"] for c in cluster.status(name, ns).get(
+            "conditions") or []}.get("WorkspaceSucceeded") == "True")
+    assert job["status"]["conditions"][0]["type"] == "Complete" and controllers.errors == []
