@@ -12,6 +12,7 @@ immutable and a tuning Job is never re-run to undo an edit. No kopf import.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 # Parts of a desired object compared with the live one (metadata is ours only in part: labels
@@ -47,8 +48,36 @@ def _diff(want: Any, have: Any, path: str, out: list[str]) -> None:
         for i, (w, h) in enumerate(zip(want, have)):
             _diff(w, h, f"{path}[{i}]", out)
         return
-    if want != have and str(want) != str(have):  # "1" and 1 are the same quantity to the server
+    if want != have and str(want) != str(have) and not same_quantity(want, have):
         out.append(path)
+
+
+# The API server stores resource quantities in canonical form ("2048Mi" reads back as "2Gi",
+# "0.5" as "500m"): compare their values, or every pass would see drift and patch again.
+_QUANTITY = re.compile(r"([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?")
+_SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+           "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+
+
+def _quantity(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    m = _QUANTITY.fullmatch(str(value))
+    if m is None:
+        return None
+    try:
+        number = float(m.group(1))
+    except ValueError:
+        return None
+    suffix = m.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * 10 ** int(suffix[1:])
+    return number * _SUFFIX[suffix]
+
+
+def same_quantity(want: Any, have: Any) -> bool:
+    a, b = _quantity(want), _quantity(have)
+    return a is not None and b is not None and abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1.0)
 
 
 def describe(kind: str, name: str, paths: list[str], live: Mapping[str, Any]) -> str:
@@ -65,8 +94,6 @@ _NONE = object()
 
 
 def _value_at(obj: Any, path: str) -> Any:
-    import re
-
     cur = obj
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
         if part.startswith("["):
