@@ -34,6 +34,20 @@ def test_server_defaults_and_canonical_quantities_are_not_drift():
     assert not same_quantity("r/x:1", "r/x:2")
 
 
+def test_zero_values_the_server_omits_are_not_drift():
+    import copy
+
+    desired = copy.deepcopy(DESIRED)
+    c = desired["spec"]["template"]["spec"]["containers"][0]
+    c.update(args=[], env=[], readinessProbe={"initialDelaySeconds": 0, "periodSeconds": 5})
+    desired["spec"]["template"]["spec"]["hostNetwork"] = False
+    live = _live()
+    live["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {"periodSeconds": 5}
+    assert differences(desired, live) == []
+    live["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {"periodSeconds": 50}
+    assert differences(desired, live) == ["spec.template.spec.containers[0].readinessProbe.periodSeconds"]
+
+
 def test_hand_edits_are_drift_with_their_values():
     live = _live(**{"spec.replicas": 0, "spec.template.spec.containers.0.image": "evil/miner:1"})
     paths = differences(DESIRED, live)
