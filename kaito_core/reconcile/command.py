@@ -18,6 +18,9 @@ from kaito_core.reconcile.context import CONFIG_DIR, SERVE_PORT, Context
 CONFIG_KEY = "inference_config.yaml"
 ENTRY = ["python", "-m", "kaito_core.runtime"]
 POD_INDEX_LABEL = "metadata.labels['apps.kubernetes.io/pod-index']"
+# The values of vLLM's --dtype (the compute dtype) that a plan may set; a quantised weights
+# dtype (int4, float8) is the checkpoint's business, and vLLM refuses it as --dtype.
+VLLM_COMPUTE_DTYPES = ("float16", "bfloat16", "float32")
 
 
 def env(ctx: Context) -> list[dict[str, Any]]:
@@ -42,7 +45,7 @@ def kaito_args(ctx: Context, model: str, adapter_args: list[str]) -> list[str]:
             "--host", "0.0.0.0", "--port", str(SERVE_PORT),
             "--served-model-name", ctx.preset.name,
             "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"]
-    if ctx.dtype and ctx.dtype != ctx.preset.dtype and ctx.runtime == "vllm":
+    if ctx.dtype in VLLM_COMPUTE_DTYPES and ctx.dtype != ctx.preset.dtype and ctx.runtime == "vllm":
         # e.g. float16 on V100 (compute capability 7.0): vLLM refuses bfloat16 there.
         args += ["--dtype", ctx.dtype]
     return args + adapter_args

@@ -17,7 +17,6 @@ from kaito_core.reconcile.weights import artifact_init, hf_token_env, merge_volu
 
 CONFIG_KEY = command.CONFIG_KEY
 RAY_PORT = 6379  # upstream's multi-node vLLM: the Ray head's GCS port on pod 0
-RAY_DASHBOARD_PORT = 8265  # Ray's dashboard / job API, as upstream exposes it
 
 
 def engine_config(ctx: Context) -> dict[str, Any]:
@@ -31,14 +30,20 @@ def engine_config(ctx: Context) -> dict[str, Any]:
         if ctx.pipeline_parallel_size > 1:
             vllm["pipeline-parallel-size"] = ctx.pipeline_parallel_size
         vllm["gpu-memory-utilization"] = ctx.gpu_memory_utilization
-        if ctx.dtype:
+        if ctx.dtype in command.VLLM_COMPUTE_DTYPES:
             vllm["dtype"] = ctx.dtype
+        elif vllm.get("dtype") not in (None, "auto", *command.VLLM_COMPUTE_DTYPES):
+            # A quantised checkpoint (gpt-oss's MXFP4: sized as int4) keeps its stored format;
+            # vLLM's --dtype is the activation dtype and refuses anything else.
+            del vllm["dtype"]
     if vllm.get("tool-call-parser"):
         # vLLM only calls tools on its own with this flag (upstream's tool-calling example).
         vllm["enable-auto-tool-choice"] = True
     doc: dict[str, Any] = {"vllm": {k: vllm[k] for k in sorted(vllm)}}
     if preset is not None and "transformers" in preset.runtimes:
         tr = dict(preset.runtimes["transformers"])
+        if tr.get("dtype") == "bfloat16" and ctx.dtype in command.VLLM_COMPUTE_DTYPES and ctx.dtype != "bfloat16":
+            tr["dtype"] = ctx.dtype  # below compute capability 8.0 (V100) there is no bfloat16
         if tr:
             doc["transformers"] = {k: tr[k] for k in sorted(tr)}
     return doc
@@ -72,9 +77,9 @@ def headless_service(ctx: Context) -> dict[str, Any]:
     # (publishNotReadyAddresses: workers must reach the Ray head before anyone is Ready).
     ports = [{"name": "http", "port": SERVE_PORT, "targetPort": SERVE_PORT, "protocol": "TCP"}]
     if _multinode_ray(ctx):
-        ports += [{"name": "ray", "port": RAY_PORT, "targetPort": RAY_PORT, "protocol": "TCP"},
-                  {"name": "ray-dashboard", "port": RAY_DASHBOARD_PORT, "targetPort": RAY_DASHBOARD_PORT,
-                   "protocol": "TCP"}]
+        # Only the head's GCS port: Ray's dashboard (8265) stays on the head's localhost, since
+        # its job API runs any code it is sent (docs/multinode.md).
+        ports += [{"name": "ray", "port": RAY_PORT, "targetPort": RAY_PORT, "protocol": "TCP"}]
     spec = {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": names.selector_labels(ctx.name),
             "ports": ports}
     return {"apiVersion": "v1", "kind": "Service", "metadata": ctx.metadata(names.headless_name(ctx.name)),
@@ -169,8 +174,7 @@ def pod_template(ctx: Context) -> dict[str, Any]:
     cmd, args = command.command_and_args(ctx, w.model, ad_args, env)
     ports = [{"name": "http", "containerPort": SERVE_PORT, "protocol": "TCP"}]
     if _multinode_ray(ctx):
-        ports += [{"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"},
-                  {"name": "ray-dashboard", "containerPort": RAY_DASHBOARD_PORT, "protocol": "TCP"}]
+        ports += [{"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"}]
     container = {
         # Upstream names the inference container after the Workspace (kubectl logs -c <ws>).
         "name": ctx.name, "image": ctx.image, "imagePullPolicy": "IfNotPresent",

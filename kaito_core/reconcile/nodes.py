@@ -17,14 +17,32 @@ from kaito_core.types import NodeRequest
 GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
 
 
+def _estimated(workspace: Any, requirement: Any) -> bool:
+    """Whether sizing counted the nodes from the model and the instance type's GPUs."""
+    return (workspace.preset_name is not None and requirement is not None
+            and int(getattr(requirement, "gpus_per_node", 0) or 0) > 0
+            and int(getattr(requirement, "node_count", 0) or 0) > 0)
+
+
+def ignored_count(workspace: Any, requirement: Any) -> int | None:
+    """The ``resource.count`` the node count does not follow, if any (see :func:`target_node_count`)."""
+    res = workspace.resource
+    count = int(res.count) if res is not None and res.count else None
+    if workspace.tuning is not None or count is None or not _estimated(workspace, requirement):
+        return None
+    return count if count != int(requirement.node_count) else None
+
+
 def target_node_count(workspace: Any, requirement: Any) -> int:
-    """Nodes the Workspace needs: sizing's count, at least the (deprecated) resource.count for
-    inference (upstream honours it), exactly one for tuning."""
+    """Nodes the Workspace needs: exactly one for tuning; for a preset whose instance type's GPUs
+    are known, sizing's count whatever ``resource.count`` says (upstream's node estimator starts
+    from the requested count and replaces it with the GPUs the model needs; the field is
+    deprecated in v1beta1); otherwise (a template, GPUs unknown) ``resource.count``, default 1."""
     if workspace.tuning is not None:
         return 1
     count = int(getattr(requirement, "node_count", 0) or 0) if requirement is not None else 0
     res = workspace.resource
-    if res is not None and res.count:
+    if res is not None and res.count and not _estimated(workspace, requirement):
         count = max(count, int(res.count))
     return max(count, 1)
 

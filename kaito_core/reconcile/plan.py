@@ -16,7 +16,7 @@ from kaito_core.images import runtime_image
 from kaito_core.reconcile import inference, names, status as st, tuning
 from kaito_core.reconcile.context import Context, wanted_memory_gib
 from kaito_core.reconcile.inputs import Inputs, resolve, runtime_of  # noqa: F401 - runtime_of re-exported
-from kaito_core.reconcile.nodes import standard_node_requests, target_node_count
+from kaito_core.reconcile.nodes import ignored_count, standard_node_requests, target_node_count
 from kaito_core.reconcile.observed import Observed, node_gpus
 from kaito_core.reconcile.rules import effective_parallelism
 from kaito_core.types import NodeRequest
@@ -186,7 +186,8 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
                 gpus_per_node=int(getattr(requirement, "gpus_per_node", 0) or 0), node_count=target,
                 tensor_parallel_size=tp, pipeline_parallel_size=pp, dtype=getattr(requirement, "dtype", None),
                 disk_gib=int(getattr(requirement, "disk_gib", 0) or 0), requirement=requirement,
-                reasons=tuple(getattr(requirement, "reasons", ()) or ()) + (inputs.notes if inputs else ()))
+                reasons=tuple(getattr(requirement, "reasons", ()) or ()) + (inputs.notes if inputs else ())
+                + _count_reason(ws, requirement, target))
 
     def failed(reason: str, errors: list[str]) -> Plan:
         status = st.failed(mode=mode, reason=reason, message="; ".join(errors), target=target)
@@ -241,6 +242,15 @@ def _context(ws: Any, base: Plan, preset: Any, requirement: Any, registry: Any, 
                   dtype=base.dtype, cpu=cpu, memory_gib=mem, user_vllm=dict(user_vllm), runtime_spec=runtime_spec,
                   group_size=group, gpu_resource=getattr(requirement, "gpu_resource", None) or "nvidia.com/gpu")
     return ctx, host_reasons
+
+
+def _count_reason(ws: Any, requirement: Any, target: int) -> tuple[str, ...]:
+    count = ignored_count(ws, requirement)
+    if count is None:
+        return ()
+    return (f"resource.count {count}: not used; the model needs {target} node(s) of "
+            f"{getattr(requirement, 'instance_type', None)} (as upstream's node estimator: the count "
+            "comes from the GPUs the model needs; resource.count is deprecated in v1beta1)",)
 
 
 def _group_size(ws: Any, preset: Any, runtime: str, target: int) -> int:

@@ -38,18 +38,30 @@ inference:
 
 @pytest.mark.parametrize("provisioner", ["karpenter", "aks", "byo"])
 @pytest.mark.parametrize("count", [2, 3])
-def test_resource_count_means_nodes_everywhere(tmp_path, registry, provisioner, count):
+def test_resource_count_of_a_sized_preset_is_upstreams_estimate_everywhere(tmp_path, registry, provisioner, count):
+    """Upstream's node estimator replaces resource.count (deprecated in v1beta1) with the nodes the
+    model needs when the instance type's GPUs are known: one A100 for phi-3-mini, on every path."""
     ws, cms = ws_file(tmp_path, PHI % f"  count: {count}\n  instanceType: Standard_NC24ads_A100_v4\n")
     prov = registry.provisioners[provisioner]
     first = plan_workspace(ws, registry=registry, provisioner=prov, configmaps=cms)
-    assert first.errors == [] and first.node_count == count and len(first.node_requests) == count
-    assert len(first.node_objects) == (0 if provisioner == "byo" else count)
-    assert first.status["targetNodeCount"] == count
+    assert first.errors == [] and first.node_count == 1 and len(first.node_requests) == 1
+    assert len(first.node_objects) == (0 if provisioner == "byo" else 1)
+    assert first.status["targetNodeCount"] == 1
+    assert any(r.startswith(f"resource.count {count}: not used") for r in first.reasons), first.reasons
     p = plan_workspace(ws, registry=registry, provisioner=prov, configmaps=cms,
                        observed=Observed.nodes_ready(first.node_requests, first.gpus_per_node))
-    assert p.replicas == count
+    assert p.replicas == 1
     for req in first.node_requests:
         assert {"apps": "phi", "team": "blue", "kaito.sh/workspace": "phi"}.items() <= dict(req.labels).items()
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_resource_count_means_nodes_for_a_template(registry, count):
+    ws, cms = load(REF / "v0.12.0" / "custom-model-integration_custom-model-deployment.yaml")
+    ws.resource.count = count
+    p = plan_workspace(ws, registry=registry, provisioner=registry.provisioners["karpenter"], configmaps=cms)
+    assert p.errors == [] and p.node_count == count == len(p.node_requests) == len(p.node_objects)
+    assert not any("resource.count" in r and "not used" in r for r in p.reasons)
 
 
 @pytest.mark.parametrize("provisioner", ["karpenter", "aks", "byo"])

@@ -35,16 +35,6 @@ def shipped_templates() -> set[str]:
     return {line.split()[0] for line in lines if line.strip() and not line.startswith("#")}
 
 
-# PLAN (reconcile/sizing): with resource.count 6 where 5 nodes suffice, the plan keeps 6 pods but
-# sets KAITO_PIPELINE_PARALLEL_SIZE=5, so TP x PP = 10 of the 12 GPUs; upstream KAITO sets
-# PP = the node count (configureParallelism). The pod refuses it; flip when PLAN fixes it.
-PP_NOT_NODES = pytest.mark.xfail(strict=True, reason="PLAN: pipeline-parallel-size 5 != node count 6 "
-                                                     "(resource.count above what sizing needs)")
-XFAIL = {"inference_kaito_workspace_deepseek_r1.yaml": PP_NOT_NODES,
-         "inference_kaito_workspace_deepseek_v3.yaml": PP_NOT_NODES,
-         "inference_kaito_workspace_mistral_large_3_675b_instruct.yaml": PP_NOT_NODES}
-
-
 def inference_examples() -> list:
     """Every upstream example file with an inference Workspace (the top-level copies of v0.12.0's
     files once)."""
@@ -55,7 +45,7 @@ def inference_examples() -> list:
         if text in seen or not any(d.get("kind") == "Workspace" and d.get("inference") for d in docs):
             continue
         seen.add(text)
-        out.append(pytest.param(path, id=path.name, marks=[XFAIL[path.name]] if path.name in XFAIL else []))
+        out.append(pytest.param(path, id=path.name))
     return out
 
 

@@ -62,7 +62,7 @@ def _distill(name: str, repo: str, revision: str, *, architecture: str, paramete
         num_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_kv_heads=kv_heads,
         intermediate_size=intermediate, vocab_size=vocab, license="mit", gated=False,
         chat_template=R1_CHAT_TEMPLATE,
-        runtimes={"vllm": {**DISTILL_VLLM, "max-model-len": 8192, "gpu-memory-utilization": 0.9},
+        runtimes={"vllm": {**DISTILL_VLLM, "max-model-len": 8192},
                   "transformers": {"dtype": "bfloat16"}},
         default_runtime="vllm", image=runtime_image("vllm"), weights_source="oci", tuning=None, tag="0.2.0",
         aliases=(repo,), supports_multinode=False, description=description)
@@ -74,7 +74,7 @@ def _moe(name: str, repo: str, revision: str, *, template: str, vllm: dict, desc
         parameters=684_531_386_000, weight_bytes=int(641.30 * GIB), dtype="bfloat16", context_length=163840,
         num_layers=61, hidden_size=7168, num_attention_heads=128, num_kv_heads=1, head_dim=288,
         intermediate_size=18432, vocab_size=129280, license="mit", gated=False, chat_template=template,
-        runtimes={"vllm": {**vllm, "max-model-len": 8192, "gpu-memory-utilization": 0.9},
+        runtimes={"vllm": {**vllm, "max-model-len": 8192},
                   "transformers": {"dtype": "bfloat16"}},
         default_runtime="vllm", image=runtime_image("vllm"), weights_source="runtime-download", tuning=None,
         tag="0.0.1", aliases=(repo,), supports_multinode=True, description=description)

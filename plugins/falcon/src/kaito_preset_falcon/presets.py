@@ -30,7 +30,7 @@ FALCON_7B_TUNING = TuningRecipe(
 FALCON_40B_TUNING = TuningRecipe(
     methods=("lora", "qlora"), target_modules=("query_key_value",))
 
-RUNTIMES = {"vllm": {"dtype": "bfloat16", "max-model-len": 2048, "gpu-memory-utilization": 0.9},
+RUNTIMES = {"vllm": {"dtype": "bfloat16", "max-model-len": 2048},
             "transformers": {"dtype": "bfloat16"}}
 
 

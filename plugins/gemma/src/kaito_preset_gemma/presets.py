@@ -38,7 +38,7 @@ def _gemma(name: str, repo: str, revision: str, *, parameters: int, size_gib: fl
         num_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
         intermediate_size=intermediate, vocab_size=262208, license="gemma", gated=True,
         chat_template=GEMMA3_CHAT_TEMPLATE,
-        runtimes={"vllm": {"dtype": "bfloat16", "max-model-len": 8192, "gpu-memory-utilization": 0.9},
+        runtimes={"vllm": {"dtype": "bfloat16", "max-model-len": 8192},
                   "transformers": {"dtype": "bfloat16"}},
         default_runtime="vllm", image=runtime_image("vllm"), weights_source="runtime-download", tuning=None,
         tag="0.0.1", aliases=(repo,), supports_multinode=False, description=description)

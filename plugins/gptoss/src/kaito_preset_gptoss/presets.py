@@ -49,7 +49,7 @@ def _gptoss(name: str, repo: str, revision: str, *, parameters: int, size_gib: f
         num_layers=layers, hidden_size=2880, num_attention_heads=64, num_kv_heads=8, head_dim=64,
         intermediate_size=4 * 2880, vocab_size=201088, license="apache-2.0", gated=False,
         chat_template=HARMONY_CHAT_TEMPLATE,
-        runtimes={"vllm": {**GPTOSS_VLLM, "max-model-len": 8192, "gpu-memory-utilization": 0.9},
+        runtimes={"vllm": {**GPTOSS_VLLM, "max-model-len": 8192},
                   "transformers": {"dtype": "auto"}},
         default_runtime="vllm", image=runtime_image("vllm"), weights_source=source, tuning=None, tag=tag,
         aliases=(repo,), supports_multinode=True, description=description)

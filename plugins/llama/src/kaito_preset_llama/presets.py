@@ -30,7 +30,7 @@ LLAMA_70B_TUNING = TuningRecipe(
 
 
 def _runtimes(max_model_len: int) -> dict:
-    return {"vllm": {"dtype": "bfloat16", "max-model-len": max_model_len, "gpu-memory-utilization": 0.9},
+    return {"vllm": {"dtype": "bfloat16", "max-model-len": max_model_len},
             "transformers": {"dtype": "bfloat16"}}
 
 

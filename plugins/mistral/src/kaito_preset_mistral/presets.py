@@ -63,7 +63,7 @@ MISTRAL_TUNING = TuningRecipe(
 def _runtimes(vllm: dict, max_model_len: int) -> dict:
     # FP8 checkpoints get no vLLM dtype argument: the preset's dtype (bfloat16) is the serving
     # dtype kaito passes, and an engine "dtype" would be read by sizing as the weights' dtype.
-    return {"vllm": {**vllm, "max-model-len": max_model_len, "gpu-memory-utilization": 0.9},
+    return {"vllm": {**vllm, "max-model-len": max_model_len},
             "transformers": {"dtype": "bfloat16"}}
 
 

@@ -50,7 +50,7 @@ PHI3_LARGE_TUNING = TuningRecipe(
 
 
 def _runtimes(max_model_len: int, vllm: dict | None = None) -> dict:
-    return {"vllm": {"dtype": "bfloat16", "max-model-len": max_model_len, "gpu-memory-utilization": 0.9,
+    return {"vllm": {"dtype": "bfloat16", "max-model-len": max_model_len,
                      **(vllm or {})},
             "transformers": {"dtype": "bfloat16"}}
 
@@ -122,7 +122,8 @@ PHI_2 = ModelPreset(
     architecture="PhiForCausalLM", parameters=2_779_683_840, weight_bytes=5_559_367_680, dtype="float16",
     context_length=2048, num_layers=32, hidden_size=2560, num_attention_heads=32, num_kv_heads=32, vocab_size=51200,
     intermediate_size=10240, license="mit", gated=False,
-    runtimes={"transformers": {"dtype": "float16"}}, default_runtime="transformers", image=runtime_image("transformers"),
+    runtimes={"transformers": {"dtype": "float16"}}, default_runtime="transformers",
+    image=runtime_image("transformers"),
     weights_source="oci", tag="0.2.0", supports_multinode=False,
     deprecated=("upstream KAITO deprecated phi-2 and its admission webhook refuses it (kaito-project/kaito#1667; "
                 "v0.12's supported_models.yaml marks it deprecated; vLLM's v1 engine does not serve it). Use "

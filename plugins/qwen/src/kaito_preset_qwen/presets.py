@@ -40,7 +40,7 @@ def _qwen(name: str, repo: str, revision: str, *, parameters: int, size_gib: flo
         num_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_kv_heads=kv_heads,
         intermediate_size=intermediate, vocab_size=152064, license="apache-2.0", gated=False,
         chat_template=QWEN_CHAT_TEMPLATE,
-        runtimes={"vllm": {**QWEN_VLLM, "dtype": "bfloat16", "max-model-len": 8192, "gpu-memory-utilization": 0.9},
+        runtimes={"vllm": {**QWEN_VLLM, "dtype": "bfloat16", "max-model-len": 8192},
                   "transformers": {"dtype": "bfloat16"}},
         default_runtime="vllm", image=runtime_image("vllm"), weights_source="oci", tuning=QWEN_TUNING,
         tag="0.2.0", aliases=(repo,), supports_multinode=False, description=description)
