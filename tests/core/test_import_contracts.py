@@ -23,6 +23,9 @@ def test_the_issue_12_contracts_are_declared():
     assert any("reconcile imports neither" in n for n in names)
     assert any("local mode imports neither the CLI" in n for n in names)
     assert any("never imports the tuning" in n for n in names)
+    # the runtime circle stays broken; one OCI module that depends on nothing of ours
+    assert "the vLLM launcher never imports the transformers server" in names
+    assert "kaito_core.oci imports nothing of kaito_core but kaito_core.errors" in names
 
 
 def test_lint_imports_keeps_every_contract():
