@@ -19,11 +19,12 @@ def artifact_init(name: str, ref: str, mount: dict[str, Any], dest: str, secrets
     """An init container that pulls the OCI artifact ``ref`` into ``dest`` (on ``mount``), and
     the Secret volumes it reads registry credentials from.
 
-    Weights, adapter and data references are ORAS artifacts (one layer per file), not runnable
-    images: upstream KAITO pulls them with ``oras pull`` in an init container; we run
-    ``python -m kaito_core.artifacts pull`` in the runtime image (oras-py is in it). The
-    ``imagePullSecrets`` named for the artifact (kubernetes.io/dockerconfigjson Secrets) are
-    mounted and handed over as docker configs.
+    Weights, adapter and data references are read in the two layouts upstream KAITO produces:
+    ORAS artifacts (one titled layer per file) and images whose files are under ``/data``
+    (upstream's adapter images), pulled by ``python -m kaito_core.artifacts pull`` in the
+    runtime image with :mod:`kaito_core.oci` (every blob verified against its digest, sizes
+    capped, tar layers kept inside ``dest``). The ``imagePullSecrets`` named for the artifact
+    (kubernetes.io/dockerconfigjson Secrets) are mounted and handed over as docker configs.
     """
     volumes, mounts, args = [], [dict(mount)], ["pull", ref, dest]
     for secret in dict.fromkeys(s for s in secrets if s):
