@@ -342,7 +342,7 @@ def _track_byo(key: str, body: Any) -> None:
         STATE.wakeups.selectors.pop(key, None)
 
 
-DEBOUNCE = 0.1
+DEBOUNCE = 0.03
 # (group, version, plural) -> kind; all but pods are also served to the reconciler from the
 # watch cache (pods come from the kaito_pods index).
 WATCHED = {("apps", "v1", "statefulsets"): "StatefulSet", ("batch", "v1", "jobs"): "Job", ("", "v1", "pods"): "Pod",
