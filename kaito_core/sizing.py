@@ -263,7 +263,9 @@ def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int |
     reasons.append(f"context: {ctx_why}")
     wdtype = _runtime_dtype(preset, runtime, dtype)
     act_bytes = DTYPE_BYTES[wdtype] if DTYPE_BYTES[wdtype] >= 2 else 2.0
-    scale = DTYPE_BYTES[wdtype] / DTYPE_BYTES[preset.dtype]
+    # A quantised checkpoint keeps its stored format whatever the compute dtype (vLLM's --dtype
+    # is the activation dtype for FP8/MXFP4 weights); otherwise the weights are cast to it.
+    scale = 1.0 if preset.weights_dtype else DTYPE_BYTES[wdtype] / DTYPE_BYTES[preset.dtype]
     weights = preset.weight_bytes * scale
     tuning_state = 0.0
     if method == "qlora":
@@ -271,7 +273,8 @@ def estimate(preset: ModelPreset, *, runtime: str = "vllm", max_model_len: int |
         weights = max(0, preset.parameters - embed) * QLORA_BYTES_PER_PARAM + embed * act_bytes
         reasons.append(f"qlora: base weights in 4-bit nf4 ({_gib(weights):.1f} GiB with unquantized embeddings)")
     else:
-        reasons.append(f"weights: {_gib(weights):.1f} GiB in {wdtype}")
+        stored = f"{preset.weights_dtype}, computing in {wdtype}" if preset.weights_dtype else wdtype
+        reasons.append(f"weights: {_gib(weights):.1f} GiB in {stored}")
     if method is None:
         kv = preset.kv_bytes_per_token(act_bytes) * ctx * batch
         # One forward pass over the longest prefill chunk (vLLM's chunked prefill; transformers

@@ -44,6 +44,10 @@ REVISION = re.compile(r"^[0-9a-f]{40}$")
 WEIGHT_SOURCES = ("runtime-download", "oci", "local")
 TUNING_METHODS = ("lora", "qlora")
 DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8": 1.0, "int8": 1.0, "int4": 0.5}
+# Stored formats of quantised checkpoints (ModelPreset.weights_dtype): FP8 (DeepSeek, Mistral 3),
+# MXFP4 (gpt-oss: 4-bit values + one 8-bit scale per 32, 4.25 bits), int8/int4 (GPTQ, AWQ).
+WEIGHT_DTYPE_BYTES = {"fp8": 1.0, "float8": 1.0, "int8": 1.0, "mxfp4": 4.25 / 8, "int4": 0.5}
+ARCHITECTURE_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration")
 
 
 def _freeze(value: Any) -> Any:
@@ -135,6 +139,13 @@ class ModelPreset:
     vocab_size: int = 32000
     head_dim: int | None = None
     intermediate_size: int | None = None
+    #: Multi-head latent attention (DeepSeek-V3, Mistral Large 3): the KV cache holds one latent
+    #: of ``kv_lora_rank + qk_rope_head_dim`` values per token and layer, shared by all heads.
+    kv_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+    #: The stored format of ``weight_bytes`` when the checkpoint is quantised (``fp8``, ``mxfp4``,
+    #: ...) and ``dtype`` is the compute dtype vLLM runs it in; None: the weights are ``dtype``.
+    weights_dtype: str | None = None
     license: str = "unknown"
     gated: bool = False
     chat_template: str | None = None
@@ -161,8 +172,11 @@ class ModelPreset:
                  self.hf_repo, "a Hugging Face repository id 'org/model'")
         _require(isinstance(self.revision, str) and bool(REVISION.match(self.revision)), owner, "revision",
                  self.revision, "a pinned 40-hex-digit commit")
-        _require(isinstance(self.architecture, str) and self.architecture.endswith("ForCausalLM"), owner,
-                 "architecture", self.architecture, "a transformers class name ending in 'ForCausalLM'")
+        # Multimodal checkpoints served as text models (Gemma 3, Ministral 3) keep upstream's
+        # *ForConditionalGeneration class, as their config.json names it.
+        _require(isinstance(self.architecture, str) and self.architecture.endswith(ARCHITECTURE_SUFFIXES), owner,
+                 "architecture", self.architecture,
+                 "a transformers class name ending in 'ForCausalLM' or 'ForConditionalGeneration'")
         for name in ("parameters", "weight_bytes", "context_length", "num_layers", "hidden_size",
                      "num_attention_heads", "num_kv_heads", "vocab_size"):
             value = getattr(self, name)
@@ -180,11 +194,15 @@ class ModelPreset:
         _require(self.intermediate_size is None or (isinstance(self.intermediate_size, int)
                                                     and self.intermediate_size > 0),
                  owner, "intermediate_size", self.intermediate_size, "a positive integer (the MLP width) or None")
+        self._check_mla(owner)
+        _require(self.weights_dtype is None or self.weights_dtype in WEIGHT_DTYPE_BYTES, owner, "weights_dtype",
+                 self.weights_dtype, f"None or one of {sorted(WEIGHT_DTYPE_BYTES)}")
         # The weights must be plausible for the parameter count and dtype: a preset that says
         # 7B parameters in 1 MB is a typo that would size nodes wrongly.
-        expected = self.parameters * DTYPE_BYTES[self.dtype]
+        stored = self.weights_dtype or self.dtype
+        expected = self.parameters * self.bytes_per_stored_param
         _require(0.5 * expected <= self.weight_bytes <= 2.0 * expected, owner, "weight_bytes", self.weight_bytes,
-                 f"about parameters x {DTYPE_BYTES[self.dtype]:g} bytes ({expected:.3g}) for dtype {self.dtype}")
+                 f"about parameters x {self.bytes_per_stored_param:g} bytes ({expected:.3g}) for weights in {stored}")
         _require(isinstance(self.runtimes, Mapping) and bool(self.runtimes), owner, "runtimes", self.runtimes,
                  "a non-empty mapping runtime name -> default engine arguments")
         _set(self, "runtimes", _freeze(dict(self.runtimes)))
@@ -202,17 +220,33 @@ class ModelPreset:
             _require(isinstance(self.chat_template, str) and "{" in self.chat_template, owner, "chat_template",
                      (self.chat_template or "")[:40], "a Jinja chat template")
 
+    def _check_mla(self, owner: str) -> None:
+        mla = (self.kv_lora_rank, self.qk_rope_head_dim)
+        _require(mla == (None, None) or all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in mla),
+                 owner, "kv_lora_rank/qk_rope_head_dim", mla, "both positive integers (multi-head latent attention) "
+                 "or both None")
+
     @property
     def bytes_per_param(self) -> float:
+        """Bytes per parameter in the compute dtype."""
         return DTYPE_BYTES[self.dtype]
+
+    @property
+    def bytes_per_stored_param(self) -> float:
+        """Bytes per parameter as the checkpoint stores them (a quantised format, or ``dtype``)."""
+        return WEIGHT_DTYPE_BYTES[self.weights_dtype] if self.weights_dtype else DTYPE_BYTES[self.dtype]
 
     @property
     def weight_gib(self) -> float:
         return self.weight_bytes / 2**30
 
     def kv_bytes_per_token(self, dtype_bytes: float | None = None) -> float:
-        """KV-cache bytes one token costs: 2 (K and V) x layers x kv_heads x head_dim x dtype."""
+        """KV-cache bytes one token costs: 2 (K and V) x layers x kv_heads x head_dim x dtype, or
+        with multi-head latent attention layers x (kv_lora_rank + qk_rope_head_dim) x dtype (vLLM's
+        MLA cache; upstream's BytesPerToken)."""
         b = self.bytes_per_param if dtype_bytes is None else dtype_bytes
+        if self.kv_lora_rank:
+            return self.num_layers * (self.kv_lora_rank + (self.qk_rope_head_dim or 0)) * b
         return 2 * self.num_layers * self.num_kv_heads * (self.head_dim or 0) * b
 
     def to_dict(self) -> dict[str, Any]:

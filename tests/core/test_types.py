@@ -26,6 +26,9 @@ from tests.core.presets import make_preset
     ("num_kv_heads", 8, "at most"),
     ("default_runtime", "tgi", "default_runtime"),
     ("weights_source", "ftp", "weights_source"),
+    ("weights_dtype", "nf3", "weights_dtype"),
+    ("weights_dtype", "mxfp4", "weight_bytes"),  # 2 MB for 1M parameters is not 4.25 bits each
+    ("kv_lora_rank", 512, "kv_lora_rank/qk_rope_head_dim"),  # without qk_rope_head_dim
     ("runtimes", {}, "runtimes"),
     ("aliases", ("same",), "aliases"),
     ("chat_template", "no jinja", "chat_template"),
@@ -48,6 +51,25 @@ def test_valid_preset_derives_head_dim_and_kv_bytes():
     p = make_preset("ok", num_layers=2, hidden_size=64, num_attention_heads=4, num_kv_heads=2)
     assert p.head_dim == 16
     assert p.kv_bytes_per_token() == 2 * 2 * 2 * 16 * 2
+
+
+def test_multi_head_latent_attention_caches_one_latent_per_layer():
+    # DeepSeek-V3's shape: 61 layers x (512 + 64) x 2 bytes = upstream's BytesPerToken 70272
+    p = make_preset("mla", num_layers=61, hidden_size=7168, num_attention_heads=128, num_kv_heads=128,
+                    head_dim=128, kv_lora_rank=512, qk_rope_head_dim=64, parameters=10**6, weight_bytes=10**6,
+                    weights_dtype="fp8")
+    assert p.kv_bytes_per_token(2) == 70272
+    assert p.bytes_per_stored_param == 1.0 and p.bytes_per_param == 2.0
+
+
+def test_multimodal_classes_and_quantised_weights_are_accepted():
+    p = make_preset("gemma", architecture="Gemma3ForConditionalGeneration")
+    assert p.architecture == "Gemma3ForConditionalGeneration"
+    q = make_preset("oss", weights_dtype="mxfp4", weight_bytes=600_000)
+    from kaito_core import sizing
+
+    est = sizing.estimate(q, runtime="vllm", dtype="float16")  # a V100's compute dtype
+    assert est.weights_gib == pytest.approx(600_000 / 2**30)  # the stored MXFP4 bytes, not cast
 
 
 @pytest.mark.parametrize("kwargs,field", [

@@ -115,12 +115,13 @@ def test_v100_serves_float16_and_a10_reserves_what_sizing_counted(tmp_path, regi
     assert "--dtype" not in container(a10)["args"]
 
 
-def test_a_quantised_checkpoint_gets_no_vllm_dtype(tmp_path, registry):
-    """gpt-oss's MXFP4 weights are sized as int4; vLLM's --dtype takes only a compute dtype."""
+def test_a_quantised_checkpoint_gets_a_compute_dtype(tmp_path, registry):
+    """gpt-oss's MXFP4 weights keep their format; the plan's compute dtype is bfloat16."""
     p = ready_plan(*load(write(tmp_path, ws_text("gpt-oss-20b", "Standard_NV36ads_A10_v5"))), registry)
     cfg = yaml.safe_load(next(o for o in p.objects if o["kind"] == "ConfigMap")["data"]["inference_config.yaml"])
-    assert "dtype" not in cfg["vllm"] and "--dtype" not in container(p)["args"]
+    assert cfg["vllm"]["dtype"] == "bfloat16" and "--dtype" not in container(p)["args"]
     assert cfg["vllm"]["gpu-memory-utilization"] == 0.82
+    assert any("12.9 GiB in mxfp4, computing in bfloat16" in r for r in p.reasons), p.reasons
 
 
 def test_phi3_medium_128k_at_full_context_plans_one_node_as_upstream(registry):

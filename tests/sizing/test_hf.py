@@ -100,6 +100,18 @@ def test_config_only_estimates_parameters(tiny_models, tmp_path):
     assert "estimated from config.json" in p.description
 
 
+def test_a_latent_attention_config_is_sized_by_its_latent(tmp_path):
+    d = tmp_path / "mla"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": 256,
+        "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 1000,
+        "kv_lora_rank": 64, "qk_rope_head_dim": 16, "torch_dtype": "bfloat16"}))
+    p = hf.resolve(str(d))
+    assert (p.kv_lora_rank, p.qk_rope_head_dim) == (64, 16)
+    assert p.kv_bytes_per_token(2) == 3 * (64 + 16) * 2
+
+
 def test_unusable_inputs_say_why(tmp_path):
     assert hf.try_resolve(str(tmp_path / "missing"))[1].endswith("not a model directory (expected a folder with config.json)")
     (tmp_path / "vision").mkdir()

@@ -12,8 +12,8 @@ engine arguments, multi-node support, no tuning):
   with vLLM (Ray). Sizing counts their
   TOTAL weights (every expert is resident) and their ACTIVE KV cache: multi-head latent
   attention caches ``kv_lora_rank + qk_rope_head_dim = 512 + 64`` values per token and layer,
-  shared by all 128 heads (upstream's BytesPerToken 70272). The contract has no MLA fields yet,
-  so the presets write that latent as one KV "head" of 288 values (2 x 1 x 288 = 576 per layer).
+  shared by all 128 heads (61 x 576 x 2 bytes = upstream's BytesPerToken 70272); ``weights_dtype``
+  fp8 keeps the stored size in sizing whatever the compute dtype.
   Their activation estimate uses the active MLP width: 8 routed + 1 shared expert of 2048.
 - Parameter counts are the published safetensors totals (685B, including the multi-token-
   prediction layer upstream's file size also counts).
@@ -72,7 +72,8 @@ def _moe(name: str, repo: str, revision: str, *, template: str, vllm: dict, desc
     return ModelPreset(
         name=name, family="deepseek", hf_repo=repo, revision=revision, architecture="DeepseekV3ForCausalLM",
         parameters=684_531_386_000, weight_bytes=int(641.30 * GIB), dtype="bfloat16", context_length=163840,
-        num_layers=61, hidden_size=7168, num_attention_heads=128, num_kv_heads=1, head_dim=288,
+        num_layers=61, hidden_size=7168, num_attention_heads=128, num_kv_heads=128, head_dim=128,
+        kv_lora_rank=512, qk_rope_head_dim=64, weights_dtype="fp8",
         intermediate_size=18432, vocab_size=129280, license="mit", gated=False, chat_template=template,
         runtimes={"vllm": {**vllm, "max-model-len": 8192},
                   "transformers": {"dtype": "bfloat16"}},

@@ -2,9 +2,8 @@
 
 Facts from upstream KAITO v0.12 (supported_models.yaml: commits, tags, ``downloadAtRuntime``;
 model_catalog.yaml: shapes, 128k context, safetensors sizes; presets/workspace/models/gemma3: no
-extra vLLM arguments, no tuning, one node). Gemma 3 is multimodal upstream
-(``Gemma3ForConditionalGeneration``); kaito's contract wants a causal-LM class, so the preset
-names transformers' text class ``Gemma3ForCausalLM``. The weights are gated on Hugging Face
+extra vLLM arguments, no tuning, one node). Gemma 3 is multimodal upstream and the presets keep
+its class, ``Gemma3ForConditionalGeneration`` (served as a text model). The weights are gated on Hugging Face
 (Google's Gemma terms must be accepted), which is why upstream's examples name
 ``presetOptions.modelAccessSecret``: the presets are ``gated`` so a Workspace without the
 Secret is refused before it is scheduled rather than failing at download time.
@@ -33,7 +32,8 @@ GEMMA3_CHAT_TEMPLATE = (
 def _gemma(name: str, repo: str, revision: str, *, parameters: int, size_gib: float, hidden: int, layers: int,
            heads: int, kv_heads: int, head_dim: int, intermediate: int, description: str) -> ModelPreset:
     return ModelPreset(
-        name=name, family="gemma", hf_repo=repo, revision=revision, architecture="Gemma3ForCausalLM",
+        name=name, family="gemma", hf_repo=repo, revision=revision,
+        architecture="Gemma3ForConditionalGeneration",
         parameters=parameters, weight_bytes=int(size_gib * GIB), dtype="bfloat16", context_length=131072,
         num_layers=layers, hidden_size=hidden, num_attention_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
         intermediate_size=intermediate, vocab_size=262208, license="gemma", gated=True,

@@ -7,9 +7,9 @@ and ``openai`` tool parser, no tuning, multi-node with vLLM).
 
 Both are mixture-of-experts models (20b: 32 experts, 120b: 128 experts, 4 active per token)
 whose expert weights are MXFP4 (4.25 bits) beside 16-bit attention and embeddings. Sizing counts
-the TOTAL weights as stored, hence dtype ``int4`` (0.5 byte per parameter, the nearest kaito
-dtype; the checkpoint's 0.66 byte per parameter average includes the 16-bit parts), and the
-ACTIVE MLP width (4 x 2880) for activations. Weight sizes: upstream's catalog ``modelFileSize``
+the TOTAL weights as stored (``weights_dtype`` mxfp4; the checkpoint's 0.66 byte per parameter
+average includes the 16-bit parts) and computes in bfloat16 (``dtype``), and uses the ACTIVE MLP
+width (4 x 2880) for activations. Weight sizes: upstream's catalog ``modelFileSize``
 (25.63Gi, 121.54Gi) adds up every safetensors file of the repository, which holds the weights
 twice (the Hugging Face shards and ``original/``); vLLM loads one copy, which is what upstream's
 gpt preset declares (12.9Gi, 60.77Gi: "single 80GB GPU") and what the presets use.
@@ -45,7 +45,8 @@ def _gptoss(name: str, repo: str, revision: str, *, parameters: int, size_gib: f
             source: str, tag: str, description: str) -> ModelPreset:
     return ModelPreset(
         name=name, family="gptoss", hf_repo=repo, revision=revision, architecture="GptOssForCausalLM",
-        parameters=parameters, weight_bytes=int(size_gib * GIB), dtype="int4", context_length=131072,
+        parameters=parameters, weight_bytes=int(size_gib * GIB), dtype="bfloat16", weights_dtype="mxfp4",
+        context_length=131072,
         num_layers=layers, hidden_size=2880, num_attention_heads=64, num_kv_heads=8, head_dim=64,
         intermediate_size=4 * 2880, vocab_size=201088, license="apache-2.0", gated=False,
         chat_template=HARMONY_CHAT_TEMPLATE,

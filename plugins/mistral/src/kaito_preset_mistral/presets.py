@@ -12,12 +12,11 @@ engine arguments, tuning support, multi-node support):
   ``quantMethod``). ``weight_bytes`` is the FP8 checkpoint as stored; ``dtype`` is the dtype vLLM
   computes in (bfloat16): kaito passes it as vLLM's ``--dtype``, which for a quantized checkpoint
   is the activation dtype and leaves the FP8 weights as they are.
-  Ministral 3 is multimodal upstream (``Mistral3ForConditionalGeneration``); kaito's contract
-  wants a causal-LM class, so the preset names transformers' text class ``Ministral3ForCausalLM``.
+  ``weights_dtype`` says so (fp8), so sizing keeps the stored size whatever the compute dtype.
+  Ministral 3 is multimodal upstream and keeps its class, ``Mistral3ForConditionalGeneration``.
 - Mistral Large 3 (675B mixture-of-experts) uses multi-head latent attention like DeepSeek-V3:
   the KV cache holds ``kv_lora_rank + qk_rope_head_dim = 512 + 64`` values per token and layer,
-  shared by all heads. The contract has no MLA fields yet, so the preset writes that latent as
-  one KV "head" of 288 values (2 x 1 x 288 = 576 per layer, upstream's BytesPerToken 70272).
+  shared by all heads (61 x 576 x 2 bytes = upstream's BytesPerToken 70272).
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ def _mistral(name: str, repo: str, revision: str, *, parameters: int, size_gib: 
              architecture: str, context: int, hidden: int, layers: int, heads: int, kv_heads: int,
              vocab: int, head_dim: int | None = None, intermediate: int | None = None, template: str,
              vllm: dict, source: str, tag: str, tuning: TuningRecipe | None = None, multinode: bool = False,
-             description: str) -> ModelPreset:
+             description: str, **shape: object) -> ModelPreset:
     return ModelPreset(
         name=name, family="mistral", hf_repo=repo, revision=revision, architecture=architecture,
         parameters=parameters, weight_bytes=int(size_gib * GIB), dtype=dtype, context_length=context,
@@ -79,7 +78,7 @@ def _mistral(name: str, repo: str, revision: str, *, parameters: int, size_gib: 
         head_dim=head_dim, intermediate_size=intermediate, vocab_size=vocab, license="apache-2.0", gated=False,
         chat_template=template, runtimes=_runtimes(vllm, min(context, 8192)), default_runtime="vllm",
         image=runtime_image("vllm"), weights_source=source, tuning=tuning, tag=tag, aliases=(repo,),
-        supports_multinode=multinode, description=description)
+        supports_multinode=multinode, description=description, **shape)
 
 
 _7B = dict(parameters=7_248_023_552, size_gib=13.50, dtype="bfloat16", architecture="MistralForCausalLM",
@@ -93,7 +92,8 @@ MISTRAL_7B_INSTRUCT = _mistral(
     "mistral-7b-instruct", "mistralai/Mistral-7B-Instruct-v0.3", "e0bc86c23ce5aae1db576c8cca6f06f1f73af2db",
     description="Mistral 7B Instruct v0.3, 32k context (served at 8k by default), tool calling", **_7B)
 
-_MINISTRAL = dict(dtype="bfloat16", architecture="Ministral3ForCausalLM", context=262144, heads=32, kv_heads=8,
+_MINISTRAL = dict(dtype="bfloat16", weights_dtype="fp8", architecture="Mistral3ForConditionalGeneration",
+                  context=262144, heads=32, kv_heads=8,
                   vocab=131072, head_dim=128, template=MISTRAL3_CHAT_TEMPLATE, vllm=MISTRAL3_VLLM,
                   source="runtime-download", tag="0.0.1")
 
@@ -111,14 +111,14 @@ MINISTRAL_3_14B = _mistral(
     parameters=13_900_000_000, size_gib=14.65, hidden=5120, layers=40,
     description="Ministral 3 14B Instruct (FP8), 256k context (served at 8k by default), tool calling", **_MINISTRAL)
 
-# MLA latent as one 288-wide KV head (see the module docstring). The MoE's active MLP width is
+# Multi-head latent attention (see the module docstring). The MoE's active MLP width is
 # not in upstream's catalog; DeepSeek-V3's (8 routed + 1 shared expert of 2048 = 18432), whose
 # layout Mistral Large 3 follows, stands in for the activation estimate.
 MISTRAL_LARGE_3 = _mistral(
     "mistral-large-3-675b-instruct", "mistralai/Mistral-Large-3-675B-Instruct-2512",
     "7f13ed24ab52a2a1c35bb26a749ef9d891ee98dd", parameters=675_000_000_000, size_gib=634.70, dtype="bfloat16",
-    architecture="MistralLarge3ForCausalLM", context=294912, hidden=7168, layers=61, heads=128, kv_heads=1,
-    head_dim=288, intermediate=18432, vocab=131072, template=MISTRAL3_CHAT_TEMPLATE, vllm=MISTRAL3_VLLM,
+    architecture="MistralLarge3ForCausalLM", context=294912, hidden=7168, layers=61, heads=128, kv_heads=128,
+    head_dim=192, kv_lora_rank=512, qk_rope_head_dim=64, weights_dtype="fp8", intermediate=18432, vocab=131072, template=MISTRAL3_CHAT_TEMPLATE, vllm=MISTRAL3_VLLM,
     source="runtime-download", tag="0.0.1", multinode=True,
     description="Mistral Large 3 675B Instruct: mixture-of-experts, FP8, multi-head latent attention; "
                 "multi-node with vLLM")
