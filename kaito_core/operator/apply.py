@@ -14,14 +14,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from kaito_core.api import parse_workspace, validate_workspace
+from kaito_core.api import parse_workspace
 from kaito_core.errors import KaitoError, WorkspaceInvalid
 from kaito_core.operator.admission import Policy, policy_problems
+from kaito_core.operator.configmaps import CONFIGMAP_MISSING, hold_for_configmaps, read_configmaps
 from kaito_core.operator.drift import CONDITION as DRIFT_CONDITION, describe, differences
 from kaito_core.operator.kube import ApiError, KubeClient
 from kaito_core.operator.settings import Settings
-from kaito_core.reconcile import Observed, Plan, invalid, names, plan
-from kaito_core.reconcile.inputs import resolve
+from kaito_core.reconcile import Observed, Plan, invalid, names, plan_workspace
 from kaito_core.reconcile.status import Event
 from kaito_core.types import ProvisionerContext
 
@@ -232,34 +232,43 @@ class Reconciler:
                   "state": "Failed", "workerNodes": []}
         return Outcome(status, [Event("Warning", "InvalidWorkspace", "; ".join(problems))])
 
+    def configmaps_for(self, ws: Any) -> tuple[dict[str, Any], list[str]]:
+        return read_configmaps(self.kube, ws)
+
+    def plan_for(self, ws: Any, prov: Any, configmaps: Mapping[str, Any], observed: Observed) -> Plan:
+        """The one planner (:func:`kaito_core.reconcile.plan_workspace`), as ``kaito plan`` and
+        ``kaito render`` call it, with the operator's provisioner settings."""
+        return plan_workspace(ws, registry=self.registry, provisioner=prov, configmaps=configmaps,
+                              observed=observed, settings=self.settings.provisioner_settings or None)
+
     def _reconcile(self, ws: Any, now: str, *, pods: list[Mapping[str, Any]] | None = None,
                    verify: bool = True) -> Outcome:
-        result = validate_workspace(ws, registry=self.registry)
         # The admin's policy holds without the webhook too (failurePolicy Ignore, webhook off).
         refused = policy_problems(ws, Policy.from_settings(self.settings, provisioner=self.default_provisioner_name()))
-        if result.errors or refused:
-            p = invalid(ws, [str(e) for e in [*result.errors, *refused]], now=now)
-            return Outcome(p.status, p.events, p)
-        config = None
-        if ws.inference is not None and ws.inference.config:
-            config = self.kube.get(api_version="v1", kind="ConfigMap", name=ws.inference.config,
-                                   namespace=ws.namespace)
-        inputs = resolve(ws, self.registry, config=config)
-        if inputs.problems:
-            p = invalid(ws, inputs.problems, now=now)
+        if refused:
+            p = invalid(ws, [str(e) for e in refused], now=now)
             return Outcome(p.status, p.events, p)
         try:
             prov = self.provisioner_for(ws)
-            first = plan(ws, inputs.preset, inputs.requirement, prov, Observed(now=now))
         except (KaitoError, ValueError) as exc:
             p = invalid(ws, [str(exc)], now=now, reason="ProvisioningError")
             return Outcome(p.status, p.events, p)
+        configmaps, missing = self.configmaps_for(ws)
+        first = self.plan_for(ws, prov, configmaps, Observed(now=now))
         if first.errors:
             return Outcome(first.status, first.events, first)
         observed = self.observe(ws, prov, first, now, pods=pods)
-        final = plan(ws, inputs.preset, inputs.requirement, prov, observed)
-        actions: dict[str, str] = {}
+        final = self.plan_for(ws, prov, configmaps, observed)
+        if final.errors:
+            return Outcome(final.status, final.events, final)
         events = list(final.events)
+        status = final.status
+        if missing:
+            # Nodes go ahead (they do not depend on the ConfigMap); the workload waits for it,
+            # so a pod never runs without the user's settings.
+            final, status = hold_for_configmaps(final, missing, now, ws.status.to_k8s() if ws.status else None)
+            events.append(Event("Warning", CONFIGMAP_MISSING, "; ".join(missing)))
+        actions: dict[str, str] = {}
         memo_key = ws.metadata.uid or f"{ws.namespace}/{ws.name}"
         if observed.workload is None:
             # the workload is gone (or never was): whatever the memo says, apply it again
@@ -269,7 +278,6 @@ class Reconciler:
         for obj in final.objects:
             key = f"{obj['kind']}/{obj['metadata']['name']}"
             actions[key] = self._apply_one(ws, obj, final.uid, memo_key, verify, notes, events)
-        status = final.status
         if notes:
             status = drift_status(status, notes, actions, self.settings.drift, now)
             reason = "DriftReverted" if self.settings.drift == "revert" else "Drifted"

@@ -148,8 +148,9 @@ def test_byo_node_becoming_ready_wakes_the_workspace(cluster, operator):
     raw = _workspace(name)
     raw["metadata"]["annotations"] = {"kaito.sh/provisioner": "byo"}
     cluster.create_workspace(raw)
-    nc = wait_for("NodeClaimReady=False", lambda: cluster.conditions(name, NS).get("NodeClaimReady"))
-    assert nc["status"] == "False", nc
+    # upstream's BYO reports no NodeClaimReady: ResourceReady says the nodes are not ready yet
+    rr = wait_for("ResourceReady=False", lambda: cluster.conditions(name, NS).get("ResourceReady"))
+    assert rr["status"] == "False", rr
     assert cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS) is None
     cluster.kube.patch(api_version="v1", kind="Node", name="byo-node-1",
                        patch={"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
@@ -173,5 +174,64 @@ def test_provisioner_annotation_outside_the_admins_list_is_refused(cluster, oper
     assert "kaito.sh/provisioner" in cond[0]["message"] and "'aks'" in cond[0]["message"]
     assert cond[0]["status"] == "False" and cluster.workspace(name, NS)["status"]["state"] == "Failed"
     assert cluster.nodeclaims(name) == []
+    cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
+    wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
+
+
+# -- the Workspace's ConfigMaps reach the one planner (issue 12) -------------------------------
+
+
+def _tuning(name: str, config: str | None) -> dict:
+    raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": name, "namespace": NS},
+           "resource": {"instanceType": "Standard_NV36ads_A10_v5", "labelSelector": {"matchLabels": {"apps": name}}},
+           "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
+                      "input": {"urls": ["https://example.com/d.jsonl"]}, "output": {"volumeSource": {"emptyDir": {}}}}}
+    if config:
+        raw["tuning"]["config"] = config
+    return raw
+
+
+def test_tuning_configmap_batch_size_sizes_the_workspace(cluster, operator):
+    """A QLoRA Workspace whose tuning ConfigMap asks per_device_train_batch_size 8 does not fit
+    one A10 (kaito plan: "cannot place"); the operator sizes it with the ConfigMap too, so it
+    never reports ResourceReady True nor asks for a node. The same Workspace without the
+    ConfigMap (batch 1) fits: the ConfigMap is what decides."""
+    cluster.kube.create(with_identity({"apiVersion": "v1", "kind": "ConfigMap",
+                                       "metadata": {"name": "qlora-b8", "namespace": NS},
+                                       "data": {"training_config.yaml": "training_config:\n  TrainingArguments:\n"
+                                                                        "    per_device_train_batch_size: 8\n"}}))
+    cluster.create_workspace(_tuning("tune-b8", "qlora-b8"))
+    cluster.create_workspace(_tuning("tune-b1", None))
+    rr = wait_for("ResourceReady=False", lambda: cluster.conditions("tune-b8", NS).get("ResourceReady"))
+    assert rr["status"] == "False" and rr["reason"] == "SizingFailed", rr
+    assert "GiB" in rr["message"]
+    assert cluster.workspace("tune-b8", NS)["status"]["state"] == "Failed"
+    wait_for("a NodeClaim for the batch-1 Workspace", lambda: cluster.nodeclaims("tune-b1"))
+    assert cluster.nodeclaims("tune-b8") == []
+    assert cluster.conditions("tune-b8", NS)["ResourceReady"]["status"] == "False"
+    for name in ("tune-b8", "tune-b1"):
+        cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
+    for name in ("tune-b8", "tune-b1"):
+        wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
+
+
+def test_missing_inference_configmap_is_a_condition(cluster, operator):
+    """inference.config names a ConfigMap that does not exist: no exception, the nodes are
+    asked for, the StatefulSet waits, and InferenceReady says which ConfigMap to create."""
+    name = "nocfg"
+    raw = _workspace(name)
+    raw["inference"]["config"] = "absent-params"
+    cluster.create_workspace(raw)
+    ir = wait_for("InferenceReady=False", lambda: cluster.conditions(name, NS).get("InferenceReady"))
+    assert ir["status"] == "False" and ir["reason"] == "ConfigMapNotFound", ir
+    assert "inference.config" in ir["message"] and "'absent-params'" in ir["message"] and NS in ir["message"]
+    claims = wait_for("the NodeClaim", lambda: cluster.nodeclaims(name))
+    _ready_claim(cluster, claims[0], "nocfg-node")
+    wait_for("ResourceReady=True", lambda: cluster.conditions(name, NS).get("ResourceReady", {}).get("status")
+             == "True")
+    assert cluster.conditions(name, NS)["InferenceReady"]["reason"] == "ConfigMapNotFound"
+    assert cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS) is None
+    events = [e for e in cluster.events(NS) if e.get("reason") == "ConfigMapNotFound"]
+    assert events and "absent-params" in events[0]["message"]
     cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
     wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
