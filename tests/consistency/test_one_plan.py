@@ -164,17 +164,6 @@ def operator_outcome(ws, docs, provisioner: str):
     return Reconciler(kube, get_registry(), settings).reconcile(body)
 
 
-# The operator reads only inference.config from the cluster (kaito_core/operator/apply.py, owned
-# by the operator's maintainers): a tuning ConfigMap's batch size does not reach its sizing yet.
-OPERATOR_READS_NO_TUNING_CONFIG = pytest.mark.xfail(
-    strict=True, reason="operator/apply.py must pass tuning.config's ConfigMap to the planner (plan_workspace)")
-
-
-def operator_sources() -> list:
-    return [pytest.param(*p.values, id=p.id, marks=[OPERATOR_READS_NO_TUNING_CONFIG])
-            if p.id == "fixture:qlora-batch-8" else p for p in sources()]
-
-
 def plan_rows(capsys, path, provisioner) -> dict[str, dict]:
     rc, out, _ = run_cli(capsys, "plan", str(path), "-o", "json", "--provisioner", provisioner)
     return {r["name"]: r for r in json.loads(out)}
@@ -204,7 +193,7 @@ def test_render_applies_the_plan(path, provisioner, capsys):
             assert (r["tp"], r["pp"]) == (str(want["tp"]), str(want["pp"]))
 
 
-@pytest.mark.parametrize("path", operator_sources(), indirect=True)
+@pytest.mark.parametrize("path", sources(), indirect=True)
 @pytest.mark.parametrize("provisioner", PROVISIONERS)
 def test_the_operator_plans_the_same(path, provisioner, capsys):
     docs = load_documents(str(path))

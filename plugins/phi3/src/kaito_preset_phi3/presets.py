@@ -2,9 +2,10 @@
 
 Every Phi model here is a ``Phi3ForCausalLM`` (fused ``qkv_proj``), published in bfloat16.
 Sizes are the safetensors totals from upstream's model catalog (``modelFileSize``); parameter
-counts are the models' published totals. Long-context models default to an 8k serving context
-(their KV cache at 128k tokens would need tens of GiB): raise ``vllm.max-model-len`` in the
-Workspace's inference config to serve longer prompts.
+counts are the models' published totals. The 128k models serve their whole context, as upstream
+(``max-model-len`` 131072: sizing counts its KV cache, e.g. 48 GiB for Phi-3 mini, so they plan
+onto an 80 GB GPU); a Workspace's inference config may set a smaller ``vllm.max-model-len`` to
+fit a smaller GPU.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ PHI_3_MINI_4K = _phi(
 PHI_3_MINI_128K = _phi(
     "phi-3-mini-128k-instruct", "microsoft/Phi-3-mini-128k-instruct", "072cb7562cb8c4adf682a8e186aaafa49469eb5d",
     parameters=3_821_079_552, size_gib=7.12, context=131072, hidden=3072, layers=32, heads=32, kv_heads=32,
-    vocab=32064, max_model_len=8192, tuning=PHI3_MINI_TUNING,
-    description="Phi-3 Mini, 3.8B parameters, 128k context (served at 8k by default)")
+    vocab=32064, max_model_len=131072, tuning=PHI3_MINI_TUNING,
+    description="Phi-3 Mini, 3.8B parameters, 128k context")
 PHI_3_MEDIUM_4K = _phi(
     "phi-3-medium-4k-instruct", "microsoft/Phi-3-medium-4k-instruct", "b64223aaea6fbf273c0c8cd0801d5e732dce8897",
     parameters=13_960_238_080, size_gib=26.00, context=4096, hidden=5120, layers=40, heads=40, kv_heads=10,
@@ -92,13 +93,13 @@ PHI_3_MEDIUM_4K = _phi(
 PHI_3_MEDIUM_128K = _phi(
     "phi-3-medium-128k-instruct", "microsoft/Phi-3-medium-128k-instruct", "fa7d2aa4f5ea69b2e36b20d050cdae79c9bfbb3f",
     parameters=13_960_238_080, size_gib=26.00, context=131072, hidden=5120, layers=40, heads=40, kv_heads=10,
-    vocab=32064, max_model_len=8192, tuning=PHI3_LARGE_TUNING, multinode=True,
-    description="Phi-3 Medium, 14B parameters, 128k context (served at 8k by default)")
+    vocab=32064, max_model_len=131072, tuning=PHI3_LARGE_TUNING, multinode=True,
+    description="Phi-3 Medium, 14B parameters, 128k context")
 PHI_3_5_MINI = _phi(
     "phi-3.5-mini-instruct", "microsoft/Phi-3.5-mini-instruct", "3145e03a9fd4cdd7cd953c34d9bbf7ad606122ca",
     parameters=3_821_079_552, size_gib=7.12, context=131072, hidden=3072, layers=32, heads=32, kv_heads=32,
-    vocab=32064, max_model_len=8192, tuning=PHI3_MINI_TUNING,
-    description="Phi-3.5 Mini, 3.8B parameters, 128k context (served at 8k by default), multilingual")
+    vocab=32064, max_model_len=131072, tuning=PHI3_MINI_TUNING,
+    description="Phi-3.5 Mini, 3.8B parameters, 128k context, multilingual")
 PHI_4 = _phi(
     "phi-4", "microsoft/phi-4", "187ef0342fff0eb3333be9f00389385e95ef0b61",
     parameters=14_659_507_200, size_gib=27.31, context=16384, hidden=5120, layers=40, heads=40, kv_heads=10,
@@ -107,9 +108,9 @@ PHI_4 = _phi(
 PHI_4_MINI = _phi(
     "phi-4-mini-instruct", "microsoft/Phi-4-mini-instruct", "c0fb9e74abda11b496b7907a9c6c9009a7a0488f",
     parameters=3_836_021_760, size_gib=7.15, context=131072, hidden=3072, layers=32, heads=24, kv_heads=8,
-    vocab=200064, max_model_len=8192, tuning=PHI3_MINI_TUNING, template=PHI4_MINI_CHAT_TEMPLATE,
+    vocab=200064, max_model_len=131072, tuning=PHI3_MINI_TUNING, template=PHI4_MINI_CHAT_TEMPLATE,
     intermediate=8192, vllm=PHI4_MINI_TOOLS,
-    description="Phi-4 Mini, 3.8B parameters, 128k context (served at 8k by default), 200k vocabulary")
+    description="Phi-4 Mini, 3.8B parameters, 128k context, 200k vocabulary")
 
 # Phi-2 is listed in upstream v0.12's supported_models.yaml with ``deprecated: true``: upstream
 # removed its preset and its admission webhook refuses it (kaito-project/kaito#1667), after pinning
