@@ -1,11 +1,14 @@
 """Admission rules (kopf-free).
 
-CREATE: the API's rules + the admin's policy (:class:`Policy`) + the GPU-memory check against
-the instance type. UPDATE: like upstream's webhook (``workspace_validation.go``
+CREATE: the API's rules + the admin's policy (:class:`Policy`) + the one planner's verdict
+(:func:`kaito_core.reconcile.plan_workspace` with the Workspace's ConfigMaps, as the operator
+and ``kaito plan`` run it: sizing, a ConfigMap's TP larger than the node's GPUs, runtime rules
+such as adapters on vLLM), so what admission accepts the operator can place. UPDATE: like upstream's webhook (``workspace_validation.go``
 ``validateUpdate``), only the immutable fields and the fields that changed are checked; an
 update that leaves ``resource``/``inference``/``tuning`` and kaito's annotations alone (the
 operator's own finalizer removal, labels, status, a Workspace being deleted) always passes,
-even when the Workspace's preset plugin has gone or sizing no longer fits. Defaulting =
+even when the Workspace's preset plugin has gone or sizing no longer fits; a spec change is
+refused for the planner problems it brings, not for those the old spec had. Defaulting =
 upstream's defaults made explicit.
 """
 
@@ -101,25 +104,28 @@ def _touches(error_path: str, changed: list[str]) -> bool:
 
 
 def review(body: Mapping[str, Any], *, old: Mapping[str, Any] | None, registry: Any,
-           policy: Policy = PERMISSIVE) -> list[str]:
+           policy: Policy = PERMISSIVE, kube: Any = None) -> list[str]:
     """Warnings for an acceptable Workspace; raises :class:`Rejection` naming every bad field.
-    ``old`` is set on UPDATE (see the module docstring for what an update checks)."""
+    ``old`` is set on UPDATE (see the module docstring for what an update checks). ``kube``: a
+    client to read the Workspace's ConfigMaps with (None: plan without them)."""
     if old is not None:
-        return _review_update(body, old, registry, policy)
+        return _review_update(body, old, registry, policy, kube)
     try:
         ws = parse_workspace(_clean(body))
     except WorkspaceInvalid as exc:
         raise Rejection(_text(ws_name(body), [str(e) for e in exc.errors])) from None
-    result = validate_workspace(ws, registry=registry)
+    configmaps = _configmaps(ws, kube)
+    result = validate_workspace(ws, registry=registry, configmaps=configmaps)
     problems = [str(e) for e in [*result.errors, *policy_problems(ws, policy)]]
     if not problems:
-        problems = _sizing(ws, registry)
+        problems = plan_problems(ws, registry, policy, configmaps)
     if problems:
         raise Rejection(_text(ws.name, problems))
     return [str(w) for w in result.warnings]
 
 
-def _review_update(body: Mapping[str, Any], old: Mapping[str, Any], registry: Any, policy: Policy) -> list[str]:
+def _review_update(body: Mapping[str, Any], old: Mapping[str, Any], registry: Any, policy: Policy,
+                   kube: Any = None) -> list[str]:
     if ((body.get("metadata") or {}).get("deletionTimestamp")):
         return []  # being deleted: finalizer removal and status must never be blocked
     new_spec = {k: body.get(k) for k in SPEC_KEYS if body.get(k) is not None}
@@ -147,25 +153,70 @@ def _review_update(body: Mapping[str, Any], old: Mapping[str, Any], registry: An
                                               f"{was!r}); delete and re-create the Workspace to change it"]))
     problems = [str(e) for e in [*result.errors, *policy_problems(ws, policy)]
                 if "is immutable" in e.message or "cannot switch" in e.message or _touches(e.path, paths)]
-    if not problems and ANNOTATION_RUNTIME in changed_ann:
-        problems = _sizing(ws, registry)  # another runtime can change what fits
+    if not problems and previous is not None:
+        # The plan's verdict, but only what this change brings: a problem the old spec had too
+        # (a plugin since removed, a ConfigMap edited since) is not held against the update.
+        configmaps = _configmaps(ws, kube)
+        before = set(plan_problems(previous, registry, policy, configmaps))
+        problems = [p for p in plan_problems(ws, registry, policy, configmaps) if p not in before]
     if problems:
         raise Rejection(_text(ws.name, problems))
     return [str(w) for w in result.warnings if _touches(w.path, paths)]
 
 
-def _sizing(ws: Any, registry: Any) -> list[str]:
-    """Sizing's verdict on the named instance type (weights + KV cache + overhead), the same the
-    operator would reach: refuse now rather than report Failed later."""
-    if not ws.preset_name or ws.bypass_resource_checks or ws.resource is None \
-            or ws.resource.instance_type not in registry.instance_types:
-        return []
-    from kaito_core.reconcile.inputs import resolve
+def _configmaps(ws: Any, kube: Any) -> dict[str, Any] | None:
+    """The Workspace's ConfigMaps that can be read now (None without a client). A missing one is
+    not refused here: validation warns, and the operator reports ``ConfigMapNotFound`` until it
+    exists (GitOps tools may apply the Workspace first)."""
+    if kube is None:
+        return None
+    from kaito_core.operator.configmaps import read_configmaps
 
-    inputs = resolve(ws, registry)
-    if inputs.requirement is None:
+    try:
+        found, _ = read_configmaps(kube, ws)
+    except Exception:  # noqa: BLE001 - an unreachable API server must not block admission
+        return None
+    return found
+
+
+def _provisioner(ws: Any, registry: Any, policy: Policy) -> Any:
+    """The provisioner the operator would plan with (None when it is not installed: the operator
+    reports that itself)."""
+    name = ws.annotations.get(ANNOTATION_PROVISIONER) or policy.provisioner
+    if not name:
+        name = "karpenter" if "karpenter" in registry.provisioners else "byo"
+    return registry.provisioners.get(name)
+
+
+def plan_problems(ws: Any, registry: Any, policy: Policy, configmaps: Mapping[str, Any] | None) -> list[str]:
+    """What the one planner (:func:`kaito_core.reconcile.plan_workspace`, as ``kaito plan`` and
+    the operator run it) refuses, each naming its field: refuse now rather than report Failed
+    later. A provisioner's own failure (its settings, its cloud) is the operator's to report,
+    not the Workspace author's to fix, and does not refuse."""
+    from kaito_core.reconcile import plan_workspace
+
+    prov = _provisioner(ws, registry, policy)
+    if prov is None:
         return []
-    return [f"resource.instanceType: {e}" for e in inputs.requirement.errors]
+    p = plan_workspace(ws, registry=registry, provisioner=prov, configmaps=configmaps)
+    if not p.errors:
+        return []
+    reasons = {c.get("reason") for c in p.status.get("conditions") or []}
+    if "ProvisioningError" in reasons:
+        return []
+    return [_with_path(ws, e) for e in p.errors]
+
+
+def _with_path(ws: Any, error: str) -> str:
+    """``error`` led by the field it concerns (the planner words ConfigMap problems by key)."""
+    if error.startswith(("resource", "inference", "tuning", "metadata", "spec")):
+        return error
+    if error.startswith("ConfigMap "):
+        section = "tuning" if ws.tuning is not None else "inference"
+        return f"{section}.config: {error}"
+    if "GiB" in error or "instance" in error:
+        return f"resource.instanceType: {error}"
+    return error
 
 
 def policy_problems(ws: Any, policy: Policy) -> list[FieldError]:

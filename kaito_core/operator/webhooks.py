@@ -26,9 +26,21 @@ def validate(body: kopf.Body, old: Any, warnings: list[str], operation: str | No
 
     try:
         warnings.extend(review(body, old=old if operation == "UPDATE" else None, registry=get_registry(),
-                               policy=policy(STATE.settings)))
+                               policy=policy(STATE.settings), kube=_kube()))
     except Rejection as exc:
         raise kopf.AdmissionError(exc.message, code=exc.code)
+
+
+def _kube() -> Any:
+    """The operator's client, to read the Workspace's ConfigMaps (None before login: plan without)."""
+    from kaito_core.operator.handlers import STATE, _reconciler
+
+    if STATE.connection is None and STATE.reconciler is None:
+        return None
+    try:
+        return _reconciler().kube
+    except Exception:  # noqa: BLE001 - admission must answer even when the client cannot be built
+        return None
 
 
 def default(body: kopf.Body, patch: kopf.Patch, operation: str | None = None, **_: Any) -> None:

@@ -190,3 +190,66 @@ def test_templates_and_host_path_refused_unless_the_admin_allows(webhook):
     ws["inference"]["adapters"] = [{"source": {"name": "a", "volumeSource": {"hostPath": {"path": "/etc"}}}}]
     msg = webhook("validate", ws)["status"]["message"]
     assert "inference.adapters[0].source.volumeSource.hostPath" in msg
+
+
+# -- the one planner's verdict, with the Workspace's ConfigMaps (issues 12, 13) -----------------
+
+
+def _params(cluster, name: str, tp: int) -> None:
+    from kaito_core.operator.emulator import with_identity
+
+    cluster.kube.create(with_identity({"apiVersion": "v1", "kind": "ConfigMap",
+                                       "metadata": {"name": name, "namespace": "hooks"},
+                                       "data": {"inference_config.yaml": f"vllm:\n  tensor-parallel-size: {tp}\n"}}))
+
+
+def test_configmap_tensor_parallel_larger_than_the_node_is_refused(webhook, cluster):
+    """A user ConfigMap asking vllm tensor-parallel-size 4 on a 1-GPU node is refused at
+    admission, naming the field; TP 1 in the same place is accepted."""
+    _params(cluster, "tp4-params", 4)
+    _params(cluster, "tp1-params", 1)
+    ws = copy.deepcopy(GOOD)
+    ws["inference"]["config"] = "tp4-params"
+    resp = webhook("validate", ws)
+    assert resp["allowed"] is False, resp
+    msg = resp["status"]["message"]
+    assert "inference.config" in msg and "tensor-parallel-size 4" in msg and "at most 1" in msg
+    ws["inference"]["config"] = "tp1-params"
+    assert webhook("validate", ws)["allowed"] is True
+    # a spec update that points at the bad ConfigMap is refused too
+    resp = webhook("validate", {**ws, "inference": {**ws["inference"], "config": "tp4-params"}}, old=ws,
+                   operation="UPDATE")
+    assert resp["allowed"] is False and "tensor-parallel-size 4" in resp["status"]["message"]
+
+
+def test_missing_configmap_is_a_warning_not_a_refusal(webhook):
+    ws = copy.deepcopy(GOOD)
+    ws["inference"]["config"] = "not-yet-created"
+    resp = webhook("validate", ws)
+    assert resp["allowed"] is True
+    assert any("not-yet-created" in w for w in resp.get("warnings") or []), resp
+
+
+def _falcon(strength: str | None) -> dict:
+    ws = copy.deepcopy(GOOD)
+    ws["metadata"]["name"] = "falcon-adapter"
+    ws["inference"]["preset"] = {"name": "falcon-7b-instruct"}
+    if strength is not None:
+        ws["inference"]["adapters"] = [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": strength}]
+    return ws
+
+
+def test_falcon_adapter_on_vllm_is_refused(webhook):
+    """Upstream refuses LoRA on falcon under vLLM and strengths below 1 at admission; before,
+    it passed and the pod crash-looped."""
+    assert webhook("validate", _falcon(None))["allowed"] is True
+    resp = webhook("validate", _falcon("0.2"))
+    assert resp["allowed"] is False, resp
+    msg = resp["status"]["message"]
+    assert "inference.adapters[0].strength" in msg and "'0.2'" in msg and "kaito.sh/runtime" in msg
+    # on UPDATE: adding the adapter is refused; a metadata change of the same object passes
+    resp = webhook("validate", _falcon("0.2"), old=_falcon(None), operation="UPDATE")
+    assert resp["allowed"] is False and "inference.adapters" in resp["status"]["message"]
+    labelled = _falcon("0.2")
+    labelled["metadata"]["labels"] = {"team": "ml"}
+    assert webhook("validate", labelled, old=_falcon("0.2"), operation="UPDATE")["allowed"] is True
