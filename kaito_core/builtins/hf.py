@@ -188,24 +188,18 @@ def preset_from_files(config: Mapping[str, Any], weights: WeightsInfo | None, *,
     runtimes = {"vllm": {"dtype": serve_dtype, "max-model-len": min(context, DEFAULT_CONTEXT)},
                 "transformers": {"dtype": serve_dtype}}
     targets = next(t for prefix, t in LORA_TARGETS if str(arch).startswith(prefix))
+    # Multi-head latent attention (DeepSeek-V2/V3 configs): the KV cache holds one latent per layer.
+    mla = {k: cfg[k] for k in ("kv_lora_rank", "qk_rope_head_dim") if isinstance(cfg.get(k), int) and cfg[k] > 0}
     return ModelPreset(
         name=name, family=FAMILY, hf_repo=hf_repo, revision=revision, architecture=str(arch),
         parameters=int(params), weight_bytes=int(nbytes), dtype=dtype, context_length=context,
         num_layers=int(layers), hidden_size=int(hidden), num_attention_heads=int(heads), num_kv_heads=int(kv),
         vocab_size=vocab, head_dim=int(head_dim), license=license, gated=gated,
-        intermediate_size=_intermediate(cfg), **_mla(cfg),
+        intermediate_size=_intermediate(cfg), **(mla if len(mla) == 2 else {}),
         chat_template=chat_template if chat_template and "{" in chat_template else None,
         runtimes=runtimes, default_runtime="vllm", image=runtime_image("vllm"), weights_source=weights_source,
         tuning=TuningRecipe(methods=("lora", "qlora"), target_modules=targets), aliases=(alias,) if alias else (),
         supports_multinode=True, description=f"{hf_repo} (generic: {sized})")
-
-
-def _mla(cfg: Mapping[str, Any]) -> dict[str, int]:
-    """Multi-head latent attention (DeepSeek-V2/V3 configs): the cache holds one latent per layer."""
-    rank, rope = cfg.get("kv_lora_rank"), cfg.get("qk_rope_head_dim")
-    if isinstance(rank, int) and isinstance(rope, int) and rank > 0 and rope > 0:
-        return {"kv_lora_rank": rank, "qk_rope_head_dim": rope}
-    return {}
 
 
 def _chat_template_in(folder: Path) -> str | None:
