@@ -45,6 +45,13 @@ def test_presets_show_by_alias_and_unknown():
     assert "kaito-preset-gemma" in missing.stderr
 
 
+def test_no_presets_says_how_to_install_from_the_repository():
+    blocked = "phi3,llama,falcon,mistral,qwen,deepseek,gemma,gptoss"
+    res = kaito("presets", "list", env={"KAITO_DISABLE_PLUGINS": blocked})
+    assert res.returncode == 0 and "no presets installed" in res.stdout
+    assert "pip install ./plugins/phi3" in res.stdout and "kaito-preset-phi3" not in res.stdout
+
+
 def test_plugins_list_shows_distributions_and_versions():
     res = kaito("plugins", "list")
     assert res.returncode == 0
