@@ -49,7 +49,7 @@ class Context:
     user_vllm: dict[str, Any] = field(default_factory=dict)
     runtime_spec: Any = None
     #: nodes that serve ONE model together (a vLLM + Ray group); 1 when the pods are
-    #: independent replicas (a preset that cannot span nodes, with resource.count > 1).
+    #: independent replicas (a template, or a preset whose GPUs are unknown, with resource.count > 1).
     group_size: int = 1
     #: the extended resource one GPU is requested as (MIG: nvidia.com/mig-<profile>).
     gpu_resource: str = "nvidia.com/gpu"

@@ -255,7 +255,7 @@ def _count_reason(ws: Any, requirement: Any, target: int) -> tuple[str, ...]:
 
 def _group_size(ws: Any, preset: Any, runtime: str, target: int) -> int:
     """Nodes serving one model together: all of them for vLLM with a preset that spans nodes
-    (upstream's Ray group: resource.count nodes join one group), else 1 (independent replicas)."""
+    (upstream's Ray group: every node of the plan joins one group), else 1 (independent replicas)."""
     if ws.tuning is None and runtime == "vllm" and preset is not None and preset.supports_multinode:
         return target
     return 1
