@@ -1,10 +1,17 @@
 """Reads from the operator's watches instead of the API server (controller-runtime's informer
 cache, in small): NodeClaims, Nodes, StatefulSets and Jobs that carry kaito's labels are kept
-as the watch streams last showed them, and :class:`CachedKube` answers ``get`` for those from
-memory.
+as the watch streams last showed them (Services and ConfigMaps too), and :class:`CachedKube`
+answers ``get`` for those from memory, and ``list`` by kaito's labels once a full LIST of the
+kind has filled the cache (controller-runtime's client reads Get and List from its informers
+the same way). A pass of a karpenter Workspace listed its NodeClaims twice over HTTP.
 
 Safe by construction for what the reconciler decides with it:
 
+- ``list`` is answered from memory only for a selector that includes ``kaito.sh/workspace``
+  (what the watches select, so nothing matching can be missing from a synced cache) and only
+  after the kind was synced by a full LIST (:meth:`WatchCache.replace`, the operator's re-list,
+  which runs once at start): before that, an empty cache would hide upstream's NodeClaims that
+  should be adopted;
 - a miss (not seen yet: the watch lags a create, or the object is not labelled, such as a BYO
   node) falls back to a real GET;
 - a stale hit (the object changed or went away and the event is still on its way) only delays
@@ -19,6 +26,10 @@ from __future__ import annotations
 import copy
 import threading
 from typing import Any, Mapping
+
+from kaito_core.operator.kube import matches
+
+SELECTED_BY = "kaito.sh/workspace"  # the label every cached kind's watch selects on
 
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace ("" when cluster-scoped), name
 
@@ -35,6 +46,7 @@ class WatchCache:
         self.kinds = kinds  # (apiVersion, kind) served from here
         self._objects: dict[Key, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._synced: set[tuple[str, str]] = set()  # kinds a full LIST has filled
         self.hits = 0
         self.misses = 0
 
@@ -56,12 +68,29 @@ class WatchCache:
             gone = [k for k in self._objects if k[:2] == (api_version, kind) and k not in fresh]
             removed = [self._objects.pop(k) for k in gone]
             self._objects.update(fresh)
+            self._synced.add((api_version, kind))
         return removed
+
+    def synced(self, api_version: str, kind: str) -> bool:
+        with self._lock:
+            return (api_version, kind) in self._synced
+
+    def select(self, api_version: str, kind: str, namespace: str | None,
+               labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Copies of the cached objects of one kind (in ``namespace``, if given) with ``labels``."""
+        with self._lock:
+            return [copy.deepcopy(o) for k, o in self._objects.items()
+                    if k[:2] == (api_version, kind) and (namespace is None or k[2] == namespace)
+                    and matches((o.get("metadata") or {}).get("labels"), labels)]
 
     def objects(self, api_version: str, kind: str) -> list[dict[str, Any]]:
         """Copies of every cached object of one kind."""
         with self._lock:
             return [copy.deepcopy(o) for k, o in self._objects.items() if k[:2] == (api_version, kind)]
+
+    def holds(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        with self._lock:
+            return (api_version, kind, namespace or "", name) in self._objects
 
     def lookup(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -90,6 +119,26 @@ class CachedKube:
             if hit is not None:
                 return hit
         return self.kube.get(api_version=api_version, kind=kind, name=name, namespace=namespace)
+
+    @property
+    def uncached(self) -> Any:
+        """The API client underneath (reads that must see the server's truth)."""
+        return self.kube
+
+    def list(self, *, api_version: str, kind: str, namespace: str | None = None,
+             labels: Mapping[str, str] | None = None) -> list[dict]:
+        if labels and SELECTED_BY in labels and (api_version, kind) in self.cache.kinds \
+                and self.cache.synced(api_version, kind):
+            return self.cache.select(api_version, kind, namespace, labels)
+        return self.kube.list(api_version=api_version, kind=kind, namespace=namespace, labels=labels)
+
+    def probably_absent(self, *, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """True when a watched kind's cache has no such object: a writer may try to create it
+        first (a 409 then means it exists after all: read it and go on), saving a GET per new
+        child. False for kinds not watched here (nothing is known)."""
+        if (api_version, kind) not in self.cache.kinds:
+            return False
+        return not self.cache.holds(api_version, kind, namespace, name)
 
     def create(self, obj: dict) -> dict:
         out = self.kube.create(obj)

@@ -34,6 +34,8 @@ def differences(desired: Mapping[str, Any], live: Mapping[str, Any], limit: int 
 
 
 def _diff(want: Any, have: Any, path: str, out: list[str]) -> None:
+    if want == have:
+        return  # equal subtrees (most of them): one C-level comparison, no walk
     if have is None and want in (False, 0, "", [], {}):
         return  # Go's omitempty: the server does not return zero values (empty args, port 0, false)
     if isinstance(want, Mapping):

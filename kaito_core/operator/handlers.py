@@ -50,7 +50,7 @@ class State:
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     wakeups: Wakeups = Wakeups()
     cache: WatchCache = WatchCache({("apps/v1", "StatefulSet"), ("batch/v1", "Job"), ("v1", "Node"),
-                                    ("karpenter.sh/v1", "NodeClaim")})
+                                    ("karpenter.sh/v1", "NodeClaim"), ("v1", "Service"), ("v1", "ConfigMap")})
     written: dict[str, dict] = {}  # "ns/name" -> the status this process last wrote
     metrics_server: Any = None
     relister: Any = None
@@ -231,10 +231,14 @@ async def _relist_forever(period: float) -> None:
     """Every ``period`` seconds, :func:`kaito_core.operator.relist.relist` (see there why)."""
     from kaito_core.operator.relist import relist, relist_pods, sweep_orphans
 
+    first = True
     while True:
-        await asyncio.sleep(period)
+        # The first round runs at once: it syncs the watch cache, which then answers the
+        # reconciler's labelled lists (cache.py); later rounds every ``period``.
+        await asyncio.sleep(0.05 if first else period)
         if STATE.connection is None:
             continue  # not logged in yet
+        first = False
         try:
             _reconciler()  # also when no Workspace has been reconciled yet (the orphan sweep)
             await relist(STATE.reconciler, STATE.cache, STATE.wakeups, _in_thread)

@@ -41,7 +41,7 @@ async def relist(reconciler: Any, cache: Any, wakeups: Any,
             plural = PLURALS.get(kind, kind.lower() + "s")
             key = wakeups.observe(plural, "DELETED", gone)
             uid = (meta.get("labels") or {}).get(names.LABEL_UID)
-            if uid and kind in ("StatefulSet", "Job"):
+            if uid and kind in ("StatefulSet", "Job", "Service", "ConfigMap"):
                 reconciler.forget_object(uid, kind, meta.get("name") or "")  # apply it again
             if key is not None and wakeups.wake(key):
                 metrics.woke(plural)
@@ -98,7 +98,7 @@ def sweep_orphans(reconciler: Any, cache: Any, suspects: set[tuple[str, str]]) -
         ws = parse_workspace({"metadata": {"name": name, "namespace": ns}})
         try:
             prov = reconciler.provisioner_for(ws, releasing=True)
-            prov.release(workspace=ws, ctx=reconciler.context_for(ws))
+            prov.release(workspace=ws, ctx=reconciler.context_for(ws, uncached=True))
         except Exception as exc:  # noqa: BLE001 - retried next round
             log.warning("orphaned node requests of deleted Workspace %s/%s: cannot release yet: %s", ns, name, exc)
             continue

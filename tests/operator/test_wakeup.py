@@ -95,3 +95,55 @@ def test_cached_kube_serves_watched_kinds_and_falls_back(emulator):
     before = kube.calls
     assert ck.get(api_version="v1", kind="ConfigMap", name="c", namespace="cache") is not None
     assert kube.calls == before + 1  # not a watched kind: always the API server
+
+
+def _claim(name: str, ws: str, namespace: str = "team") -> dict:
+    return {"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": name, "labels": {"kaito.sh/workspace": ws, "kaito.sh/workspacenamespace": namespace}},
+            "spec": {}}
+
+
+def test_cached_kube_lists_by_kaito_labels_only_once_synced(emulator):
+    """Labelled lists come from memory after a full LIST synced the kind (an empty cache at
+    start must not hide upstream's NodeClaims); other lists always ask the API server."""
+    from kaito_core.operator.relist import list_labelled
+
+    kube = KubeClient(emulator.url)
+    kube.create(_claim("upstream-abc12", "w1"))  # made before the operator started
+    cache = WatchCache({("karpenter.sh/v1", "NodeClaim")})
+    ck = CachedKube(kube, cache)
+    labels = {"kaito.sh/workspace": "w1", "kaito.sh/workspacenamespace": "team"}
+    before = kube.calls
+    assert [c["metadata"]["name"] for c in ck.list(api_version="karpenter.sh/v1", kind="NodeClaim",
+                                                    labels=labels)] == ["upstream-abc12"]
+    assert kube.calls == before + 1  # not synced yet: the API server answered
+    cache.replace("karpenter.sh/v1", "NodeClaim", list_labelled(kube, "karpenter.sh/v1", "NodeClaim"))
+    ck.create(_claim("ws-ours", "w1"))
+    ck.create(_claim("ws-other", "w2"))
+    before = kube.calls
+    got = ck.list(api_version="karpenter.sh/v1", kind="NodeClaim", labels=labels)
+    assert sorted(c["metadata"]["name"] for c in got) == ["upstream-abc12", "ws-ours"] and kube.calls == before
+    got[0]["metadata"]["labels"]["mutated"] = "yes"  # copies: the cache is not changed through them
+    assert all("mutated" not in c["metadata"]["labels"]
+               for c in ck.list(api_version="karpenter.sh/v1", kind="NodeClaim", labels=labels))
+    ck.list(api_version="karpenter.sh/v1", kind="NodeClaim", labels={"team": "x"})  # not kaito's selector
+    assert kube.calls == before + 1
+    assert ck.uncached is kube
+
+
+def test_probably_absent_lets_a_new_child_be_created_without_a_get(emulator):
+    from kaito_core.operator.apply import apply_object
+
+    kube = KubeClient(emulator.url)
+    ck = CachedKube(kube, WatchCache({("v1", "Service")}))
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fresh", "namespace": "cache",
+                                                             "labels": {"kaito.sh/workspace-uid": "u1"}},
+           "spec": {"ports": [{"port": 80}]}}
+    assert ck.probably_absent(api_version="v1", kind="Service", name="fresh", namespace="cache")
+    before = kube.calls
+    assert apply_object(ck, svc, "u1") == "created" and kube.calls == before + 1  # one POST, no GET
+    assert not ck.probably_absent(api_version="v1", kind="Service", name="fresh", namespace="cache")
+    # an object the cache has not seen but the server has: the 409 leads to a read, not an error
+    other = CachedKube(kube, WatchCache({("v1", "Service")}))
+    assert apply_object(other, svc, "u1") == "unchanged"
+    assert not ck.probably_absent(api_version="v1", kind="ConfigMap", name="fresh", namespace="cache")  # not watched
