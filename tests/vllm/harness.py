@@ -74,21 +74,22 @@ class Rendered:
                 return doc["data"][CONFIG_KEY]
         raise AssertionError(f"{self.source.name}: ConfigMap {name!r} (mounted at /mnt/config) is nowhere")
 
-    def instance_type(self) -> str:
+    def instance_type(self) -> str | None:
+        """The nodes' instance type; None on existing (BYO) nodes of a type the Workspace leaves open."""
         for obj in self.objects:
             for req in (obj.get("spec") or {}).get("requirements") or []:
                 if req.get("key") == "node.kubernetes.io/instance-type":
                     return req["values"][0]
-        return self.workspace["resource"]["instanceType"]
+        return self.workspace["resource"].get("instanceType")
 
 
-def render(path: Path) -> Rendered:
+def render(path: Path, provisioner: str = "karpenter") -> Rendered:
     """``kaito render FILE`` (the public CLI, in this process), parsed."""
     from kaito_core.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["render", str(path), "--provisioner", "karpenter"])
+        code = main(["render", str(path), "--provisioner", provisioner])
     if code != 0:
         raise RenderFailed(err.getvalue().strip() or f"exit code {code}")
     objects = [d for d in yaml.safe_load_all(out.getvalue()) if d]

@@ -50,6 +50,10 @@ def inference_examples() -> list:
 
 
 def compute_capability(rendered: Rendered) -> float:
+    if rendered.instance_type() is None:
+        # existing nodes whose GPU the Workspace does not name (upstream's accelerator partition
+        # example): the GPUs of upstream's A100 SKUs
+        return 8.0
     it = get_registry().instance_types.get(rendered.instance_type())
     assert it is not None and it.compute_capability, f"{rendered.instance_type()} has no compute capability"
     return float(it.compute_capability)
@@ -136,8 +140,10 @@ def test_upstream_example(path: Path, fake_tools, pods, tmp_path):
             text = text.replace(placeholder, value)
         path = tmp_path / path.name
         path.write_text(text)
+    # upstream's accelerator partitions run on existing (BYO) nodes only, as its example says
+    byo = any((d.get("resource") or {}).get("partition") for d in yaml.safe_load_all(text) if d)
     try:
-        rendered = render(path)
+        rendered = render(path, "byo" if byo else "karpenter")
     except RenderFailed as exc:
         # Not a launcher question: the Workspace is refused before any pod exists (e.g. a
         # placeholder upstream leaves for the user to fill in); the refusal must name the field.
