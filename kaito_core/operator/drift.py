@@ -112,3 +112,26 @@ def _value_at(obj: Any, path: str) -> Any:
     if isinstance(cur, (dict, list)):
         return _NONE
     return cur
+
+
+def drift_status(status: Mapping[str, Any], notes: list[str], actions: Mapping[str, str], mode: str,
+                 now: str) -> dict[str, Any]:
+    """``status`` + ``ResourceDrifted=True`` naming what was changed by hand; a drifted
+    StatefulSet or Job is not Ready in this pass whatever its pods say (readiness is judged on
+    what runs: a swapped image must not report Ready; after a revert the rollout decides)."""
+    out = dict(status)
+    verb = "reverted" if mode == "revert" else "left as found (KAITO_DRIFT=report)"
+    conditions = [dict(c) for c in out.get("conditions") or [] if c.get("type") != CONDITION]
+    conditions.append({"type": CONDITION, "status": "True", "reason": "ManualChange",
+                       "message": f"changed by hand, {verb}: " + "; ".join(notes)[:900], "lastTransitionTime": now})
+    workload = [k for k, v in actions.items() if v in ("drifted", "reverted") and k.split("/")[0] in ("StatefulSet", "Job")]
+    if workload:
+        for c in conditions:
+            if c.get("type") in ("InferenceReady", "WorkspaceSucceeded") and c.get("status") == "True":
+                c.update(status="False", reason="WorkloadDrifted", lastTransitionTime=now,
+                         message=f"{', '.join(workload)} was changed by hand; not Ready until it runs what the "
+                                 "Workspace asks for")
+        if out.get("state") in ("Ready", "Running", "Succeeded"):
+            out["state"] = "NotReady"
+    out["conditions"] = conditions
+    return out
