@@ -94,6 +94,19 @@ LORA_TEMPLATE_RANK = 8
 CPU_RUNTIME_OVERHEAD_GIB = 22 / 1024
 
 
+def _shorter_context(est: MemoryEstimate, it: InstanceType, method: str | None) -> tuple[str, ...]:
+    """The serving context whose KV cache fits one node of ``it``, when the context is what does
+    not fit (a 128k preset on a 24 GB GPU): the fix that keeps the instance type."""
+    if method is not None or est.kv_cache_gib <= 0:
+        return ()
+    room = gpu_memory_utilization(it) * it.gpu_memory_gib * it.gpu_count - (est.total_gib - est.kv_cache_gib)
+    tokens = int(room / (est.kv_cache_gib / est.context_tokens)) // 1024 * 1024
+    if tokens < 1024 or tokens >= est.context_tokens:
+        return ()
+    return (f"or serve a shorter context on {it.name}: vllm.max-model-len {tokens} (or less) in the Workspace's "
+            f"inference config (the KV cache for {est.context_tokens} tokens is {est.kv_cache_gib:.1f} GiB)",)
+
+
 def _gib(n_bytes: float) -> float:
     return n_bytes / GIB
 
@@ -531,6 +544,7 @@ def place(preset: ModelPreset, instance_types: Iterable[InstanceType] | Mapping[
             if alt is not None and alt.instance_type != it.name:
                 req = _with(req, errors=req.errors + (f"an instance type that fits on one node: {alt.instance_type} "
                                                       f"({alt.gpus_per_node} GPU(s))",))
+            req = _with(req, errors=req.errors + _shorter_context(est, it, method))
         return _with(req, errors=tuple(errors) + req.errors) if errors else req
     if cloud is not None:
         catalog = {n: t for n, t in catalog.items() if t.cloud == cloud}

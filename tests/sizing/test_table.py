@@ -137,3 +137,18 @@ def test_catalog_has_every_reference_sku():
     assert (aws["p4d.24xlarge"].gpu_count, aws["p4d.24xlarge"].gpu_memory_gib) == (8, 40)
     assert (aws["p5.48xlarge"].gpu_count, aws["p5.48xlarge"].gpu_memory_gib) == (8, 80)
     assert REG.plugin_of("instance_types", "p5.48xlarge") == "kaito.instance_types"
+
+
+def test_a_context_that_does_not_fit_names_the_max_model_len_that_does():
+    """A 128k preset serves 131072 tokens (48 GiB of KV cache for Phi-3 mini): on a 24 GB A10 the
+    refusal names the max-model-len that fits there, and that value places."""
+    preset = REG.get_preset("phi-3-mini-128k-instruct")
+    a10 = "Standard_NV36ads_A10_v5"
+    req = sizing.place(preset, REG.instance_types, instance_type=a10, runtime="vllm")
+    assert not req.ok
+    (hint,) = [e for e in req.errors if "shorter context" in e]
+    tokens = int(hint.split("vllm.max-model-len ")[1].split()[0])
+    assert 1024 <= tokens < 131072 and tokens % 1024 == 0
+    assert sizing.place(preset, REG.instance_types, instance_type=a10, runtime="vllm", max_model_len=tokens).ok
+    assert not sizing.place(preset, REG.instance_types, instance_type=a10, runtime="vllm",
+                            max_model_len=tokens + 2048).ok
