@@ -14,6 +14,7 @@ upstream's defaults made explicit.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -21,6 +22,7 @@ from kaito_core.api import parse_workspace, validate_workspace
 from kaito_core.api.models import ANNOTATION_LOCAL_WEIGHTS, ANNOTATION_RUNTIME
 from kaito_core.errors import MISSING, FieldError, WorkspaceInvalid
 
+log = logging.getLogger("kaito.operator.admission")
 SPEC_KEYS = ("resource", "inference", "tuning")
 ANNOTATION_PROVISIONER = "kaito.sh/provisioner"
 
@@ -198,7 +200,12 @@ def plan_problems(ws: Any, registry: Any, policy: Policy, configmaps: Mapping[st
     prov = _provisioner(ws, registry, policy)
     if prov is None:
         return []
-    p = plan_workspace(ws, registry=registry, provisioner=prov, configmaps=configmaps)
+    try:
+        p = plan_workspace(ws, registry=registry, provisioner=prov, configmaps=configmaps)
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug must not turn admission into a 500
+        log.warning("admission: planning %s/%s failed (%s: %s); the operator will report it",
+                    ws.namespace, ws.name, type(exc).__name__, exc)
+        return []
     if not p.errors:
         return []
     reasons = {c.get("reason") for c in p.status.get("conditions") or []}
