@@ -3,6 +3,7 @@ memory, vs a bare client doing the same work in the same run.
 
     python bench/operator_scale.py            # 200 Workspaces
     python bench/operator_scale.py --quick    # 40
+    python bench/operator_scale.py --profile-pass   # cProfile of reconcile passes, in process
 
 Both runs face the same emulated cluster (tests/chaos's FakeCluster plays Karpenter and the
 kubelet): NodeClaims become Ready nodes, StatefulSets get Ready pods, and the cluster also holds
@@ -242,6 +243,54 @@ def run_bare(n: int, timeout: float) -> dict:
     return {"seconds": elapsed, "ready": ready, "requests": requests, "gaps": timeline.gaps()}
 
 
+def profile_pass(n: int = 10, rounds: int = 5, top: int = 25) -> int:
+    """Reconcile passes of ``n`` Ready Workspaces in this process (the operator's Reconciler
+    over a CachedKube whose cache a full LIST synced, as after the operator's first re-list),
+    under cProfile: ms per pass (verify=True: a resync; False: a pass woken by an event) and
+    the functions that take the time."""
+    import cProfile
+    import pstats
+
+    from kaito_core.operator.apply import Reconciler
+    from kaito_core.operator.cache import CachedKube, WatchCache
+    from kaito_core.operator.relist import list_labelled
+    from kaito_core.operator.settings import Settings
+    from kaito_core.plugins import get_registry
+
+    with Emulator() as emu:
+        kube = KubeClient(emu.url)
+        fake = FakeCluster(kube)
+        fake.start()
+        wss = [kube.create(workspace(i)) for i in range(n)]
+        cache = WatchCache({("apps/v1", "StatefulSet"), ("v1", "Node"), ("karpenter.sh/v1", "NodeClaim"),
+                            ("v1", "Service"), ("v1", "ConfigMap")})
+        rec = Reconciler(CachedKube(kube, cache), get_registry(), Settings(provisioner="karpenter"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and all_ready(kube, n) < n:
+            for api_version, kind in cache.kinds:  # what the watches would have shown by now
+                cache.replace(api_version, kind, list_labelled(kube, api_version, kind))
+            for w in kube.list(api_version=WS_API, kind="Workspace", namespace=NS):
+                out = rec.reconcile(w)
+                kube.patch(api_version=WS_API, kind="Workspace", name=w["metadata"]["name"], namespace=NS,
+                           patch={"status": out.status}, subresource="status")
+            time.sleep(0.3)
+        fake.stop.set()
+        wss = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
+        for verify in (True, False):
+            prof = cProfile.Profile()
+            t0 = time.perf_counter()
+            prof.enable()
+            for _ in range(rounds):
+                for w in wss:
+                    rec.reconcile(w, verify=verify)
+            prof.disable()
+            ms = (time.perf_counter() - t0) / (rounds * len(wss)) * 1000
+            print(f"reconcile pass (verify={verify}), {len(wss)} Ready Workspaces: {ms:.1f} ms under cProfile, "
+                  f"{kube.calls} API calls so far")
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+    return 0
+
+
 def summarize(counts: dict) -> dict[str, int]:
     """API requests the emulator served, by verb (all clients: the fake cluster and the bench's
     own polling too, the same for both runs)."""
@@ -256,7 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workspaces", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="40 Workspaces")
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--profile-pass", action="store_true", help="profile reconcile passes in this process and exit")
     args = p.parse_args(argv)
+    if args.profile_pass:
+        return profile_pass()
     n = 40 if args.quick else args.workspaces
     try:
         bare = run_bare(n, args.timeout)
