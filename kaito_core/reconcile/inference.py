@@ -98,10 +98,10 @@ def _adapters(ctx: Context) -> tuple[list[dict], list[dict], list[dict], list[st
     for i, ad in enumerate(adapters):
         name = ad.source.name or f"adapter-{i}"
         if ad.source.image:
-            # An adapter image is an ORAS artifact (what `kaito tune` and upstream's tuning push):
-            # pulled into /mnt/adapter/<name> with the adapter's imagePullSecrets.
-            init, secret_volumes = artifact_init(f"adapter-{i}", ad.source.image,
-                                                 {"name": "adapters", "mountPath": ADAPTER_DIR}, f"{ADAPTER_DIR}/{name}",
+            # An adapter image (upstream's /data layout, or an ORAS artifact): pulled into
+            # /mnt/adapter/<name> with the adapter's imagePullSecrets.
+            mount = {"name": "adapters", "mountPath": ADAPTER_DIR}
+            init, secret_volumes = artifact_init(f"adapter-{i}", ad.source.image, mount, f"{ADAPTER_DIR}/{name}",
                                                  list(ad.source.image_pull_secrets or []),
                                                  {"requests": {"cpu": "100m", "memory": "128Mi"}})
             inits.append(init)
@@ -197,7 +197,8 @@ def pod_template(ctx: Context) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
     }
-    secrets = ctx.pull_secrets + [s for ad in (ctx.ws.inference.adapters or []) for s in (ad.source.image_pull_secrets or [])]
+    secrets = ctx.pull_secrets + [s for ad in (ctx.ws.inference.adapters or [])
+                                  for s in (ad.source.image_pull_secrets or [])]
     pods.finish_spec(spec, ctx.label_selector, secrets)
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
 

@@ -60,7 +60,8 @@ def test_invalid_preset_is_refused_naming_plugin_preset_and_field():
         register(make_preset("ok-one"))
         register(make_preset("bad-one", context_length=0))
 
-    pm = get_plugin_manager(entry_points=False, extra=[("sloppy", plugin(kaito_register_presets=kaito_register_presets))])
+    pm = get_plugin_manager(entry_points=False,
+                            extra=[("sloppy", plugin(kaito_register_presets=kaito_register_presets))])
     with pytest.raises(ContractError) as err:
         make_preset("bad-one", context_length=0)
     assert "context_length" in str(err.value)

@@ -118,7 +118,8 @@ MISTRAL_LARGE_3 = _mistral(
     "mistral-large-3-675b-instruct", "mistralai/Mistral-Large-3-675B-Instruct-2512",
     "7f13ed24ab52a2a1c35bb26a749ef9d891ee98dd", parameters=675_000_000_000, size_gib=634.70, dtype="bfloat16",
     architecture="MistralLarge3ForCausalLM", context=294912, hidden=7168, layers=61, heads=128, kv_heads=128,
-    head_dim=192, kv_lora_rank=512, qk_rope_head_dim=64, weights_dtype="fp8", intermediate=18432, vocab=131072, template=MISTRAL3_CHAT_TEMPLATE, vllm=MISTRAL3_VLLM,
+    head_dim=192, kv_lora_rank=512, qk_rope_head_dim=64, weights_dtype="fp8", intermediate=18432, vocab=131072,
+    template=MISTRAL3_CHAT_TEMPLATE, vllm=MISTRAL3_VLLM,
     source="runtime-download", tag="0.0.1", multinode=True,
     description="Mistral Large 3 675B Instruct: mixture-of-experts, FP8, multi-head latent attention; "
                 "multi-node with vLLM")
