@@ -203,3 +203,36 @@ def test_metrics_port_setting():
         Settings.from_env({"KAITO_METRICS_PORT": "70000"})
     with pytest.raises(SettingsError, match="KAITO_METRICS_PORT is 'x'"):
         Settings.from_env({"KAITO_METRICS_PORT": "x"})
+
+
+def test_reused_plan_follows_configmap_and_spec_edits(emulator):
+    """The pre-observation plan is reused only while its inputs hash the same: editing the
+    tuning ConfigMap (batch 1 -> 8) or the spec is planned afresh in the next pass."""
+    from kaito_core.operator.apply import Reconciler
+    from kaito_core.operator.emulator import with_identity
+    from kaito_core.plugins import get_registry
+
+    kube = KubeClient(emulator.url)
+    ns = "memo"
+
+    def cfg(batch: int) -> dict:
+        return {"training_config.yaml": f"training_config:\n  TrainingArguments:\n    per_device_train_batch_size: {batch}\n"}
+
+    kube.create(with_identity({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tc", "namespace": ns},
+                               "data": cfg(1)}))
+    body = kube.create(with_identity({
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "memo-tune", "namespace": ns},
+        "resource": {"instanceType": "Standard_NV36ads_A10_v5", "labelSelector": {"matchLabels": {"a": "m"}}},
+        "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora", "config": "tc",
+                   "input": {"urls": ["https://example.com/d.jsonl"]}, "output": {"volumeSource": {"emptyDir": {}}}}}))
+    rec = Reconciler(kube, get_registry(), Settings(provisioner="byo"))
+    assert not rec.reconcile(body).plan.errors
+    assert not rec.reconcile(body).plan.errors  # reused
+    kube.patch(api_version="v1", kind="ConfigMap", name="tc", namespace=ns, patch={"data": cfg(8)})
+    out = rec.reconcile(body)
+    assert out.plan.errors and out.status["state"] == "Failed", out.status
+    kube.patch(api_version="v1", kind="ConfigMap", name="tc", namespace=ns, patch={"data": cfg(1)})
+    assert not rec.reconcile(body).plan.errors
+    edited = {**body, "resource": {**body["resource"], "instanceType": "Standard_NC6s_v3"}}  # 16 GiB V100
+    first = rec.reconcile(edited).plan
+    assert first.instance_type == "Standard_NC6s_v3"
