@@ -3,8 +3,9 @@
 CREATE: the API's rules + the admin's policy (:class:`Policy`) + the one planner's verdict
 (:func:`kaito_core.reconcile.plan_workspace` with the Workspace's ConfigMaps, as the operator
 and ``kaito plan`` run it: sizing, a ConfigMap's TP larger than the node's GPUs, runtime rules
-such as adapters on vLLM), so what admission accepts the operator can place. UPDATE: like upstream's webhook (``workspace_validation.go``
-``validateUpdate``), only the immutable fields and the fields that changed are checked; an
+such as adapters on vLLM), so what admission accepts the operator can place.
+
+UPDATE: like upstream's webhook (``workspace_validation.go`` ``validateUpdate``), only the immutable fields and the fields that changed are checked; an
 update that leaves ``resource``/``inference``/``tuning`` and kaito's annotations alone (the
 operator's own finalizer removal, labels, status, a Workspace being deleted) always passes,
 even when the Workspace's preset plugin has gone or sizing no longer fits; a spec change is
