@@ -163,14 +163,14 @@ class ModelPreset:
 
     def __post_init__(self) -> None:
         owner = f"preset {self.name!r}"
-        _require(isinstance(self.name, str) and bool(PRESET_NAME.match(self.name)) and len(self.name) <= 63,
+        _require(isinstance(self.name, str) and bool(PRESET_NAME.fullmatch(self.name)) and len(self.name) <= 63,
                  owner, "name", self.name,
                  "lowercase letters, digits, '-' and '.', starting and ending alphanumeric, at most 63 characters")
-        _require(isinstance(self.family, str) and bool(DNS1123_LABEL.match(self.family)), owner, "family",
+        _require(isinstance(self.family, str) and bool(DNS1123_LABEL.fullmatch(self.family)), owner, "family",
                  self.family, "a DNS-1123 label such as 'phi3'")
-        _require(isinstance(self.hf_repo, str) and bool(HF_REPO.match(self.hf_repo)), owner, "hf_repo",
+        _require(isinstance(self.hf_repo, str) and bool(HF_REPO.fullmatch(self.hf_repo)), owner, "hf_repo",
                  self.hf_repo, "a Hugging Face repository id 'org/model'")
-        _require(isinstance(self.revision, str) and bool(REVISION.match(self.revision)), owner, "revision",
+        _require(isinstance(self.revision, str) and bool(REVISION.fullmatch(self.revision)), owner, "revision",
                  self.revision, "a pinned 40-hex-digit commit")
         # Multimodal checkpoints served as text models (Gemma 3, Ministral 3) keep upstream's
         # *ForConditionalGeneration class, as their config.json names it.
@@ -282,7 +282,7 @@ class InstanceType:
     def __post_init__(self) -> None:
         owner = f"instance type {self.name!r}"
         _require(isinstance(self.name, str) and bool(self.name), owner, "name", self.name, "a non-empty string")
-        _require(isinstance(self.cloud, str) and bool(DNS1123_LABEL.match(self.cloud)), owner, "cloud",
+        _require(isinstance(self.cloud, str) and bool(DNS1123_LABEL.fullmatch(self.cloud)), owner, "cloud",
                  self.cloud, "a lowercase cloud name such as 'azure' or 'aws'")
         _require(isinstance(self.gpu_count, int) and self.gpu_count > 0, owner, "gpu_count", self.gpu_count,
                  "a positive integer")
@@ -331,7 +331,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         owner = f"runtime {self.name!r}"
-        _require(isinstance(self.name, str) and bool(DNS1123_LABEL.match(self.name)), owner, "name", self.name,
+        _require(isinstance(self.name, str) and bool(DNS1123_LABEL.fullmatch(self.name)), owner, "name", self.name,
                  "a DNS-1123 label")
         _require(isinstance(self.module, str) and bool(self.module), owner, "module", self.module,
                  "the importable module the backend needs")

@@ -253,7 +253,7 @@ def from_directory(path: str | Path, *, hf_repo: str | None = None, revision: st
         weights = _with_params(cfg, weights)
     base = preset_name_for(folder.resolve().name)
     repo = hf_repo or f"local/{base}"
-    if not HF_REPO.match(repo):
+    if not HF_REPO.fullmatch(repo):
         repo = "local/model"
     return preset_from_files(
         cfg, weights, name=name or f"local-{base}"[:63].rstrip("-."), hf_repo=repo,
@@ -357,7 +357,7 @@ def load(name_or_path: str) -> ModelPreset:
     if text.startswith((".", "/", "~")) or path.exists():
         raise HFResolveError(f"{text!r}: not a model directory (expected a folder with config.json)")
     repo, _, revision = text.partition("@")
-    if not HF_REPO.match(repo):
+    if not HF_REPO.fullmatch(repo):
         raise HFResolveError(f"{text!r}: neither a local model directory nor a Hugging Face id 'org/model'")
     cached = from_cache(repo, revision or "main")
     if cached is not None:
@@ -393,5 +393,5 @@ def resolve(name_or_path: str) -> ModelPreset | None:
 
 def is_candidate(name: str) -> bool:
     """Whether ``name`` is something this resolver handles (a path or an 'org/model' id)."""
-    return bool(HF_REPO.match(name.partition("@")[0])) or name.startswith((".", "/", "~")) or Path(name).is_dir()
+    return bool(HF_REPO.fullmatch(name.partition("@")[0])) or name.startswith((".", "/", "~")) or Path(name).is_dir()
 

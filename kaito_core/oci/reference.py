@@ -53,20 +53,20 @@ def parse_reference(ref: str, what: str = "image") -> Reference:
     if "://" in text:
         raise _bad(what, text, "write it without a scheme (no https://)")
     first, _, rest = text.partition("/")
-    if not rest or not _HOST.match(first) or not ("." in first or ":" in first or first == "localhost"):
+    if not rest or not _HOST.fullmatch(first) or not ("." in first or ":" in first or first == "localhost"):
         raise _bad(what, text, "name the registry first (a host with a dot or a port, or localhost)")
     digest = None
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise _bad(what, text, f"the digest {digest!r} must be sha256: and 64 lowercase hex digits")
     tag = None
     last = rest.rsplit("/", 1)[-1]
     if ":" in last:
         rest, tag = rest.rsplit(":", 1)
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise _bad(what, text, f"the tag {tag!r} may hold only letters, digits, '_', '.', '-' (128 at most)")
-    if not _REPO.match(rest):
+    if not _REPO.fullmatch(rest):
         raise _bad(what, text, f"the repository {rest!r} must be lowercase path components "
                                "(letters, digits, separated by '.', '_' or '-')")
     if first in ("docker.io", "index.docker.io") and "/" not in rest:

@@ -183,7 +183,7 @@ def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, 
         return _replace(base, gpus_per_node=count, tensor_parallel_size=tp, pipeline_parallel_size=pp,
                         gpu_memory_required_gib=est.sharded_gib + est.per_device_overhead_gib * count,
                         reasons=(why,) + base.reasons), problems
-    m = MIG_PROFILE.match(part.profile or "")
+    m = MIG_PROFILE.fullmatch(part.profile or "")
     if m is None:
         problems.append(f"resource.partition.profile {part.profile!r}: expected a MIG profile such as '1g.10gb'")
         return base, problems

@@ -77,7 +77,7 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if not self.model:
             raise OptionsError("--model is required: a local model directory or a Hugging Face id 'org/model'")
-        if not isinstance(self.runtime, str) or not RUNTIME_NAME.match(self.runtime):
+        if not isinstance(self.runtime, str) or not RUNTIME_NAME.fullmatch(self.runtime):
             raise OptionsError(f"--runtime is {self.runtime!r}, expected a runtime name such as "
                                f"{' or '.join(RUNTIMES)} (or one a plugin registers)")
         if not 0 < self.port < 65536:
@@ -124,7 +124,7 @@ def parse_adapter(text: str, strengths: Mapping[str, float] | None = None) -> Ad
 
 
 def check_adapter_name(name: str, where: str = "adapter") -> str:
-    if not isinstance(name, str) or not ADAPTER_NAME.match(name):
+    if not isinstance(name, str) or not ADAPTER_NAME.fullmatch(name):
         raise OptionsError(f"{where}: name {name!r} is not valid; use 1-63 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit")
     return name

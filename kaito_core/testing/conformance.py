@@ -179,7 +179,7 @@ class ProvisionerConformance:
 
     def test_satisfies_protocol(self, provisioner: Provisioner) -> None:
         assert isinstance(provisioner, Provisioner), "the object lacks part of kaito_core.types.Provisioner"
-        assert isinstance(provisioner.name, str) and DNS1123_LABEL.match(provisioner.name), provisioner.name
+        assert isinstance(provisioner.name, str) and DNS1123_LABEL.fullmatch(provisioner.name), provisioner.name
         if self.entry_point is not None:
             assert installed_provisioner(self.entry_point).name == provisioner.name
 
@@ -314,7 +314,7 @@ class ProvisionerConformance:
         bad = states[requests[0].name]
         assert bad.failed and not bad.ready
         assert bad.reason == expected, f"reason {bad.reason!r}, expected {expected!r}"
-        assert bad.reason and CAMEL_CASE_REASON.match(bad.reason), f"{bad.reason!r} is not a CamelCase reason"
+        assert bad.reason and CAMEL_CASE_REASON.fullmatch(bad.reason), f"{bad.reason!r} is not a CamelCase reason"
         assert bad.message, "a failure needs the provider's words in `message`"
         assert not any(states[r.name].failed for r in requests[1:]), "one failure must not taint the others"
         # a retry after a failure must not make a second node for the same request

@@ -235,7 +235,7 @@ class _Run:
                     raise TuningError(f"--model-dir {p}: no config.json there; give the directory holding the "
                                       "model's weights and tokenizer")
                 return str(p)
-            if HF_ID.match(self.req.model_dir) and not p.exists():
+            if HF_ID.fullmatch(self.req.model_dir) and not p.exists():
                 return self.req.model_dir  # downloaded by transformers (ModelConfig.local_files_only: false)
             raise TuningError(f"--model-dir {self.req.model_dir!r}: no such directory; give the directory holding "
                               "the model's weights, or a Hugging Face id 'org/model'")

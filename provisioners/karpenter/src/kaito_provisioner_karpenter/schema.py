@@ -62,19 +62,19 @@ def _strict(node: Any) -> Any:
 
 def _label_key_ok(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    return bool(LABEL_NAME.match(name)) and len(name) <= 63 and (
-        not prefix or (len(prefix) <= 253 and bool(DNS1123_SUBDOMAIN.match(prefix))))
+    return bool(LABEL_NAME.fullmatch(name)) and len(name) <= 63 and (
+        not prefix or (len(prefix) <= 253 and bool(DNS1123_SUBDOMAIN.fullmatch(prefix))))
 
 
 def _metadata_problems(meta: Mapping[str, Any]) -> list[str]:
     out = []
     name = meta.get("name") or ""
-    if not (DNS1123_SUBDOMAIN.match(name) and len(name) <= 253):
+    if not (DNS1123_SUBDOMAIN.fullmatch(name) and len(name) <= 253):
         out.append(f"metadata.name {name!r} is not a DNS-1123 subdomain")
     for key, value in (meta.get("labels") or {}).items():
         if not _label_key_ok(key):
             out.append(f"metadata.labels key {key!r} is not a valid label name")
-        if not (isinstance(value, str) and LABEL_VALUE.match(value) and len(value) <= 63):
+        if not (isinstance(value, str) and LABEL_VALUE.fullmatch(value) and len(value) <= 63):
             out.append(f"metadata.labels[{key!r}] value {value!r} is not a valid label value")
     for key, value in (meta.get("annotations") or {}).items():
         if not isinstance(value, str):
