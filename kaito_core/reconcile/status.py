@@ -241,9 +241,12 @@ def build(*, mode: str, observed: Observed, target: int, gpus_per_node: int,
             state = "Failed"
     else:
         inf, exists = inference_conditions(observed, resources_ok)
-        ok = inf["status"] == "True"
-        conds += [inf, condition(WORKSPACE_SUCCEEDED, ok, R_SUCCEEDED if ok else inf["reason"],
-                                 "the model is being served" if ok else inf["message"])]
+        # upstream's WorkspaceSucceeded needs ResourceReady and InferenceReady: pods still serving
+        # on a node whose NodeClaim (or Node) is gone are not Ready.
+        ok = inf["status"] == "True" and resources_ok
+        why = inf if inf["status"] != "True" else conds[2]
+        conds += [inf, condition(WORKSPACE_SUCCEEDED, ok, R_SUCCEEDED if ok else why["reason"],
+                                 "the model is being served" if ok else why["message"])]
         if ok:
             state = "Ready"
         elif failed:

@@ -100,6 +100,18 @@ def test_provisioner_quota_error_is_visible(setup):
     assert p.deferred and p.workload["kind"] == "StatefulSet" and p.workload not in p.objects
 
 
+def test_serving_pods_on_a_lost_node_are_not_ready(setup):
+    """The NodeClaim and Node went away while the pod still reports ready: ResourceReady is False,
+    and so are WorkspaceSucceeded and the state (upstream needs both ResourceReady and InferenceReady)."""
+    p = setup(workload=_sts(1), pods=(_pod(ready=True),), node_states=(), nodes=())
+    c = _conds(p.status)
+    assert c["InferenceReady"]["status"] == "True"
+    assert c["ResourceReady"]["status"] == "False"
+    assert c["WorkspaceSucceeded"]["status"] == "False"
+    assert c["WorkspaceSucceeded"]["reason"] == c["ResourceReady"]["reason"]
+    assert p.status["state"] != "Ready"
+
+
 def test_provisioner_exception_is_a_condition(setup):
     p = setup(node_states=(), nodes=(), provisioner_error="karpenter: nodeclaims.karpenter.sh not found")
     c = _conds(p.status)
