@@ -210,8 +210,10 @@ def plan(workspace: Any, preset: Any, requirement: Any, provisioner: Any, observ
         first, workload = (tuning.objects(ctx) if mode == "tuning" else inference.objects(ctx))
     except (KaitoError, ValueError, TypeError) as exc:  # e.g. a plugin runtime's build_command failed
         return failed("InvalidWorkspace", [f"runtime {runtime!r}: {exc}"])
+    # upstream's BYO mode reports no NodeClaimReady: only provisioners that make nodes have claims
     status, resources_ok = st.build(mode=mode, observed=observed, target=len(requests) or target,
-                                    gpus_per_node=ctx.gpus_per_node)
+                                    gpus_per_node=ctx.gpus_per_node,
+                                    node_claims=getattr(provisioner, "creates_nodes", True) is not False)
     held = not (resources_ok or observed.workload is not None)
     container = _main_container(workload[0]) if workload else {}
     stamped, events = st.stamp(status, prev, observed.now, ws.metadata.generation)

@@ -41,9 +41,10 @@ def test_flow_on_a_real_cluster(kube, tmp_path):
         svc = wait_for("the Service", lambda: kube.get(api_version="v1", kind="Service", name=name, namespace=NS),
                        timeout=60)
         assert svc["spec"]["ports"][0]["port"] == 80
-        cond = wait_for("NodeClaimReady", lambda: {c["type"]: c for c in (kube.get(
+        # BYO reports no NodeClaimReady (as upstream): ResourceReady carries the reason
+        cond = wait_for("ResourceReady", lambda: {c["type"]: c for c in (kube.get(
             api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS).get("status") or {}).get(
-            "conditions") or []}.get("NodeClaimReady"), timeout=60)
+            "conditions") or []}.get("ResourceReady"), timeout=60)
         assert cond["status"] == "False" and cond["reason"] == "NoMatchingNodes"
     finally:
         kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)

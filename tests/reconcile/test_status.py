@@ -131,6 +131,14 @@ def test_without_nodeclaims_the_failure_stays_in_resource_ready():
     assert c["ResourceReady"]["status"] == "False" and c["ResourceReady"]["reason"] == "NoMatchingNodes"
 
 
+@pytest.mark.parametrize("prov,has_claims", [("byo", False), ("karpenter", True)])
+def test_nodeclaim_ready_only_where_the_provisioner_makes_nodes(registry, prov, has_claims):
+    p = _setup(registry, registry.provisioners[prov])(node_states=(), nodes=())
+    c = _conds(p.status)
+    assert ("NodeClaimReady" in c) is has_claims
+    assert c["ResourceReady"]["status"] == "False"
+
+
 def test_upstream_reason_strings(setup):
     c = _conds(setup(workload=_sts(1), pods=(_pod(ready=True),)).status)
     assert c["ResourceReady"]["reason"] == "workspaceResourceStatusSuccess"
