@@ -113,7 +113,8 @@ def _pull_files(client: Registry, layers: list[dict], stage: Path, budget: Budge
     return out
 
 
-def _publish(src: Path, dest: Path) -> list[Path]:
+def publish(src: Path, dest: Path) -> list[Path]:
+    """Move every entry of ``src`` into ``dest`` (replacing what is there by that name)."""
     entries = []
     for item in sorted(src.iterdir()):
         target = dest / item.name
@@ -154,7 +155,7 @@ def pull(ref: str, dest: str | os.PathLike, *, docker_configs: Iterable = (),
         _free_space_check(dest, declared, r.text)
         image = layout.is_image(manifest)
         src = (_pull_image if image else _pull_files)(client, layers, stage, budget)
-        entries = _publish(src, dest)
+        entries = publish(src, dest)
         ok = True
         return Pulled(dest, digest, "image" if image else "files", entries, declared)
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kaito_core import oci
 from kaito_core.oci import OCIError, looks_like_reference
+from kaito_core.oci.pull import publish
 
 __all__ = ["OCIError", "looks_like_reference", "pull_adapter", "push_adapter"]
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -42,13 +43,7 @@ def pull_adapter(ref: str, dest: str | os.PathLike, *, docker_configs=(), max_by
             raise OCIError(f"adapter image {ref!r} holds no adapter_config.json (files: {names}); is it a LoRA "
                            "adapter (upstream's /data/adapter_config.json, or pushed by kaito tuning)?")
         dest.mkdir(parents=True, exist_ok=True)
-        for item in found[0].iterdir():
-            target = dest / item.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif os.path.lexists(target):
-                target.unlink()
-            os.replace(item, target)
+        publish(found[0], dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return dest

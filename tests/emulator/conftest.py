@@ -3,13 +3,13 @@ kubernetes client, and the real operator (kopf) run as tests/operator runs it.""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import httpx
 import pytest
 
 from kaito_core.testing.emulator import Emulator
+from kaito_core.testing.waiting import wait_for as _wait_for
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -18,17 +18,7 @@ WS = "/apis/kaito.sh/v1beta1/namespaces/{ns}/workspaces"
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return _wait_for(what, fn, timeout, interval)
 
 
 def workspace(name: str, namespace: str, **extra: Any) -> dict[str, Any]:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from kaito_core.operator.emulator import Emulator, start_operator, stop_operator, with_identity
 from kaito_core.operator.kube import KubeClient
+from kaito_core.testing.waiting import wait_for
 
 WS_API = "kaito.sh/v1beta1"
 
@@ -24,18 +24,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Cluster:
