@@ -80,7 +80,7 @@ LOGITS_BYTES = 4
 QLORA_BYTES_PER_PARAM = 0.5 + 0.016
 # Adapter parameters are trained in fp32: weight 4 + gradient 4 + Adam m and v 8 = 16 bytes.
 ADAPTER_STATE_BYTES = 16
-# LoRA rank of upstream's params template (kaito_core.tuning.defaults.LORA_CONFIG), what the recipe trains
+# LoRA rank of upstream's params template (kaito_core.api.training.defaults.LORA_CONFIG), what the recipe trains
 # with unless the Workspace's tuning.config says otherwise.
 LORA_TEMPLATE_RANK = 8
 

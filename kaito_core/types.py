@@ -78,7 +78,7 @@ class TuningRecipe:
 
     ``r``, ``lora_alpha``, ``lora_dropout``, ``num_train_epochs``, ``per_device_train_batch_size``
     and ``learning_rate`` are validated but NOT used: as upstream, a Workspace trains with the
-    chart's params template (:func:`kaito_core.tuning.defaults.template_config`: r 8, alpha 8,
+    chart's params template (:func:`kaito_core.api.training.defaults.template_config`: r 8, alpha 8,
     dropout 0, batch 1, transformers' epochs and learning rate) or with its ``tuning.config``.
     They stay so that plugins written against earlier kaito versions still register.
     """

@@ -55,8 +55,8 @@ def training_config_problems(cm: m.ConfigMap) -> list[str]:
     # Key-level checks (unknown keys, bad values) from the tuning recipe's own schema, which
     # imports no torch, so the webhook refuses what the Job would refuse later.
     try:
-        from kaito_core.tuning.config import parse_training_config
-        from kaito_core.tuning.errors import TuningConfigError
+        from kaito_core.api.training.config import parse_training_config
+        from kaito_core.api.training.errors import TuningConfigError
     except ImportError:  # pragma: no cover - a core install without the tuning package
         return problems
     try:

@@ -16,7 +16,7 @@ from kaito_core.reconcile import names, pods
 from kaito_core.reconcile.context import CONFIG_DIR, DATA_DIR, RESULTS_DIR, Context
 from kaito_core.reconcile.inputs import tuning_method
 from kaito_core.reconcile.weights import artifact_init, hf_token_env, merge_volumes, weights
-from kaito_core.tuning import defaults
+from kaito_core.api.training import defaults
 
 CONFIG_KEY = "training_config.yaml"
 # Where a restarted pod finds the interrupted run's downloads and checkpoints: on the output

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kaito_core.tuning.errors import (DataError, FetchError, OutputError, TrainingFailed, TuningConfigError,
+from kaito_core.api.training.errors import (DataError, FetchError, OutputError, TrainingFailed, TuningConfigError,
                                       TuningError)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +31,7 @@ def run(request: "TuneRequest | None" = None, **kwargs: Any) -> "TuneResult":
 
 def parse_training_config(doc: Any, source: str = "training_config.yaml") -> dict:
     """Check a ``training_config.yaml`` (text, mapping or ConfigMap); raises TuningConfigError."""
-    from kaito_core.tuning.config import parse_training_config as _parse
+    from kaito_core.api.training.config import parse_training_config as _parse
 
     return _parse(doc, source)
 

@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_request(args: argparse.Namespace):
-    from kaito_core.tuning.errors import TuningError
+    from kaito_core.api.training.errors import TuningError
     from kaito_core.tuning.recipe import TuneRequest
 
     fields: dict[str, Any] = {}
@@ -140,7 +140,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     setup_logging()
     n = getattr(args, "nproc_per_node", None)
     if n is not None and n < 1:
-        from kaito_core.tuning.errors import TuningError
+        from kaito_core.api.training.errors import TuningError
 
         raise TuningError(f"--nproc-per-node {n}: must be 1 or more (one process per GPU)")
     if n and n > 1 and "WORLD_SIZE" not in os.environ:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from kaito_core.tuning.data import Example
-from kaito_core.tuning.errors import DataError
+from kaito_core.api.training.errors import DataError
 
 IGNORE = -100
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urljoin, urlsplit
 
-from kaito_core.tuning.errors import FetchError
+from kaito_core.api.training.errors import FetchError
 
 log = logging.getLogger("kaito.tuning")
 

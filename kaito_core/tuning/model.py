@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kaito_core.tuning.config import TrainingConfig
-from kaito_core.tuning.errors import TuningConfigError, TuningError
+from kaito_core.api.training.config import TrainingConfig
+from kaito_core.api.training.errors import TuningConfigError, TuningError
 
 log = logging.getLogger("kaito.tuning")
 

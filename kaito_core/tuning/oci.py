@@ -25,7 +25,7 @@ from kaito_core.oci import OCIError, Reference
 from kaito_core.oci.client import Registry
 from kaito_core.oci.pull import open_registry
 from kaito_core.oci.settings import INSECURE_ENV  # noqa: F401 - re-exported for callers
-from kaito_core.tuning.errors import FetchError, OutputError, TuningError
+from kaito_core.api.training.errors import FetchError, OutputError, TuningError
 
 log = logging.getLogger("kaito.tuning")
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from kaito_core.tuning.errors import DataError
+from kaito_core.api.training.errors import DataError
 
 BATCH_ROWS = 4096
 COLUMN_PROBE_LINES = 100  # jsonl: the layout is chosen from the keys of the first rows

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from kaito_core.errors import FieldError
-from kaito_core.tuning import config as config_mod
+from kaito_core.api.training import config as config_mod
 from kaito_core.tuning import data as data_mod
 from kaito_core.tuning import output as out_mod
 from kaito_core.tuning import train as train_mod
-from kaito_core.tuning.errors import DataError, OutputError, TuningConfigError, TuningError
+from kaito_core.api.training.errors import DataError, OutputError, TuningConfigError, TuningError
 
 log = logging.getLogger("kaito.tuning")
 

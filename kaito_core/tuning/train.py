@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kaito_core.errors import MISSING, FieldError
-from kaito_core.tuning.errors import TrainingFailed, TuningConfigError, TuningError
+from kaito_core.api.training.errors import TrainingFailed, TuningConfigError, TuningError
 
 log = logging.getLogger("kaito.tuning")
 

@@ -13,7 +13,7 @@ import base64
 import json
 from typing import Any
 
-from kaito_core.tuning.errors import TuningError
+from kaito_core.api.training.errors import TuningError
 
 
 def _host_path(volume: Any) -> str | None:

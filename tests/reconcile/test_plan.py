@@ -153,7 +153,7 @@ def test_tuning_job_as_upstream_and_the_recipe(registry):
     the method lower-cased, a work dir on a volumeSource output, one process per GPU."""
     import yaml
 
-    from kaito_core.tuning import defaults
+    from kaito_core.api.training import defaults
 
     raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune"},
            "resource": {"instanceType": "Standard_NC48ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kaito_core.tuning.config import parse_training_config, resolve
-from kaito_core.tuning.errors import TuningConfigError
+from kaito_core.api.training.config import parse_training_config, resolve
+from kaito_core.api.training.errors import TuningConfigError
 from kaito_core.types import TuningRecipe
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data/reference/kaito-examples/kaito_configmap_tuning_phi_3.yaml"
@@ -125,7 +125,7 @@ def test_an_empty_config_takes_upstreams_dataclass_defaults():
 
 
 def test_the_reconcilers_template_equals_what_kaito_tune_trains_with():
-    from kaito_core.tuning.defaults import template_config
+    from kaito_core.api.training.defaults import template_config
 
     for method in ("lora", "qlora"):
         rendered = parse_training_config(template_config(method, ["q_proj", "v_proj"]))
@@ -184,7 +184,7 @@ def test_schema_snapshots_match_the_installed_libraries():
     import peft
     import transformers
 
-    from kaito_core.tuning import schema
+    from kaito_core.api.training import schema
 
     ta = {f.name for f in dataclasses.fields(transformers.TrainingArguments) if f.init}
     lora = {f.name for f in dataclasses.fields(peft.LoraConfig) if f.init}

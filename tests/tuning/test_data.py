@@ -10,7 +10,7 @@ import pytest
 
 from kaito_core.tuning.data import find_data_files, load_examples, shuffle_and_split
 from kaito_core.tuning.encode import IGNORE, Encoder
-from kaito_core.tuning.errors import DataError
+from kaito_core.api.training.errors import DataError
 from tests.tuning.helpers import chat_rows
 
 DS = {"response_column": "text", "shuffle_dataset": True, "shuffle_seed": 42, "train_test_split": 0.75}

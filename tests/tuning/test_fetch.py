@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaito_core.tuning.errors import FetchError
+from kaito_core.api.training.errors import FetchError
 from kaito_core.tuning.fetch import check_url, download
 
 

@@ -6,7 +6,7 @@ TrainingArguments, DataCollator, DatasetConfig). Upstream silently drops keys it
 we refuse them with their path and a suggestion, because a typo such as ``learning_rat`` would
 otherwise train with the default and nobody would notice. Only the standard library and PyYAML
 are imported here, so the admission webhook can call :func:`parse_training_config` too. What
-happens to the keys that are not passed straight on is in :mod:`kaito_core.tuning.keys`.
+happens to the keys that are not passed straight on is in :mod:`kaito_core.api.training.keys`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from kaito_core.errors import MISSING, FieldError
-from kaito_core.tuning.errors import TuningConfigError
-from kaito_core.tuning.schema import SECTIONS
+from kaito_core.api.training.errors import TuningConfigError
+from kaito_core.api.training.schema import SECTIONS
 from kaito_core.types import TUNING_METHODS, TuningRecipe
 
 ROOT = "training_config"
@@ -268,7 +268,7 @@ def normalize_method(method: Any, source: str = CONFIGMAP_KEY) -> str | None:
 
 def _template_user(method: str | None, recipe: TuningRecipe, notes: list[str]) -> dict[str, dict[str, Any]]:
     """Upstream's params template as if the user had given it (no tuning.config at all)."""
-    from kaito_core.tuning.defaults import DEVICE_KEYS, template_config, template_name
+    from kaito_core.api.training.defaults import DEVICE_KEYS, template_config, template_name
 
     targets = None if recipe.target_modules == ("all-linear",) else recipe.target_modules
     tpl = template_config(method, targets)[ROOT]
@@ -286,13 +286,13 @@ def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecip
     """Merge kaito's defaults, the preset's :class:`TuningRecipe` and the user's sections.
 
     ``user`` None means no ``tuning.config`` at all: upstream then trains with its chart's
-    params template (:func:`kaito_core.tuning.defaults.template_config`); keys a given config
+    params template (:func:`kaito_core.api.training.defaults.template_config`); keys a given config
     leaves out take upstream's dataclass and transformers' defaults
-    (:mod:`kaito_core.tuning.defaults`). ``method`` comes from the Workspace (``tuning.method``,
+    (:mod:`kaito_core.api.training.defaults`). ``method`` comes from the Workspace (``tuning.method``,
     any case) or ``--method``; without one, ``QuantizationConfig.load_in_4bit: true`` means
     QLoRA, as upstream.
     """
-    from kaito_core.tuning import defaults
+    from kaito_core.api.training import defaults
 
     recipe = recipe or DEFAULT_RECIPE
     notes: list[str] = []
@@ -336,7 +336,7 @@ def resolve(user: Mapping[str, Mapping[str, Any]] | None, *, recipe: TuningRecip
             raise TuningConfigError(source, [FieldError(f"{ROOT}.QuantizationConfig.load_in_4bit", False,
                                                         "must be true for method 'qlora'",
                                                         "remove it, or use method 'lora'")])
-    from kaito_core.tuning import keys
+    from kaito_core.api.training import keys
 
     if not cuda:
         keys.for_cpu(cfg)

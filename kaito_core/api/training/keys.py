@@ -6,8 +6,8 @@ run's notes as having no effect. Upstream's recipe drops such keys silently; non
 from __future__ import annotations
 
 from kaito_core.errors import FieldError
-from kaito_core.tuning.config import ROOT, TrainingConfig
-from kaito_core.tuning.errors import TuningConfigError
+from kaito_core.api.training.config import ROOT, TrainingConfig
+from kaito_core.api.training.errors import TuningConfigError
 
 # Keys that only matter for masked-LM collation, which a causal LM never uses (mlm is off).
 MLM_ONLY = ("whole_word_mask", "mlm_probability", "mask_replace_prob", "random_replace_prob", "seed")
