@@ -13,6 +13,16 @@ from tests.operator.conftest import Cluster, wait_for
 from tests.operator.test_flow import NS, _pod, _ready_claim, _workspace
 
 
+def _workspace_on_a_node(cluster: Cluster, name: str, node: str) -> tuple[str, dict]:
+    """Create the Workspace, make its NodeClaim ready on ``node`` and wait for its StatefulSet."""
+    uid = cluster.create_workspace(_workspace(name))["metadata"]["uid"]
+    claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name), timeout=30)[0]
+    _ready_claim(cluster, claim, node)
+    wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
+                                                         name=name, namespace=NS))
+    return uid, claim
+
+
 def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
     with Emulator() as emu:
         cluster = Cluster(emu.url)
@@ -21,11 +31,7 @@ def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
                                             "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
         try:
             name = "outage"
-            uid = cluster.create_workspace(_workspace(name))["metadata"]["uid"]
-            claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name), timeout=30)[0]
-            _ready_claim(cluster, claim, "gpu-outage-0")
-            wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
-                                                                 name=name, namespace=NS))
+            uid, claim = _workspace_on_a_node(cluster, name, "gpu-outage-0")
             cluster.kube.create(_pod(name, uid, {"running": {}}, ready=True))
             cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS, patch={
                 "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r", "updateRevision": "r"}})
@@ -65,11 +71,7 @@ def test_a_crash_looping_pod_deleted_during_an_outage_stops_counting(tmp_path):
                                             "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
         try:
             name = "podgone"
-            uid = cluster.create_workspace(_workspace(name))["metadata"]["uid"]
-            claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name), timeout=30)[0]
-            _ready_claim(cluster, claim, "gpu-podgone-0")
-            wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
-                                                                 name=name, namespace=NS))
+            uid, claim = _workspace_on_a_node(cluster, name, "gpu-podgone-0")
             crash = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
             cluster.kube.create(_pod(name, uid, crash, ready=False))
             wait_for("CrashLoopBackOff", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
