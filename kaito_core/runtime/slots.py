@@ -60,6 +60,7 @@ class SlotStore:
         self.values: dict[int, torch.Tensor] = {}
         self.slot_index: torch.Tensor | None = None      # [rows, q] slot of each input token
         self.write_index: torch.Tensor | None = None     # [rows, q] column of each input token
+        self.static_cols: torch.Tensor | None = None     # [B, 1]: the static decode step's columns
         self.view = (0, 0, 0)                            # start slot, rows, length to attend over
 
     @property
@@ -87,10 +88,17 @@ class SlotStore:
             self.keys[layer] = key.new_zeros(shape)
             self.values[layer] = value.new_zeros(shape)
         k, v = self.keys[layer], self.values[layer]
+        start, rows, length = self.view
+        if self.static_cols is not None:
+            # the static decode step (graphs.py): row r is slot r, one column each; scatter_ takes
+            # its indices from a device tensor, so the write can be captured in a CUDA graph
+            index = self.static_cols[:, None, :, None].expand(-1, key.shape[1], -1, key.shape[3])
+            k[:rows].scatter_(2, index, key)
+            v[:rows].scatter_(2, index, value)
+            return k[:rows, :, :length], v[:rows, :, :length]
         # advanced indices around a slice: the indexed result is [rows, q, heads, dim]
         k[self.slot_index, :, self.write_index] = key.transpose(1, 2)
         v[self.slot_index, :, self.write_index] = value.transpose(1, 2)
-        start, rows, length = self.view
         return k[start:start + rows, :, :length], v[start:start + rows, :, :length]
 
     def move(self, src: int, dst: int) -> None:
@@ -129,17 +137,28 @@ def _slot_cache(store: SlotStore, layers: int) -> Any:
 class SlotEngine(Engine):
     """:class:`Engine` with preallocated KV-cache slots and chunked prefill."""
 
-    def __init__(self, model: Any, *, chunk_tokens: int = 512, **kwargs: Any):
+    def __init__(self, model: Any, *, chunk_tokens: int = 512, cuda_graphs: str | None = None,
+                 graph_min_len: int = 64, **kwargs: Any):
+        """``cuda_graphs``: auto | on | off (None: ``$KAITO_CUDA_GRAPHS``, else auto), see
+        :func:`~kaito_core.runtime.graphs.static_decode_wanted`; ``graph_min_len``: the smallest
+        KV-length bucket of the static decode step."""
+        from kaito_core.runtime.graphs import DecodeGraphs, static_decode_wanted
+
         super().__init__(model, **kwargs)
         self.max_prefill_tokens = 1 << 62      # admission is not limited by prompt size: chunks are
         self.chunk_tokens = max(1, chunk_tokens)
         self.prefilling: list[Sequence] = []   # in slots len(rows) .. len(rows) + len(prefilling) - 1
-        self.store = SlotStore(self.max_batch, self.context_length)
+        static = static_decode_wanted(cuda_graphs, self.device)
+        # the static step's buffers must not move: preallocate the whole context up front
+        self.store = SlotStore(self.max_batch, self.context_length,
+                               initial=self.context_length if static else 256)
         layers = getattr(model.config, "num_hidden_layers", None) or model.config.num_layers
         self.slot_cache = _slot_cache(self.store, layers)
         impl = model.config._attn_implementation
         self.mask_dtype = None if impl == "sdpa" else next(model.parameters()).dtype  # eager: additive
         self.prefill_chunks = 0
+        self.graphs = DecodeGraphs(model, self.store, self.slot_cache, max_batch=self.max_batch,
+                                   mask_dtype=self.mask_dtype, min_len=graph_min_len) if static else None
 
     def running(self) -> int:
         return len(self.rows) + len(self.prefilling)
@@ -230,17 +249,41 @@ class SlotEngine(Engine):
         if not self.rows:
             return
         rows = self.rows
-        ids = torch.tensor([[s.output_ids[-1]] for s in rows], dtype=torch.long)
-        pos = torch.tensor([[s.pos] for s in rows], dtype=torch.long)
-        out = self._run_pass(rows, ids, pos, pos, max(s.pos for s in rows) + 1)
+        picks = None
+        if self.graphs is not None and self.graphs.usable(self.model, self.forward_kwargs(rows)):
+            picks, logits = self.graphs.decode(rows)
+        else:
+            ids = torch.tensor([[s.output_ids[-1]] for s in rows], dtype=torch.long)
+            pos = torch.tensor([[s.pos] for s in rows], dtype=torch.long)
+            logits = self._run_pass(rows, ids, pos, pos, max(s.pos for s in rows) + 1).logits[:, -1, :]
         for s in rows:
             s.pos += 1
         self.steps += 1
         self.max_batch_seen = max(self.max_batch_seen, len(rows))
         if self.metrics is not None:
             self.metrics.observe_step(len(rows))
-        self._after_step(rows, out.logits[:, -1, :])
+        if picks is None:
+            self._after_step(rows, logits)
+        else:
+            self._deliver(rows, picks)
         self._drop_finished()
+
+    def _deliver(self, rows: list[Sequence], picks: list[Any]) -> None:
+        """What :meth:`Engine._after_step` does after sampling, for picks made on the device."""
+        import time
+
+        from kaito_core.runtime.engine import Output, log
+
+        now = time.monotonic()
+        for seq, pick in zip(rows, picks):
+            if seq.cancelled or seq.finish_reason is not None:
+                continue
+            if pick.error is not None:  # this request alone ends; the rest of the batch goes on
+                log.warning("request failed alone: %s", pick.error)
+                self._finish(seq, Output(finished=True, finish_reason="error", error=pick.error,
+                                         completion_tokens=len(seq.output_ids)), "error")
+                continue
+            self._token(seq, pick, now)
 
     # -- leaving ------------------------------------------------------------------------
 
