@@ -239,21 +239,35 @@ class Engine:
         self._drop_finished()
 
     def _after_step(self, rows: list[Sequence], logits: torch.Tensor) -> None:
+        """Sample one token for each row still going (every engine calls this after a forward
+        pass, with that pass's last-position logits) and hand it on."""
         live = [s for s in rows if s.finish_reason is None]
         if not live:
             return
         index = [i for i, s in enumerate(rows) if s.finish_reason is None]
-        picks = sample(logits[index] if len(index) != len(rows) else logits, live)
+        if len(index) != len(rows):
+            logits = logits[index]
+        failed: dict[int, str] = {}
+        if any(s.grammar is not None for s in live):  # JSON mode; unconstrained batches skip it
+            from kaito_core.runtime.grammar import constrain
+
+            logits, failed = constrain(logits, live)
+        picks = sample(logits, live)
+        for i, error in failed.items():
+            picks[i].token, picks[i].error = None, error
         now = time.monotonic()
         for seq, pick in zip(live, picks):
             if seq.cancelled:
                 continue
             if pick.error is not None:  # this request alone ends; the rest of the batch goes on
                 log.warning("request failed alone: %s", pick.error)
-                self._finish(seq, Output(finished=True, finish_reason="error", error=pick.error,
-                                         completion_tokens=len(seq.output_ids)), "error")
+                self._fail_one(seq, pick.error)
                 continue
             self._token(seq, pick, now)
+
+    def _fail_one(self, seq: Sequence, error: str) -> None:
+        self._finish(seq, Output(finished=True, finish_reason="error", error=error,
+                                 completion_tokens=len(seq.output_ids)), "error")
 
     def _token(self, seq: Sequence, pick: Any, now: float) -> None:
         tok = pick.token
@@ -270,10 +284,20 @@ class Engine:
         seq.last_token_at = now
         p = seq.params
         is_end = (tok in seq.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids
+        complete = False  # JSON mode: the grammar allows nothing more (its end token is not sampled)
+        if seq.grammar is not None and not is_end:
+            verdict = seq.grammar.advance(tok)
+            if verdict is not None and verdict != "stop":
+                self._fail_one(seq, verdict)
+                return
+            complete = verdict == "stop"
         # the end token itself is not part of the text (vLLM's default too)
-        text = seq.stopper.feed(seq.detok.flush() if is_end else seq.detok.add(tok))
+        text = seq.detok.flush() if is_end else seq.detok.add(tok)
+        if complete:
+            text += seq.detok.flush()
+        text = seq.stopper.feed(text)
         reason = None
-        if seq.stopper.stopped or is_end:
+        if seq.stopper.stopped or is_end or complete:
             reason = "stop"
         elif len(seq.output_ids) >= seq.max_new_tokens:
             reason = "length"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaito_core.runtime.constraints import Constraint, response_format
 from kaito_core.runtime.errors import bad_param, missing_param, unsupported_param
 from kaito_core.runtime.fields import (  # noqa: F401 - check_text, parse_json: public from here too
     bool_field, check_text, int_field, logit_bias_field, num_field, parse_json, stop_field, stop_token_ids_field)
@@ -80,6 +81,7 @@ class ParsedRequest:
     min_length: int = 0                    # /chat: prompt + new tokens, at least
     echo: bool = False
     n: int = 1                             # choices; each one is its own sequence in the batch
+    constraint: Constraint | None = None   # JSON mode
 
 
 def normalise_temperature(value: float) -> float:
@@ -143,20 +145,6 @@ def _completion_logprobs(body: dict) -> int | None:
     if value is None or value is False:
         return None
     return int_field(body, "logprobs", lo=0, hi=MAX_LOGPROBS, expected=f"an integer in [0, {MAX_LOGPROBS}]")
-
-
-def _response_format(body: dict) -> None:
-    value = body.get("response_format")
-    if value is None:
-        return
-    kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "text":
-        return
-    if kind in ("json_object", "json_schema", "structural_tag", "grammar", "regex"):
-        raise unsupported_param("response_format", f"{kind!r} needs constrained decoding, which the transformers "
-                                                   "backend does not implement; use the vllm runtime or "
-                                                   "response_format {\"type\": \"text\"}")
-    raise bad_param("response_format", value, "an object such as {\"type\": \"text\"}", code="invalid_type")
 
 
 def _tool_choice(body: dict) -> None:
@@ -242,19 +230,20 @@ def parse_messages(value: Any, param: str = "messages") -> list[dict[str, str]]:
 def parse_chat(body: dict) -> ParsedRequest:
     """``POST /v1/chat/completions``."""
     model, stream, include_usage = _common(body, _UNSUPPORTED_CHAT, "chat")
-    _response_format(body)
+    constraint = response_format(body)
     _tool_choice(body)
     messages = parse_messages(body.get("messages"))
     params = sampling_from(body)
     params.logprobs = _chat_logprobs(body)
     return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
-                         include_usage=include_usage, n=_choices(body, "chat"))
+                         include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint)
 
 
 def parse_completion(body: dict) -> ParsedRequest:
     """``POST /v1/completions``: one prompt, as a string or token ids."""
     model, stream, include_usage = _common(body, _UNSUPPORTED_COMPLETION, "completion")
     echo = bool_field(body, "echo")
+    constraint = response_format(body)
     if echo and stream:
         raise unsupported_param("echo", "echo with stream is not supported; use one of them")
     prompt = body.get("prompt")
@@ -279,7 +268,8 @@ def parse_completion(body: dict) -> ParsedRequest:
     params = sampling_from(body)
     params.logprobs = _completion_logprobs(body)
     return ParsedRequest(kind="completion", model=model, params=params, prompt=text, prompt_ids=ids,
-                         stream=stream, include_usage=include_usage, echo=echo, n=_choices(body, "completion"))
+                         stream=stream, include_usage=include_usage, echo=echo, n=_choices(body, "completion"),
+                         constraint=constraint)
 
 
 # upstream KAITO's generate_kwargs defaults (presets/.../text-generation/inference_api.py)

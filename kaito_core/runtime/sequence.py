@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -54,6 +54,7 @@ class Sequence:
     slot: int = -1                           # KV-cache slot (SlotEngine)
     pos: int = 0                             # tokens already in the KV cache (SlotEngine)
     pending_logprobs: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
+    grammar: Any = None                      # a grammar.RowGrammar in JSON mode (its own matcher)
 
     def __post_init__(self) -> None:
         self.generator = make_generator(self.params.seed)

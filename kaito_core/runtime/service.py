@@ -19,6 +19,7 @@ from kaito_core.runtime.errors import APIError, bad_param, model_not_found
 from kaito_core.runtime.loader import ModelLoadError
 from kaito_core.runtime.options import ServeOptions
 from kaito_core.runtime.protocol import ParsedRequest
+from kaito_core.runtime.service_admin import AdapterAdmin
 
 log = logging.getLogger("kaito.runtime.service")
 
@@ -33,6 +34,7 @@ class Prepared:
     prompt_ids: list[int]
     prompt_text: str
     max_new_tokens: int
+    grammars: list[Any] = dataclasses.field(default_factory=list)   # JSON mode: one matcher per choice
 
 
 # Tokenize at most (context x the longest token's length) characters before deciding a prompt
@@ -81,7 +83,7 @@ def generation_error(out: Any) -> APIError:
     return APIError(500, f"generation failed: {out.error}", type="server_error", code="generation_failed")
 
 
-class TransformersService:
+class TransformersService(AdapterAdmin):
     def __init__(self, opts: ServeOptions, preset: Any = None, metrics: Any = None):
         self.opts = opts
         self.preset = preset
@@ -98,6 +100,9 @@ class TransformersService:
         # One worker: a fast tokenizer is not safe to reconfigure from two threads at once
         # (tokenizers' "Already borrowed"), and one thread is enough to keep the loop free.
         self._tokenizer_pool = ThreadPoolExecutor(1, thread_name_prefix="kaito-tokenize")
+        # JSON-mode grammars compile here, beside tokenizing (a large schema can take a second)
+        self._grammar_pool = ThreadPoolExecutor(2, thread_name_prefix="kaito-grammar")
+        self.grammars: Any = None
         self._token_texts: dict[int, str] = {}
         self._max_token_chars = MAX_CHARS_PER_TOKEN
         self.on_failed: Any = None       # called (from the loading thread) when loading fails
@@ -118,6 +123,9 @@ class TransformersService:
 
             self.loaded = load_model(self.opts, self.preset)
             self.adapters = AdapterSet(self.loaded.model, allow_pickle=self.opts.allow_pickle)
+            from kaito_core.runtime.grammar import Grammars  # imports llguidance only when used
+
+            self.grammars = Grammars(self.loaded.tokenizer, self.loaded.vocab_size, self.loaded.eos_ids)
             specs = list(self.opts.adapters)
             if self.opts.adapters_dir:
                 names = {s.name for s in specs}
@@ -152,6 +160,7 @@ class TransformersService:
         if self.engine is not None:
             self.engine.stop()
         self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+        self._grammar_pool.shutdown(wait=False, cancel_futures=True)
         if self.state != "failed":
             self.state = "stopped"
 
@@ -277,10 +286,21 @@ class TransformersService:
 
     async def prepare_async(self, parsed: ParsedRequest) -> Prepared:
         """:meth:`prepare` on the tokenizer's worker thread: chat templating and tokenizing a
-        large request must never stall the event loop (and with it every running stream)."""
+        large request must never stall the event loop (and with it every running stream). A
+        JSON-mode grammar compiles at the same time on another worker; a prompt error is
+        reported before a schema error."""
         self.require_ready()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_pool, self.prepare, parsed)
+        prepared = loop.run_in_executor(self._tokenizer_pool, self.prepare, parsed)
+        if parsed.constraint is None:
+            return await prepared
+        grammars = loop.run_in_executor(self._grammar_pool, self.grammars.rows, parsed.constraint, parsed.n)
+        prep, rows = await asyncio.gather(prepared, grammars, return_exceptions=True)
+        for outcome in (prep, rows):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        prep.grammars = rows
+        return prep
 
     async def generate(self, prep: Prepared, is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
         """Yield ``(choice index, Output)`` until every one of the request's ``n`` choices has
@@ -298,7 +318,7 @@ class TransformersService:
             seqs.append(Sequence(prompt_ids=prep.prompt_ids, params=params, max_new_tokens=prep.max_new_tokens,
                                  eos_ids=self.loaded.eos_ids, detok=Detokenizer(self.loaded.tokenizer),
                                  sink=functools.partial(_tagged, queue, i), adapter=prep.adapter,
-                                 model_id=prep.model_id))
+                                 model_id=prep.model_id, grammar=prep.grammars[i] if prep.grammars else None))
         try:
             for seq in seqs:
                 self.engine.submit(seq)
@@ -338,63 +358,3 @@ class TransformersService:
                     seq.cancel()
             if self.metrics is not None:
                 self.metrics.running.dec()
-
-    # -- adapters (admin) ----------------------------------------------------------------
-
-    async def load_adapter(self, name: str, source: str, strength: float) -> Any:
-        """Fetch (maybe pull) and load an adapter. The admin lock is held only to check and
-        reserve the name and for the load itself, never while fetching: an unreachable
-        registry once held it for 131 s, blocking every other admin call. The fetch is bounded
-        by ``--adapter-fetch-timeout`` (a timed-out pull finishes in the background, into a
-        directory of its own, and is thrown away)."""
-        from kaito_core.runtime.loader import ModelLoadError
-        from kaito_core.runtime.oci import OCIError
-        from kaito_core.runtime.options import OptionsError
-
-        self.require_ready()
-        async with self._admin_lock:
-            if name in self.adapters.adapters or name in self._fetching:
-                raise APIError(409, f"adapter {name!r} is already loaded or being loaded; unload it first",
-                               param="name", code="adapter_exists")
-            if name in self.base_names():
-                raise bad_param("name", name, "a name other than the base model's")
-            self._fetching.add(name)
-        timeout = self.opts.adapter_fetch_timeout or None
-        try:
-            fetch = asyncio.to_thread(self.adapters.fetch, name, source)
-            try:
-                path = await asyncio.wait_for(fetch, timeout)
-            except asyncio.TimeoutError:
-                raise APIError(504, f"fetching adapter {name!r} from {source!r} took longer than {timeout:g}s "
-                                    "(--adapter-fetch-timeout); is the registry reachable from this pod?",
-                               param="source", type="server_error", code="adapter_fetch_timeout") from None
-
-            def load() -> Any:
-                info = self.adapters.load(name, source, strength, path=path)
-                self.engine.model = self.adapters.model  # the PeftModel after the first adapter
-                return info
-
-            async with self._admin_lock:
-                return await self.engine.acall(load)
-        except (ModelLoadError, OCIError, OptionsError) as exc:
-            raise APIError(400, str(exc), param="source", code="adapter_load_failed") from None
-        finally:
-            self._fetching.discard(name)
-
-    async def unload_adapter(self, name: str) -> Any:
-        self.require_ready()
-        async with self._admin_lock:
-            if name not in self.adapters.adapters:
-                raise APIError(404, f"adapter {name!r} is not loaded; loaded: {sorted(self.adapters.adapters)}",
-                               param="name", code="adapter_not_found")
-
-            def unload() -> Any:
-                busy = self.engine.busy_adapters.get(name, 0)
-                if busy:
-                    raise APIError(409, f"adapter {name!r} is serving {busy} request(s); retry when they finish",
-                                   param="name", code="adapter_in_use")
-                info = self.adapters.unload(name)
-                self.engine.model = self.adapters.model
-                return info
-
-            return await self.engine.acall(unload)

@@ -104,10 +104,10 @@ def test_default_values_are_accepted(client):
     assert resp.choices[0].message.role == "assistant"
     comp = client.completions.create(model="tiny-llama", prompt="x", max_tokens=2, best_of=1)
     assert comp.choices[0].text is not None
-    with pytest.raises(openai.BadRequestError) as exc:
+    with pytest.raises(openai.BadRequestError) as exc:  # JSON mode is in test_json_mode.py; this is not
         client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2,
-                                       response_format={"type": "json_object"})
-    assert "constrained decoding" in exc.value.body["message"]
+                                       response_format={"type": "structural_tag"})
+    assert exc.value.body["param"] == "response_format" and "json_schema" in exc.value.body["message"]
 
 
 VLLM_NAMES = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",

@@ -1,0 +1,188 @@
+"""JSON mode for the transformers engine: a request's output constraint as a token mask per step.
+
+The grammar library is llguidance (the one vLLM uses for ``--structured-outputs-config.backend
+guidance``): a JSON Schema compiles into an ``LLMatcher`` that, at every step, says which tokens
+may come next (a bitmask over the vocabulary) and is advanced with the token actually sampled.
+
+- :class:`Grammars` (one per loaded model) compiles constraints on a worker thread, never on the
+  event loop nor the engine thread: building the tokenizer's trie (about a second for a 128k
+  vocabulary) and a large schema's grammar can take that long. Compiled matchers are cached by
+  schema (LRU) and deep-copied per choice, as each choice advances its own state.
+- :func:`constrain` (engine thread, once per step and only when a row has a matcher) fills the
+  bitmasks of the constrained rows in one GIL-free llguidance call and sets the logits of every
+  forbidden token to -inf before sampling, as vLLM applies its grammar bitmask to the logits
+  before its sampler (so log-probabilities, too, are those of the masked logits).
+- :meth:`RowGrammar.advance` feeds the sampled token; a row whose grammar is complete (no token
+  but the end token could follow) finishes with ``stop`` at once.
+
+A schema llguidance rejects is a 400 naming the field it came from; a matcher that breaks
+mid-generation fails its own row only (the engine's per-row isolation).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import torch
+
+from kaito_core.runtime.constraints import Constraint
+from kaito_core.runtime.errors import APIError
+
+MAX_CACHED = 128            # compiled grammars kept (each holds its lexer tables)
+# vLLM's default (disable_any_whitespace False): whitespace between JSON tokens is allowed, so a
+# model that writes pretty-printed JSON is not pushed off its usual distribution.
+# ``disable_any_whitespace`` (per request here; server-wide in vLLM too) makes the JSON compact.
+_FLEXIBLE = {"whitespace_flexible": True}
+_COMPACT = {"whitespace_flexible": False}
+_ANY_OBJECT = {"type": "object"}
+
+
+def _llguidance(constraint: Constraint) -> Any:
+    try:
+        import llguidance
+        import llguidance.hf  # noqa: F401 - from_tokenizer
+    except ImportError as exc:
+        raise APIError(400, f"'{constraint.param}': JSON mode needs the llguidance package, which this server "
+                            f"cannot import ({exc}); install the runtime extra (pip install 'kaito-core[runtime]') "
+                            "or leave response_format out", param=constraint.param,
+                       code="unsupported_parameter") from None
+    return llguidance
+
+
+def _short(error: str, limit: int = 300) -> str:
+    """llguidance's parser errors end with the whole grammar: keep the part a person reads."""
+    error = (error or "unknown error").split("<grammar>")[0].strip()
+    return error if len(error) <= limit else error[:limit - 3] + "..."
+
+
+class RowGrammar:
+    """One sequence's matcher (engine thread only, once created)."""
+
+    __slots__ = ("matcher", "words")
+
+    def __init__(self, matcher: Any, words: int):
+        self.matcher = matcher
+        self.words = words          # int32 words of its bitmask: ceil(vocab / 32)
+
+    def advance(self, token: int) -> str | None:
+        """Feed the sampled token: None while generation goes on, "stop" once the grammar is
+        complete, or an error message (this row alone fails)."""
+        if not self.matcher.consume_token(token):
+            return f"grammar failed: token {token} was refused: {_short(self.matcher.get_error())}"
+        return "stop" if self.matcher.is_stopped() else None
+
+
+class Grammars:
+    """Compiles constraints for one tokenizer; safe to call from several worker threads."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: frozenset[int]):
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.eos_ids = sorted(eos_ids)
+        self._lock = threading.Lock()
+        self._ll_tokenizer: Any = None
+        self._cache: OrderedDict[str, Any] = OrderedDict()   # key -> compiled matcher, or why not (str)
+
+    def _ll(self, llg: Any, constraint: Constraint) -> Any:
+        with self._lock:
+            if self._ll_tokenizer is None:
+                try:
+                    # the logits may be wider than the tokenizer (padded vocabularies): the mask
+                    # covers both, and ids the tokenizer lacks are never allowed
+                    self._ll_tokenizer = llg.hf.from_tokenizer(
+                        self.tokenizer, n_vocab=max(self.vocab_size, len(self.tokenizer)),
+                        eos_token=self.eos_ids or None)
+                except Exception as exc:  # noqa: BLE001 - e.g. a slow (Python) tokenizer
+                    raise APIError(400, f"'{constraint.param}': JSON mode is not available for this model's "
+                                        f"tokenizer ({type(exc).__name__}: {exc}); leave response_format out",
+                                   param=constraint.param, code="unsupported_parameter") from None
+            return self._ll_tokenizer
+
+    def compile(self, constraint: Constraint) -> Any:
+        """The constraint's compiled matcher in its start state (cached); an :class:`APIError`
+        (400, naming ``constraint.param``) when the schema cannot be compiled."""
+        llg = _llguidance(constraint)
+        ll_tok = self._ll(llg, constraint)
+        schema = constraint.schema if constraint.kind == "json_schema" else _ANY_OBJECT
+        key = ("compact:" if constraint.compact else "") + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if hit is None:
+            hit = self._build(llg, ll_tok, schema, _COMPACT if constraint.compact else _FLEXIBLE)
+            with self._lock:
+                self._cache[key] = hit
+                while len(self._cache) > MAX_CACHED:
+                    self._cache.popitem(last=False)
+        if isinstance(hit, str):  # a refused schema is cached too: resending it costs no compile
+            raise APIError(400, f"'{constraint.param}' is not a JSON Schema this server can follow: {hit}; fix the "
+                                "schema (https://json-schema.org/)", param=constraint.param, code="invalid_schema")
+        return hit
+
+    @staticmethod
+    def _build(llg: Any, ll_tok: Any, schema: dict, options: dict) -> Any:
+        try:
+            grammar = llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+            error = llg.LLMatcher.validate_grammar(grammar, ll_tok)
+        except (ValueError, TypeError) as exc:
+            error = str(exc)
+        if not error:
+            matcher = llg.LLMatcher(ll_tok, grammar, log_level=0)  # drops the GIL while it builds
+            error = matcher.get_error() if matcher.is_error() else ""
+            if not error:
+                return matcher
+        return error
+
+    def rows(self, constraint: Constraint | None, n: int) -> list[RowGrammar | None]:
+        """``n`` independent matchers (one per choice), or ``n`` Nones without a constraint."""
+        if constraint is None:
+            return [None] * n
+        template = self.compile(constraint)
+        words = (int(self._ll_tokenizer.vocab_size) + 31) // 32
+        return [RowGrammar(template.deep_copy(), words) for _ in range(n)]
+
+
+_EXECUTOR: list[Any] = []
+_BITS = torch.arange(32, dtype=torch.int32)
+
+
+def _executor() -> Any:
+    """llguidance's thread pool for computing a batch of masks in one call (engine thread)."""
+    if not _EXECUTOR:
+        import llguidance
+
+        _EXECUTOR.append(llguidance.LLExecutor())
+    return _EXECUTOR[0]
+
+
+def constrain(logits: torch.Tensor, rows: list[Any]) -> tuple[torch.Tensor, dict[int, str]]:
+    """``logits`` ([rows, vocab]) with every token the rows' grammars forbid set to -inf (a new
+    tensor; unconstrained rows untouched), and {row index: error} for rows whose matcher is
+    broken. Call only when some row has a ``grammar``."""
+    index = [i for i, r in enumerate(rows) if r.grammar is not None]
+    failed: dict[int, str] = {}
+    for i in index:
+        m = rows[i].grammar.matcher
+        if m.is_error():
+            failed[i] = f"grammar failed: {_short(m.get_error())}"
+    index = [i for i in index if i not in failed]
+    if not index:
+        return logits, failed
+    words = rows[index[0]].grammar.words
+    bitmask = torch.full((len(index), words), -1, dtype=torch.int32)
+    _executor().unsafe_compute_mask_ptr([(rows[i].grammar.matcher, k) for k, i in enumerate(index)],
+                                        bitmask.data_ptr(), words * 4, len(index))
+    vocab = logits.shape[-1]
+    bits = bitmask.to(logits.device, non_blocking=True).unsqueeze(-1) >> _BITS.to(logits.device)
+    allowed = (bits & 1).bool().reshape(len(index), words * 32)
+    if allowed.shape[1] < vocab:   # logits wider than the grammar's vocabulary: the rest is banned
+        allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)
+    allowed = allowed[:, :vocab]
+    out = logits.clone()
+    rows_t = torch.tensor(index, dtype=torch.long, device=logits.device)
+    out[rows_t] = out[rows_t].masked_fill(~allowed, float("-inf"))
+    return out, failed
