@@ -1,6 +1,8 @@
-"""System tests: the real ``kaito operator`` (kopf) as a subprocess against kmock's
-KubernetesEmulator on 127.0.0.1. The test plays the rest of the cluster (Karpenter, kubelet,
-StatefulSet controller) by patching objects over HTTP."""
+"""System tests: the real ``kaito operator`` (kopf) as a subprocess against the strict API
+emulator (:mod:`kaito_core.testing.emulator`) on 127.0.0.1. The test plays the rest of the
+cluster (Karpenter, the kubelet, the StatefulSet controller) as those controllers do on a real
+cluster: objects they own are created through the API and their status is written through the
+``status`` subresource (:class:`~kaito_core.testing.emulator_controllers.FakeControllers`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator, with_identity
 from kaito_core.operator.kube import KubeClient
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator_controllers import FakeControllers
 from kaito_core.testing.waiting import wait_for
 
 WS_API = "kaito.sh/v1beta1"
@@ -24,20 +27,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-
-
 class Cluster:
     def __init__(self, url: str):
         self.url = url
         self.kube = KubeClient(url)
         # the test plays users and controllers: its calls must not count as the operator's (RBAC test)
         self.kube.headers["User-Agent"] = "kaito-tests"
+        # Karpenter, the StatefulSet controller and the kubelet, stepped by hand (not on their thread)
+        self.controllers = FakeControllers(url)
+        self.controllers.kube.headers["User-Agent"] = "kaito-tests"
 
     def workspace(self, name: str, namespace: str) -> dict | None:
         return self.kube.get(api_version=WS_API, kind="Workspace", name=name, namespace=namespace)
 
     def create_workspace(self, raw: dict) -> dict:
-        return self.kube.create(with_identity(raw))
+        # no uid/resourceVersion of our own: the API server assigns them on create
+        return self.kube.create(raw)
 
     def conditions(self, name: str, namespace: str) -> dict[str, dict]:
         ws = self.workspace(name, namespace) or {}
@@ -48,6 +53,26 @@ class Cluster:
 
     def events(self, namespace: str) -> list[dict]:
         return self.kube.list(api_version="v1", kind="Event", namespace=namespace)
+
+    def statefulset(self, name: str, namespace: str) -> dict | None:
+        return self.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=namespace)
+
+    def ready_claim(self, claim: dict, node: str) -> None:
+        """Karpenter: a Ready node with the claim's labels joins; the claim's ``/status`` says so."""
+        self.controllers.launch(claim, node)
+
+    def run_pods(self, name: str, namespace: str, *, ready: bool = True) -> dict:
+        """The StatefulSet controller and the kubelet: the set's pods (owned by it, with its
+        template's labels) run, and the set's ``/status`` counts them. Returns the set."""
+        sts = self.statefulset(name, namespace)
+        assert sts is not None, f"no StatefulSet {namespace}/{name} to run pods for"
+        self.controllers.run_pods(sts, ready=ready)
+        return sts
+
+    def set_pod_status(self, pod: str, namespace: str, status: dict) -> dict:
+        """The kubelet reports a pod's state (``/status``: a write to the pod itself keeps it)."""
+        return self.kube.patch(api_version="v1", kind="Pod", name=pod, namespace=namespace,
+                               patch={"status": status}, subresource="status")
 
 
 @pytest.fixture(scope="module")

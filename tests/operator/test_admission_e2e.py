@@ -11,7 +11,7 @@ import ssl
 import pytest
 
 from kaito_core.operator.certs import self_signed
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from kaito_core.operator.kube import ApiError
 from tests.operator.conftest import Cluster, free_port, wait_for
 from tests.operator.test_flow import NS, _workspace

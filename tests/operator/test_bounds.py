@@ -11,10 +11,10 @@ import tracemalloc
 
 from kaito_core.api.limits import MAX_NODES
 from kaito_core.operator.apply import Reconciler
-from kaito_core.operator.emulator import Emulator, with_identity
 from kaito_core.operator.kube import KubeClient
 from kaito_core.operator.settings import Settings
 from kaito_core.plugins import get_registry
+from kaito_core.testing.emulator import Emulator, with_identity
 
 
 def _ws(name: str, count: int) -> dict:

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from kaito_core.operator.emulator import start_operator, stop_operator
+from kaito_core.testing.emulator import start_operator, stop_operator
 from kaito_core.operator.kube import KubeClient
 from tests.operator.conftest import wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from tests.operator.conftest import Cluster, wait_for
 from tests.operator.test_flow import _workspace
 

@@ -1,24 +1,22 @@
 """Finding 6 (issue 16): manual edits of owned objects are undone (or reported), and a
-Workspace whose StatefulSet was changed by hand does not report Ready. Real kopf, emulator."""
+Workspace whose StatefulSet was changed by hand does not report Ready. Real kopf, strict emulator."""
 
 from __future__ import annotations
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from tests.operator.conftest import Cluster, wait_for
-from tests.operator.test_flow import NS, _pod, _ready_claim, _workspace
+from tests.operator.test_flow import NS, _ready_claim, _run_pod, _workspace
 
 EVIL = "evil.example/miner:1"
 
 
 def _ready_workspace(cluster: Cluster, name: str) -> dict:
-    uid = cluster.create_workspace(_workspace(name))["metadata"]["uid"]
+    cluster.create_workspace(_workspace(name))
     claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name), timeout=30)[0]
     _ready_claim(cluster, claim, f"gpu-{name}")
     sts = wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
                                                                name=name, namespace=NS))
-    cluster.kube.create(_pod(name, uid, {"running": {}}, ready=True))
-    cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS, patch={
-        "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r", "updateRevision": "r"}})
+    _run_pod(cluster, name)
     wait_for("state Ready", lambda: (cluster.workspace(name, NS).get("status") or {}).get("state") == "Ready")
     return sts
 

@@ -1,15 +1,19 @@
 """Create -> node requests + children -> nodes/pods ready -> Ready; crash loop -> InferenceReady
-False with the reason; delete -> node requests gone, finalizer removed. Real kopf, kmock."""
+False with the reason; delete -> node requests gone, finalizer removed. Real kopf against the
+strict API emulator; Karpenter, the StatefulSet controller and the kubelet write ``/status``."""
 
 from __future__ import annotations
 
 import pytest
 
-from kaito_core.operator.emulator import with_identity
 from kaito_core.reconcile import fake_node
-from tests.operator.conftest import wait_for
+from tests.operator.conftest import Cluster, wait_for
 
 NS = "flow"
+CRASH_LOOP = {"conditions": [{"type": "Ready", "status": "False"}],
+              "containerStatuses": [{"name": "inference", "image": "img", "ready": False, "restartCount": 5,
+                                     "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m"}},
+                                     "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]}
 
 
 def _workspace(name: str, instance_type: str = "Standard_NC24ads_A100_v4") -> dict:
@@ -18,23 +22,16 @@ def _workspace(name: str, instance_type: str = "Standard_NC24ads_A100_v4") -> di
             "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
 
 
-def _ready_claim(cluster, claim: dict, node: str) -> None:
-    conds = [{"type": t, "status": "True", "reason": t, "lastTransitionTime": "2026-01-01T00:00:00Z"}
-             for t in ("Launched", "Registered", "Initialized", "Ready")]
-    cluster.kube.patch(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim["metadata"]["name"],
-                       patch={"status": {"nodeName": node, "conditions": conds}})
-    cluster.kube.create(with_identity(fake_node(node, 1, labels=claim["metadata"]["labels"])))
+def _ready_claim(cluster: Cluster, claim: dict, node: str) -> None:
+    cluster.ready_claim(claim, node)
 
 
-def _pod(name: str, uid: str, container_state: dict, ready: bool) -> dict:
-    return with_identity({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{name}-0", "namespace": NS,
-                     "labels": {"kaito.sh/workspace": name, "kaito.sh/workspace-uid": uid}},
-        "spec": {"containers": [{"name": "inference", "image": "img"}]},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                   "containerStatuses": [{"name": "inference", "image": "img", "ready": ready, "restartCount": 0,
-                                          "state": container_state}]}})
+def _run_pod(cluster: Cluster, name: str, *, ready: bool = True, status: dict | None = None) -> None:
+    """The Workspace's StatefulSet gets its pod ``<name>-0`` (Running; Ready or not); ``status``
+    then overrides what the kubelet reports for it (a crash loop)."""
+    cluster.run_pods(name, NS, ready=ready)
+    if status is not None:
+        cluster.set_pod_status(f"{name}-0", NS, status)
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +67,9 @@ def test_create_ready_crashloop_delete(cluster, operator):
     wait_for("ResourceReady", lambda: cluster.conditions(name, NS).get("ResourceReady", {}).get("status") == "True")
 
     # 3. the pod becomes ready -> Workspace Ready with upstream's conditions
-    cluster.kube.create(_pod(name, uid, {"running": {"startedAt": "2026-01-01T00:00:00Z"}}, ready=True))
-    cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS, patch={
-        "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r1", "updateRevision": "r1"}})
+    _run_pod(cluster, name)
+    pod = cluster.kube.get(api_version="v1", kind="Pod", name=f"{name}-0", namespace=NS)
+    assert pod["metadata"]["labels"]["kaito.sh/workspace-uid"] == uid  # the template's labels find it
     wait_for("state Ready", lambda: (cluster.workspace(name, NS).get("status") or {}).get("state") == "Ready")
     conds = cluster.conditions(name, NS)
     for t in ("NodeClaimReady", "NodesReady", "ResourceReady", "InferenceReady", "WorkspaceSucceeded"):
@@ -80,11 +77,7 @@ def test_create_ready_crashloop_delete(cluster, operator):
     assert cluster.workspace(name, NS)["status"]["workerNodes"] == ["gpu-node-0"]
 
     # 4. crash loop -> InferenceReady False with the reason (upstream #931)
-    cluster.kube.patch(api_version="v1", kind="Pod", name=f"{name}-0", namespace=NS, patch={"status": {
-        "conditions": [{"type": "Ready", "status": "False"}],
-        "containerStatuses": [{"name": "inference", "image": "img", "ready": False, "restartCount": 5,
-                               "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m"}},
-                               "lastState": {"terminated": {"reason": "Error", "exitCode": 1}}}]}})
+    cluster.set_pod_status(f"{name}-0", NS, CRASH_LOOP)
     inf = wait_for("InferenceReady=False", lambda: (lambda c: c if c.get("status") == "False" else None)(
         cluster.conditions(name, NS).get("InferenceReady", {})))
     assert inf["reason"] == "CrashLoopBackOff" and f"{name}-0" in inf["message"]
@@ -123,9 +116,10 @@ def test_spec_change_rolls_statefulset(cluster, operator):
     sts = wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
                                                                name=name, namespace=NS))
     before = sts["metadata"]["annotations"]["kaito.sh/revision"]
-    cluster.kube.patch(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS, patch={
-        "metadata": {"generation": 2},
+    generation = cluster.workspace(name, NS)["metadata"]["generation"]
+    edited = cluster.kube.patch(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS, patch={
         "inference": {"adapters": [{"source": {"name": "a1", "image": "example.com/a1:1"}, "strength": "1.0"}]}})
+    assert edited["metadata"]["generation"] == generation + 1  # the API server moves it on a spec change
 
     def rolled():
         cur = cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS)
@@ -144,7 +138,7 @@ def test_byo_node_becoming_ready_wakes_the_workspace(cluster, operator):
     Workspace (the resync is 30 s in these tests, so only the watch can make this pass)."""
     name = "byo1"
     node = fake_node("byo-node-1", 1, labels={"apps": name}, ready=False)
-    cluster.kube.create(with_identity(node))
+    cluster.kube.create(node)  # the kubelet registers its Node with its status (NotReady)
     raw = _workspace(name)
     raw["metadata"]["annotations"] = {"kaito.sh/provisioner": "byo"}
     cluster.create_workspace(raw)
@@ -152,7 +146,7 @@ def test_byo_node_becoming_ready_wakes_the_workspace(cluster, operator):
     rr = wait_for("ResourceReady=False", lambda: cluster.conditions(name, NS).get("ResourceReady"))
     assert rr["status"] == "False", rr
     assert cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS) is None
-    cluster.kube.patch(api_version="v1", kind="Node", name="byo-node-1",
+    cluster.kube.patch(api_version="v1", kind="Node", name="byo-node-1", subresource="status",
                        patch={"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
     sts = wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
                                                                name=name, namespace=NS), timeout=10)
@@ -196,10 +190,9 @@ def test_tuning_configmap_batch_size_sizes_the_workspace(cluster, operator):
     one A10 (kaito plan: "cannot place"); the operator sizes it with the ConfigMap too, so it
     never reports ResourceReady True nor asks for a node. The same Workspace without the
     ConfigMap (batch 1) fits: the ConfigMap is what decides."""
-    cluster.kube.create(with_identity({"apiVersion": "v1", "kind": "ConfigMap",
-                                       "metadata": {"name": "qlora-b8", "namespace": NS},
-                                       "data": {"training_config.yaml": "training_config:\n  TrainingArguments:\n"
-                                                                        "    per_device_train_batch_size: 8\n"}}))
+    cluster.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "qlora-b8", "namespace": NS},
+                         "data": {"training_config.yaml": "training_config:\n  TrainingArguments:\n"
+                                                          "    per_device_train_batch_size: 8\n"}})
     cluster.create_workspace(_tuning("tune-b8", "qlora-b8"))
     cluster.create_workspace(_tuning("tune-b1", None))
     rr = wait_for("ResourceReady=False", lambda: cluster.conditions("tune-b8", NS).get("ResourceReady"))

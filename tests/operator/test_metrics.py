@@ -1,5 +1,5 @@
 """The operator's Prometheus metrics over HTTP (KAITO_METRICS_PORT): reconcile counts by trigger,
-durations, errors by reason, Workspaces by state, watch wake-ups. Real kopf, kmock."""
+durations, errors by reason, Workspaces by state, watch wake-ups. Real kopf, strict API emulator."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from tests.operator.conftest import Cluster, free_port, wait_for
 from tests.operator.test_flow import _ready_claim, _workspace
 

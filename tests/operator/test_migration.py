@@ -5,10 +5,10 @@ and updated (not reported as a conflict), and the Workspace becomes Ready."""
 
 from __future__ import annotations
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator, with_identity
 from kaito_core.reconcile import fake_node
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from tests.operator.conftest import Cluster, wait_for
-from tests.operator.test_flow import NS, _pod, _workspace
+from tests.operator.test_flow import NS, _run_pod, _workspace
 
 NAME = "phi-3"
 
@@ -58,13 +58,24 @@ def _upstream_objects(uid: str) -> list[dict]:
     return [claim, node, sts, svc, headless]
 
 
+def _create_with_status(cluster: Cluster, obj: dict) -> None:
+    """Create ``obj`` as its controller left it: created without status (the API server drops
+    it, except a Node's), then ``/status`` written the way Karpenter and the StatefulSet
+    controller write it."""
+    created = cluster.kube.create(obj)
+    if "status" in obj and created.get("status") != obj["status"]:
+        meta = obj["metadata"]
+        cluster.kube.patch(api_version=obj["apiVersion"], kind=obj["kind"], name=meta["name"],
+                           namespace=meta.get("namespace"), patch={"status": obj["status"]}, subresource="status")
+
+
 def test_operator_adopts_an_upstream_install(tmp_path):
     with Emulator() as emu:
         cluster = Cluster(emu.url)
         ws = cluster.create_workspace(_workspace(NAME))  # the same Workspace object upstream served
         uid = ws["metadata"]["uid"]
         for obj in _upstream_objects(uid):
-            cluster.kube.create(with_identity(obj))
+            _create_with_status(cluster, obj)
         log = tmp_path / "operator.log"
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600"},
                               log_path=str(log))
@@ -81,9 +92,7 @@ def test_operator_adopts_an_upstream_install(tmp_path):
             assert not [e for e in events if e.get("reason") == "NameConflict"], \
                 [e["message"] for e in events if e.get("reason") == "NameConflict"]
             # the StatefulSet controller rolls the pod onto kaito's template; the set reports it
-            cluster.kube.create(_pod(NAME, uid, {"running": {}}, ready=True))
-            cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name=NAME, namespace=NS, patch={
-                "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "k1", "updateRevision": "k1"}})
+            _run_pod(cluster, NAME)
             wait_for("state Ready", lambda: (cluster.workspace(NAME, NS).get("status") or {}).get("state") == "Ready",
                      timeout=20)
             claims = cluster.nodeclaims(NAME)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import copy
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
-from kaito_core.operator.rbac import RULES
 from kaito_core.operator.certs import self_signed
+from kaito_core.operator.rbac import RULES
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from tests.operator.conftest import Cluster, free_port, wait_for
-from tests.operator.test_flow import NS, _pod, _ready_claim, _workspace
+from tests.operator.test_flow import NS, _ready_claim, _run_pod, _workspace
 
 WS = ("kaito.sh/v1beta1", "Workspace")
 # Grants no run here exercises, each with the path that needs it.
@@ -45,12 +45,12 @@ def _tuning(name: str) -> dict:
 
 
 def _lifecycle(emu: Emulator, cluster: Cluster) -> None:
-    uid = cluster.create_workspace(_workspace("inf"))["metadata"]["uid"]
+    cluster.create_workspace(_workspace("inf"))
     claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims("inf"), timeout=30)[0]
     _ready_claim(cluster, claim, "gpu-inf")
     sts = wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
                                                                name="inf", namespace=NS))
-    cluster.kube.create(_pod("inf", uid, {"running": {}}, ready=True))
+    _run_pod(cluster, "inf")
     cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name="inf", namespace=NS,
                        patch={"spec": {"replicas": 0}})  # a hand edit: reverted with a patch
     wait_for("the edit reverted", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name="inf",

@@ -8,19 +8,20 @@ reporting Ready, without a restart."""
 
 from __future__ import annotations
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from tests.operator.conftest import Cluster, wait_for
-from tests.operator.test_flow import NS, _pod, _ready_claim, _workspace
+from tests.operator.test_flow import CRASH_LOOP, NS, _ready_claim, _run_pod, _workspace
 
 
-def _workspace_on_a_node(cluster: Cluster, name: str, node: str) -> tuple[str, dict]:
-    """Create the Workspace, make its NodeClaim ready on ``node`` and wait for its StatefulSet."""
-    uid = cluster.create_workspace(_workspace(name))["metadata"]["uid"]
+def _workspace_on_a_node(cluster: Cluster, name: str, node: str) -> dict:
+    """Create the Workspace, make its NodeClaim ready on ``node`` and wait for its StatefulSet;
+    returns the NodeClaim."""
+    cluster.create_workspace(_workspace(name))
     claim = wait_for("a NodeClaim", lambda: cluster.nodeclaims(name), timeout=30)[0]
     _ready_claim(cluster, claim, node)
     wait_for("the StatefulSet", lambda: cluster.kube.get(api_version="apps/v1", kind="StatefulSet",
                                                          name=name, namespace=NS))
-    return uid, claim
+    return claim
 
 
 def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
@@ -31,10 +32,8 @@ def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
                                             "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
         try:
             name = "outage"
-            uid, claim = _workspace_on_a_node(cluster, name, "gpu-outage-0")
-            cluster.kube.create(_pod(name, uid, {"running": {}}, ready=True))
-            cluster.kube.patch(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS, patch={
-                "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r", "updateRevision": "r"}})
+            claim = _workspace_on_a_node(cluster, name, "gpu-outage-0")
+            _run_pod(cluster, name)
             wait_for("state Ready", lambda: (cluster.workspace(name, NS).get("status") or {}).get("state") == "Ready")
 
             assert emu.hold_watches() > 0
@@ -71,9 +70,8 @@ def test_a_crash_looping_pod_deleted_during_an_outage_stops_counting(tmp_path):
                                             "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
         try:
             name = "podgone"
-            uid, claim = _workspace_on_a_node(cluster, name, "gpu-podgone-0")
-            crash = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
-            cluster.kube.create(_pod(name, uid, crash, ready=False))
+            _workspace_on_a_node(cluster, name, "gpu-podgone-0")
+            _run_pod(cluster, name, ready=False, status=CRASH_LOOP)
             wait_for("CrashLoopBackOff", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
                      == "CrashLoopBackOff")
             assert emu.hold_watches() > 0

@@ -169,16 +169,15 @@ class RbacKube:
 def test_rbac_covers_the_karpenter_provisioner(emulator, mode):
     """A reconcile and a release with the karpenter plugin (both modes) under RULES."""
     from kaito_core.operator.apply import Reconciler
-    from kaito_core.operator.emulator import with_identity
     from kaito_core.plugins import get_registry
 
     kube = RbacKube(KubeClient(emulator.url))
     settings = Settings(provisioner="karpenter", provisioner_settings={"KARPENTER_MODE": mode})
     rec = Reconciler(kube, get_registry(), settings)
-    body = kube.kube.create(with_identity({
+    body = kube.kube.create({
         "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": f"rbac-{mode}", "namespace": "rbac"},
         "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": mode}}},
-        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}))
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}})
     outcome = rec.reconcile(body)
     assert outcome.plan is not None and not outcome.plan.errors
     rec.release(body)
@@ -209,7 +208,6 @@ def test_reused_plan_follows_configmap_and_spec_edits(emulator):
     """The pre-observation plan is reused only while its inputs hash the same: editing the
     tuning ConfigMap (batch 1 -> 8) or the spec is planned afresh in the next pass."""
     from kaito_core.operator.apply import Reconciler
-    from kaito_core.operator.emulator import with_identity
     from kaito_core.plugins import get_registry
 
     kube = KubeClient(emulator.url)
@@ -218,13 +216,13 @@ def test_reused_plan_follows_configmap_and_spec_edits(emulator):
     def cfg(batch: int) -> dict:
         return {"training_config.yaml": f"training_config:\n  TrainingArguments:\n    per_device_train_batch_size: {batch}\n"}
 
-    kube.create(with_identity({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tc", "namespace": ns},
-                               "data": cfg(1)}))
-    body = kube.create(with_identity({
+    kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tc", "namespace": ns},
+                 "data": cfg(1)})
+    body = kube.create({
         "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "memo-tune", "namespace": ns},
         "resource": {"instanceType": "Standard_NV36ads_A10_v5", "labelSelector": {"matchLabels": {"a": "m"}}},
         "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora", "config": "tc",
-                   "input": {"urls": ["https://example.com/d.jsonl"]}, "output": {"volumeSource": {"emptyDir": {}}}}}))
+                   "input": {"urls": ["https://example.com/d.jsonl"]}, "output": {"volumeSource": {"emptyDir": {}}}}})
     rec = Reconciler(kube, get_registry(), Settings(provisioner="byo"))
     assert not rec.reconcile(body).plan.errors
     assert not rec.reconcile(body).plan.errors  # reused

@@ -196,11 +196,8 @@ def test_templates_and_host_path_refused_unless_the_admin_allows(webhook):
 
 
 def _params(cluster, name: str, tp: int) -> None:
-    from kaito_core.operator.emulator import with_identity
-
-    cluster.kube.create(with_identity({"apiVersion": "v1", "kind": "ConfigMap",
-                                       "metadata": {"name": name, "namespace": "hooks"},
-                                       "data": {"inference_config.yaml": f"vllm:\n  tensor-parallel-size: {tp}\n"}}))
+    cluster.kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "hooks"},
+                         "data": {"inference_config.yaml": f"vllm:\n  tensor-parallel-size: {tp}\n"}})
 
 
 def test_configmap_tensor_parallel_larger_than_the_node_is_refused(webhook, cluster):
