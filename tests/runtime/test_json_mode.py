@@ -254,3 +254,16 @@ def test_a_complete_grammar_finishes_with_stop(server, grammars):
         engine._flush()
     assert seq.finish_reason == "stop"
     assert "".join(o.text for o in outs) == '"cat"'
+
+
+def test_json_mode_under_the_static_decode_step(tiny_models, make_server, monkeypatch):
+    """The static (CUDA-graph) decode step samples on the device only when no row needs the host:
+    a constrained row sends the whole step through Engine._after_step, where its mask applies."""
+    monkeypatch.setenv("KAITO_CUDA_GRAPHS", "on")   # on CPU: the same static step, run eagerly
+    srv = make_server(model=str(tiny_models["llama"]), max_batch=4)
+    assert getattr(srv.service.engine, "graphs", None) is not None
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+    resp = client.chat.completions.create(model=srv.service.model_id, messages=MSG, max_tokens=100, temperature=0,
+                                          response_format=pet_format(), extra_body=COMPACT)
+    assert resp.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(resp.choices[0].message.content), PET)
