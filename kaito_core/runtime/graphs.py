@@ -145,6 +145,7 @@ class DecodeGraphs:
         self.model_changed = False
         self.kv_ptrs: tuple[int, ...] = ()
         self.captures = self.replays = self.eager_steps = 0
+        self.seen: set[tuple[int, int, bool]] = set()  # (B, L, sampling) keys that ran
         self.logits: torch.Tensor | None = None   # [max_batch, vocab], allocated by the first step
         self._alloc()
 
@@ -219,6 +220,7 @@ class DecodeGraphs:
             self.temp.copy_(self.host_temp, non_blocking=True)
 
     def _launch(self, key: tuple[int, int, bool]) -> None:
+        self.seen.add(key)
         if not self.capture:
             self._step(*key)
             self.eager_steps += 1

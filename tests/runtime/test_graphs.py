@@ -1,0 +1,367 @@
+"""The static decode step (graphs.py) on CPU, where it runs eagerly through the same static buffers
+a CUDA graph would replay: answers equal the dynamic SlotEngine's and ``model.generate``, padding
+rows never touch live rows, the step reads only preallocated tensors, and the host reads back one
+tensor (the sampled ids) per token. ``torch.cuda.graph`` itself needs a GPU and is not run here."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from kaito_core.runtime.engine import Output, Sequence
+from kaito_core.runtime.protocol import SamplingParams
+from kaito_core.runtime.slots import SlotEngine
+from kaito_core.runtime.textstream import Detokenizer
+
+
+class Collector:
+    def __init__(self):
+        self.outs: list[Output] = []
+        self.done = threading.Event()
+
+    def __call__(self, out: Output) -> None:
+        self.outs.append(out)
+        if out.finished:
+            self.done.set()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = {}
+    for arch in ("llama", "phi3", "falcon"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
+        out[arch] = (model, AutoTokenizer.from_pretrained(tiny_models[arch]))
+    return out
+
+
+def _seq(tok, prompt, n, **params):
+    params.setdefault("temperature", 0.0)
+    eos = params.pop("eos_ids", frozenset({tok.eos_token_id}))
+    return Sequence(prompt_ids=list(prompt), params=SamplingParams(**params), max_new_tokens=n,
+                    eos_ids=frozenset(eos), detok=Detokenizer(tok), sink=Collector())
+
+
+def _run(engine, seqs, stagger=0.0):
+    engine.start()
+    try:
+        for s in seqs:
+            engine.submit(s)
+            time.sleep(stagger)
+        for s in seqs:
+            assert s.sink.done.wait(60)
+    finally:
+        engine.stop()
+    assert all(s.finish_reason in ("length", "stop") for s in seqs), [s.sink.outs[-1] for s in seqs]
+    return [s.output_ids for s in seqs]
+
+
+# 12 requests through 8 slots: batches of 1..8 rows (buckets 1, 2, 4, 8), prompts of 2..190
+# tokens plus up to 40 new ones (KV-length buckets 16 .. 256)
+PROMPTS = [list(range(5, 40)), [7, 8], list(range(100, 190)), [300, 301, 302, 303, 304], list(range(50, 61)),
+           list(range(200, 213)), [9] * 30, list(range(20, 27)), list(range(400, 470)), [11, 12, 13],
+           list(range(60, 160)), [42]]
+LENGTHS = [12, 30, 6, 40, 9, 17, 25, 3, 33, 21, 8, 14]
+
+
+def _greedy(tok):
+    # ignore_eos with the real end token: the end token is banned, as generate's min_new_tokens does
+    return [_seq(tok, p, n, ignore_eos=True) for p, n in zip(PROMPTS, LENGTHS)]
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3", "falcon"])
+def test_static_decode_matches_dynamic_slots_and_generate(loaded, arch):
+    import torch
+
+    model, tok = loaded[arch]
+    static = SlotEngine(model, max_batch=8, context_length=512, chunk_tokens=48, cuda_graphs="on", graph_min_len=16)
+    ours = _run(static, _greedy(tok), stagger=0.003)
+    dynamic = _run(SlotEngine(model, max_batch=8, context_length=512, chunk_tokens=48, cuda_graphs="off"),
+                   _greedy(tok), stagger=0.003)
+    with torch.inference_mode():
+        reference = [model.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                    pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+                     for p, n in zip(PROMPTS, LENGTHS)]
+    assert ours == dynamic == reference
+    assert [len(o) for o in ours] == LENGTHS
+    # every decode step ran the static step, across several batch and length buckets
+    assert static.graphs.eager_steps == static.steps > 0
+    batches = {b for b, _, _ in static.graphs.seen}
+    lengths = {length for _, length, _ in static.graphs.seen}
+    assert {1, 2, 4, 8} & batches and len(batches) >= 3, batches
+    assert len(lengths) >= 2, lengths
+    assert static.max_batch_seen == 8
+
+
+def test_min_tokens_and_stop_ids_are_banned_on_the_device(loaded):
+    model, tok = loaded["llama"]
+
+    def seqs():
+        # the end token and a stop id are banned until min_tokens; afterwards they may end it
+        eos = tok.eos_token_id
+        return [_seq(tok, p, 24, min_tokens=m, stop_token_ids=[eos + 1, 17], eos_ids={eos, 3, 4})
+                for p, m in zip(PROMPTS[:6], [0, 5, 10, 24, 2, 7])]
+
+    a = _run(SlotEngine(model, max_batch=4, context_length=512, cuda_graphs="on", graph_min_len=16), seqs(), 0.002)
+    b = _run(SlotEngine(model, max_batch=4, context_length=512, cuda_graphs="off"), seqs(), 0.002)
+    assert a == b
+
+
+def _prime(engine, seqs):
+    """Admit and prefill ``seqs`` on the test thread (no engine thread), then one decode step."""
+    import torch
+
+    with torch.inference_mode():
+        engine._step(list(seqs))
+    assert len(engine.rows) == len(seqs)
+
+
+def test_padding_rows_never_touch_live_rows(loaded):
+    import torch
+
+    model, tok = loaded["llama"]
+    engine = SlotEngine(model, max_batch=8, context_length=256, cuda_graphs="on", graph_min_len=16)
+    live = [_seq(tok, p, 50) for p in PROMPTS[:3]]
+    _prime(engine, live)
+    graphs, store = engine.graphs, engine.store
+    k0 = store.keys[0]
+    with torch.inference_mode():
+        for t in [*store.keys.values(), *store.values.values()]:
+            t[3:].normal_()                      # garbage in every spare slot, scratch column included
+        before = [t.clone() for t in [*store.keys.values(), *store.values.values()]]
+        picks, logits = graphs.decode(live)      # 3 rows -> bucket 4: slot 3 is a padding row
+        first = logits.clone()
+        after = [t.clone() for t in [*store.keys.values(), *store.values.values()]]
+        for t in [*store.keys.values(), *store.values.values()]:
+            t[3:].normal_()                      # other garbage: the live rows must not notice
+        _, again = graphs.decode(live)
+        ids = torch.tensor([[s.output_ids[-1]] for s in live])
+        pos = torch.tensor([[s.pos] for s in live])
+        dynamic = engine._run_pass(live, ids, pos, pos, max(s.pos for s in live) + 1).logits[:, -1, :]
+    assert {b for b, _, _ in graphs.seen} == {4}
+    assert torch.equal(first, again)
+    torch.testing.assert_close(first, dynamic, rtol=1e-5, atol=1e-5)
+    assert [p.token for p in picks] == dynamic.argmax(-1).tolist()
+    # the step wrote exactly one column per live row (its position) and the padding row's scratch
+    # column, nothing else
+    for b, a in zip(before, after):
+        changed = (b != a).any(-1).any(1).nonzero().tolist()    # [slot, column] pairs
+        expected = sorted([[i, s.pos] for i, s in enumerate(live)] + [[3, store.scratch]])
+        assert sorted(changed) == expected
+    assert store.keys[0] is k0
+
+
+class StepAudit:
+    """Counts host syncs and tensors made from nothing (factories), and checks that every tensor an
+    op reads is static or computed in the step from static tensors."""
+
+    SYNCS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "equal", "allclose", "lift_fresh"}
+
+    def __init__(self, static: list):
+        import torch
+
+        self.allowed = {t.untyped_storage().data_ptr() for t in static}
+        self.made: set[int] = set()
+        self.keep: list = []                    # keep outputs alive: no address reuse during the audit
+        self.strays: list[str] = []
+        self.syncs: list[str] = []
+        self.factories: list[str] = []
+        self.tolist = 0
+        self.torch = torch
+
+    def mode(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        audit = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                if name in audit.SYNCS:
+                    audit.syncs.append(name)
+                inputs = tree_flatten((args, kwargs or {}))[0]
+                if not any(isinstance(t, audit.torch.Tensor) for t in inputs):
+                    audit.factories.append(name)   # a tensor made from nothing (on the host, on CUDA)
+                for t in inputs:
+                    if isinstance(t, audit.torch.Tensor) and t.untyped_storage().nbytes():
+                        ptr = t.untyped_storage().data_ptr()
+                        if ptr not in audit.allowed and ptr not in audit.made:
+                            audit.strays.append(f"{name} reads a {tuple(t.shape)} {t.dtype} tensor")
+                out = func(*args, **(kwargs or {}))
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, audit.torch.Tensor):
+                        audit.made.add(t.untyped_storage().data_ptr())
+                        audit.keep.append(t)
+                return out
+
+        return Mode()
+
+
+def _static_tensors(engine) -> list:
+    g, s, m = engine.graphs, engine.store, engine.model
+    return [g.ints, g.temp, g.columns, g.ids, g.logits, g.host, g.host_temp, *s.keys.values(), *s.values.values(),
+            *m.parameters(), *m.buffers()]
+
+
+def test_the_step_reads_only_static_buffers_and_reads_back_only_the_ids(loaded, monkeypatch):
+    import torch
+
+    model, tok = loaded["llama"]
+    engine = SlotEngine(model, max_batch=8, context_length=256, cuda_graphs="on", graph_min_len=16)
+    live = [_seq(tok, p, 50) for p in PROMPTS[:3]] + [_seq(tok, PROMPTS[4], 50, temperature=0.8)]
+    _prime(engine, live)          # warm-up: the static output buffers exist from here on
+    audit = StepAudit(_static_tensors(engine))
+    original = torch.Tensor.tolist
+
+    def counted(self):
+        audit.tolist += 1
+        return original(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted)
+    ptrs = [t.data_ptr() for t in _static_tensors(engine)]
+    with torch.inference_mode(), audit.mode():
+        for _ in range(3):
+            picks, _ = engine.graphs.decode(live)
+            assert picks is not None and all(p.token is not None for p in picks)
+            for s in live:
+                s.pos += 1
+    assert audit.strays == []
+    assert audit.syncs == [] and audit.factories == []
+    assert audit.tolist == 3      # one read of the sampled ids per step, nothing else
+    assert any(b == 4 and sampling for b, _, sampling in engine.graphs.seen)   # the temperature variant ran
+    assert [t.data_ptr() for t in _static_tensors(engine)] == ptrs
+
+
+def test_the_audit_catches_a_host_tensor_and_a_sync(loaded):
+    """The audit above can fail: a step that builds its positions on the host is caught."""
+    import torch
+
+    model, tok = loaded["llama"]
+    engine = SlotEngine(model, max_batch=4, context_length=256, cuda_graphs="off")
+    live = [_seq(tok, p, 50) for p in PROMPTS[:2]]
+    _prime(engine, live)
+    audit = StepAudit([*model.parameters(), *model.buffers(), *engine.store.keys.values(),
+                       *engine.store.values.values()])
+    with torch.inference_mode(), audit.mode():
+        engine._decode()          # the dynamic path: torch.tensor(...) of ids and positions, .tolist()
+    assert audit.strays and "lift_fresh" in audit.syncs and audit.factories
+
+
+def test_host_reads_per_decode_step_in_a_running_engine(loaded, monkeypatch):
+    """Through the engine thread, greedy and temperature rows joining and leaving: each decode
+    step reads back one tensor; a row that needs the host sampler (a penalty) reads logits instead."""
+    import torch
+
+    model, tok = loaded["llama"]
+    engine = SlotEngine(model, max_batch=4, context_length=512, cuda_graphs="on", graph_min_len=16)
+    counts = {"tolist": 0, "decode": 0, "host": 0}
+    original_tolist, original_decode = torch.Tensor.tolist, engine.graphs.decode
+    inside = threading.local()
+
+    def tolist(self):
+        if getattr(inside, "on", False):
+            counts["tolist"] += 1
+        return original_tolist(self)
+
+    def decode(rows, *a, **kw):
+        inside.on = True
+        try:
+            picks, logits = original_decode(rows, *a, **kw)
+        finally:
+            inside.on = False
+        counts["decode"] += 1
+        counts["host"] += picks is None
+        return picks, logits
+
+    monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+    engine.graphs.decode = decode
+    seqs = [_seq(tok, p, n, temperature=t, ignore_eos=True)
+            for p, n, t in zip(PROMPTS[:6], [20, 8, 30, 5, 12, 16], [0.0, 0.7, 0.0, 1.3, 0.0, 0.9])]
+    _run(engine, seqs, stagger=0.004)
+    assert counts["decode"] == engine.steps > 0 and counts["host"] == 0
+    assert counts["tolist"] == counts["decode"]
+    engine.stopping = False       # the same engine again, with a row that needs the host sampler
+    _run(engine, [_seq(tok, PROMPTS[0], 6, repetition_penalty=1.3), _seq(tok, PROMPTS[1], 6)])
+    assert counts["host"] == 5    # 6 tokens: the first from prefill, 5 decode steps on host sampling
+
+
+def test_sample_on_device_draws_from_the_softmax_and_flags_bad_rows():
+    import torch
+
+    from kaito_core.runtime.graphs import sample_on_device
+
+    torch.manual_seed(0)
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    n = 4000
+    logits = probs.log().repeat(n + 4, 1)
+    logits[-1, 0] = float("nan")
+    temperature = torch.cat([torch.full((n // 2,), 1.0), torch.full((n // 2,), 0.5), torch.zeros(4)])
+    banned = torch.full((n + 4, 2), 4)            # 4 = the dummy column: nothing banned
+    banned[-3, 0] = 3                              # greedy with its argmax banned -> the next best
+    banned[-2] = torch.tensor([0, 1])
+    logits[-2, 2:] = float("-inf")                 # everything else banned: nothing to sample
+    out = torch.empty(n + 4, dtype=torch.long)
+    sample_on_device(logits, temperature, banned, out, sampling=True)
+    hot = torch.bincount(out[:n // 2], minlength=4).float() / (n // 2)
+    cool = torch.bincount(out[n // 2:n], minlength=4).float() / (n // 2)
+    torch.testing.assert_close(hot, probs, atol=0.03, rtol=0)
+    torch.testing.assert_close(cool, probs ** 2 / (probs ** 2).sum(), atol=0.03, rtol=0)
+    assert out[n:].tolist() == [3, 2, -1, -1]
+    greedy = torch.empty(n + 4, dtype=torch.long)
+    sample_on_device(logits, temperature, banned, greedy, sampling=False)
+    assert set(greedy[:n].tolist()) == {3}
+
+
+def test_which_rows_sample_on_the_device(loaded):
+    from kaito_core.runtime.graphs import MAX_BANNED, samples_on_device
+
+    _, tok = loaded["llama"]
+    yes = [{}, {"temperature": 0.7}, {"temperature": 0.0, "top_p": 0.5}, {"top_k": 1, "temperature": 1.0},
+           {"ignore_eos": True}, {"min_tokens": 3, "stop_token_ids": [5, 6]}]
+    no = [{"repetition_penalty": 1.1}, {"presence_penalty": 0.5}, {"logit_bias": {3: 1.0}}, {"seed": 7},
+          {"temperature": 0.7, "top_p": 0.9}, {"temperature": 0.7, "min_p": 0.1}, {"logprobs": 2},
+          {"min_tokens": 3, "stop_token_ids": list(range(10, 10 + MAX_BANNED))}]
+    assert all(samples_on_device(_seq(tok, [1], 4, **p), 512) for p in yes)
+    assert not any(samples_on_device(_seq(tok, [1], 4, **p), 512) for p in no)
+
+
+def test_modes_and_bad_values(loaded, monkeypatch):
+    import torch
+
+    from kaito_core.runtime.graphs import DecodeGraphs, buckets, static_decode_wanted
+    from kaito_core.runtime.options import OptionsError
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert static_decode_wanted("auto", gpu) and not static_decode_wanted("auto", cpu)
+    assert static_decode_wanted("on", cpu) and not static_decode_wanted("off", gpu)
+    monkeypatch.setenv("KAITO_CUDA_GRAPHS", "ON")
+    assert static_decode_wanted(None, cpu)
+    model, _ = loaded["llama"]
+    monkeypatch.setenv("KAITO_CUDA_GRAPHS", "maybe")
+    with pytest.raises(OptionsError, match=r"\$KAITO_CUDA_GRAPHS is 'maybe', expected one of \['auto', 'on', 'off'\]"):
+        SlotEngine(model, max_batch=2, context_length=64)
+    with pytest.raises(OptionsError, match="--cuda-graphs is 'yes'"):
+        SlotEngine(model, max_batch=2, context_length=64, cuda_graphs="yes")
+    monkeypatch.delenv("KAITO_CUDA_GRAPHS")
+    assert SlotEngine(model, max_batch=2, context_length=64).graphs is None    # auto on CPU: off
+    engine = SlotEngine(model, max_batch=2, context_length=64, cuda_graphs="on")
+    assert engine.store.capacity == 65                  # the whole context, preallocated
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        DecodeGraphs(model, engine.store, engine.slot_cache, max_batch=2, mask_dtype=None, capture=True)
+    assert buckets(12) == [1, 2, 4, 8, 12] and buckets(513, floor=64) == [64, 128, 256, 512, 513]
+
+
+def test_another_model_object_or_adapter_rows_take_the_dynamic_path(loaded):
+    model, tok = loaded["llama"]
+    engine = SlotEngine(model, max_batch=2, context_length=64, cuda_graphs="on")
+    g = engine.graphs
+    g.graphs[(1, 64, False)] = "a captured graph"
+    assert g.usable(model, {}) and g.graphs
+    assert not g.usable(model, {"adapter_names": ["__base__"]})
+    assert not g.usable(object(), {})                   # e.g. the PeftModel after an adapter load
+    assert g.usable(model, {}) and not g.graphs         # back to the base model: graphs re-captured
