@@ -107,7 +107,12 @@ class Grammars:
         llg = _llguidance(constraint)
         ll_tok = self._ll(llg, constraint)
         schema = constraint.schema if constraint.kind == "json_schema" else _ANY_OBJECT
-        key = ("compact:" if constraint.compact else "") + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        try:
+            key = ("compact:" if constraint.compact else "") + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        except (RecursionError, ValueError) as exc:  # nested past the interpreter's limit (or a cycle)
+            raise APIError(400, f"'{constraint.param}' nests too deeply to be compiled ({type(exc).__name__}); "
+                                "flatten the schema or use $defs and $ref", param=constraint.param,
+                           code="invalid_schema") from None
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -128,8 +133,8 @@ class Grammars:
         try:
             grammar = llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
             error = llg.LLMatcher.validate_grammar(grammar, ll_tok)
-        except (ValueError, TypeError) as exc:
-            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever the schema makes llguidance raise, it is a 400
+            error = f"{type(exc).__name__}: {exc}"
         if not error:
             matcher = llg.LLMatcher(ll_tok, grammar, log_level=0)  # drops the GIL while it builds
             error = matcher.get_error() if matcher.is_error() else ""

@@ -267,3 +267,17 @@ def test_json_mode_under_the_static_decode_step(tiny_models, make_server, monkey
                                           response_format=pet_format(), extra_body=COMPACT)
     assert resp.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(resp.choices[0].message.content), PET)
+
+
+def test_hostile_schemas_are_400s_naming_the_field(grammars):
+    from kaito_core.runtime.constraints import Constraint
+    from kaito_core.runtime.errors import APIError
+
+    deep: dict = {"type": "integer"}
+    for _ in range(2000):  # past the interpreter's recursion limit
+        deep = {"type": "object", "properties": {"a": deep}}
+    for schema, words in ((deep, "nests too deeply"),
+                          ({"type": "integer", "minimum": -10**30}, "not a JSON Schema this server can follow")):
+        with pytest.raises(APIError) as exc:
+            grammars.compile(Constraint("json_schema", schema, "guided_json"))
+        assert exc.value.status == 400 and exc.value.param == "guided_json" and words in exc.value.message
