@@ -32,9 +32,8 @@ emulator_controllers.FakeControllers` does Karpenter, the StatefulSet controller
 kubelet); make the cluster misbehave with :meth:`Emulator.inject`, :meth:`Emulator.fail`,
 :meth:`Emulator.hold_watches`, :meth:`Emulator.compact` and :meth:`Emulator.cut_watches`;
 read :attr:`Emulator.calls` (every request by verb, resource and User-Agent) and
-:attr:`Emulator.webhook_calls`. ``kaito_core.operator.emulator`` re-exports a lenient variant
-that still keeps status written through the main resource (``KAITO_EMULATOR_STRICT=1`` turns
-that off).
+:attr:`Emulator.webhook_calls`. There is no lenient mode: a test that writes status through the
+main resource sees it ignored, as on a cluster.
 
 The parts live in ``emulator_*.py`` beside this module.
 """
@@ -76,9 +75,6 @@ class Emulator:
     :param bookmark_interval: seconds between BOOKMARK events on watches that allow them.
     :param max_watch_seconds: end every watch after this long (the apiserver's own request
         timeout), whatever ``timeoutSeconds`` the client asked for.
-    :param status_via_main: keep status written through the main resource and on create (what
-        tests written before the status subresource was modelled expect). Not what a cluster
-        does: tests playing a controller should write ``/status``.
     :param require_namespaces: refuse objects in a namespace no Namespace object names (404),
         as a cluster does; off by default, as most tests never create their namespaces. A
         Terminating namespace refuses new objects (403) either way.
@@ -86,7 +82,7 @@ class Emulator:
 
     def __init__(self, *, karpenter: bool = True, crds: list[dict[str, Any]] | None = None, history: int = 10000,
                  bookmark_interval: float = 5.0, max_watch_seconds: float | None = None,
-                 status_via_main: bool = False, require_namespaces: bool = False):
+                 require_namespaces: bool = False):
         self.karpenter = karpenter
         self.crds = list(crds or [])
         self.url = ""
@@ -94,7 +90,6 @@ class Emulator:
         self.handler = ApiServer(self.store)
         self.handler.bookmark_interval = bookmark_interval
         self.handler.max_watch_seconds = max_watch_seconds
-        self.handler.status_via_main = status_via_main
         self.handler.require_namespaces = require_namespaces
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -268,17 +263,4 @@ def stop_operator(proc: Any, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
-
-
-class LegacyEmulator(Emulator):
-    """:class:`Emulator` with ``status_via_main=True`` by default: what
-    ``kaito_core.operator.emulator`` hands to tests that still write status through the main
-    resource."""
-
-    def __init__(self, **kwargs: Any):
-        import os
-
-        # KAITO_EMULATOR_STRICT=1: run a suite written for the lenient rules against the real ones
-        kwargs.setdefault("status_via_main", os.environ.get("KAITO_EMULATOR_STRICT", "") not in ("1", "true"))
-        super().__init__(**kwargs)
 

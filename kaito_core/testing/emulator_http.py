@@ -49,7 +49,6 @@ class ApiServer:
         self.webhook_calls: list[tuple[str, str]] = []
         self.bookmark_interval = 5.0
         self.max_watch_seconds: float | None = None
-        self.status_via_main = False  # see Emulator(status_via_main=...)
         self.require_namespaces = False  # see Emulator(require_namespaces=...)
         self.session: Any = None
         self.watches_open: Any = None  # asyncio.Event: cleared while watches are held (Emulator.hold_watches)
@@ -267,7 +266,7 @@ class ApiServer:
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         meta.pop("resourceVersion", None)
         obj["metadata"] = meta
-        prepare_create(rt.kind, obj, rt.status and not self.status_via_main)
+        prepare_create(rt.kind, obj, rt.status)
         obj = self._prepare(rt, obj)
         obj = self._prepare(rt, await self._admit("mutating", rt, None, "CREATE", obj, None))
         self._validate(rt, obj, None)
@@ -319,8 +318,7 @@ class ApiServer:
                 raise ApiStatus(400, "BadRequest", f"the name/namespace of the object ({meta.get('name')}) does "
                                                    f"not match the request ({name})")
             new["metadata"] = self._system_meta(rt, current, meta)
-            new = prepare_update(current, new, subresource=sub,
-                                 has_status=rt.status and (sub == "status" or not self.status_via_main))
+            new = prepare_update(current, new, subresource=sub, has_status=rt.status)
             new = self._prepare(rt, new)
             if sub != "status" and rt.kind not in NO_GENERATION and spec_changed(current, new):
                 new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1

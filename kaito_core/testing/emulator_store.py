@@ -12,7 +12,7 @@ import collections
 import copy
 import datetime
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from kaito_core.testing.emulator_rules import ApiStatus

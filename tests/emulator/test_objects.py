@@ -52,14 +52,6 @@ def test_pods_start_pending_and_nodes_keep_their_status(api):
     assert node["status"]["capacity"] == {"cpu": "4"}
 
 
-def test_status_via_main_keeps_the_old_lenient_behaviour():
-    import httpx
-
-    with Emulator(status_via_main=True) as emu, httpx.Client(base_url=emu.url) as api:
-        made = ok(api.post(WS.format(ns="s5"), json=workspace("w", "s5", status={"state": "Ready"})), 201)
-        assert made["status"] == {"state": "Ready"}
-
-
 def test_schema_errors_name_every_field(api):
     bad = workspace("bad", "s6")
     bad["resource"]["count"] = "two"

@@ -1,16 +1,18 @@
-"""System test: the real operator (kopf) against kmock with the karpenter provisioner.
+"""System test: the real operator (kopf) against the strict API emulator with the karpenter
+provisioner.
 
 A Workspace gets NodeClaims (valid against Karpenter's CRDs); the test plays Karpenter and the
-kubelet (NodeClaims Ready, Nodes with GPUs), the Workspace becomes ResourceReady; a launch
-failure shows up as a condition reason; deleting the Workspace removes its NodeClaims.
+kubelet as they act on a cluster (NodeClaim ``/status`` Ready or LaunchFailed, Nodes registered
+with their GPUs), the Workspace becomes ResourceReady; a launch failure shows up as a condition
+reason; deleting the Workspace removes its NodeClaims.
 """
 
 import time
 
 import pytest
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator, with_identity
 from kaito_core.operator.kube import KubeClient
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from kaito_provisioner_karpenter import schema
 from kaito_provisioner_karpenter.testing import launch_failed_status, ready_status
 
@@ -30,12 +32,12 @@ def wait_for(predicate, what, timeout=30.0):
 
 
 def workspace(name, labels):
-    return with_identity({
+    return {
         "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
         "metadata": {"name": name, "namespace": NS},
         "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": labels}},
         "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
-    })
+    }
 
 
 def condition(kube, name, type_):
@@ -62,7 +64,8 @@ def cluster(tmp_path_factory):
 
 
 def set_claim_status(kube, name, status):
-    kube.patch(api_version=V1, kind="NodeClaim", name=name, patch={"status": status})
+    """What Karpenter writes: the NodeClaim's ``/status`` (a write to the claim itself keeps it)."""
+    kube.patch(api_version=V1, kind="NodeClaim", name=name, patch={"status": status}, subresource="status")
 
 
 def test_workspace_gets_nodeclaims_becomes_ready_and_releases_them(cluster):
@@ -80,9 +83,10 @@ def test_workspace_gets_nodeclaims_becomes_ready_and_releases_them(cluster):
     # play Karpenter and the kubelet: the claim launches, its node joins with a GPU
     node = f"aks-{claim['metadata']['name']}-vmss000000"
     set_claim_status(kube, claim["metadata"]["name"], ready_status(node))
-    kube.create(with_identity({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": {"apps": "phi-3"}},
-                               "status": {"capacity": {"nvidia.com/gpu": "1"}, "allocatable": {"nvidia.com/gpu": "1"},
-                                          "conditions": [{"type": "Ready", "status": "True"}]}}))
+    # the kubelet registers its Node with its status (nodeStrategy keeps status on create)
+    kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": {"apps": "phi-3"}},
+                 "status": {"capacity": {"nvidia.com/gpu": "1"}, "allocatable": {"nvidia.com/gpu": "1"},
+                            "conditions": [{"type": "Ready", "status": "True"}]}})
     ready = wait_for(lambda: (c := condition(kube, "phi", "ResourceReady")) and c["status"] == "True" and c,
                      "ResourceReady=True")
     assert ready["reason"]

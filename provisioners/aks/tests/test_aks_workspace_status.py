@@ -1,4 +1,5 @@
-"""The operator's reconcile pass with the aks provisioner, against kmock and the fake ARM:
+"""The operator's reconcile pass with the aks provisioner, against the strict API emulator and
+the fake ARM:
 a quota refusal surfaces in the Workspace's conditions, a retry creates the pool once, the
 Workspace becomes ResourceReady when the node is up, and deleting it deletes the pool."""
 
@@ -7,10 +8,10 @@ import time
 import pytest
 
 from kaito_core.operator.apply import Reconciler
-from kaito_core.operator.emulator import Emulator, with_identity
 from kaito_core.operator.kube import KubeClient
 from kaito_core.operator.settings import Settings
 from kaito_core.plugins import get_plugin_manager
+from kaito_core.testing.emulator import Emulator
 
 QUOTA = ("Operation could not be completed as it results in exceeding approved standardNCADSA100v4Family Cores "
          "quota. Current Limit: 0, Additional Required: 24")
@@ -43,10 +44,10 @@ def test_quota_error_in_workspace_status_then_retry_then_ready_then_delete(kube,
     registry.provisioners["aks"] = registry.provisioners["aks"].configured(credential=token)
     settings = Settings(provisioner="aks", provisioner_settings={**arm_settings, "AKS_RETRY_BACKOFF_S": "0.2"})
     rec = Reconciler(kube, registry, settings)
-    body = kube.create(with_identity({
+    body = kube.create({
         "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "phi", "namespace": "default"},
         "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"apps": "phi"}}},
-        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}))
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}})
 
     arm.put_failures["Standard_NC24ads_A100_v4"] = (400, "QuotaExceeded", QUOTA)
     cond = conditions(rec.reconcile(body).status)
@@ -65,9 +66,9 @@ def test_quota_error_in_workspace_status_then_retry_then_ready_then_delete(kube,
     assert arm.count("PUT") == 2 and list(arm.pools) == [pool], "retries adopt the pool, never a second one"
 
     # the pool's node joins the cluster with a GPU
-    kube.create(with_identity({"apiVersion": "v1", "kind": "Node", "metadata": {
+    kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {
         "name": f"aks-{pool}-vmss000000", "labels": {"kubernetes.azure.com/agentpool": pool, "apps": "phi"}},
-        "status": {"capacity": {"nvidia.com/gpu": "1"}, "conditions": [{"type": "Ready", "status": "True"}]}}))
+        "status": {"capacity": {"nvidia.com/gpu": "1"}, "conditions": [{"type": "Ready", "status": "True"}]}})
     cond = conditions(rec.reconcile(body).status)
     assert cond["ResourceReady"]["status"] == "True", cond
 
