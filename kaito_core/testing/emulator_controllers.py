@@ -9,7 +9,10 @@ strict emulator and a real cluster alike:
 - the Job controller and the kubelet: one pod that ran to completion (``job_outcome``
   "Complete", or "Failed"), then the Job's ``succeeded``/``failed`` and its condition.
 
-``with FakeControllers(url, namespace="ns"):`` runs them every ``interval`` seconds on a thread.
+``with FakeControllers(url, namespace="ns"):`` runs them every ``interval`` seconds on a thread
+(or :meth:`FakeControllers.start` and :meth:`FakeControllers.close`); a test may also call
+:meth:`~FakeControllers.launch`, :meth:`~FakeControllers.run_pods` and
+:meth:`~FakeControllers.finish_job` itself, at the moment it wants.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ def _gpus(claim: dict[str, Any]) -> int:
 
 
 class FakeControllers:
-    def __init__(self, url: str, *, namespace: str | None = None, interval: float = 0.2,
+    def __init__(self, url: str | KubeClient, *, namespace: str | None = None, interval: float = 0.2,
                  karpenter: bool = True, statefulsets: bool = True, jobs: bool = True,
                  job_outcome: str = "Complete"):
-        self.kube = KubeClient(url)
+        # a client of the test's own (``url`` a KubeClient) is used as it is, and not closed here
+        self._own_client = not isinstance(url, KubeClient)
+        self.kube = KubeClient(url) if isinstance(url, str) else url
         self.namespace = namespace
         self.interval = interval
         self.karpenter, self.statefulsets, self.jobs = karpenter, statefulsets, jobs
@@ -44,16 +49,24 @@ class FakeControllers:
         self.errors: list[str] = []  # the last API errors seen (a step retries on the next tick)
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "FakeControllers":
+    def start(self) -> "FakeControllers":
+        """Step every ``interval`` seconds on a thread until :meth:`close` (or ``stop.set()``)."""
         self._thread = threading.Thread(target=self._run, name="fake-controllers", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def close(self) -> None:
         self.stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        self.kube.close()
+        if self._own_client:
+            self.kube.close()
+
+    def __enter__(self) -> "FakeControllers":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def _run(self) -> None:
         while not self.stop.is_set():

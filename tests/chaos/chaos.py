@@ -2,9 +2,11 @@
 check that every Workspace ends with exactly its desired children and node requests.
 
 Run the full version (50 Workspaces, 20 kills) with ``python -m tests.chaos.chaos``; the test
-suite runs a small one. The test plays Karpenter and the kubelet: NodeClaims become Ready
-nodes, StatefulSets get Ready pods. A fifth of the Workspaces are deleted midway, so the
-count covers deletes interrupted by kills too.
+suite runs a small one. The cluster is the strict API emulator; Karpenter, the StatefulSet
+controller and the kubelet are :class:`~kaito_core.testing.emulator_controllers.FakeControllers`
+(NodeClaims become Ready nodes, StatefulSets get Ready pods they own, all status through
+``/status``). A fifth of the Workspaces are deleted midway, so the count covers deletes
+interrupted by kills too.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
-from kaito_core.operator.emulator import Emulator, start_operator, with_identity
-from kaito_core.operator.kube import ApiError, KubeClient
-from kaito_core.reconcile import fake_node, names
+from kaito_core.operator.kube import KubeClient
+from kaito_core.reconcile import names
+from kaito_core.testing.emulator import Emulator, start_operator
+from kaito_core.testing.emulator_controllers import FakeControllers
 
 NS = "chaos"
 WS_API = "kaito.sh/v1beta1"
@@ -29,53 +31,18 @@ EXPECTED = {"ConfigMap": 1, "Service": 2, "StatefulSet": 1, "NodeClaim": 1}
 
 
 def workspace(i: int) -> dict[str, Any]:
-    return with_identity({
+    return {
         "apiVersion": WS_API, "kind": "Workspace", "metadata": {"name": f"ws-{i:03d}", "namespace": NS},
         "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"ws": str(i)}}},
-        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}})
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
 
 
-class FakeCluster(threading.Thread):
-    """Karpenter + kubelet + StatefulSet controller, just enough for Workspaces to get Ready."""
+class FakeCluster(FakeControllers):
+    """The chaos namespace's Karpenter, StatefulSet controller and kubelet on ``kube``, started
+    with ``start()`` and stopped with ``stop.set()`` (bench/operator_scale.py runs it too)."""
 
     def __init__(self, kube: KubeClient):
-        super().__init__(daemon=True, name="fake-cluster")
-        self.kube = kube
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.step()
-            except (ApiError, OSError):
-                pass
-            self.stop.wait(0.2)
-
-    def step(self) -> None:
-        for claim in self.kube.list(api_version="karpenter.sh/v1", kind="NodeClaim"):
-            if (claim.get("status") or {}).get("nodeName"):
-                continue
-            node = f"node-{claim['metadata']['name']}"
-            if self.kube.get(api_version="v1", kind="Node", name=node) is None:
-                self.kube.create(with_identity(fake_node(node, 1, labels=claim["metadata"].get("labels"))))
-            conds = [{"type": t, "status": "True", "reason": t, "lastTransitionTime": "2026-01-01T00:00:00Z"}
-                     for t in ("Launched", "Registered", "Initialized", "Ready")]
-            self.kube.patch(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim["metadata"]["name"],
-                            patch={"status": {"nodeName": node, "conditions": conds}})
-        for sts in self.kube.list(api_version="apps/v1", kind="StatefulSet", namespace=NS):
-            if (sts.get("status") or {}).get("readyReplicas"):
-                continue
-            meta = sts["metadata"]
-            labels = sts["spec"]["template"]["metadata"]["labels"]
-            pod = f"{meta['name']}-0"
-            if self.kube.get(api_version="v1", kind="Pod", name=pod, namespace=NS) is None:
-                self.kube.create(with_identity({
-                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS, "labels": labels},
-                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-                               "containerStatuses": [{"name": "inference", "ready": True, "restartCount": 0,
-                                                      "state": {"running": {}}}]}}))
-            self.kube.patch(api_version="apps/v1", kind="StatefulSet", name=meta["name"], namespace=NS, patch={
-                "status": {"replicas": 1, "readyReplicas": 1, "currentRevision": "r", "updateRevision": "r"}})
+        super().__init__(kube, namespace=NS, jobs=False)
 
 
 def count(kube: KubeClient, live: dict[str, str]) -> dict[str, int]:
@@ -137,41 +104,39 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
            "KAITO_DELETE_GRACE_SECONDS": "5", "KAITO_RELIST_SECONDS": "2"}
     with Emulator() as emu:
         kube = KubeClient(emu.url)
-        fake = FakeCluster(kube)
-        fake.start()
-        created = [kube.create(workspace(i)) for i in range(workspaces)]
-        doomed = set(rng.sample(range(workspaces), workspaces // 5))
-        killed = 0
-        for k in range(kills):
+        with FakeCluster(kube):  # one keep-alive connection per thread: the client can be shared
+            created = [kube.create(workspace(i)) for i in range(workspaces)]
+            doomed = set(rng.sample(range(workspaces), workspaces // 5))
+            killed = 0
+            for k in range(kills):
+                proc = start_operator(emu.url, env=env, log_path=log)
+                time.sleep(rng.uniform(0.3, 2.0))  # kopf starts in ~1 s: some kills land before, most during work
+                if k == kills // 2:
+                    for i in doomed:
+                        kube.delete(api_version=WS_API, kind="Workspace", name=f"ws-{i:03d}", namespace=NS)
+                proc.kill()  # SIGKILL: no cleanup, no finalizer handling, mid-request
+                proc.wait()
+                killed += 1
             proc = start_operator(emu.url, env=env, log_path=log)
-            time.sleep(rng.uniform(0.3, 2.0))  # kopf starts in ~1 s: some kills land before, most during work
-            if k == kills // 2:
-                for i in doomed:
-                    kube.delete(api_version=WS_API, kind="Workspace", name=f"ws-{i:03d}", namespace=NS)
-            proc.kill()  # SIGKILL: no cleanup, no finalizer handling, mid-request
-            proc.wait()
-            killed += 1
-        proc = start_operator(emu.url, env=env, log_path=log)
-        live = {w["metadata"]["name"]: w["metadata"]["uid"] for i, w in enumerate(created) if i not in doomed}
-        cut_deleted = 0
-        if cuts:
-            first = time.monotonic() + settle
-            while ready_count(kube) < len(live) and time.monotonic() < first:
+            live = {w["metadata"]["name"]: w["metadata"]["uid"] for i, w in enumerate(created) if i not in doomed}
+            cut_deleted = 0
+            if cuts:
+                first = time.monotonic() + settle
+                while ready_count(kube) < len(live) and time.monotonic() < first:
+                    time.sleep(0.5)
+                cut_deleted = cut_and_delete(emu, kube, rng, live, cuts)
+            deadline = time.monotonic() + settle
+            ready = 0
+            while time.monotonic() < deadline:
+                items = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
+                ready = sum(1 for w in items if (w.get("status") or {}).get("state") == "Ready")
+                gone = {f"ws-{i:03d}" for i in doomed}.isdisjoint({w["metadata"]["name"] for w in items})
+                counts = count(kube, live)
+                if ready == len(live) and gone and counts["missing"] == 0 and counts["orphans"] == 0:
+                    break
                 time.sleep(0.5)
-            cut_deleted = cut_and_delete(emu, kube, rng, live, cuts)
-        deadline = time.monotonic() + settle
-        ready = 0
-        while time.monotonic() < deadline:
-            items = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
-            ready = sum(1 for w in items if (w.get("status") or {}).get("state") == "Ready")
-            gone = {f"ws-{i:03d}" for i in doomed}.isdisjoint({w["metadata"]["name"] for w in items})
-            counts = count(kube, live)
-            if ready == len(live) and gone and counts["missing"] == 0 and counts["orphans"] == 0:
-                break
-            time.sleep(0.5)
-        proc.kill()
-        proc.wait()
-        fake.stop.set()
+            proc.kill()
+            proc.wait()
         counts = count(kube, live)
         remaining = {w["metadata"]["name"] for w in kube.list(api_version=WS_API, kind="Workspace", namespace=NS)}
     counts.update({"kills": killed, "ready": ready, "deleted": len(doomed), "cut_deleted": cut_deleted,
