@@ -1,8 +1,10 @@
-"""JSON mode for the transformers engine: a request's output constraint as a token mask per step.
+"""JSON mode (and vLLM's regex, choice and grammar constraints) for the transformers engine: a
+request's output constraint as a token mask per step.
 
 The grammar library is llguidance (the one vLLM uses for ``--structured-outputs-config.backend
-guidance``): a JSON Schema compiles into an ``LLMatcher`` that, at every step, says which tokens
-may come next (a bitmask over the vocabulary) and is advanced with the token actually sampled.
+guidance``): a JSON Schema (or a regex, a list of choices, a Lark/GBNF grammar) compiles into an
+``LLMatcher`` that, at every step, says which tokens may come next (a bitmask over the
+vocabulary) and is advanced with the token actually sampled.
 
 - :class:`Grammars` (one per loaded model) compiles constraints on a worker thread, never on the
   event loop nor the engine thread: building the tokenizer's trie (about a second for a 128k
@@ -38,6 +40,11 @@ MAX_CACHED = 128            # compiled grammars kept (each holds its lexer table
 _FLEXIBLE = {"whitespace_flexible": True}
 _COMPACT = {"whitespace_flexible": False}
 _ANY_OBJECT = {"type": "object"}
+_WHAT = {"regex": "a regular expression this server can follow", "choice": "a list of choices this server can follow",
+         "grammar": "a grammar this server can follow"}
+_HELP = {"json_schema": "https://json-schema.org/", "json_object": "https://json-schema.org/",
+         "regex": "Rust regex syntax, https://docs.rs/regex", "choice": "non-empty strings",
+         "grammar": "Lark or GBNF, https://github.com/guidance-ai/llguidance/blob/main/docs/syntax.md"}
 
 
 def _llguidance(constraint: Constraint) -> Any:
@@ -45,9 +52,9 @@ def _llguidance(constraint: Constraint) -> Any:
         import llguidance
         import llguidance.hf  # noqa: F401 - from_tokenizer
     except ImportError as exc:
-        raise APIError(400, f"'{constraint.param}': JSON mode needs the llguidance package, which this server "
-                            f"cannot import ({exc}); install the runtime extra (pip install 'kaito-core[runtime]') "
-                            "or leave response_format out", param=constraint.param,
+        raise APIError(400, f"'{constraint.param}': constrained output (JSON mode) needs the llguidance package, "
+                            f"which this server cannot import ({exc}); install the runtime extra "
+                            "(pip install 'kaito-core[runtime]') or leave the constraint out", param=constraint.param,
                        code="unsupported_parameter") from None
     return llguidance
 
@@ -96,19 +103,19 @@ class Grammars:
                         self.tokenizer, n_vocab=max(self.vocab_size, len(self.tokenizer)),
                         eos_token=self.eos_ids or None)
                 except Exception as exc:  # noqa: BLE001 - e.g. a slow (Python) tokenizer
-                    raise APIError(400, f"'{constraint.param}': JSON mode is not available for this model's "
-                                        f"tokenizer ({type(exc).__name__}: {exc}); leave response_format out",
+                    raise APIError(400, f"'{constraint.param}': constrained output is not available for this "
+                                        f"model's tokenizer ({type(exc).__name__}: {exc}); leave it out",
                                    param=constraint.param, code="unsupported_parameter") from None
             return self._ll_tokenizer
 
     def compile(self, constraint: Constraint) -> Any:
         """The constraint's compiled matcher in its start state (cached); an :class:`APIError`
-        (400, naming ``constraint.param``) when the schema cannot be compiled."""
+        (400, naming ``constraint.param``) when it cannot be compiled."""
         llg = _llguidance(constraint)
         ll_tok = self._ll(llg, constraint)
-        schema = constraint.schema if constraint.kind == "json_schema" else _ANY_OBJECT
+        spec = constraint.spec if constraint.kind != "json_object" else _ANY_OBJECT
         try:
-            key = ("compact:" if constraint.compact else "") + json.dumps(schema, sort_keys=True, separators=(",", ":"))
+            key = json.dumps([constraint.kind, constraint.compact, spec], sort_keys=True, separators=(",", ":"))
         except (RecursionError, ValueError) as exc:  # nested past the interpreter's limit (or a cycle)
             raise APIError(400, f"'{constraint.param}' nests too deeply to be compiled ({type(exc).__name__}); "
                                 "flatten the schema or use $defs and $ref", param=constraint.param,
@@ -118,29 +125,39 @@ class Grammars:
             if hit is not None:
                 self._cache.move_to_end(key)
         if hit is None:
-            hit = self._build(llg, ll_tok, schema, _COMPACT if constraint.compact else _FLEXIBLE)
+            hit = self._build(llg, ll_tok, constraint.kind, spec, _COMPACT if constraint.compact else _FLEXIBLE)
             with self._lock:
                 self._cache[key] = hit
                 while len(self._cache) > MAX_CACHED:
                     self._cache.popitem(last=False)
-        if isinstance(hit, str):  # a refused schema is cached too: resending it costs no compile
-            raise APIError(400, f"'{constraint.param}' is not a JSON Schema this server can follow: {hit}; fix the "
-                                "schema (https://json-schema.org/)", param=constraint.param, code="invalid_schema")
+        if isinstance(hit, str):  # a refused constraint is cached too: resending it costs no compile
+            what = _WHAT.get(constraint.kind, "a JSON Schema this server can follow")
+            raise APIError(400, f"'{constraint.param}' is not {what}: {hit}; fix it ({_HELP[constraint.kind]})",
+                           param=constraint.param, code="invalid_schema" if "json" in constraint.kind
+                           else "invalid_grammar")
         return hit
 
     @staticmethod
-    def _build(llg: Any, ll_tok: Any, schema: dict, options: dict) -> Any:
+    def _build(llg: Any, ll_tok: Any, kind: str, spec: Any, options: dict) -> Any:
+        """A matcher, or why the spec cannot become one (a string)."""
         try:
-            grammar = llg.LLMatcher.grammar_from_json_schema(schema, defaults=options)
+            if kind in ("json_schema", "json_object"):
+                grammar = llg.LLMatcher.grammar_from_json_schema(spec, defaults=options)
+            elif kind == "regex":
+                grammar = llg.LLMatcher.grammar_from_regex(spec)
+            elif kind == "choice":  # llguidance's own "choice" format: each string as a Lark literal
+                grammar = llg.LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in spec))
+            else:
+                grammar = llg.grammar_from("grammar", spec)  # Lark, or GBNF converted to Lark
             error = llg.LLMatcher.validate_grammar(grammar, ll_tok)
-        except Exception as exc:  # noqa: BLE001 - whatever the schema makes llguidance raise, it is a 400
+        except Exception as exc:  # noqa: BLE001 - whatever the spec makes llguidance raise, it is a 400
             error = f"{type(exc).__name__}: {exc}"
         if not error:
             matcher = llg.LLMatcher(ll_tok, grammar, log_level=0)  # drops the GIL while it builds
             error = matcher.get_error() if matcher.is_error() else ""
             if not error:
                 return matcher
-        return error
+        return _short(error)
 
     def rows(self, constraint: Constraint | None, n: int) -> list[RowGrammar | None]:
         """``n`` independent matchers (one per choice), or ``n`` Nones without a constraint."""

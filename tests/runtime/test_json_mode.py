@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import re
 import sys
 
 import httpx
@@ -106,7 +107,7 @@ def test_n2_with_a_schema_gives_two_valid_choices(client):
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": PET}}},
      "response_format.json_schema.name", "required"),
     ({"response_format": {"type": "json_object"}, "guided_json": PET}, "guided_json", "one constraint"),
-    ({"structured_outputs": {"regex": "a+"}}, "structured_outputs.regex", "not supported"),
+    ({"structured_outputs": {"structural_tag": "{}"}}, "structured_outputs.structural_tag", "not supported"),
     ({"structured_outputs": {"disable_any_whitespace": True}}, "structured_outputs.disable_any_whitespace",
      "constraint"),
     ({"response_format": {"type": "xml"}}, "response_format.type", "json_schema"),
@@ -203,6 +204,7 @@ def test_compiled_grammars_are_cached_and_each_choice_has_its_own_state(server, 
     c = Constraint("json_schema", PET, "guided_json", compact=True)
     assert grammars.compile(c) is grammars.compile(Constraint("json_schema", dict(reversed(PET.items())), "x",
                                                               compact=True))
+    assert grammars.compile(c) is not grammars.compile(Constraint("json_schema", PET, "guided_json"))
     a, b = grammars.rows(c, 2)
     assert a.advance(_tokens(server, "{")[0]) is None
     assert not b.matcher.validate_tokens(_tokens(server, '"name"'))  # b has not seen '{'
@@ -281,3 +283,35 @@ def test_hostile_schemas_are_400s_naming_the_field(grammars):
         with pytest.raises(APIError) as exc:
             grammars.compile(Constraint("json_schema", schema, "guided_json"))
         assert exc.value.status == 400 and exc.value.param == "guided_json" and words in exc.value.message
+
+
+# -- vLLM's other constraints: regex, choice, grammar ----------------------------------------
+
+
+@pytest.mark.parametrize("extra,check", [
+    ({"guided_choice": ["yes", "no", "maybe so"]}, lambda t: t in ("yes", "no", "maybe so")),
+    ({"structured_outputs": {"choice": ["cat", "dog"]}}, lambda t: t in ("cat", "dog")),
+    ({"guided_regex": r"[0-9]{3}-[a-z]{2}"}, lambda t: re.fullmatch(r"[0-9]{3}-[a-z]{2}", t)),
+    ({"structured_outputs": {"grammar": 'start: "ab" ("c" | "d") NUM\nNUM: /[0-9]{2}/'}},
+     lambda t: re.fullmatch(r"ab[cd][0-9]{2}", t)),
+    ({"guided_grammar": 'root ::= "red" | "green" | "blue"'}, lambda t: t in ("red", "green", "blue")),  # GBNF
+])
+def test_vllm_regex_choice_and_grammar_constraints(client, extra, check):
+    resp = client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=20, temperature=0.7, seed=1,
+                                          extra_body=extra)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "stop" and check(choice.message.content), (extra, choice.message.content)
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"guided_regex": "a(b"}, "guided_regex"),
+    ({"structured_outputs": {"grammar": "start: undefined_rule"}}, "structured_outputs.grammar"),
+    ({"guided_choice": []}, "guided_choice"),
+    ({"guided_choice": ["a", 5]}, "guided_choice[1]"),
+    ({"guided_regex": "a+", "guided_choice": ["a"]}, "guided_choice"),
+    ({"structured_outputs": {"regex": "a+", "json_object": True}}, "structured_outputs.json_object"),
+])
+def test_bad_vllm_constraints_are_400s_naming_the_field(client, extra, param):
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=4, extra_body=extra)
+    assert exc.value.body["param"] == param, exc.value.body
