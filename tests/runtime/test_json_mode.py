@@ -258,6 +258,21 @@ def test_a_complete_grammar_finishes_with_stop(server, grammars):
     assert "".join(o.text for o in outs) == '"cat"'
 
 
+def test_json_mode_on_the_dynamic_cache_engine_and_phi3(tiny_models, make_server):
+    """Engine (DynamicCache) prefills and decodes through the same _after_step; Phi-3's tiny
+    model has its own tokenizer instance for llguidance to read."""
+    for arch, kv_cache in (("llama", "dynamic"), ("phi3", "auto")):
+        srv = make_server(model=str(tiny_models[arch]), kv_cache=kv_cache, max_batch=4)
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+        resp = client.chat.completions.create(model=srv.service.model_id, messages=MSG, max_tokens=100, n=2,
+                                              temperature=0.9, seed=5, response_format=pet_format(),
+                                              extra_body=COMPACT)
+        for c in resp.choices:
+            assert c.finish_reason == "stop", (arch, c)
+            jsonschema.validate(json.loads(c.message.content), PET)
+        srv.stop()
+
+
 def test_json_mode_under_the_static_decode_step(tiny_models, make_server, monkeypatch):
     """The static (CUDA-graph) decode step samples on the device only when no row needs the host:
     a constrained row sends the whole step through Engine._after_step, where its mask applies."""
