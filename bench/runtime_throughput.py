@@ -15,10 +15,14 @@ token, p50 inter-token latency, and the ratios. Goal at 16 clients: kaito >= 0.8
 
     .venv/bin/python bench/runtime_throughput.py [--quick] [--tokens 64] [--threads N]
         [--device cpu|cuda] [--model-shape llama-58m|tinyllama-1.1b] [--kv-cache auto|slots|dynamic]
+        [--cuda-graphs auto|on|off]
 
 ``--model-shape tinyllama-1.1b`` is TinyLlama-1.1B's shape (hidden 2048, 22 layers, 32 heads, 4 KV
 heads, intermediate 5632, vocab 32000) with random weights: the shape of the GPU measurements in
-issue 14 (bf16 on ``--device cuda``). The clients then also run 64 at once.
+issue 14 (bf16 on ``--device cuda``). The clients then also run 64 at once. ``--cuda-graphs`` reaches
+the server as ``$KAITO_CUDA_GRAPHS`` (auto: the static decode step captured as CUDA graphs on GPUs,
+the eager dynamic step on CPUs; on: the static step everywhere, eager on CPUs; see
+kaito_core/runtime/graphs.py).
 """
 
 from __future__ import annotations
@@ -251,9 +255,10 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None
     raise SystemExit(f"{url} not healthy after {timeout}s")
 
 
-def measure_server(cmd: list[str], port: int, levels, tokens: int, tokenizer) -> dict:
+def measure_server(cmd: list[str], port: int, levels, tokens: int, tokenizer, env: dict | None = None) -> dict:
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})})
     try:
         wait_healthy(url, proc)
         asyncio.run(drive(url, 2, 2, 4, tokenizer))  # warm up
@@ -277,6 +282,8 @@ def main() -> int:
                     help="random-weight Llama shape (tinyllama-1.1b: issue 14's GPU model)")
     ap.add_argument("--kv-cache", choices=("auto", "slots", "dynamic"), default="auto",
                     help="kaito's KV cache (slots: preallocated with chunked prefill; dynamic: DynamicCache)")
+    ap.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                    help="kaito's decode step: static and captured as CUDA graphs (auto: on GPUs), or eager")
     ap.add_argument("--skip-baseline", action="store_true", help="measure only kaito and the ceiling")
     ap.add_argument("--baseline-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -301,7 +308,7 @@ def main() -> int:
     top = max(c for c, _ in levels)
     print(f"model: random Llama ({args.model_shape}), {params / 1e6:.1f}M parameters; {tokens} tokens per request, "
           f"greedy; device {args.device}; {os.cpu_count()} CPUs; torch threads: {args.threads or 'default'}; "
-          f"kv cache: {args.kv_cache}")
+          f"kv cache: {args.kv_cache}; cuda graphs: {args.cuda_graphs}")
     thread_flag = ["--threads", str(args.threads)] if args.threads else []
     device_flag = ["--device", args.device]
 
@@ -317,7 +324,8 @@ def main() -> int:
     dtype_flag = ["--dtype", "bfloat16"] if args.device.startswith("cuda") else []
     ours = measure_server([sys.executable, "-m", "kaito_core.runtime", "--model", model_dir, "--port", str(port),
                            "--max-batch", str(top), "--log-level", "warning", "--kv-cache", args.kv_cache,
-                           *thread_flag, *device_flag, *dtype_flag], port, levels, tokens, None)
+                           *thread_flag, *device_flag, *dtype_flag], port, levels, tokens, None,
+                          env={"KAITO_CUDA_GRAPHS": args.cuda_graphs})
 
     print(f"\n{'server':10} {'clients':>7} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'ITL p50':>8}")
     for name, res in (("baseline", base), ("kaito", ours)):

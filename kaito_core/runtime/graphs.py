@@ -24,8 +24,10 @@ cannot be sampled, which then fails alone, as in :func:`~kaito_core.runtime.samp
 Rows that need more (penalties, logit bias, top-k/p, min-p, seeds, logprobs, JSON grammars) are
 sampled on the host from the static logits by the engine's usual path.
 
-On CUDA each (B, L, sampling) key is captured lazily, the first time a step needs it: two eager
-warm-up runs on a side stream, then ``torch.cuda.graph`` into one memory pool shared by every
+On CUDA the greedy step of every (B, L) bucket is captured when the engine starts (:meth:`warm_up`,
+with padding rows only, before the first request is served; vLLM also captures at start-up), and the
+temperature-sampling variant of a bucket lazily, the first time a step needs it. A capture is two
+eager warm-up runs on a side stream, then ``torch.cuda.graph`` into one memory pool shared by every
 graph (outputs are copied into the static buffers above, so no graph's pool memory has to outlive
 its replay); later steps replay it. Elsewhere, or with capture off, the same step runs eagerly on
 the same buffers, which is what the CPU tests exercise. A capture that fails is logged once and the
@@ -109,12 +111,15 @@ def sample_on_device(logits: torch.Tensor, temperature: torch.Tensor, banned: to
     """Write each row's token into ``out`` ([B] int64): argmax where ``temperature`` is 0, else a
     draw from ``softmax(logits / temperature)``; ``-1`` where the row cannot be sampled (NaN or +inf
     logits, or everything banned). ``banned`` ([B, E]) holds token ids set to -inf, padded with
-    ``vocab`` (a dummy column). Only device ops: no host sync, nothing read back."""
-    rows, vocab = logits.shape
-    x = torch.cat([logits.float(), logits.new_zeros((rows, 1), dtype=torch.float32)], dim=1)
-    x = x.scatter(1, banned, float("-inf"))[:, :vocab]
-    bad = torch.isnan(x).any(-1) | torch.isposinf(x).any(-1) | torch.isneginf(x).all(-1)
-    ids = x.argmax(-1)
+    ``vocab`` (nothing banned). Only device ops: no host sync, nothing read back."""
+    vocab = logits.shape[-1]
+    ban = torch.where(banned < vocab, float("-inf"), 0.0)
+    # out of place: ``logits`` is the static output the host sampler may read; adding 0 keeps a value
+    x = logits.float().scatter_add(1, banned.clamp(max=vocab - 1), ban)
+    # one pass for both: max propagates NaN and +inf, and is -inf only when everything is banned,
+    # which are exactly the rows sampling.sample refuses
+    top, ids = x.max(-1)
+    bad = ~torch.isfinite(top)
     if sampling:
         hot = temperature > 0
         probs = torch.softmax(x / torch.where(hot, temperature, 1.0)[:, None], dim=-1)
@@ -194,6 +199,17 @@ class DecodeGraphs:
             return None, self.logits[:n]
         return [Pick(token=t) if t >= 0 else Pick(error=BAD_ROW) for t in self.ids[:n].tolist()], self.logits[:n]
 
+    def warm_up(self) -> int:
+        """Run (capture, on CUDA) the greedy step of every (B, L) bucket with padding rows only:
+        they write nothing but scratch columns. Needs the KV buffers (the engine allocates them
+        first). Returns how many buckets ran."""
+        vocab = self._vocab()
+        for B in self.batch_sizes:
+            for L in self.lengths:
+                self._fill([], B, vocab, False)
+                self._launch((B, L, False))
+        return len(self.batch_sizes) * len(self.lengths)
+
     def _vocab(self) -> int:
         head = self.model.get_output_embeddings()
         return int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
@@ -268,7 +284,8 @@ class DecodeGraphs:
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
+            # thread_local: only this (the engine) thread's unsafe calls invalidate the capture
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 self._step(*key)
         except Exception as exc:  # noqa: BLE001 - keep serving eagerly, say why once
             log.warning("CUDA graph capture failed for batch %d, length %d (%s: %s); decoding eagerly",

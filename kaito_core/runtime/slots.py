@@ -159,6 +159,30 @@ class SlotEngine(Engine):
         self.prefill_chunks = 0
         self.graphs = DecodeGraphs(model, self.store, self.slot_cache, max_batch=self.max_batch,
                                    mask_dtype=self.mask_dtype, min_len=graph_min_len) if static else None
+        if self.graphs is not None and self.graphs.capture:
+            # the first thing the engine thread does: capture before serving (see graphs.py)
+            from concurrent.futures import Future
+
+            self.commands.append((self._capture_graphs, Future()))
+
+    def _capture_graphs(self) -> None:
+        """Allocate the KV buffers (one token written to slot 0's scratch column), then run or
+        capture every bucket's static step."""
+        import time
+
+        from kaito_core.runtime.engine import log
+
+        started = time.monotonic()
+        store, scratch = self.store, self.store.scratch
+        store.slot_index = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        store.write_index = torch.full((1, 1), scratch, dtype=torch.long, device=self.device)
+        store.view = (0, 1, 1)
+        zero = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self.model(input_ids=zero, position_ids=zero, attention_mask=self._mask(zero, 1), cache=self.slot_cache,
+                   use_cache=True)
+        buckets = self.graphs.warm_up()
+        log.info("decode step ready for %d (batch, length) buckets in %.1f s (%d CUDA graphs)", buckets,
+                 time.monotonic() - started, len(self.graphs.graphs))
 
     def running(self) -> int:
         return len(self.rows) + len(self.prefilling)
