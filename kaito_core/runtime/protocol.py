@@ -82,6 +82,9 @@ class ParsedRequest:
     echo: bool = False
     n: int = 1                             # choices; each one is its own sequence in the batch
     constraint: Constraint | None = None   # JSON mode
+    # keyword arguments of the chat template's rendering (vLLM's add_generation_prompt,
+    # continue_final_message and chat_template_kwargs)
+    template: dict[str, Any] = field(default_factory=lambda: {"add_generation_prompt": True})
 
 
 def normalise_temperature(value: float) -> float:
@@ -236,7 +239,44 @@ def parse_chat(body: dict) -> ParsedRequest:
     params = sampling_from(body)
     params.logprobs = _chat_logprobs(body)
     return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
-                         include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint)
+                         include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint,
+                         template=_template_options(body))
+
+
+# apply_chat_template's own parameters: a chat_template_kwargs key must not override them
+_RESERVED_TEMPLATE_KEYS = frozenset({
+    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors",
+    "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs"})
+
+
+def _template_options(body: dict) -> dict[str, Any]:
+    """vLLM's chat-template extras: ``add_generation_prompt`` (true), ``continue_final_message``
+    (false; the answer continues the last, assistant, message: "prefilling" it) and
+    ``chat_template_kwargs`` (variables for the template, such as Qwen3's ``enable_thinking``).
+    As vLLM's validator, both flags true is refused; ``continue_final_message`` alone turns the
+    generation prompt off, since transformers refuses the two together."""
+    cont = bool_field(body, "continue_final_message")
+    agp = body.get("add_generation_prompt")
+    if agp is not None and not isinstance(agp, bool):
+        raise bad_param("add_generation_prompt", agp, "true or false", code="invalid_type")
+    if cont and agp:
+        raise bad_param("continue_final_message", True, "false when add_generation_prompt is true (vLLM's rule); "
+                                                        "set add_generation_prompt to false")
+    options: dict[str, Any] = {"add_generation_prompt": (not cont) if agp is None else agp,
+                               "continue_final_message": cont}
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        return options
+    if not isinstance(kwargs, dict):
+        raise bad_param("chat_template_kwargs", kwargs, "an object such as {\"enable_thinking\": false}",
+                        code="invalid_type")
+    for key in kwargs:
+        if not key.isidentifier() or key in _RESERVED_TEMPLATE_KEYS:
+            raise bad_param(f"chat_template_kwargs.{key}", kwargs[key],
+                            "a template variable name (an identifier, not one of apply_chat_template's own "
+                            f"parameters {sorted(_RESERVED_TEMPLATE_KEYS)})")
+    return {**kwargs, **options}
 
 
 def parse_completion(body: dict) -> ParsedRequest:

@@ -221,7 +221,7 @@ class TransformersService(AdapterAdmin):
         if parsed.messages is not None:
             try:
                 text = tok.apply_chat_template(parsed.messages, chat_template=self.loaded.chat_template,
-                                               add_generation_prompt=True, tokenize=False)
+                                               tokenize=False, **parsed.template)
             except Exception as exc:  # noqa: BLE001 - templates raise for e.g. a wrong role order
                 raise bad_param("messages", f"{len(parsed.messages)} messages",
                                 f"messages this model's chat template accepts ({exc})") from None
