@@ -14,11 +14,30 @@ leaving re-indexes it. :class:`SlotEngine` instead owns one key and one value bu
   pass at most, never by its whole prefill (vLLM's chunked prefill, in two passes per turn);
 - the attention mask is built here as a 4D mask (transformers uses a 4D mask as given), so each
   row sees exactly its own positions: outputs do not depend on who else is in the batch;
-- the buffers grow by doubling up to the context (one copy per doubling), not per token.
+- the buffers grow by doubling up to the context (one copy per doubling), not per token; with
+  the static decode step they are allocated for the whole context at once and never move.
 
-Per token, the host sends the step's input ids and positions and reads back only the sampled
-ids (sampling's ``tolist``). CUDA graphs per batch-size bucket are NOT implemented: the decode
-step runs eagerly on every device; see docs/runtime.md for what that leaves on the table on GPUs.
+Decode, two ways (``cuda_graphs`` / ``$KAITO_CUDA_GRAPHS``: auto = static on CUDA, dynamic on CPU):
+
+- dynamic (the CPU default): an eager forward over exactly the live rows and the longest row's
+  length; the host builds ids, positions, slot and column indices and the mask as new tensors,
+  and sampling reads back the bad-row flags with the argmax (one ``tolist``) plus whatever a
+  request's own parameters need;
+- static (:mod:`kaito_core.runtime.graphs`): the step is padded to a batch bucket (1, 2, 4, ...
+  ``max_batch``) and a KV-length bucket (powers of two from ``graph_min_len``, then the whole
+  buffer); it reads only preallocated buffers (inputs copied from pinned host memory with
+  ``non_blocking=True``), builds the mask on the device, samples greedy and plain-temperature
+  rows on the device, and the host reads back one tensor per token: the sampled ids. On CUDA every
+  bucket's greedy step is captured as a CUDA graph when the engine starts and replayed after; the
+  temperature variant is captured on first use. On CPU (``on``) the same step runs eagerly.
+
+What stays on the host or eager: prefill (chunks have varying shapes; vLLM's original engine
+captured decode batches only, too); rows with penalties, logit bias, top-k/top-p/min-p, a seed, logprobs or a JSON grammar
+(the static step's logits go to the host sampler, one extra read); steps that pass per-row LoRA
+adapter names (peft's mixed-adapter forward indexes rows on the host) run the dynamic decode.
+Verified on CPU only: the static step's equality with the dynamic path and ``generate``, what it
+reads, and that its op trace is a pure function of its bucket (tests/runtime/test_graphs.py);
+``torch.cuda.graph`` capture and replay themselves have not been run on a GPU yet.
 
 Supported when the model uses SDPA or eager attention, no ALiBi and no sliding window shorter
 than the context (Llama, Phi-3, Mistral, Qwen, Falcon with rotary embeddings); others keep
@@ -172,15 +191,22 @@ class SlotEngine(Engine):
 
         from kaito_core.runtime.engine import log
 
+        if self.model is not self.graphs.model:  # started with an adapter: steps take the dynamic path
+            return
         started = time.monotonic()
         store, scratch = self.store, self.store.scratch
         store.slot_index = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         store.write_index = torch.full((1, 1), scratch, dtype=torch.long, device=self.device)
         store.view = (0, 1, 1)
         zero = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        self.model(input_ids=zero, position_ids=zero, attention_mask=self._mask(zero, 1), cache=self.slot_cache,
-                   use_cache=True)
-        buckets = self.graphs.warm_up()
+        try:
+            self.model(input_ids=zero, position_ids=zero, attention_mask=self._mask(zero, 1),
+                       cache=self.slot_cache, use_cache=True)
+            buckets = self.graphs.warm_up()
+        except Exception:  # noqa: BLE001 - serve without graphs rather than not at all
+            log.exception("preparing the static decode step failed; decoding eagerly")
+            self.graphs = None
+            return
         log.info("decode step ready for %d (batch, length) buckets in %.1f s (%d CUDA graphs)", buckets,
                  time.monotonic() - started, len(self.graphs.graphs))
 

@@ -164,8 +164,9 @@ def test_padding_rows_never_touch_live_rows(loaded):
 
 
 class StepAudit:
-    """Counts host syncs and tensors made from nothing (factories), and checks that every tensor an
-    op reads is static or computed in the step from static tensors."""
+    """Counts host syncs and tensors made from nothing (factories), checks that every tensor an op
+    reads is static or computed in the step from static tensors, and records the step's trace: each
+    op with its constants, shapes and the static addresses it reads (what a CUDA graph bakes in)."""
 
     SYNCS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "equal", "allclose", "lift_fresh"}
 
@@ -178,6 +179,7 @@ class StepAudit:
         self.strays: list[str] = []
         self.syncs: list[str] = []
         self.factories: list[str] = []
+        self.trace: list[tuple] = []
         self.tolist = 0
         self.torch = torch
 
@@ -200,6 +202,7 @@ class StepAudit:
                         ptr = t.untyped_storage().data_ptr()
                         if ptr not in audit.allowed and ptr not in audit.made:
                             audit.strays.append(f"{name} reads a {tuple(t.shape)} {t.dtype} tensor")
+                audit.trace.append((name, *map(audit.describe, inputs)))
                 out = func(*args, **(kwargs or {}))
                 for t in tree_flatten(out)[0]:
                     if isinstance(t, audit.torch.Tensor):
@@ -208,6 +211,14 @@ class StepAudit:
                 return out
 
         return Mode()
+
+    def describe(self, value) -> object:
+        if not isinstance(value, self.torch.Tensor):
+            return repr(value)
+        where = value.untyped_storage().data_ptr()
+        static = where in self.allowed
+        return (tuple(value.shape), value.stride(), value.dtype, where if static else "computed",
+                value.storage_offset() if static else None)
 
 
 def _static_tensors(engine) -> list:
@@ -232,12 +243,20 @@ def test_the_step_reads_only_static_buffers_and_reads_back_only_the_ids(loaded, 
 
     monkeypatch.setattr(torch.Tensor, "tolist", counted)
     ptrs = [t.data_ptr() for t in _static_tensors(engine)]
+    traces = []
     with torch.inference_mode(), audit.mode():
         for _ in range(3):
+            audit.trace = []
             picks, _ = engine.graphs.decode(live)
+            traces.append(audit.trace)
             assert picks is not None and all(p.token is not None for p in picks)
             for s in live:
+                s.output_ids.append(picks[0].token)
                 s.pos += 1
+    # other tokens at other positions, the same key: the same ops, constants and static addresses,
+    # so a graph captured at the first step replays the next ones
+    assert len({k for k in engine.graphs.seen if k[0] == 4}) == 1
+    assert traces[0] == traces[1] == traces[2] and len(traces[0]) > 50
     assert audit.strays == []
     assert audit.syncs == [] and audit.factories == []
     assert audit.tolist == 3      # one read of the sampled ids per step, nothing else
