@@ -240,7 +240,7 @@ def parse_chat(body: dict) -> ParsedRequest:
     params.logprobs = _chat_logprobs(body)
     return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
                          include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint,
-                         template=_template_options(body))
+                         template=template_options(body))
 
 
 # apply_chat_template's own parameters: a chat_template_kwargs key must not override them
@@ -250,7 +250,7 @@ _RESERVED_TEMPLATE_KEYS = frozenset({
     "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs"})
 
 
-def _template_options(body: dict) -> dict[str, Any]:
+def template_options(body: dict) -> dict[str, Any]:
     """vLLM's chat-template extras: ``add_generation_prompt`` (true), ``continue_final_message``
     (false; the answer continues the last, assistant, message: "prefilling" it) and
     ``chat_template_kwargs`` (variables for the template, such as Qwen3's ``enable_thinking``).

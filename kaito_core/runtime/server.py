@@ -2,7 +2,7 @@
 
 :func:`create_app` builds the FastAPI app (the model loads in the background after start, and
 ``/health`` answers 503 until it is ready) from the route modules (:mod:`.routes_openai`,
-:mod:`.routes_kaito`, :mod:`.routes_admin`); :func:`serve` runs it with uvicorn (with header,
+:mod:`.routes_kaito`, :mod:`.routes_tokenize`, :mod:`.routes_admin`); :func:`serve` runs it with uvicorn (with header,
 body and keep-alive timeouts, :mod:`.listener`), or hands over to another runtime. Bodies are
 parsed by hand (:mod:`.protocol`) so that every refusal is an OpenAI error object naming the
 parameter, and nothing a client sends can make the server answer 500.
@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 
-from kaito_core.runtime import routes_admin, routes_kaito, routes_openai
+from kaito_core.runtime import routes_admin, routes_kaito, routes_openai, routes_tokenize
 from kaito_core.runtime.http import Auth, StatusRecorder, install_error_handlers, install_log_redaction, read_json
 from kaito_core.runtime.metrics import Metrics
 from kaito_core.runtime.options import ServeOptions
@@ -105,6 +105,7 @@ def create_app(opts: ServeOptions | None = None, *, load_in_background: bool = T
     ctx = RouteContext(service=service, opts=opts, metrics=metrics, auth=Auth(opts.api_key))
     routes_kaito.register(app, ctx)
     routes_openai.register(app, ctx)
+    routes_tokenize.register(app, ctx)
     routes_admin.register(app, ctx)
     return app
 

@@ -219,12 +219,7 @@ class TransformersService(AdapterAdmin):
         tok = self.loaded.tokenizer
         ctx = self.loaded.context_length
         if parsed.messages is not None:
-            try:
-                text = tok.apply_chat_template(parsed.messages, chat_template=self.loaded.chat_template,
-                                               tokenize=False, **parsed.template)
-            except Exception as exc:  # noqa: BLE001 - templates raise for e.g. a wrong role order
-                raise bad_param("messages", f"{len(parsed.messages)} messages",
-                                f"messages this model's chat template accepts ({exc})") from None
+            text = self._render(parsed)
             prompt_param = "messages"
             ids = self._tokenize(text, ctx, prompt_param, add_special_tokens=False)
         elif parsed.prompt_ids is not None:
@@ -267,6 +262,24 @@ class TransformersService(AdapterAdmin):
         return Prepared(parsed=parsed, model_id=model_id, adapter=adapter, prompt_ids=ids, prompt_text=text,
                         max_new_tokens=max_new)
 
+    def _render(self, parsed: ParsedRequest) -> str:
+        try:
+            return self.loaded.tokenizer.apply_chat_template(parsed.messages, chat_template=self.loaded.chat_template,
+                                                             tokenize=False, **parsed.template)
+        except Exception as exc:  # noqa: BLE001 - templates raise for e.g. a wrong role order
+            raise bad_param("messages", f"{len(parsed.messages)} messages",
+                            f"messages this model's chat template accepts ({exc})") from None
+
+    def tokenize(self, parsed: ParsedRequest, add_special_tokens: bool) -> list[int]:
+        """``POST /tokenize`` (worker thread): the prompt's or the templated messages' token ids.
+        Like vLLM's, the count may exceed the context; a prompt so long that its first
+        (context x longest token) characters already fill the context is a 400 instead of a
+        tokenization of megabytes."""
+        self.require_ready()
+        self.resolve_model(parsed.model)
+        param, text = ("messages", self._render(parsed)) if parsed.messages is not None else ("prompt", parsed.prompt)
+        return self._tokenize(text or "", self.loaded.context_length, param, add_special_tokens=add_special_tokens)
+
     def _tokenize(self, text: str, ctx: int, param: str, **kw: Any) -> list[int]:
         tok = self.loaded.tokenizer
         cap = ctx * self._max_token_chars
@@ -283,6 +296,10 @@ class TransformersService(AdapterAdmin):
                                     f"than {n} tokens ({len(text)} characters); shorten it",
                                param=param, code="context_length_exceeded")
         return tok(text, **kw)["input_ids"]
+
+    async def on_tokenizer(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the tokenizer's worker thread (the one thread that may use it)."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, fn, *args)
 
     async def prepare_async(self, parsed: ParsedRequest) -> Prepared:
         """:meth:`prepare` on the tokenizer's worker thread: chat templating and tokenizing a
