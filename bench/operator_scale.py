@@ -5,13 +5,17 @@ memory, vs a bare client doing the same work in the same run.
     python bench/operator_scale.py --quick    # 40
     python bench/operator_scale.py --profile-pass   # cProfile of reconcile passes, in process
 
-Both runs face the same emulated cluster (tests/chaos's FakeCluster plays Karpenter and the
-kubelet): NodeClaims become Ready nodes, StatefulSets get Ready pods, and the cluster also holds
-3,000 unrelated pods and 100 unrelated nodes (what a real cluster has; the operator's pod and
-node watches see them all). "Steady state" = every Workspace reports state Ready. The bare
-client is a minimal hand-written controller (no kopf, no plugins, no validation) working on
-every Workspace at once, one thread each: create NodeClaim + ConfigMap + 2 Services, wait for
-the node, create the StatefulSet, wait for it, patch the status.
+Both runs face the same cluster: the strict API emulator (kaito_core.testing.emulator) with
+FakeControllers playing Karpenter, the StatefulSet controller and the kubelet (NodeClaims become
+Ready nodes, StatefulSets get Ready pods, status through /status), holding 3,000 unrelated pods
+and 100 unrelated nodes (what a real cluster has; the operator's node watch sees them all).
+"Steady state" = every Workspace reports state Ready, as one sampler (a thread listing every
+50 ms) sees it: the same observer stops both clocks. The bare client is a minimal hand-written
+controller (no kopf, no plugins, no validation, no cache) working on every Workspace at once,
+one thread each; it sends the very objects the operator applies (computed by the same planner
+before its clock starts): create the NodeClaim, ConfigMap and 2 Services, poll until the node
+is Ready, create the StatefulSet, poll until it is Ready, write the status. The operator's clock
+counts from kopf's login (its process start and imports are reported apart).
 Goals (issue 16): operator rate >= 0.7 x bare rate, operator RSS <= 150 MiB with the unrelated
 objects present, torch never imported.
 """
@@ -25,13 +29,15 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kaito_core.operator.emulator import Emulator, start_operator, stop_operator, with_identity  # noqa: E402
 from kaito_core.operator.kube import ApiError, KubeClient  # noqa: E402
 from kaito_core.reconcile import names  # noqa: E402
-from tests.chaos.chaos import NS, FakeCluster, workspace  # noqa: E402
+from kaito_core.testing.emulator import Emulator, start_operator, stop_operator  # noqa: E402
+from kaito_core.testing.emulator_controllers import FakeControllers  # noqa: E402
+from tests.chaos.chaos import NS, workspace  # noqa: E402
 
 WS_API = "kaito.sh/v1beta1"
 
@@ -69,14 +75,14 @@ UNRELATED_NODES = 100
 def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATED_NODES) -> None:
     """Objects no Workspace owns, in other namespaces (created concurrently, before the clock)."""
     def pod(i: int) -> None:
-        kube.create(with_identity({"apiVersion": "v1", "kind": "Pod",
+        kube.create(({"apiVersion": "v1", "kind": "Pod",
                                    "metadata": {"name": f"app-{i}", "namespace": f"team-{i % 30}",
                                                 "labels": {"app": f"app-{i % 50}"}},
                                    "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
                                    "status": {"phase": "Running"}}))
 
     def node(i: int) -> None:
-        kube.create(with_identity({"apiVersion": "v1", "kind": "Node",
+        kube.create(({"apiVersion": "v1", "kind": "Node",
                                    "metadata": {"name": f"cpu-node-{i}", "labels": {"pool": "system"}},
                                    "status": {"conditions": [{"type": "Ready", "status": "True"}],
                                               "capacity": {"cpu": "16", "memory": "64Gi"}}}))
@@ -97,8 +103,10 @@ class Timeline:
     def __init__(self, kube: KubeClient):
         self.kube = kube
         self.t0 = time.monotonic()
+        self.wall0 = time.time()
         self.seen: dict[tuple[str, str], float] = {}
         self.stop = False
+        self.tick_results: list[Any] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> "Timeline":
@@ -123,6 +131,24 @@ class Timeline:
                 pass
             time.sleep(0.05)
 
+    def ready_count(self) -> int:
+        return sum(1 for (_, stage) in list(self.seen) if stage == "ready")
+
+    def wait_all_ready(self, n: int, timeout: float, on_tick: Callable[[], Any] | None = None) -> float | None:
+        """Seconds from the start until this sampler first saw all ``n`` Workspaces Ready (the
+        same 50 ms observer ends both runs' clocks); None on timeout. ``on_tick`` runs every
+        0.25 s meanwhile (its results are kept in ``tick_results``)."""
+        last_tick = 0.0
+        while time.monotonic() - self.t0 < timeout:
+            ready = [t for (_, stage), t in list(self.seen.items()) if stage == "ready"]
+            if len(ready) >= n:
+                return max(ready)
+            if on_tick is not None and time.monotonic() - last_tick >= 0.25:
+                last_tick = time.monotonic()
+                self.tick_results.append(on_tick())
+            time.sleep(0.02)
+        return None
+
     def gaps(self) -> dict[str, float]:
         """Median seconds of the controller's own reactions."""
         import statistics
@@ -136,33 +162,21 @@ class Timeline:
 
 
 def run_operator(n: int, timeout: float) -> dict:
-    with Emulator() as emu:
+    with Emulator() as emu, FakeControllers(emu.url, namespace=NS, jobs=False):
         kube = KubeClient(emu.url)
         populate(kube)
-        fake = FakeCluster(kube)
-        fake.start()
         for i in range(n):
             kube.create(workspace(i))
         log = os.path.join(tempfile.mkdtemp(prefix="kaito-scale-"), "operator.log")
         timeline = Timeline(KubeClient(emu.url)).start()
-        t0 = time.monotonic()
-        wall0 = time.time()
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "30",
                                             "KAITO_WORKERS": os.environ.get("KAITO_BENCH_WORKERS", "8"),
                                             "KAITO_LOG_LEVEL": os.environ.get("KAITO_BENCH_LOG_LEVEL", "INFO")}, log_path=log)
         peak = 0
-        ready = 0
         torch = False
         try:
-            while time.monotonic() - t0 < timeout:
-                time.sleep(0.25)
-                st = proc_status(proc.pid)
-                peak = max(peak, st.get("VmHWM", 0))
-                ready = all_ready(kube, n)
-                if ready == n:
-                    break
-            elapsed = time.monotonic() - t0
-            done_wall = time.time()
+            done = timeline.wait_all_ready(n, timeout, on_tick=lambda: proc_status(proc.pid).get("VmHWM", 0))
+            peak = max(timeline.tick_results or [0])
             cpu = cpu_seconds(proc.pid)
             time.sleep(2)  # a few resync passes at steady state
             st = proc_status(proc.pid)
@@ -170,14 +184,16 @@ def run_operator(n: int, timeout: float) -> dict:
             torch = torch_loaded(proc.pid)
         finally:
             stop_operator(proc)
-            fake.stop.set()
             timeline.stop = True
         requests = summarize(emu.handler.counts)
     started = _logged_at(log, "Activity 'login' succeeded")
+    elapsed = done if done is not None else timeout
+    done_wall = timeline.wall0 + elapsed
     working = done_wall - started if started else elapsed
-    return {"seconds": elapsed, "working_seconds": working, "startup_seconds": (started or wall0) - wall0,
-            "ready": ready, "cpu_seconds": cpu, "rss_peak_mib": peak, "rss_steady_mib": st.get("VmRSS", 0),
-            "torch": torch, "log": log, "requests": requests, "gaps": timeline.gaps()}
+    return {"seconds": elapsed, "working_seconds": working, "startup_seconds": (started or timeline.wall0) - timeline.wall0,
+            "ready": timeline.ready_count(), "cpu_seconds": cpu, "rss_peak_mib": peak,
+            "rss_steady_mib": st.get("VmRSS", 0), "torch": torch, "log": log, "requests": requests,
+            "gaps": timeline.gaps()}
 
 
 def _logged_at(log: str, text: str) -> float | None:
@@ -192,55 +208,67 @@ def _logged_at(log: str, text: str) -> float | None:
     return None
 
 
-def bare_one(kube: KubeClient, ws: dict) -> None:
+def bare_objects(kube: KubeClient, ws: dict) -> dict[str, Any]:
+    """What the operator would apply for ``ws`` (the same planner and provisioner, computed
+    before the clock starts): its NodeClaims, its first children (ConfigMap, Services), the
+    StatefulSet once nodes are ready, and a Ready status. The bare client sends these very
+    objects, so the API server does the same work for both runs."""
+    from kaito_core.operator.apply import Reconciler
+    from kaito_core.operator.settings import Settings
+    from kaito_core.plugins import get_registry
+    from kaito_core.reconcile import Observed
+
+    rec = Reconciler(kube, get_registry(), Settings(provisioner="karpenter"))
+    parsed = Reconciler.parse(ws)
+    prov = rec.provisioner_for(parsed)
+    first = rec.plan_for(parsed, prov, {}, Observed(now="2026-01-01T00:00:00Z"))
+    final = rec.plan_for(parsed, prov, {}, Observed.nodes_ready(first.node_requests, first.gpus_per_node,
+                                                                 now="2026-01-01T00:00:00Z"))
+    children = [o for o in final.objects if o["kind"] != "StatefulSet"]
+    status = dict(final.status, state="Ready")
+    return {"claims": first.node_objects, "children": children,
+            "statefulset": next(o for o in final.objects if o["kind"] == "StatefulSet"), "status": status,
+            "labels": {names.LABEL_UID: final.uid}}
+
+
+def bare_one(kube: KubeClient, ws: dict, objs: dict[str, Any]) -> None:
+    """A minimal controller for one Workspace: no kopf, no cache, no validation, no status diff."""
     meta = ws["metadata"]
-    name, uid = meta["name"], meta["uid"]
-    labels = {names.LABEL_WORKSPACE: name, names.LABEL_UID: uid}
-    claim = "ws" + uid.replace("-", "")[:9]
-    kube.create({"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
-                 "metadata": {"name": claim, "labels": dict(labels)}, "spec": {}})
-    kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-cfg", "namespace": NS,
-                                                                      "labels": labels}, "data": {}})
-    for svc in (name, f"{name}-headless"):
-        kube.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": svc, "namespace": NS,
-                                                                        "labels": labels}, "spec": {}})
+    for obj in objs["claims"] + objs["children"]:
+        kube.create(obj)
+    claims = [c["metadata"]["name"] for c in objs["claims"]]
     while True:
-        c = kube.get(api_version="karpenter.sh/v1", kind="NodeClaim", name=claim)
-        node = (c.get("status") or {}).get("nodeName") if c else None
-        if node and kube.get(api_version="v1", kind="Node", name=node):
+        seen = [kube.get(api_version="karpenter.sh/v1", kind="NodeClaim", name=c) for c in claims]
+        nodes = [(c.get("status") or {}).get("nodeName") if c else None for c in seen]
+        if all(nodes) and all(kube.get(api_version="v1", kind="Node", name=node) for node in nodes):
             break
         time.sleep(0.25)
-    kube.create({"apiVersion": "apps/v1", "kind": "StatefulSet",
-                 "metadata": {"name": name, "namespace": NS, "labels": labels},
-                 "spec": {"replicas": 1, "template": {"metadata": {"labels": labels}}}})
+    kube.create(objs["statefulset"])
     while True:
-        s = kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS)
-        kube.list(api_version="v1", kind="Pod", namespace=NS, labels=labels)
+        s = kube.get(api_version="apps/v1", kind="StatefulSet", name=meta["name"], namespace=NS)
+        kube.list(api_version="v1", kind="Pod", namespace=NS, labels=objs["labels"])
         if ((s or {}).get("status") or {}).get("readyReplicas"):
             break
         time.sleep(0.25)
-    kube.patch(api_version=WS_API, kind="Workspace", name=name, namespace=NS, patch={"status": {"state": "Ready"}})
+    kube.patch(api_version=WS_API, kind="Workspace", name=meta["name"], namespace=NS,
+               patch={"status": objs["status"]}, subresource="status")
 
 
 def run_bare(n: int, timeout: float) -> dict:
-    with Emulator() as emu:
+    with Emulator() as emu, FakeControllers(emu.url, namespace=NS, jobs=False):
         kube = KubeClient(emu.url)
         populate(kube)
-        fake = FakeCluster(kube)
-        fake.start()
         wss = [kube.create(workspace(i)) for i in range(n)]
+        objs = [bare_objects(kube, w) for w in wss]
         timeline = Timeline(KubeClient(emu.url)).start()
-        t0 = time.monotonic()
         # every Workspace at once (a thread each), as a controller with one worker per object
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
-            list(pool.map(lambda w: bare_one(kube, w), wss))
-        elapsed = time.monotonic() - t0
-        ready = all_ready(kube, n)
-        time.sleep(0.2)
-        fake.stop.set()
+            list(pool.map(lambda wo: bare_one(kube, *wo), zip(wss, objs)))
+        done = timeline.wait_all_ready(n, timeout)
         timeline.stop = True
         requests = summarize(emu.handler.counts)
-    return {"seconds": elapsed, "ready": ready, "requests": requests, "gaps": timeline.gaps()}
+    return {"seconds": done if done is not None else timeout, "ready": timeline.ready_count(),
+            "requests": requests, "gaps": timeline.gaps()}
 
 
 def profile_pass(n: int = 10, rounds: int = 5, top: int = 25) -> int:
@@ -257,10 +285,8 @@ def profile_pass(n: int = 10, rounds: int = 5, top: int = 25) -> int:
     from kaito_core.operator.settings import Settings
     from kaito_core.plugins import get_registry
 
-    with Emulator() as emu:
+    with Emulator() as emu, FakeControllers(emu.url, namespace=NS, jobs=False):
         kube = KubeClient(emu.url)
-        fake = FakeCluster(kube)
-        fake.start()
         wss = [kube.create(workspace(i)) for i in range(n)]
         cache = WatchCache({("apps/v1", "StatefulSet"), ("v1", "Node"), ("karpenter.sh/v1", "NodeClaim"),
                             ("v1", "Service"), ("v1", "ConfigMap")})
@@ -274,7 +300,6 @@ def profile_pass(n: int = 10, rounds: int = 5, top: int = 25) -> int:
                 kube.patch(api_version=WS_API, kind="Workspace", name=w["metadata"]["name"], namespace=NS,
                            patch={"status": out.status}, subresource="status")
             time.sleep(0.3)
-        fake.stop.set()
         wss = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
         for verify in (True, False):
             prof = cProfile.Profile()

@@ -266,7 +266,11 @@ class Reconciler:
                 if node is not None:
                     nodes.append(node)
         kind, api = ("Job", "batch/v1") if ws.mode == "tuning" else ("StatefulSet", "apps/v1")
-        workload = self.kube.get(api_version=api, kind=kind, name=ws.name, namespace=ws.namespace)
+        absent = getattr(self.kube, "absent", None)
+        if absent is not None and absent(api_version=api, kind=kind, name=ws.name, namespace=ws.namespace):
+            workload = None
+        else:
+            workload = self.kube.get(api_version=api, kind=kind, name=ws.name, namespace=ws.namespace)
         if workload is not None and (workload.get("metadata") or {}).get("labels", {}).get(names.LABEL_UID) != first.uid:
             workload = None  # someone else's object of the same name: not ours to report
         if workload is None:

@@ -140,6 +140,14 @@ class CachedKube:
             return False
         return not self.cache.holds(api_version, kind, namespace, name)
 
+    def absent(self, *, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """True when a full LIST synced this kind and no watch event has shown such an object
+        since: for objects only kaito creates (its labelled children, through this client, which
+        caches what it creates), a miss is an answer, as controller-runtime's cached client
+        answers Get with NotFound from its informer's store. Saves a GET per pass while a
+        Workspace waits for its nodes (its StatefulSet does not exist yet)."""
+        return self.cache.synced(api_version, kind) and not self.cache.holds(api_version, kind, namespace, name)
+
     def create(self, obj: dict) -> dict:
         out = self.kube.create(obj)
         if (obj.get("apiVersion"), obj.get("kind")) in self.cache.kinds and isinstance(out, dict) and out.get("metadata"):

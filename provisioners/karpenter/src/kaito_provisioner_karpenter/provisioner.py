@@ -63,18 +63,21 @@ class KarpenterProvisioner:
     def ensure(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]:
         kube = _kube(ctx)
         settings = self._settings(ctx)
-        adopted = _adopted(requests, kube) if settings.mode != "nodepool" else {}
+        if settings.mode == "nodepool":
+            for obj in builders.desired_objects(requests, settings):
+                _create_once(kube, obj)
+            return self._observe(requests, kube, settings)
+        # One LIST of the Workspace's claims (the operator answers it from its watch cache)
+        # serves adoption, "exists already" and the states: a pass used to list twice and GET
+        # each claim besides.
+        claims = _claims_of(requests, kube)
+        adopted = _adopted(requests, claims)
+        by_name = {c["metadata"]["name"]: c for c in claims}
         for obj in builders.desired_objects([r for r in requests if r.name not in adopted], settings):
-            meta = obj["metadata"]
-            if kube.get(api_version=API_VERSION, kind=obj["kind"], name=meta["name"]) is not None:
-                continue  # adopt: the deterministic name means it is ours, from an earlier pass
-            try:
-                kube.create(obj)
-            except Exception:
-                # Lost a race with another reconcile (409 AlreadyExists)? Then adopt it.
-                if kube.get(api_version=API_VERSION, kind=obj["kind"], name=meta["name"]) is None:
-                    raise
-        return self._observe(requests, kube, settings)
+            name = obj["metadata"]["name"]
+            if name not in by_name:  # the deterministic name: present means ours, from an earlier pass
+                by_name[name] = _create_once(kube, obj)
+        return [nodeclaim_state(r.name, adopted.get(r.name) or by_name.get(r.name)) for r in requests]
 
     def observe(self, *, requests: Sequence[NodeRequest], ctx: ProvisionerContext) -> Sequence[NodeState]:
         return self._observe(requests, _kube(ctx), self._settings(ctx))
@@ -89,8 +92,10 @@ class KarpenterProvisioner:
             claims.sort(key=lambda c: (c["metadata"].get("creationTimestamp") or "", c["metadata"]["name"]))
             return [nodeclaim_state(r.name, claims[i] if i < len(claims) else None)
                     for i, r in enumerate(requests)]
-        adopted = _adopted(requests, kube)
-        return [nodeclaim_state(r.name, adopted.get(r.name)
+        claims = _claims_of(requests, kube)
+        adopted = _adopted(requests, claims)
+        by_name = {c["metadata"]["name"]: c for c in claims}
+        return [nodeclaim_state(r.name, adopted.get(r.name) or by_name.get(r.name)
                                 or kube.get(api_version=API_VERSION, kind="NodeClaim", name=r.name))
                 for r in requests]
 
@@ -123,24 +128,47 @@ def _instance_type(claim: Mapping[str, Any]) -> str | None:
     return ((claim.get("metadata") or {}).get("labels") or {}).get(builders.INSTANCE_TYPE_LABEL)
 
 
-def _adopted(requests: Sequence[NodeRequest], kube: Any) -> dict[str, dict]:
+def _create_once(kube: Any, obj: dict) -> dict | None:
+    """Create ``obj``; when that fails because it exists (409: a race with another pass, or an
+    unlabelled object of our deterministic name), the object that is there."""
+    try:
+        made = kube.create(obj)
+    except Exception:
+        found = kube.get(api_version=API_VERSION, kind=obj["kind"], name=obj["metadata"]["name"])
+        if found is None:
+            raise
+        return found
+    if isinstance(made, dict) and made.get("metadata"):
+        return made
+    return kube.get(api_version=API_VERSION, kind=obj["kind"], name=obj["metadata"]["name"])
+
+
+def _claims_of(requests: Sequence[NodeRequest], kube: Any) -> list[dict]:
+    """Every NodeClaim carrying the Workspace's labels (ours and upstream KAITO's)."""
+    if not requests:
+        return []
+    first = requests[0]
+    try:
+        return kube.list(api_version=API_VERSION, kind="NodeClaim",
+                         labels=builders.workspace_labels(first.workspace, first.namespace))
+    except Exception as exc:
+        if _is_not_found(exc):
+            return []  # no Karpenter CRDs: nothing to adopt (creating reports the missing CRD)
+        raise
+
+
+def _adopted(requests: Sequence[NodeRequest], claims: Sequence[dict]) -> dict[str, dict]:
     """NodeClaims another controller (upstream KAITO) made for this Workspace, handed to the
     requests that have no claim of their own name: upstream names claims from the time, we from
     the uid, so a migrated Workspace would otherwise get its nodes twice (issue 17).
 
     A claim is the Workspace's when it carries upstream's labels ``kaito.sh/workspace`` and
-    ``kaito.sh/workspacenamespace`` and asks for the requests' instance type; oldest first.
+    ``kaito.sh/workspacenamespace`` (``claims``: those :func:`_claims_of` found) and asks for
+    the requests' instance type; oldest first.
     """
     if not requests:
         return {}
     first = requests[0]
-    labels = builders.workspace_labels(first.workspace, first.namespace)
-    try:
-        claims = kube.list(api_version=API_VERSION, kind="NodeClaim", labels=labels)
-    except Exception as exc:
-        if _is_not_found(exc):
-            return {}  # no Karpenter CRDs: nothing to adopt (ensure reports the missing CRD)
-        raise
     ours = {r.name for r in requests}
     pool = builders.nodepool_name(first.namespace, first.workspace)  # our NodePool mode's claims
     foreign = sorted((c for c in claims if c["metadata"]["name"] not in ours
