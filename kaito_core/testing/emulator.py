@@ -5,7 +5,8 @@ No real kube-apiserver can run on our machines, so this is what the operator's t
 What it models (each with a test in ``tests/emulator/``):
 
 - one global resourceVersion; stale ``metadata.resourceVersion`` on update/patch -> 409
-  Conflict; no-op writes keep the version and send no event; JSON-patch ``test`` -> 422;
+  Conflict; a create carrying one -> 500 (etcd3's ErrResourceVersionSetOnCreate); no-op
+  writes keep the version and send no event; JSON-patch ``test`` -> 422;
 - watches from a resourceVersion, 410 Gone once the history is compacted
   (:meth:`Emulator.compact`), BOOKMARK events (``allowWatchBookmarks``), ``timeoutSeconds``,
   ``sendInitialEvents``, label/field selectors (objects leaving a selection are DELETED);
@@ -54,8 +55,9 @@ __all__ = ["Emulator", "start_operator", "stop_operator", "with_identity"]
 
 def with_identity(obj: dict[str, Any]) -> dict[str, Any]:
     """uid, resourceVersion, generation and creationTimestamp as a stored object has them, for
-    objects handed to code directly. Through the emulator they are the server's: it assigns
-    its own on create (a resourceVersion in a create request is ignored)."""
+    objects handed to code directly (never to create: the server assigns its own uid and
+    creationTimestamp, and refuses a create that carries a resourceVersion, as kube-apiserver
+    does)."""
     meta = obj.setdefault("metadata", {})
     meta.setdefault("uid", str(uuid.uuid4()))
     meta.setdefault("resourceVersion", "1")

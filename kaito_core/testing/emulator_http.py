@@ -264,13 +264,17 @@ class ApiServer:
             self._namespace_accepts(ns)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-        meta.pop("resourceVersion", None)
         obj["metadata"] = meta
         prepare_create(rt.kind, obj, rt.status)
         obj = self._prepare(rt, obj)
         obj = self._prepare(rt, await self._admit("mutating", rt, None, "CREATE", obj, None))
         self._validate(rt, obj, None)
         await self._admit("validating", rt, None, "CREATE", obj, None)
+        if (obj.get("metadata") or {}).get("resourceVersion"):
+            # etcd3 store.Create returns storage.ErrResourceVersionSetOnCreate, not a Status:
+            # ErrorToAPIStatus makes it a 500 with reason Unknown (""). An object read back and
+            # posted again must drop its version.
+            raise ApiStatus(500, "", "resourceVersion should not be set on objects to be created")
         stored = self.store.create(rt, obj)
         if rt.kind == "CustomResourceDefinition":
             stored = self._crd_changed(rt, stored)

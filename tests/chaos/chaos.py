@@ -37,14 +37,6 @@ def workspace(i: int) -> dict[str, Any]:
         "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
 
 
-class FakeCluster(FakeControllers):
-    """The chaos namespace's Karpenter, StatefulSet controller and kubelet on ``kube``, started
-    with ``start()`` and stopped with ``stop.set()`` (bench/operator_scale.py runs it too)."""
-
-    def __init__(self, kube: KubeClient):
-        super().__init__(kube, namespace=NS, jobs=False)
-
-
 def count(kube: KubeClient, live: dict[str, str]) -> dict[str, int]:
     """Duplicates (more than desired per Workspace), missing, and orphans (no live owner)."""
     per: dict[tuple[str, str], int] = {}
@@ -104,7 +96,8 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
            "KAITO_DELETE_GRACE_SECONDS": "5", "KAITO_RELIST_SECONDS": "2"}
     with Emulator() as emu:
         kube = KubeClient(emu.url)
-        with FakeCluster(kube):  # one keep-alive connection per thread: the client can be shared
+        # Karpenter, the StatefulSet controller and the kubelet (KubeClient: a connection per thread)
+        with FakeControllers(kube, namespace=NS, jobs=False):
             created = [kube.create(workspace(i)) for i in range(workspaces)]
             doomed = set(rng.sample(range(workspaces), workspaces // 5))
             killed = 0

@@ -52,6 +52,21 @@ def test_pods_start_pending_and_nodes_keep_their_status(api):
     assert node["status"]["capacity"] == {"cpu": "4"}
 
 
+def test_create_refuses_a_resource_version_and_assigns_its_own_identity(api):
+    """An object read back and posted again keeps its resourceVersion: the apiserver's storage
+    refuses it (storage.ErrResourceVersionSetOnCreate, a 500); uid and creationTimestamp the
+    client sent are replaced by the server's."""
+    sent = {"metadata": {"name": "c", "resourceVersion": "7"}, "data": {"k": "v"}}
+    resp = api.post("/api/v1/namespaces/s5/configmaps", json=sent)
+    assert resp.status_code == 500, resp.text
+    assert resp.json()["message"] == "resourceVersion should not be set on objects to be created"
+    assert api.get("/api/v1/namespaces/s5/configmaps/c").status_code == 404
+    made = ok(api.post("/api/v1/namespaces/s5/configmaps", json={"metadata": {
+        "name": "c", "uid": "mine", "creationTimestamp": "2000-01-01T00:00:00Z"}, "data": {"k": "v"}}), 201)
+    assert made["metadata"]["uid"] != "mine" and made["metadata"]["creationTimestamp"] != "2000-01-01T00:00:00Z"
+    assert made["metadata"]["resourceVersion"]
+
+
 def test_schema_errors_name_every_field(api):
     bad = workspace("bad", "s6")
     bad["resource"]["count"] = "two"
