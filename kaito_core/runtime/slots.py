@@ -204,8 +204,17 @@ class SlotEngine(Engine):
                        cache=self.slot_cache, use_cache=True)
             buckets = self.graphs.warm_up()
         except Exception:  # noqa: BLE001 - serve without graphs rather than not at all
-            log.exception("preparing the static decode step failed; decoding eagerly")
+            # e.g. out of memory: the whole context for every slot did not fit; the dynamic decode
+            # grows its buffers with the requests instead
+            log.exception("preparing the static decode step (KV buffers for %d slots x %d tokens) failed; "
+                          "decoding eagerly with growing buffers (a smaller --max-batch may fit the static "
+                          "step)", self.max_batch, self.context_length)
             self.graphs = None
+            store.keys.clear()
+            store.values.clear()
+            store.capacity = min(256, store.max_len) + 1
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
             return
         log.info("decode step ready for %d (batch, length) buckets in %.1f s (%d CUDA graphs)", buckets,
                  time.monotonic() - started, len(self.graphs.graphs))

@@ -413,3 +413,72 @@ def test_warm_up_runs_every_bucket_with_padding_rows_only(loaded):
     dynamic = _run(SlotEngine(model, max_batch=4, context_length=128, cuda_graphs="off"),
                    [_seq(tok, p, n, ignore_eos=True) for p, n in zip(PROMPTS[:5], [12, 20, 6, 15, 9])], 0.002)
     assert ours == dynamic
+
+
+def test_a_failed_preparation_falls_back_to_growing_buffers(loaded, monkeypatch):
+    """On CUDA the engine prepares the static step first; if that fails (out of memory for the whole
+    context in every slot), it serves with the dynamic decode and growing buffers."""
+    import torch
+
+    model, tok = loaded["llama"]
+    engine = SlotEngine(model, max_batch=2, context_length=512, cuda_graphs="on")
+    assert engine.store.capacity == 513
+
+    def no_memory():
+        raise MemoryError("the KV buffers for the whole context do not fit")
+
+    monkeypatch.setattr(engine.graphs, "warm_up", no_memory)
+    with torch.inference_mode():
+        engine._capture_graphs()
+    assert engine.graphs is None and engine.store.capacity == 257 and not engine.store.keys
+    ours = _run(engine, [_seq(tok, PROMPTS[2], 9, ignore_eos=True)])
+    assert ours == _run(SlotEngine(model, max_batch=2, context_length=512, cuda_graphs="off"),
+                        [_seq(tok, PROMPTS[2], 9, ignore_eos=True)])
+
+
+def test_served_over_http_with_the_static_step(make_server, tiny_models, adapters, monkeypatch):
+    """``kaito serve`` with ``KAITO_CUDA_GRAPHS=on``, driven by the OpenAI client: the same greedy
+    answers as the dynamic decode; once a LoRA adapter is loaded (the engine's model becomes a
+    PeftModel) steps take the dynamic path, adapter and base rows alike."""
+    import concurrent.futures as cf
+
+    import httpx
+    from openai import OpenAI
+
+    def start(mode):
+        monkeypatch.setenv("KAITO_CUDA_GRAPHS", mode)
+        return make_server(model=str(tiny_models["llama"]), served_model_name="tiny-llama", max_batch=4,
+                           api_key="k")
+
+    static, dynamic = start("on"), start("off")
+    graphs = static.service.engine.graphs
+    assert graphs is not None and dynamic.service.engine.graphs is None
+    prompts = ["The quick brown fox", "def add(a, b):", "Hello! How can I", "Kubernetes schedules pods",
+               "LoRA adapters add", "Numbers: 1 2 3"]
+
+    def answers(url, model, temperature=0.0):
+        client = OpenAI(base_url=url + "/v1", api_key="k")
+
+        def one(prompt):
+            r = client.completions.create(model=model, prompt=prompt, max_tokens=12, temperature=temperature,
+                                          extra_body={"ignore_eos": True})
+            assert r.usage.completion_tokens == 12
+            return r.choices[0].text
+
+        with cf.ThreadPoolExecutor(len(prompts)) as pool:
+            return list(pool.map(one, prompts))
+
+    base = answers(static.url, "tiny-llama")
+    assert base == answers(dynamic.url, "tiny-llama")
+    answers(static.url, "tiny-llama", temperature=0.8)       # sampled on the device, 12 tokens each
+    assert graphs.eager_steps == static.service.engine.steps > 0
+    assert any(sampling for _, _, sampling in graphs.seen)
+    for srv in (static, dynamic):
+        r = httpx.post(srv.url + "/admin/adapters", json={"name": "sql", "source": str(adapters["sql"])},
+                       headers={"Authorization": "Bearer k"})
+        assert r.status_code == 201, r.text
+    before = graphs.eager_steps
+    sql = answers(static.url, "sql")
+    assert sql == answers(dynamic.url, "sql") and sql != base
+    assert answers(static.url, "tiny-llama") == base
+    assert graphs.eager_steps == before
