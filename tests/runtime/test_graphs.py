@@ -482,3 +482,39 @@ def test_served_over_http_with_the_static_step(make_server, tiny_models, adapter
     assert sql == answers(dynamic.url, "sql") and sql != base
     assert answers(static.url, "tiny-llama") == base
     assert graphs.eager_steps == before
+
+
+def test_on_a_gpu_captured_graphs_replay_every_decode_step(tiny_models):
+    """Needs a CUDA GPU (skipped elsewhere, and then nothing above proves the capture itself): the
+    captured graphs give the dynamic path's answers, every decode step is a replay, and the step
+    launches with CUDA's sync debugging set to fail on any host sync."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU: torch.cuda.graph capture and replay")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32).to("cuda").eval()
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    engine = SlotEngine(model, max_batch=8, context_length=512, chunk_tokens=48, graph_min_len=16)  # auto: graphs
+    assert engine.graphs is not None and engine.graphs.capture
+    ours = _run(engine, _greedy(tok), stagger=None)
+    dynamic = _run(SlotEngine(model, max_batch=8, context_length=512, chunk_tokens=48, cuda_graphs="off"),
+                   _greedy(tok), stagger=None)
+    graphs = engine.graphs
+    assert ours == dynamic
+    assert graphs.captures >= len(graphs.batch_sizes) * len(graphs.lengths) and graphs.eager_steps == 0
+    assert graphs.replays == engine.steps > 0
+    live = [_seq(tok, p, 50) for p in PROMPTS[:3]]
+    engine.stopping = False
+    _prime(engine, live)     # slots 0..2 hold three fresh rows
+    key = (4, graphs.lengths[-1], False)
+    with torch.inference_mode():
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            graphs._fill(live, 4, graphs.logits.shape[1], True)
+            graphs._launch(key)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert graphs.ids[:3].tolist() == graphs.logits[:3].argmax(-1).tolist()
