@@ -3,9 +3,12 @@
 TRL's ``packing: true`` with its default ``packing_strategy: "bfd"`` (best-fit decreasing)
 places whole samples into rows of at most ``max_length`` tokens and resets the position ids
 at each sample (``padding_free``), so nothing is cut in half. We do the same, and make the
-isolation explicit instead of trusting each model to infer it from the position ids: the
-collator builds a 4D block-diagonal causal mask (sample *i*'s tokens attend only to earlier
-tokens of sample *i*), which the eager and SDPA attention of transformers use as given
+isolation explicit instead of trusting each model to infer it from the position ids. For the
+decoders :mod:`kaito_core.tuning.attention` knows (Llama, Mistral, Qwen2/3, Phi-3 under SDPA)
+the collator says where each sample lies and attention runs per sample, at the cost of the
+samples instead of the row. Any other model gets a 4D block-diagonal causal mask (sample *i*'s
+tokens attend only to earlier tokens of sample *i*), which the eager and SDPA attention of
+transformers use as given
 (``masking_utils._preprocess_mask_arguments`` returns a 4D mask unchanged). Flash-attention
 cannot take a 4D mask; there transformers' varlen path splits the row at the position-id
 resets (``find_packed_sequence_indices``), so only the position ids are passed. Labels are the
@@ -100,16 +103,14 @@ def block_causal_mask(seq_lens_per_row: list[list[int]], length: int):
     (same sample, k <= q). Padding positions attend only to themselves (no NaN rows)."""
     import torch
 
-    batch = len(seq_lens_per_row)
-    seg = torch.full((batch, length), -1, dtype=torch.long)
-    for b, lens in enumerate(seq_lens_per_row):
-        start = 0
-        for j, n in enumerate(lens):
-            seg[b, start:start + n] = j
-            start += n
-        # padding: each pad token its own segment, so it attends to itself only
-        if start < length:
-            seg[b, start:] = torch.arange(len(lens), len(lens) + length - start)
+    rows = []
+    for lens in seq_lens_per_row:
+        lens = [n for n in lens if n > 0]
+        real = sum(lens)
+        # sample j's tokens carry segment id j; each pad token is a segment of its own
+        seg = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens, dtype=torch.long))
+        rows.append(torch.cat([seg, torch.arange(len(lens), len(lens) + length - real)]))
+    seg = torch.stack(rows)
     same = seg[:, :, None] == seg[:, None, :]
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     return (same & causal)[:, None, :, :]
@@ -120,16 +121,20 @@ class PackedCollator:
 
     ``attention``: the model's ``config._attn_implementation``. ``sdpa``/``eager``/others get
     the 4D mask (boolean for SDPA, additive in the model's dtype for eager); ``flash_*`` get
-    position ids only (transformers splits the row at each position-id reset).
+    position ids only (transformers splits the row at each position-id reset). With
+    ``varlen`` (models :func:`kaito_core.tuning.attention.supported` accepts), no mask at all:
+    the batch carries where each sample lies, for :func:`~kaito_core.tuning.attention.packed_sdpa`.
     """
 
-    def __init__(self, pad_id: int, attention: str | None, dtype: Any = None, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_id: int, attention: str | None, dtype: Any = None, pad_to_multiple_of: int | None = None,
+                 varlen: bool = False):
         from collections import deque
 
         self.pad_id = pad_id
         self.attention = attention or "sdpa"
         self.dtype = dtype
         self.multiple = pad_to_multiple_of
+        self.varlen = varlen
         # Real (non-padding) tokens of each packed training batch, oldest first: the Trainer
         # counts "non_padding" tokens as attention_mask.sum(), which a 4D mask would inflate.
         self.token_counts: deque[int] = deque()
@@ -159,6 +164,11 @@ class PackedCollator:
             pos[i, k:] = torch.arange(n - k, dtype=torch.long)
         batch: dict[str, Any] = {"input_ids": ids, "labels": labels, "position_ids": pos}
         if self.attention.startswith("flash"):
+            return batch
+        if self.varlen:
+            from kaito_core.tuning.attention import PLAN_KEY, plan
+
+            batch[PLAN_KEY] = plan([r["seq_lens"] for r in rows], n)
             return batch
         mask = block_causal_mask([r["seq_lens"] for r in rows], n)
         if self.attention == "eager":

@@ -343,6 +343,7 @@ class _Run:
     def _train(self, loaded, cfg, train_rows, eval_rows, tok, files, source):
         from kaito_core.tuning import progress
         from kaito_core.tuning import train as train_mod
+        from kaito_core.tuning.attention import use_packed_attention
 
         req = self.req
         ckpt_dir = self.work / "checkpoints"
@@ -362,14 +363,15 @@ class _Run:
         callbacks = [progress.make_callback(mode=mode, history=history, metrics=metrics, on_step=req.on_step),
                      train_mod.stop_callback(stop)]
         dataset = train_mod.RecordingDataset(rows)
+        data_collator = train_mod.collator(cfg, loaded, tok, self.packing is not None)
         trainer = train_mod.trainer_class()(
             model=loaded.model, args=args, train_dataset=dataset, eval_dataset=eval_rows or None,
-            data_collator=train_mod.collator(cfg, loaded, tok, self.packing is not None), callbacks=callbacks)
+            data_collator=data_collator, callbacks=callbacks)
         progress.remove_printer(trainer)
         train_mod.write_fingerprint(ckpt_dir, fp)
         self.resumed_from = resume
         try:
-            with stop:
+            with stop, use_packed_attention(loaded.model, getattr(data_collator, "varlen", False)):
                 try:
                     trainer.train(resume_from_checkpoint=resume)
                 except OSError as exc:
@@ -380,7 +382,8 @@ class _Run:
             if stop.signum is not None:
                 raise train_mod.interrupted_error(stop, trainer.state, ckpt_dir)
             if eval_rows:
-                history.eval_loss = float(trainer.evaluate().get("eval_loss", float("nan")))
+                with use_packed_attention(loaded.model, getattr(data_collator, "varlen", False)):
+                    history.eval_loss = float(trainer.evaluate().get("eval_loss", float("nan")))
         finally:
             if metrics is not None:
                 metrics.close()

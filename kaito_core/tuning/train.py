@@ -300,9 +300,13 @@ def collator(cfg, loaded, tok, packed: bool):
     multiple = cfg.collator.get("pad_to_multiple_of")
     if not packed:
         return PadCollator(pad, multiple)
+    from kaito_core.tuning.attention import supported
+
     model_cfg = getattr(loaded.model, "config", None)
     attention = getattr(model_cfg, "_attn_implementation", None)
-    return PackedCollator(pad, attention, dtype=getattr(loaded.model, "dtype", None), pad_to_multiple_of=multiple)
+    # Per-sample attention (O(sum of sample²)) where the model allows it; else the 4D block mask.
+    return PackedCollator(pad, attention, dtype=getattr(loaded.model, "dtype", None), pad_to_multiple_of=multiple,
+                          varlen=supported(loaded.model))
 
 
 def check_history(history) -> None:

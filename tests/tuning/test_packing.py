@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaito_core.tuning import run
+from kaito_core.tuning import attention, run
 from kaito_core.tuning.encode import IGNORE
 from kaito_core.tuning.packing import PackedCollator, block_causal_mask, pack
 
@@ -49,18 +49,21 @@ def test_block_causal_mask():
     assert m[5].tolist() == [False] * 5 + [True]  # padding sees itself only
 
 
-def _packed_and_alone(model_dir, attention):
+def _packed_and_alone(model_dir, attention_name, **config):
     import torch
     from transformers import AutoModelForCausalLM
 
+    varlen = attention_name == "varlen"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 attn_implementation=attention).eval()
+                                                 attn_implementation="sdpa" if varlen else attention_name,
+                                                 **config).eval()
     packed = pack(ROWS, 32)
     assert len(packed) == 1 and len(packed[0]["seq_lens"]) == 4
-    batch = PackedCollator(0, model.config._attn_implementation)([packed[0]])
+    batch = PackedCollator(0, model.config._attn_implementation, varlen=varlen)([packed[0]])
+    assert ("attention_mask" in batch) is not varlen and (attention.PLAN_KEY in batch) is varlen
     with torch.no_grad():
-        together = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         position_ids=batch["position_ids"]).logits[0]
+        with attention.use_packed_attention(model, varlen):
+            together = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
         plain = model(input_ids=batch["input_ids"]).logits[0]  # one causal sequence: samples see each other
         alone = {}
         for r in ROWS:
@@ -68,18 +71,35 @@ def _packed_and_alone(model_dir, attention):
     return packed[0], together, plain, alone, model, batch
 
 
-@pytest.mark.parametrize("arch", ["llama", "phi3", "falcon"])
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_a_packed_row_gives_each_sample_the_logits_it_has_alone(arch, attention, tiny_models):
-    row, together, plain, alone, _, _ = _packed_and_alone(tiny_models[arch], attention)
+def _worst_and_leaked(row, together, plain, alone):
     start, worst, leaked = 0, 0.0, 0.0
     for n in row["seq_lens"]:
         ref = alone[row["input_ids"][start]]
         worst = max(worst, (together[start:start + n] - ref).abs().max().item())
         leaked = max(leaked, (plain[start:start + n] - ref).abs().max().item())
         start += n
+    return worst, leaked
+
+
+# Falcon does not use transformers' AttentionInterface: it always gets the 4D block mask.
+@pytest.mark.parametrize("arch,attention_name", [(a, n) for a in ("llama", "phi3", "falcon")
+                                                 for n in ("sdpa", "eager", "varlen") if (a, n) != ("falcon", "varlen")])
+def test_a_packed_row_gives_each_sample_the_logits_it_has_alone(arch, attention_name, tiny_models):
+    worst, leaked = _worst_and_leaked(*_packed_and_alone(tiny_models[arch], attention_name)[:4])
     assert worst < 1e-4
     assert leaked > 1e-3  # without the block mask the later samples do see the earlier ones
+
+
+def test_per_sample_attention_keeps_a_sliding_window(tiny_models):
+    """Phi-3 with a 3-token window: each sample alone gets transformers' sliding-window mask;
+    the packed row's per-sample attention must apply the same window (7-token sample > 3)."""
+    _, together, _, alone, model, _ = _packed_and_alone(tiny_models["phi3"], "varlen", sliding_window=3)
+    assert model.config.sliding_window == 3
+    _, wide, _, alone_wide, _, _ = _packed_and_alone(tiny_models["phi3"], "varlen")
+    row = pack(ROWS, 32)[0]
+    worst, _ = _worst_and_leaked(row, together, together, alone)
+    assert worst < 1e-4
+    assert (alone[30] - alone_wide[30]).abs().max().item() > 1e-3  # the window does change the 7-token sample
 
 
 def test_the_packed_loss_is_the_token_weighted_loss_of_the_samples(tiny_models):
@@ -90,6 +110,9 @@ def test_the_packed_loss_is_the_token_weighted_loss_of_the_samples(tiny_models):
     with torch.no_grad():
         packed_loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             position_ids=batch["position_ids"], labels=labels).loss.item()
+        varlen = PackedCollator(0, "sdpa", varlen=True)([row])
+        with attention.use_packed_attention(model):
+            varlen_loss = model(**varlen).loss.item()
         total = count = 0.0
         for r in ROWS:
             n = sum(1 for x in r["labels"][1:] if x != IGNORE)
@@ -97,6 +120,86 @@ def test_the_packed_loss_is_the_token_weighted_loss_of_the_samples(tiny_models):
             total += model(input_ids=torch.tensor([r["input_ids"]]), labels=lab).loss.item() * n
             count += n
     assert packed_loss == pytest.approx(total / count, abs=1e-5)
+    assert varlen_loss == pytest.approx(total / count, abs=1e-5)
+
+
+def _rows(n, seed=0):
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = rnd.randint(2, 40)
+        ids = [rnd.randint(1, 500) for _ in range(k)]
+        out.append({"input_ids": ids, "labels": [x if j >= k // 2 else IGNORE for j, x in enumerate(ids)]})
+    return out
+
+
+@pytest.mark.parametrize("arch", ["llama", "phi3"])
+def test_per_sample_attention_trains_exactly_like_the_block_mask(arch, tiny_models):
+    """Same LoRA model, same packed batch (several rows, padding, grouped-query attention):
+    the loss and every LoRA gradient agree between the 4D mask and per-sample attention."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kaito_core.testing.tiny_models import build_tiny_model
+
+    model_dir = build_tiny_model(tiny_models[arch].parent / f"{arch}-gqa", arch, kv_heads=2, context=256)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    targets = ["q_proj", "v_proj"] if arch == "llama" else ["qkv_proj", "o_proj"]
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=targets, init_lora_weights=False))
+    assert attention.supported(model)
+    rows = pack(_rows(40), 128)[-3:]
+    assert len({len(r["input_ids"]) for r in rows}) > 1  # the shorter rows are padded
+
+    def loss_and_grads(varlen):
+        model.zero_grad()
+        batch = PackedCollator(0, "sdpa", varlen=varlen)(rows)
+        with attention.use_packed_attention(model, varlen):
+            loss = model(**batch).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    mask_loss, mask_grads = loss_and_grads(False)
+    varlen_loss, varlen_grads = loss_and_grads(True)
+    assert varlen_loss == pytest.approx(mask_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(mask_grads, varlen_grads))
+    assert any(g.abs().max() > 0 for g in varlen_grads)
+    assert base.config._attn_implementation == "sdpa"  # restored after the block
+
+
+def test_the_plan_puts_every_token_back_in_place():
+    import torch
+
+    seq_lens = [[3, 20, 1], [40, 5]]
+    p = attention.plan(seq_lens, 50)
+    flat = torch.cat([idx.flatten()[real] for idx, real in zip(p["index"], p["valid"])])
+    assert sorted(flat.tolist()) == list(range(100))  # each token (padding included) exactly once
+    assert torch.equal(flat[p["inverse"]], torch.arange(100))
+    # buckets (the pad tails 26 and 5 are segments too): 3,1,5,5 | 20,26 | 40, capped at the row length
+    assert [tuple(i.shape) for i in p["index"]] == [(4, 16), (2, 32), (1, 50)]
+    assert p["index"][0][0].tolist() == [0, 1, 2] + [2] * 13  # padded by repeating the last token
+
+
+def test_per_sample_attention_refuses_a_batch_without_its_plan(tiny_models):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    with attention.use_packed_attention(model), pytest.raises(RuntimeError, match="needs the packed collator"):
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+def test_models_outside_the_list_keep_the_block_mask(tiny_models):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    falcon = AutoModelForCausalLM.from_pretrained(tiny_models["falcon"], dtype=torch.float32)
+    llama = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    eager = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32,
+                                                 attn_implementation="eager")
+    assert not attention.supported(falcon) and attention.supported(llama) and not attention.supported(eager)
 
 
 def test_a_run_with_packing_learns_in_fewer_steps(tiny_models, chat_jsonl, fast_config, tmp_path):
