@@ -183,12 +183,12 @@ class DecodeGraphs:
 
     # -- one decode step ----------------------------------------------------------------------
 
-    def decode(self, rows: list[Any], vocab_hint: int | None = None) -> tuple[list[Pick] | None, torch.Tensor]:
+    def decode(self, rows: list[Any]) -> tuple[list[Pick] | None, torch.Tensor]:
         """Run the step for ``rows`` (slots ``0..n-1``, each at position ``row.pos``). Returns the
         picks when every row samples on the device (one host read: the ids), else ``None`` and the
         rows' logits for the host sampler."""
         n = len(rows)
-        vocab = vocab_hint or (self.logits.shape[1] if self.logits is not None else self._vocab())
+        vocab = self.logits.shape[1] if self.logits is not None else self._vocab()
         on_device = all(samples_on_device(r, vocab) for r in rows)
         B = bucket(n, self.batch_sizes)
         L = bucket(max(r.pos for r in rows) + 1, self.lengths)

@@ -32,9 +32,11 @@ Decode, two ways (``cuda_graphs`` / ``$KAITO_CUDA_GRAPHS``: auto = static on CUD
   temperature variant is captured on first use. On CPU (``on``) the same step runs eagerly.
 
 What stays on the host or eager: prefill (chunks have varying shapes; vLLM's original engine
-captured decode batches only, too); rows with penalties, logit bias, top-k/top-p/min-p, a seed, logprobs or a JSON grammar
-(the static step's logits go to the host sampler, one extra read); steps that pass per-row LoRA
-adapter names (peft's mixed-adapter forward indexes rows on the host) run the dynamic decode.
+captured decode batches only, too); rows with penalties, logit bias, top-k/top-p/min-p, a seed,
+logprobs or a JSON grammar (the static step's logits go to the host sampler, one extra read).
+Once a LoRA adapter is loaded, the engine's model is a PeftModel, whose mixed-adapter forward
+picks rows on the host: decode steps then run the dynamic path.
+
 Verified on CPU only: the static step's equality with the dynamic path and ``generate``, what it
 reads, and that its op trace is a pure function of its bucket (tests/runtime/test_graphs.py);
 ``torch.cuda.graph`` capture and replay themselves have not been run on a GPU yet.
