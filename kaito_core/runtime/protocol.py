@@ -7,10 +7,12 @@ the event loop for every request. Standard library only.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from kaito_core.runtime.constraints import Constraint, response_format
+from kaito_core.runtime.templating import template_options
 from kaito_core.runtime.errors import bad_param, missing_param, unsupported_param
 from kaito_core.runtime.fields import (  # noqa: F401 - check_text, parse_json: public from here too
     bool_field, check_text, int_field, logit_bias_field, num_field, parse_json, stop_field, stop_token_ids_field)
@@ -32,6 +34,7 @@ _UNSUPPORTED_COMPLETION = {
     "suffix": "insertion (suffix) is not supported",
 }
 MAX_N = 16             # choices per request (each is one sequence in the batch)
+MAX_CHOICES_TOTAL = 256  # prompts x n in one /v1/completions request
 MAX_LOGPROBS = 20      # vLLM's default --max-logprobs
 # vLLM (sampling_params.py): below _SAMPLING_EPS a temperature means greedy; below _MAX_TEMP it
 # is raised to _MAX_TEMP, because dividing logits by it overflows to inf/NaN.
@@ -85,6 +88,7 @@ class ParsedRequest:
     # keyword arguments of the chat template's rendering (vLLM's add_generation_prompt,
     # continue_final_message and chat_template_kwargs)
     template: dict[str, Any] = field(default_factory=lambda: {"add_generation_prompt": True})
+    more_prompts: list[tuple[str | None, list[int] | None]] = field(default_factory=list)  # a batch's others
 
 
 def normalise_temperature(value: float) -> float:
@@ -243,73 +247,52 @@ def parse_chat(body: dict) -> ParsedRequest:
                          template=template_options(body))
 
 
-# apply_chat_template's own parameters: a chat_template_kwargs key must not override them
-_RESERVED_TEMPLATE_KEYS = frozenset({
-    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
-    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors",
-    "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs"})
-
-
-def template_options(body: dict) -> dict[str, Any]:
-    """vLLM's chat-template extras: ``add_generation_prompt`` (true), ``continue_final_message``
-    (false; the answer continues the last, assistant, message: "prefilling" it) and
-    ``chat_template_kwargs`` (variables for the template, such as Qwen3's ``enable_thinking``).
-    As vLLM's validator, both flags true is refused; ``continue_final_message`` alone turns the
-    generation prompt off, since transformers refuses the two together."""
-    cont = bool_field(body, "continue_final_message")
-    agp = body.get("add_generation_prompt")
-    if agp is not None and not isinstance(agp, bool):
-        raise bad_param("add_generation_prompt", agp, "true or false", code="invalid_type")
-    if cont and agp:
-        raise bad_param("continue_final_message", True, "false when add_generation_prompt is true (vLLM's rule); "
-                                                        "set add_generation_prompt to false")
-    options: dict[str, Any] = {"add_generation_prompt": (not cont) if agp is None else agp,
-                               "continue_final_message": cont}
-    kwargs = body.get("chat_template_kwargs")
-    if kwargs is None:
-        return options
-    if not isinstance(kwargs, dict):
-        raise bad_param("chat_template_kwargs", kwargs, "an object such as {\"enable_thinking\": false}",
-                        code="invalid_type")
-    for key in kwargs:
-        if not key.isidentifier() or key in _RESERVED_TEMPLATE_KEYS:
-            raise bad_param(f"chat_template_kwargs.{key}", kwargs[key],
-                            "a template variable name (an identifier, not one of apply_chat_template's own "
-                            f"parameters {sorted(_RESERVED_TEMPLATE_KEYS)})")
-    return {**kwargs, **options}
-
-
 def parse_completion(body: dict) -> ParsedRequest:
-    """``POST /v1/completions``: one prompt, as a string or token ids."""
+    """``POST /v1/completions``: a prompt (a string or token ids) or a batch of them."""
     model, stream, include_usage = _common(body, _UNSUPPORTED_COMPLETION, "completion")
     echo = bool_field(body, "echo")
     constraint = response_format(body)
     if echo and stream:
         raise unsupported_param("echo", "echo with stream is not supported; use one of them")
-    prompt = body.get("prompt")
-    text: str | None = None
-    ids: list[int] | None = None
-    if prompt is None:
-        raise missing_param("prompt", "a string, a list with one string, or a list of token ids")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]  # a batch of one
-    if isinstance(prompt, str):
-        text = prompt
-    elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-        if any(t < 0 for t in prompt):
-            raise bad_param("prompt", prompt, "token ids >= 0")
-        ids = list(prompt)
-    elif isinstance(prompt, list) and len(prompt) > 1 and all(isinstance(p, (str, list)) for p in prompt):
-        raise bad_param("prompt", f"a batch of {len(prompt)} prompts",
-                        "one prompt per request (send the prompts as parallel requests)")
-    else:
-        raise bad_param("prompt", prompt, "a string, a list with one string, or a non-empty list of token ids",
-                        code="invalid_type")
+    prompts = _prompts(body.get("prompt"))
+    n = _choices(body, "completion")
+    if len(prompts) * n > MAX_CHOICES_TOTAL:
+        raise bad_param("prompt", f"{len(prompts)} prompts x n={n}", f"at most {MAX_CHOICES_TOTAL} choices in all "
+                                                                     "(send several requests)")
     params = sampling_from(body)
     params.logprobs = _completion_logprobs(body)
+    (text, ids), rest = prompts[0], prompts[1:]
     return ParsedRequest(kind="completion", model=model, params=params, prompt=text, prompt_ids=ids,
-                         stream=stream, include_usage=include_usage, echo=echo, n=_choices(body, "completion"),
-                         constraint=constraint)
+                         stream=stream, include_usage=include_usage, echo=echo, n=n, constraint=constraint,
+                         more_prompts=rest)
+
+
+def _one_prompt(value: Any, where: str) -> tuple[str | None, list[int] | None]:
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, list) and value and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        if any(t < 0 for t in value):
+            raise bad_param(where, value, "token ids >= 0")
+        return None, list(value)
+    raise bad_param(where, value, "a string or a non-empty list of token ids", code="invalid_type")
+
+
+def _prompts(value: Any) -> list[tuple[str | None, list[int] | None]]:
+    """A prompt (a string or token ids), or a batch of them (a list of strings or of token-id
+    lists), as vLLM accepts: each prompt gets ``n`` choices, indexed prompt by prompt."""
+    if value is None:
+        raise missing_param("prompt", "a string, a list of token ids, or a list of those (a batch)")
+    if isinstance(value, list) and value and all(isinstance(p, (str, list)) for p in value):
+        return [_one_prompt(p, f"prompt[{i}]") for i, p in enumerate(value)]
+    return [_one_prompt(value, "prompt")]
+
+
+def split_batch(parsed: ParsedRequest) -> list[ParsedRequest]:
+    """One request per prompt of a batch, each with its own copy of the sampling parameters
+    (preparing a request adjusts them to its prompt's length)."""
+    prompts = [(parsed.prompt, parsed.prompt_ids), *parsed.more_prompts]
+    return [dataclasses.replace(parsed, prompt=text, prompt_ids=ids, more_prompts=[],
+                                params=dataclasses.replace(parsed.params)) for text, ids in prompts]
 
 
 # upstream KAITO's generate_kwargs defaults (presets/.../text-generation/inference_api.py)

@@ -1,12 +1,13 @@
 """OpenAI routes of the transformers backend: models, chat completions, completions.
 
 Answers follow vLLM's OpenAI server where OpenAI leaves room: ``n`` choices (each a sequence of
-its own in the batch), ``logprobs``/``top_logprobs`` as vLLM shapes them (raw model
+its own in the batch), batched completion prompts (``n`` choices each, indexed prompt by prompt), ``logprobs``/``top_logprobs`` as vLLM shapes them (raw model
 log-probabilities, -9999.0 for -inf), streamed chunks carrying their choice ``index``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kaito_core.runtime import responses as R
 from kaito_core.runtime.errors import APIError, model_not_found
-from kaito_core.runtime.protocol import parse_chat, parse_completion
+from kaito_core.runtime.protocol import parse_chat, parse_completion, split_batch
 from kaito_core.runtime.service import Prepared
 
 
@@ -41,9 +42,9 @@ def finish_of(out: Any) -> str | None:
     return "length" if out.finish_reason == "length" else "stop"
 
 
-async def collect(service: Any, request: Request, prep: Prepared) -> list[Choice]:
-    choices = [Choice() for _ in range(prep.parsed.n)]
-    async for index, out in service.generate(prep, request.is_disconnected):
+async def collect(service: Any, request: Request, preps: list[Prepared]) -> list[Choice]:
+    choices = [Choice() for p in preps for _ in range(p.parsed.n)]
+    async for index, out in service.generate(preps, request.is_disconnected):
         c = choices[index]
         c.parts.append(out.text)
         c.tokens = out.completion_tokens
@@ -83,8 +84,8 @@ def register(app: FastAPI, ctx: Any) -> None:
         prep = await service.prepare_async(parsed)
         rid, created = R.new_id("chatcmpl"), int(time.time())
         if parsed.stream:
-            return stream(service, request, prep, rid, created, chat=True)
-        choices = await collect(service, request, prep)
+            return stream(service, request, [prep], rid, created, chat=True)
+        choices = await collect(service, request, [prep])
         want_lp = parsed.params.logprobs is not None
         body = [R.chat_choice(i, c.text, c.finish,
                               R.chat_logprobs(c.logprobs, service.token_text) if want_lp else None)
@@ -95,37 +96,45 @@ def register(app: FastAPI, ctx: Any) -> None:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         parsed = parse_completion(await ctx.body_of(request))
-        prep = await service.prepare_async(parsed)
+        # a batch of prompts: each prepared (and checked) on its own, all decoded together
+        preps = list(await asyncio.gather(*(service.prepare_async(p) for p in split_batch(parsed))))
         rid, created = R.new_id("cmpl"), int(time.time())
         if parsed.stream:
-            return stream(service, request, prep, rid, created, chat=False)
-        choices = await collect(service, request, prep)
+            return stream(service, request, preps, rid, created, chat=False)
+        choices = await collect(service, request, preps)
         want_lp = parsed.params.logprobs is not None
-        head = prep.prompt_text if parsed.echo else ""
-        body = [R.completion_choice(i, head + c.text, c.finish,
-                                    R.completion_logprobs(c.logprobs, service.token_text, len(head))
-                                    if want_lp else None)
-                for i, c in enumerate(choices)]
-        return JSONResponse(R.completion(rid, prep.model_id, "", None, created, len(prep.prompt_ids),
+        body = []
+        for i, c in enumerate(choices):
+            head = preps[i // parsed.n].prompt_text if parsed.echo else ""
+            body.append(R.completion_choice(i, head + c.text, c.finish,
+                                            R.completion_logprobs(c.logprobs, service.token_text, len(head))
+                                            if want_lp else None))
+        return JSONResponse(R.completion(rid, preps[0].model_id, "", None, created, _prompt_tokens(preps),
                                          sum(c.tokens for c in choices), choices=body))
 
 
-def stream(service: Any, request: Request, prep: Prepared, rid: str, created: int, chat: bool) -> StreamingResponse:
-    return StreamingResponse(_events(service, request, prep, rid, created, chat), media_type="text/event-stream",
+def _prompt_tokens(preps: list[Prepared]) -> int:
+    return sum(len(p.prompt_ids) for p in preps)
+
+
+def stream(service: Any, request: Request, preps: list[Prepared], rid: str, created: int,
+           chat: bool) -> StreamingResponse:
+    return StreamingResponse(_events(service, request, preps, rid, created, chat), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(service: Any, request: Request, prep: Prepared, rid: str, created: int,
+async def _events(service: Any, request: Request, preps: list[Prepared], rid: str, created: int,
                   chat: bool) -> AsyncIterator[bytes]:
-    model, parsed = prep.model_id, prep.parsed
+    model, parsed = preps[0].model_id, preps[0].parsed
     want_lp = parsed.params.logprobs is not None
-    tokens = [0] * parsed.n
-    offsets = [0] * parsed.n
+    total = parsed.n * len(preps)
+    tokens = [0] * total
+    offsets = [0] * total
     if chat:
         for i in range(parsed.n):
             yield R.sse(R.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}, index=i))
     try:
-        async for i, out in service.generate(prep, request.is_disconnected):
+        async for i, out in service.generate(preps, request.is_disconnected):
             tokens[i] = out.completion_tokens
             finish = finish_of(out)
             if chat:
@@ -147,5 +156,5 @@ async def _events(service: Any, request: Request, prep: Prepared, rid: str, crea
         return
     if parsed.include_usage:
         make = R.chat_usage_chunk if chat else R.completion_usage_chunk
-        yield R.sse(make(rid, model, created, len(prep.prompt_ids), sum(tokens)))
+        yield R.sse(make(rid, model, created, _prompt_tokens(preps), sum(tokens)))
     yield R.SSE_DONE

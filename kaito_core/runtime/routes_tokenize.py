@@ -12,7 +12,8 @@ from fastapi import FastAPI, Request
 
 from kaito_core.runtime.errors import bad_param, missing_param
 from kaito_core.runtime.fields import bool_field
-from kaito_core.runtime.protocol import ParsedRequest, SamplingParams, parse_messages, template_options
+from kaito_core.runtime.protocol import ParsedRequest, SamplingParams, parse_messages
+from kaito_core.runtime.templating import template_options
 
 MAX_DETOKENIZE = 1 << 20   # token ids in one /detokenize request
 

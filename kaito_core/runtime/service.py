@@ -319,23 +319,27 @@ class TransformersService(AdapterAdmin):
         prep.grammars = rows
         return prep
 
-    async def generate(self, prep: Prepared, is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
-        """Yield ``(choice index, Output)`` until every one of the request's ``n`` choices has
-        finished. Each choice is its own sequence in the batch; all are cancelled on exit."""
+    async def generate(self, prep: Prepared | list[Prepared],
+                       is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
+        """Yield ``(choice index, Output)`` until every choice has finished: ``n`` per prepared
+        prompt (several for a batched /v1/completions), indexed prompt by prompt as vLLM does.
+        Each choice is its own sequence in the batch; all are cancelled on exit."""
         from kaito_core.runtime.engine import EngineBusy, Sequence
         from kaito_core.runtime.textstream import Detokenizer
 
+        preps = prep if isinstance(prep, list) else [prep]
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
-        n = prep.parsed.n
         seqs = []
-        for i in range(n):
-            params = prep.parsed.params
-            if n > 1 and params.seed is not None:  # n seeded choices differ, yet the request repeats
-                params = dataclasses.replace(params, seed=params.seed + i)
-            seqs.append(Sequence(prompt_ids=prep.prompt_ids, params=params, max_new_tokens=prep.max_new_tokens,
-                                 eos_ids=self.loaded.eos_ids, detok=Detokenizer(self.loaded.tokenizer),
-                                 sink=functools.partial(_tagged, queue, i), adapter=prep.adapter,
-                                 model_id=prep.model_id, grammar=prep.grammars[i] if prep.grammars else None))
+        for p in preps:
+            n = p.parsed.n
+            for i in range(n):
+                params = p.parsed.params
+                if n > 1 and params.seed is not None:  # n seeded choices differ, yet the request repeats
+                    params = dataclasses.replace(params, seed=params.seed + i)
+                seqs.append(Sequence(prompt_ids=p.prompt_ids, params=params, max_new_tokens=p.max_new_tokens,
+                                     eos_ids=self.loaded.eos_ids, detok=Detokenizer(self.loaded.tokenizer),
+                                     sink=functools.partial(_tagged, queue, len(seqs)), adapter=p.adapter,
+                                     model_id=p.model_id, grammar=p.grammars[i] if p.grammars else None))
         try:
             for seq in seqs:
                 self.engine.submit(seq)
@@ -346,8 +350,8 @@ class TransformersService(AdapterAdmin):
                            code="overloaded", headers={"Retry-After": "1"}) from None
         if self.metrics is not None:
             self.metrics.running.inc()
-            self.metrics.adapter_requests.labels(prep.adapter or "").inc()
-        left = n
+            self.metrics.adapter_requests.labels(preps[0].adapter or "").inc()
+        left = len(seqs)
         last_check = time.monotonic()
         try:
             while left:
