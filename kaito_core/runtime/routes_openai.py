@@ -1,8 +1,9 @@
 """OpenAI routes of the transformers backend: models, chat completions, completions.
 
 Answers follow vLLM's OpenAI server where OpenAI leaves room: ``n`` choices (each a sequence of
-its own in the batch), batched completion prompts (``n`` choices each, indexed prompt by prompt), ``logprobs``/``top_logprobs`` as vLLM shapes them (raw model
-log-probabilities, -9999.0 for -inf), streamed chunks carrying their choice ``index``.
+its own in the batch), batched completion prompts (``n`` choices each, indexed prompt by
+prompt), ``logprobs``/``top_logprobs`` as vLLM shapes them (raw model log-probabilities, -9999.0
+for -inf), streamed chunks carrying their choice ``index``.
 """
 
 from __future__ import annotations
