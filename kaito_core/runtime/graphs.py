@@ -299,3 +299,39 @@ class DecodeGraphs:
         self.captures += 1
         log.info("captured the decode step for batch %d, length %d (%d graphs)", key[0], key[1], len(self.graphs))
         return graph
+
+
+def prepare(engine: Any) -> None:
+    """At engine start (on CUDA): allocate the KV buffers (one token written to slot 0's scratch
+    column), check that prefill still has room, then capture every bucket's greedy step. On any
+    failure (out of memory: every slot's whole context did not fit) the engine goes on with the
+    dynamic decode and buffers that grow with the requests."""
+    import time
+
+    graphs, store, device = engine.graphs, engine.store, engine.device
+    if engine.model is not graphs.model:  # started with an adapter: steps take the dynamic path
+        return
+    started = time.monotonic()
+    store.slot_index = torch.zeros((1, 1), dtype=torch.long, device=device)
+    store.write_index = torch.full((1, 1), store.scratch, dtype=torch.long, device=device)
+    store.view = (0, 1, 1)
+    zero = torch.zeros((1, 1), dtype=torch.long, device=device)
+    try:
+        engine.model(input_ids=zero, position_ids=zero, attention_mask=engine._mask(zero, 1),
+                     cache=engine.slot_cache, use_cache=True)
+        if device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(device)
+            if free < max(1 << 30, total // 20):  # prefill activations need room beyond the KV buffers
+                raise MemoryError(f"only {free / 2**30:.1f} GiB of GPU memory left after the KV buffers")
+        buckets = graphs.warm_up()
+    except Exception:  # noqa: BLE001 - serve without the static step rather than not at all
+        log.exception("preparing the static decode step (KV buffers for %d slots x %d tokens) failed; "
+                      "decoding eagerly with growing buffers (a smaller --max-batch may fit the static step)",
+                      engine.max_batch, engine.context_length)
+        engine.graphs = None
+        store.release()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return
+    log.info("decode step ready for %d (batch, length) buckets in %.1f s (%d CUDA graphs)", buckets,
+             time.monotonic() - started, len(graphs.graphs))

@@ -84,6 +84,12 @@ class SlotStore:
         self.static_cols: torch.Tensor | None = None     # [B, 1]: the static decode step's columns
         self.view = (0, 0, 0)                            # start slot, rows, length to attend over
 
+    def release(self, initial: int = 256) -> None:
+        """Drop the buffers; they are allocated again (``initial`` columns) by the next write."""
+        self.keys.clear()
+        self.values.clear()
+        self.capacity = min(initial, self.max_len) + 1
+
     @property
     def scratch(self) -> int:
         return self.capacity - 1
@@ -187,39 +193,9 @@ class SlotEngine(Engine):
             self.commands.append((self._capture_graphs, Future()))
 
     def _capture_graphs(self) -> None:
-        """Allocate the KV buffers (one token written to slot 0's scratch column), then run or
-        capture every bucket's static step."""
-        import time
+        from kaito_core.runtime.graphs import prepare
 
-        from kaito_core.runtime.engine import log
-
-        if self.model is not self.graphs.model:  # started with an adapter: steps take the dynamic path
-            return
-        started = time.monotonic()
-        store, scratch = self.store, self.store.scratch
-        store.slot_index = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        store.write_index = torch.full((1, 1), scratch, dtype=torch.long, device=self.device)
-        store.view = (0, 1, 1)
-        zero = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        try:
-            self.model(input_ids=zero, position_ids=zero, attention_mask=self._mask(zero, 1),
-                       cache=self.slot_cache, use_cache=True)
-            buckets = self.graphs.warm_up()
-        except Exception:  # noqa: BLE001 - serve without graphs rather than not at all
-            # e.g. out of memory: the whole context for every slot did not fit; the dynamic decode
-            # grows its buffers with the requests instead
-            log.exception("preparing the static decode step (KV buffers for %d slots x %d tokens) failed; "
-                          "decoding eagerly with growing buffers (a smaller --max-batch may fit the static "
-                          "step)", self.max_batch, self.context_length)
-            self.graphs = None
-            store.keys.clear()
-            store.values.clear()
-            store.capacity = min(256, store.max_len) + 1
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return
-        log.info("decode step ready for %d (batch, length) buckets in %.1f s (%d CUDA graphs)", buckets,
-                 time.monotonic() - started, len(self.graphs.graphs))
+        prepare(self)
 
     def running(self) -> int:
         return len(self.rows) + len(self.prefilling)
