@@ -70,8 +70,9 @@ def completion_logprobs(entries: list, token_text: Callable[[int], str], offset:
     for tid, lp, top in entries:
         text = token_text(tid)
         tokens.append(text)
-        lps.append(_lp(lp))
-        tops.append({token_text(t): _lp(v) for t, v in top})
+        # an echoed prompt's first token has no logprob: null in both lists, as vLLM answers
+        lps.append(None if lp is None else _lp(lp))
+        tops.append(None if top is None else {token_text(t): _lp(v) for t, v in top})
         offsets.append(offset)
         offset += len(text)
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}

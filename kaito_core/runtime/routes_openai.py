@@ -104,12 +104,16 @@ def register(app: FastAPI, ctx: Any) -> None:
             return stream(service, request, preps, rid, created, chat=False)
         choices = await collect(service, request, preps)
         want_lp = parsed.params.logprobs is not None
+        # echo + logprobs: the prompt's tokens carry their logprobs too (how harnesses score text)
+        heads = [await service.prompt_logprobs(p) for p in preps] if parsed.echo and want_lp else None
         body = []
         for i, c in enumerate(choices):
             head = preps[i // parsed.n].prompt_text if parsed.echo else ""
-            body.append(R.completion_choice(i, head + c.text, c.finish,
-                                            R.completion_logprobs(c.logprobs, service.token_text, len(head))
-                                            if want_lp else None))
+            lp = None
+            if want_lp:
+                entries = heads[i // parsed.n] + c.logprobs if heads else c.logprobs
+                lp = R.completion_logprobs(entries, service.token_text, 0 if heads else len(head))
+            body.append(R.completion_choice(i, head + c.text, c.finish, lp))
         return JSONResponse(R.completion(rid, preps[0].model_id, "", None, created, _prompt_tokens(preps),
                                          sum(c.tokens for c in choices), choices=body))
 

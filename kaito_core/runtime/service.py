@@ -319,6 +319,15 @@ class TransformersService(AdapterAdmin):
         prep.grammars = rows
         return prep
 
+    async def prompt_logprobs(self, prep: Prepared) -> list:
+        """The prompt tokens' own log-probabilities (``echo`` with ``logprobs``), computed on the
+        engine thread between two steps."""
+        from kaito_core.runtime.prompt_logprobs import prompt_logprobs
+
+        k = prep.parsed.params.logprobs or 0
+        return await self.engine.acall(lambda: prompt_logprobs(self.engine.model, self.engine.forward_kwargs,
+                                                               prep.prompt_ids, k, prep.adapter))
+
     async def generate(self, prep: Prepared | list[Prepared],
                        is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
         """Yield ``(choice index, Output)`` until every choice has finished: ``n`` per prepared
