@@ -32,9 +32,10 @@ Writing a test against it: play other controllers as they act on a cluster, thro
 emulator_controllers.FakeControllers` does Karpenter, the StatefulSet controller and the
 kubelet); make the cluster misbehave with :meth:`Emulator.inject`, :meth:`Emulator.fail`,
 :meth:`Emulator.hold_watches`, :meth:`Emulator.compact` and :meth:`Emulator.cut_watches`;
-read :attr:`Emulator.calls` (every request by verb, resource and User-Agent) and
-:attr:`Emulator.webhook_calls`. There is no lenient mode: a test that writes status through the
-main resource sees it ignored, as on a cluster.
+read :attr:`Emulator.calls` (every request by verb, resource and User-Agent),
+:attr:`Emulator.refusals` (every answer other than 2xx) and :attr:`Emulator.webhook_calls`.
+There is no lenient mode: a test that writes status through the main resource sees it
+ignored, as on a cluster.
 
 The parts live in ``emulator_*.py`` beside this module.
 """
@@ -163,6 +164,12 @@ class Emulator:
     def webhook_calls(self) -> list[tuple[str, str]]:
         """(webhook name, operation) of every admission call made, in order."""
         return list(self.call(lambda: list(self.handler.webhook_calls)))
+
+    @property
+    def refusals(self) -> list[tuple[str, str, str, int, str, str]]:
+        """(method, path, User-Agent, code, reason, message) of every answer other than 2xx
+        (watch streams' 410 events not included), in order."""
+        return list(self.call(lambda: list(self.handler.refusals)))
 
     @property
     def calls(self) -> dict[tuple[str, str, str, str], int]:

@@ -44,6 +44,7 @@ class ApiServer:
         self.store = store
         self.counts: dict[tuple[str, str], int] = collections.Counter()  # (verb, plural) -> requests
         self.calls: dict[tuple[str, str, str, str], int] = collections.Counter()  # verb, group, resource, user-agent
+        self.refusals: list[tuple[str, str, str, int, str, str]] = []  # method, path, user-agent, code, reason, message
         self.failing: set[str] = set()
         self.faults: list[Fault] = []
         self.webhook_calls: list[tuple[str, str]] = []
@@ -61,6 +62,8 @@ class ApiServer:
         try:
             return await self._route(request)
         except ApiStatus as exc:
+            self.refusals.append((request.method, request.path, request.headers.get("User-Agent", ""), exc.code,
+                                  exc.reason, exc.message[:300]))
             # API Priority and Fairness answers 429 with Retry-After (clients back off by it)
             headers = {"Retry-After": "1"} if exc.code == 429 else None
             return web.json_response(exc.body(), status=exc.code, headers=headers)

@@ -23,6 +23,7 @@ from kaito_core.operator.kube import KubeClient
 from kaito_core.reconcile import names
 from kaito_core.testing.emulator import Emulator, start_operator
 from kaito_core.testing.emulator_controllers import FakeControllers
+from tests.operator.conftest import operator_refusals
 
 NS = "chaos"
 WS_API = "kaito.sh/v1beta1"
@@ -132,7 +133,8 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
             proc.wait()
         counts = count(kube, live)
         remaining = {w["metadata"]["name"] for w in kube.list(api_version=WS_API, kind="Workspace", namespace=NS)}
-    counts.update({"kills": killed, "ready": ready, "deleted": len(doomed), "cut_deleted": cut_deleted,
+        refused = operator_refusals(emu)
+    counts.update({"refused": len(refused), "refusals": refused[:5], "kills": killed, "ready": ready, "deleted": len(doomed), "cut_deleted": cut_deleted,
                    "deleted_still_present": len({f"ws-{i:03d}" for i in doomed} & remaining), "log": log})
     return counts
 
@@ -150,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: {c['workspaces']} live Workspaces ({c['deleted']} deleted midway), {c['kills']} SIGKILLs, "
           f"{args.cuts} watch outages deleting {c['cut_deleted']} objects, {time.monotonic() - t0:.1f}s")
     print(f"  ready={c['ready']}/{c['workspaces']} duplicates={c['duplicates']} orphans={c['orphans']} "
-          f"missing={c['missing']} deleted_still_present={c['deleted_still_present']}")
-    ok = c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0 and c["deleted_still_present"] == 0
+          f"missing={c['missing']} deleted_still_present={c['deleted_still_present']} refused={c['refused']}")
+    for refusal in c["refusals"]:
+        print(f"  refused: {refusal}")
+    ok = c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0 and c["deleted_still_present"] == 0 \
+        and c["refused"] == 0
     return 0 if ok else 1
 
 

@@ -13,6 +13,7 @@ def test_kills_leave_no_duplicates_or_orphans(tmp_path):
     assert c["orphans"] == 0, c
     assert c["missing"] == 0, c
     assert c["deleted_still_present"] == 0, c
+    assert c["refused"] == 0, c  # no request a real API server refuses
     assert c["ready"] == c["workspaces"] == 8, c
 
 
@@ -25,3 +26,4 @@ def test_watch_outages_with_deletions_converge(tmp_path):
     assert c["cut_deleted"] > 0, c
     assert c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0, c
     assert c["ready"] == c["workspaces"], c
+    assert c["refused"] == 0, c

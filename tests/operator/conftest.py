@@ -27,6 +27,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What a working operator is answered in the normal course on a cluster: a GET or DELETE of an
+# object not made yet or gone (404), a create of one made meanwhile (409 AlreadyExists, then read
+# back), a write on a version changed meanwhile (409 Conflict, then retried). Anything else --
+# 422 from the CRD schema or a field rule, 400, 415, a 500 not injected by the test -- is a
+# request a real kube-apiserver refuses as well: an operator bug.
+NORMAL_REFUSALS = {("GET", 404), ("DELETE", 404), ("POST", 409), ("PATCH", 409), ("PUT", 409)}
+OPERATOR_AGENTS = ("kopf/", "kaito-operator")
+
+
+def operator_refusals(emu: Emulator) -> list[tuple[str, str, str, int, str, str]]:
+    """The answers other than 2xx the operator got that a working operator does not get."""
+    return [r for r in emu.refusals if r[2].startswith(OPERATOR_AGENTS) and (r[0], r[3]) not in NORMAL_REFUSALS
+            and "injected" not in r[5]]  # Emulator.fail() and .inject() say so in their message
+
+
 class Cluster:
     def __init__(self, url: str):
         self.url = url

@@ -4,7 +4,7 @@ Workspace whose StatefulSet was changed by hand does not report Ready. Real kopf
 from __future__ import annotations
 
 from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import Cluster, wait_for
+from tests.operator.conftest import Cluster, operator_refusals, wait_for
 from tests.operator.test_flow import NS, _ready_claim, _run_pod, _workspace
 
 EVIL = "evil.example/miner:1"
@@ -67,6 +67,7 @@ def test_manual_edits_are_reverted(tmp_path):
                                patch={"data": {key: "vllm: {max-model-len: 1}\n"}})
             wait_for("the ConfigMap restored", lambda: cluster.kube.get(
                 api_version="v1", kind="ConfigMap", name=cm, namespace=NS)["data"][key] == original[key], timeout=15)
+            assert operator_refusals(emu) == []  # the reverts are writes a cluster accepts
         finally:
             stop_operator(proc)
 

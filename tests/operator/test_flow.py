@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from kaito_core.reconcile import fake_node
-from tests.operator.conftest import Cluster, wait_for
+from tests.operator.conftest import Cluster, operator_refusals, wait_for
 
 NS = "flow"
 CRASH_LOOP = {"conditions": [{"type": "Ready", "status": "False"}],
@@ -40,7 +40,7 @@ def operator(operator_factory):
     return operator_factory(env={"KAITO_ALLOWED_PROVISIONERS": "byo"})
 
 
-def test_create_ready_crashloop_delete(cluster, operator):
+def test_create_ready_crashloop_delete(emulator, cluster, operator):
     name = "phi"
     ws = cluster.create_workspace(_workspace(name))
     uid = ws["metadata"]["uid"]
@@ -92,6 +92,7 @@ def test_create_ready_crashloop_delete(cluster, operator):
     assert cluster.nodeclaims(name) == []
     assert cluster.kube.get(api_version="apps/v1", kind="StatefulSet", name=name, namespace=NS) is None
     assert cluster.kube.get(api_version="v1", kind="Service", name=name, namespace=NS) is None
+    assert operator_refusals(emulator) == []  # every request the operator made, a cluster accepts
 
 
 def test_sizing_failure_is_reported_without_nodes(cluster, operator):
@@ -208,7 +209,7 @@ def test_tuning_configmap_batch_size_sizes_the_workspace(cluster, operator):
         wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
 
 
-def test_missing_inference_configmap_is_a_condition(cluster, operator):
+def test_missing_inference_configmap_is_a_condition(emulator, cluster, operator):
     """inference.config names a ConfigMap that does not exist: no exception, the nodes are
     asked for, the StatefulSet waits, and InferenceReady says which ConfigMap to create."""
     name = "nocfg"
@@ -228,3 +229,4 @@ def test_missing_inference_configmap_is_a_condition(cluster, operator):
     assert events and "absent-params" in events[0]["message"]
     cluster.kube.delete(api_version="kaito.sh/v1beta1", kind="Workspace", name=name, namespace=NS)
     wait_for("the Workspace to go", lambda: cluster.workspace(name, NS) is None)
+    assert operator_refusals(emulator) == []  # this module's Workspaces so far included

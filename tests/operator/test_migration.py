@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from kaito_core.reconcile import fake_node
 from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import Cluster, wait_for
+from tests.operator.conftest import Cluster, operator_refusals, wait_for
 from tests.operator.test_flow import NS, _run_pod, _workspace
 
 NAME = "phi-3"
@@ -98,6 +98,7 @@ def test_operator_adopts_an_upstream_install(tmp_path):
             claims = cluster.nodeclaims(NAME)
             assert [c["metadata"]["name"] for c in claims] == ["ws1a2b3c4d5"]  # no second GPU node
             assert cluster.workspace(NAME, NS)["status"]["workerNodes"] == ["aks-ws1a2b3c4d5-0"]
+            assert operator_refusals(emu) == []  # adopting upstream's objects: writes a cluster accepts
         except AssertionError:
             print(log.read_text(errors="replace")[-3000:])
             raise

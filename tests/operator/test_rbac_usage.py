@@ -11,7 +11,7 @@ import copy
 from kaito_core.operator.certs import self_signed
 from kaito_core.operator.rbac import RULES
 from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import Cluster, free_port, wait_for
+from tests.operator.conftest import Cluster, free_port, operator_refusals, wait_for
 from tests.operator.test_flow import NS, _ready_claim, _run_pod, _workspace
 
 WS = ("kaito.sh/v1beta1", "Workspace")
@@ -91,6 +91,8 @@ def test_cluster_role_is_what_the_operator_uses(tmp_path):
         finally:
             stop_operator(proc)
         calls = emu.calls
+        refused = operator_refusals(emu)
+    assert refused == [], "the operator made requests a cluster refuses"
     used = {(verb, group, resource) for (verb, group, resource, agent) in calls
             if agent.startswith(("kopf/", "kaito-operator"))}
     assert used, "no operator calls recorded"

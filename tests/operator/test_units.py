@@ -67,6 +67,32 @@ def test_client_against_emulator(emulator):
     assert err.value.status == 404
 
 
+def test_operator_refusals_keep_only_what_a_working_operator_is_never_answered(emulator):
+    """The check the system tests end with: a schema refusal (422) of an operator's request is
+    reported; a 404 GET, a 409 create and the test's own requests (another User-Agent) are not."""
+    from tests.operator.conftest import operator_refusals
+
+    kube = KubeClient(emulator.url)  # User-Agent kaito-operator, as the operator's
+    ws = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "refused", "namespace": "rf"},
+          "resource": {"count": "two"}, "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
+    before = len(operator_refusals(emulator))
+    assert kube.get(api_version="v1", kind="ConfigMap", name="absent", namespace="rf") is None
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "twice", "namespace": "rf"}}
+    kube.create(cm)
+    with pytest.raises(ApiError):
+        kube.create(cm)
+    other = KubeClient(emulator.url)
+    other.headers["User-Agent"] = "kaito-tests"
+    with pytest.raises(ApiError):
+        other.create(ws)
+    assert len(operator_refusals(emulator)) == before
+    with pytest.raises(ApiError) as err:
+        kube.create(ws)
+    assert err.value.status == 422
+    new = operator_refusals(emulator)[before:]
+    assert [(r[0], r[3], r[4]) for r in new] == [("POST", 422, "Invalid")] and "resource.count" in new[0][5]
+
+
 def test_byo_selects_ready_gpu_nodes_preferred_first(emulator):
     kube = KubeClient(emulator.url)
     for name, gpus, ready, labels in (("b-node", 1, True, {"pool": "gpu"}), ("a-node", 1, True, {"pool": "gpu"}),
