@@ -169,7 +169,14 @@ class Grammars:
 
 
 _EXECUTOR: list[Any] = []
-_BITS = torch.arange(32, dtype=torch.int32)
+_BITS: dict[Any, torch.Tensor] = {}
+
+
+def _bits(device: Any) -> torch.Tensor:
+    """0..31 on ``device`` (kept, so a GPU step uploads only the bitmask)."""
+    if device not in _BITS:
+        _BITS[device] = torch.arange(32, dtype=torch.int32, device=device)
+    return _BITS[device]
 
 
 def _executor() -> Any:
@@ -199,7 +206,7 @@ def constrain(logits: torch.Tensor, rows: list[Any]) -> tuple[torch.Tensor, dict
     _executor().unsafe_compute_mask_ptr([(rows[i].grammar.matcher, k) for k, i in enumerate(index)],
                                         bitmask.data_ptr(), words * 4, len(index))
     vocab = logits.shape[-1]
-    bits = bitmask.to(logits.device, non_blocking=True).unsqueeze(-1) >> _BITS.to(logits.device)
+    bits = bitmask.to(logits.device, non_blocking=True).unsqueeze(-1) >> _bits(logits.device)
     allowed = (bits & 1).bool().reshape(len(index), words * 32)
     if allowed.shape[1] < vocab:   # logits wider than the grammar's vocabulary: the rest is banned
         allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)

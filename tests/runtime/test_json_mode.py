@@ -330,3 +330,18 @@ def test_bad_vllm_constraints_are_400s_naming_the_field(client, extra, param):
     with pytest.raises(openai.BadRequestError) as exc:
         client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=4, extra_body=extra)
     assert exc.value.body["param"] == param, exc.value.body
+
+
+def test_unconstrained_batches_never_touch_the_grammar_code(server, monkeypatch):
+    from kaito_core.runtime import grammar
+
+    def boom(*_a, **_k):
+        raise AssertionError("constrain() ran for a batch without constraints")
+
+    monkeypatch.setattr(grammar, "constrain", boom)
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 4, "ignore_eos": True},
+                   timeout=30)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+    bad = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 4, "guided_choice": ["a"]},
+                     timeout=30)
+    assert bad.status_code == 500  # and a constrained one does go through it
