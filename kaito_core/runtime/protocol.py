@@ -252,8 +252,6 @@ def parse_completion(body: dict) -> ParsedRequest:
     model, stream, include_usage = _common(body, _UNSUPPORTED_COMPLETION, "completion")
     echo = bool_field(body, "echo")
     constraint = response_format(body)
-    if echo and stream:
-        raise unsupported_param("echo", "echo with stream is not supported; use one of them")
     prompts = _prompts(body.get("prompt"))
     n = _choices(body, "completion")
     if len(prompts) * n > MAX_CHOICES_TOTAL:

@@ -105,7 +105,7 @@ def register(app: FastAPI, ctx: Any) -> None:
         choices = await collect(service, request, preps)
         want_lp = parsed.params.logprobs is not None
         # echo + logprobs: the prompt's tokens carry their logprobs too (how harnesses score text)
-        heads = [await service.prompt_logprobs(p) for p in preps] if parsed.echo and want_lp else None
+        heads = await _prompt_heads(service, preps)
         body = []
         for i, c in enumerate(choices):
             head = preps[i // parsed.n].prompt_text if parsed.echo else ""
@@ -134,6 +134,7 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
     want_lp = parsed.params.logprobs is not None
     total = parsed.n * len(preps)
     tokens = [0] * total
+    echo = _Echo(preps, await _prompt_heads(service, preps)) if parsed.echo else None
     offsets = [0] * total
     if chat:
         for i in range(parsed.n):
@@ -148,13 +149,17 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
                     yield R.sse(R.chat_chunk(rid, model, created, {"content": out.text}, index=i, logprobs=lp))
                 if finish:
                     yield R.sse(R.chat_chunk(rid, model, created, {}, finish, index=i))
-            elif out.text or finish or out.logprobs:
+                continue
+            text, entries = out.text, out.logprobs or []
+            if echo is not None:
+                text, entries, offsets[i] = echo.first(i, text, entries, offsets[i])
+            if text or finish or entries:
                 lp = None
                 if want_lp:
-                    lp = R.completion_logprobs(out.logprobs or [], service.token_text, offsets[i])
+                    lp = R.completion_logprobs(entries, service.token_text, offsets[i])
                     offsets[i] += sum(len(t) for t in lp["tokens"])
                 yield R.sse(R.completion(rid, model, "", None, created,
-                                         choices=[R.completion_choice(i, out.text, finish, lp)]))
+                                         choices=[R.completion_choice(i, text, finish, lp)]))
     except APIError as exc:
         yield R.sse(exc.body())
         yield R.SSE_DONE
@@ -163,3 +168,28 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
         make = R.chat_usage_chunk if chat else R.completion_usage_chunk
         yield R.sse(make(rid, model, created, _prompt_tokens(preps), sum(tokens)))
     yield R.SSE_DONE
+
+
+async def _prompt_heads(service: Any, preps: list[Prepared]) -> list | None:
+    """Each prompt's own token logprobs, when a completion asks for echo with logprobs."""
+    parsed = preps[0].parsed
+    if not (parsed.echo and parsed.params.logprobs is not None):
+        return None
+    return [await service.prompt_logprobs(p) for p in preps]
+
+
+class _Echo:
+    """Streamed echo, as vLLM streams it: a choice's first chunk carries its prompt (and the
+    prompt's logprobs, when asked for) before the first generated text."""
+
+    def __init__(self, preps: list[Prepared], heads: list | None):
+        self.preps, self.heads, self.done = preps, heads, set()
+
+    def first(self, i: int, text: str, entries: list, offset: int) -> tuple[str, list, int]:
+        if i in self.done:
+            return text, entries, offset
+        self.done.add(i)
+        k = i // self.preps[0].parsed.n
+        if self.heads is not None:
+            return self.preps[k].prompt_text + text, self.heads[k] + entries, 0
+        return self.preps[k].prompt_text + text, entries, len(self.preps[k].prompt_text)

@@ -105,7 +105,7 @@ CASES = [
     ("prompt-token-out-of-vocab", COMP, comp(prompt=[1, 2, 99999999]), 400, "prompt"),
     ("prompt-negative-token", COMP, comp(prompt=[1, -2]), 400, "prompt"),
     ("suffix-unsupported", COMP, comp(suffix="end"), 400, "suffix"),
-    ("echo-with-stream", COMP, comp(echo=True, stream=True), 400, "echo"),
+    ("echo-not-bool", COMP, comp(echo="yes"), 400, "echo"),
     ("kaito-chat-nothing", "/chat", {"generate_kwargs": {}}, 400, "prompt"),
     ("kaito-chat-prompt-and-messages", "/chat", {"prompt": "x", "messages": MSG}, 400, "messages"),
     ("kaito-chat-generate-kwargs-type", "/chat", {"prompt": "x", "generate_kwargs": [1]}, 400, "generate_kwargs"),

@@ -74,3 +74,22 @@ def test_without_echo_only_generated_tokens_have_logprobs(client):
                                      extra_body={"ignore_eos": True})
     assert len(resp.choices[0].logprobs.token_logprobs) == 3
     assert None not in resp.choices[0].logprobs.token_logprobs
+
+
+@pytest.mark.parametrize("logprobs", [None, 1])
+def test_streamed_echo_equals_the_whole_answer(client, logprobs):
+    kw = dict(model="tiny-llama", prompt=[PROMPT, "Hello"], max_tokens=4, temperature=0, echo=True,
+              logprobs=logprobs, extra_body={"ignore_eos": True})
+    whole = client.completions.create(**kw)
+    texts, lps, offsets = {}, {}, {}
+    for chunk in client.completions.create(stream=True, **kw):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+            if c.logprobs is not None:
+                lps.setdefault(c.index, []).extend(c.logprobs.token_logprobs)
+                offsets.setdefault(c.index, []).extend(c.logprobs.text_offset)
+    assert [texts[i] for i in range(2)] == [c.text for c in whole.choices]
+    assert texts[0].startswith(PROMPT) and texts[1].startswith("Hello")
+    if logprobs:
+        assert [lps[i] for i in range(2)] == [c.logprobs.token_logprobs for c in whole.choices]
+        assert [offsets[i] for i in range(2)] == [c.logprobs.text_offset for c in whole.choices]
