@@ -42,6 +42,20 @@ from tests.chaos.chaos import NS, workspace  # noqa: E402
 WS_API = "kaito.sh/v1beta1"
 
 
+def client(url: str, agent: str) -> KubeClient:
+    """A client whose requests the emulator counts under ``agent`` (the operator's are
+    ``kaito-operator`` and ``kopf/...``)."""
+    kube = KubeClient(url)
+    kube.headers["User-Agent"] = agent
+    return kube
+
+
+def cluster(url: str) -> FakeControllers:
+    fake = FakeControllers(url, namespace=NS, jobs=False)  # Karpenter, StatefulSets, kubelet
+    fake.kube.headers["User-Agent"] = "bench-cluster"
+    return fake
+
+
 def all_ready(kube: KubeClient, n: int) -> int:
     items = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
     return sum(1 for w in items if (w.get("status") or {}).get("state") == "Ready")
@@ -92,7 +106,8 @@ def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATE
 
 
 class Timeline:
-    """When each Workspace passed each stage, sampled from the API (a thread, every 50 ms).
+    """When each Workspace passed each stage, sampled from the API (a thread: Workspaces every
+    50 ms, node claims and StatefulSets every 200 ms).
 
     The harness's own stages (claim -> node, StatefulSet -> ready pods) slow down with the CPU
     the controller under test takes from it; the controller's stages (node -> StatefulSet
@@ -114,22 +129,31 @@ class Timeline:
         return self
 
     def _run(self) -> None:
+        tick = 0
         while not self.stop:
             now = time.monotonic() - self.t0
             try:
-                for c in self.kube.list(api_version="karpenter.sh/v1", kind="NodeClaim"):
-                    if (c.get("status") or {}).get("nodeName"):
-                        self.seen.setdefault((c["metadata"]["labels"].get(names.LABEL_WORKSPACE, ""), "node"), now)
-                for st in self.kube.list(api_version="apps/v1", kind="StatefulSet", namespace=NS):
-                    self.seen.setdefault((st["metadata"]["name"], "sts"), now)
-                    if (st.get("status") or {}).get("readyReplicas"):
-                        self.seen.setdefault((st["metadata"]["name"], "stsready"), now)
+                # Workspaces every tick (they stop the clocks); the stages in between every 4th:
+                # full StatefulSet lists 20 times a second were a sizeable share of the API
+                # server's CPU, taken from whichever controller was under test.
+                if tick % 4 == 0:
+                    self._stages(now)
                 for w in self.kube.list(api_version=WS_API, kind="Workspace", namespace=NS):
                     if (w.get("status") or {}).get("state") == "Ready":
                         self.seen.setdefault((w["metadata"]["name"], "ready"), now)
             except (ApiError, OSError):
                 pass
+            tick += 1
             time.sleep(0.05)
+
+    def _stages(self, now: float) -> None:
+        for c in self.kube.list(api_version="karpenter.sh/v1", kind="NodeClaim"):
+            if (c.get("status") or {}).get("nodeName"):
+                self.seen.setdefault((c["metadata"]["labels"].get(names.LABEL_WORKSPACE, ""), "node"), now)
+        for st in self.kube.list(api_version="apps/v1", kind="StatefulSet", namespace=NS):
+            self.seen.setdefault((st["metadata"]["name"], "sts"), now)
+            if (st.get("status") or {}).get("readyReplicas"):
+                self.seen.setdefault((st["metadata"]["name"], "stsready"), now)
 
     def ready_count(self) -> int:
         return sum(1 for (_, stage) in list(self.seen) if stage == "ready")
@@ -162,13 +186,13 @@ class Timeline:
 
 
 def run_operator(n: int, timeout: float) -> dict:
-    with Emulator() as emu, FakeControllers(emu.url, namespace=NS, jobs=False):
-        kube = KubeClient(emu.url)
+    with Emulator() as emu, cluster(emu.url):
+        kube = client(emu.url, "bench")
         populate(kube)
         for i in range(n):
             kube.create(workspace(i))
         log = os.path.join(tempfile.mkdtemp(prefix="kaito-scale-"), "operator.log")
-        timeline = Timeline(KubeClient(emu.url)).start()
+        timeline = Timeline(client(emu.url, "bench")).start()
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "30",
                                             "KAITO_WORKERS": os.environ.get("KAITO_BENCH_WORKERS", "8"),
                                             "KAITO_LOG_LEVEL": os.environ.get("KAITO_BENCH_LOG_LEVEL", "INFO")}, log_path=log)
@@ -185,7 +209,7 @@ def run_operator(n: int, timeout: float) -> dict:
         finally:
             stop_operator(proc)
             timeline.stop = True
-        requests = summarize(emu.handler.counts)
+        requests = summarize(emu.handler.calls, ("kaito-operator", "kopf/"))
     started = _logged_at(log, "Activity 'login' succeeded")
     elapsed = done if done is not None else timeout
     done_wall = timeline.wall0 + elapsed
@@ -255,18 +279,19 @@ def bare_one(kube: KubeClient, ws: dict, objs: dict[str, Any]) -> None:
 
 
 def run_bare(n: int, timeout: float) -> dict:
-    with Emulator() as emu, FakeControllers(emu.url, namespace=NS, jobs=False):
-        kube = KubeClient(emu.url)
-        populate(kube)
-        wss = [kube.create(workspace(i)) for i in range(n)]
-        objs = [bare_objects(kube, w) for w in wss]
-        timeline = Timeline(KubeClient(emu.url)).start()
+    with Emulator() as emu, cluster(emu.url):
+        setup = client(emu.url, "bench")
+        populate(setup)
+        wss = [setup.create(workspace(i)) for i in range(n)]
+        objs = [bare_objects(setup, w) for w in wss]
+        kube = client(emu.url, "bare")
+        timeline = Timeline(client(emu.url, "bench")).start()
         # every Workspace at once (a thread each), as a controller with one worker per object
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             list(pool.map(lambda wo: bare_one(kube, *wo), zip(wss, objs)))
         done = timeline.wait_all_ready(n, timeout)
         timeline.stop = True
-        requests = summarize(emu.handler.counts)
+        requests = summarize(emu.handler.calls, ("bare",))
     return {"seconds": done if done is not None else timeout, "ready": timeline.ready_count(),
             "requests": requests, "gaps": timeline.gaps()}
 
@@ -317,12 +342,15 @@ def profile_pass(n: int = 10, rounds: int = 5, top: int = 25) -> int:
     return 0
 
 
-def summarize(counts: dict) -> dict[str, int]:
-    """API requests the emulator served, by verb (all clients: the fake cluster and the bench's
-    own polling too, the same for both runs)."""
+def summarize(calls: dict, agents: tuple[str, ...]) -> dict[str, int]:
+    """API requests the controller under test made (User-Agent starting with one of ``agents``),
+    by verb: Events, status writes and kopf's own patches included; the cluster's controllers
+    and the bench's sampling are counted apart."""
     out: dict[str, int] = {}
-    for (action, _plural), n in counts.items():
-        out[action] = out.get(action, 0) + n
+    for (verb, _group, resource, agent), n in calls.items():
+        if agent.startswith(agents):
+            key = f"{verb} {resource}"
+            out[key] = out.get(key, 0) + n
     return dict(sorted(out.items()))
 
 
@@ -330,24 +358,43 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="operator at scale vs a bare client")
     p.add_argument("--workspaces", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="40 Workspaces")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="bare/operator pairs, alternated (the median ratio: a shared machine is noisy)")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--profile-pass", action="store_true", help="profile reconcile passes in this process and exit")
     args = p.parse_args(argv)
     if args.profile_pass:
         return profile_pass()
     n = 40 if args.quick else args.workspaces
-    try:
-        bare = run_bare(n, args.timeout)
-    except ApiError as exc:
-        print(f"bare client failed: {exc}")
-        return 1
-    op = run_operator(n, args.timeout)
+    ratios, ops = [], []
+    for r in range(max(1, args.rounds)):
+        try:
+            bare = run_bare(n, args.timeout)
+        except ApiError as exc:
+            print(f"bare client failed: {exc}")
+            return 1
+        op = run_operator(n, args.timeout)
+        ratios.append(report(n, bare, op, f"round {r + 1}: " if args.rounds > 1 else ""))
+        ops.append(op)
+    import statistics
+
+    ratio = statistics.median(ratios)
+    if len(ratios) > 1:
+        print(f"median rate ratio over {len(ratios)} rounds: {ratio:.2f} ({', '.join(f'{x:.2f}' for x in ratios)})")
+    peak = max(op["rss_peak_mib"] for op in ops)
+    ok = all(op["ready"] == n for op in ops) and ratio >= 0.7 and peak <= 150 and not any(op["torch"] for op in ops)
+    print("OK" if ok else "GOAL MISSED")
+    return 0 if ok else 1
+
+
+def report(n: int, bare: dict, op: dict, prefix: str = "") -> float:
+    """Print one bare/operator pair; returns the rate ratio once the operator is started."""
     op_rate = op["ready"] / op["seconds"]
     work_rate = op["ready"] / op["working_seconds"]
     bare_rate = bare["ready"] / bare["seconds"]
     ratio = work_rate / bare_rate if bare_rate else 0.0
     cold = op_rate / bare_rate if bare_rate else 0.0
-    print(f"workspaces: {n}")
+    print(f"{prefix}workspaces: {n}")
     print(f"bare client: {bare['ready']}/{n} Ready in {bare['seconds']:.1f}s ({bare_rate:.1f}/s)")
     print(f"operator:    {op['ready']}/{n} Ready in {op['working_seconds']:.1f}s ({work_rate:.1f}/s) once started "
           f"(process start to kopf logged in: {op['startup_seconds']:.1f}s; {op['seconds']:.1f}s in all, "
@@ -360,11 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"operator RSS with {UNRELATED_PODS} unrelated pods and {UNRELATED_NODES} nodes: "
           f"peak {op['rss_peak_mib']} MiB, steady {op['rss_steady_mib']} MiB (goal <= 150)")
     print(f"torch imported by the operator: {op['torch']}")
-    print(f"API requests served (incl. fake cluster + polling): bare {sum(bare['requests'].values())} "
-          f"{bare['requests']}, operator {sum(op['requests'].values())} {op['requests']}")
-    ok = op["ready"] == n and ratio >= 0.7 and op["rss_peak_mib"] <= 150 and not op["torch"]
-    print("OK" if ok else "GOAL MISSED")
-    return 0 if ok else 1
+    for who, res in (("bare client", bare), ("operator", op)):
+        total = sum(res["requests"].values())
+        print(f"API requests by the {who}: {total} ({total / n:.1f} per Workspace) {res['requests']}")
+    return ratio
 
 
 if __name__ == "__main__":

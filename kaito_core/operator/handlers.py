@@ -30,6 +30,7 @@ from kaito_core.operator.cache import CachedKube, WatchCache
 from kaito_core.operator.kube import ApiError, KubeClient
 from kaito_core.operator.release import ReleaseTracker
 from kaito_core.operator.settings import Settings
+from kaito_core.operator.storage import MemoryDiffBase, ProgressAnnotations
 from kaito_core.operator.wakeup import Wakeups
 from kaito_core.reconcile import names
 from kaito_core.reconcile.status import same
@@ -58,6 +59,7 @@ class State:
     pods_known: set = set()  # (namespace, name) of kaito's pods the watch showed
     pods_gone: set = set()  # of those, the ones a re-list no longer has (stale in kopf's index)
     releases: ReleaseTracker = ReleaseTracker()
+    diffbase: MemoryDiffBase = MemoryDiffBase()  # kopf's last handled essence per Workspace
 
 
 STATE = State()
@@ -174,9 +176,9 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     STATE.settings = cfg
     STATE.executor = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="kaito")
     settings.persistence.finalizer = names.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.kaito.sh")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="operator.kaito.sh", key="last-handled-configuration")
+    # No bookkeeping writes for a Workspace reconciled at once (kaito_core.operator.storage).
+    settings.persistence.progress_storage = ProgressAnnotations(prefix="operator.kaito.sh")
+    settings.persistence.diffbase_storage = STATE.diffbase
     # Our own Events carry the reasons; kopf's per-handler chatter stays in the log.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = cfg.workers
@@ -290,7 +292,10 @@ def json_copy(obj: Any) -> Any:
 @kopf.on.create(GROUP, VERSION, PLURAL, id="create")
 @kopf.on.update(GROUP, VERSION, PLURAL, id="update")
 async def reconcile(body: kopf.Body, reason: Any, kaito_pods: kopf.Index, **_: Any) -> None:
-    outcome = await _pass(body, str(getattr(reason, "value", reason) or "update"), kaito_pods)
+    trigger = str(getattr(reason, "value", reason) or "update")
+    if trigger == "create" and body.get("status"):
+        trigger = "resume"  # the diff-base is in memory: after a restart kopf says "create"
+    outcome = await _pass(body, trigger, kaito_pods)
     await _write_status(body, outcome, must=True)
 
 
@@ -441,6 +446,7 @@ async def delete(body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, ret
 
 def _forget(body: Any) -> None:
     metrics.workspace_state(_key(body), None)
+    STATE.diffbase.forget(body)
     STATE.written.pop(_key(body), None)
 
 

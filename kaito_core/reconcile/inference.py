@@ -49,8 +49,26 @@ def engine_config(ctx: Context) -> dict[str, Any]:
     return doc
 
 
+_DUMPED: dict[str, str] = {}  # repr of an engine config -> its YAML (bounded below)
+
+
+def _yaml(doc: dict[str, Any]) -> str:
+    """``yaml.safe_dump`` of ``doc``, remembered: the operator plans the same config on every pass
+    of a Workspace, and PyYAML's pure-Python dumper was about 13% of a pass. (libyaml's
+    CSafeDumper is faster but may quote or fold differently; a different text would change the
+    ConfigMap's hash and roll every inference pod on upgrade.)"""
+    key = repr(doc)  # types included: equal reprs dump to equal YAML
+    text = _DUMPED.get(key)
+    if text is None:
+        text = yaml.safe_dump(doc, sort_keys=True)
+        if len(_DUMPED) >= 256:
+            _DUMPED.clear()
+        _DUMPED[key] = text
+    return text
+
+
 def config_map(ctx: Context) -> dict[str, Any]:
-    text = yaml.safe_dump(engine_config(ctx), sort_keys=True)
+    text = _yaml(engine_config(ctx))
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": ctx.metadata(names.config_name(ctx.name, "inference")),
             "data": {CONFIG_KEY: text}}
