@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,11 +192,24 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
     lora_args["target_modules"] = check_targets(model, lora_args.get("target_modules"), loaded.notes)
     loaded.target_modules = list(lora_args["target_modules"]) if not isinstance(
         lora_args["target_modules"], str) else [lora_args["target_modules"]]
+    # LoRA's A matrices are drawn now, before the Trainer seeds the RNG with
+    # TrainingArguments.seed (transformers: "use model_init ... if it has randomly initialized
+    # parameters"); seeding here makes the same configuration train the same adapter.
+    from transformers import set_seed
+
+    seed = cfg.training.get("seed")
+    set_seed(42 if seed is None else int(seed))  # transformers' TrainingArguments.seed default
     try:
         lora = LoraConfig(task_type="CAUSAL_LM", **lora_args)
     except (TypeError, ValueError) as exc:
         raise TuningConfigError("training_config.LoraConfig", [_field("LoraConfig", str(exc))]) from None
-    model = get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft reads the deprecated ``is_gradient_checkpointing`` property to decide whether to
+        # prepare checkpointing; it is off here unless TrainingArguments.gradient_checkpointing
+        # says so (transformers' default: false; upstream's templates leave it unset), so the
+        # FutureWarning it triggers says nothing about this run.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, lora)
     model.config.use_cache = False
     trainable, total = model.get_nb_trainable_parameters()
     loaded.model, loaded.trainable_params, loaded.total_params = model, int(trainable), int(total)

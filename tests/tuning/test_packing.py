@@ -214,3 +214,23 @@ def test_a_run_with_packing_learns_in_fewer_steps(tiny_models, chat_jsonl, fast_
     assert steps[-1].loss < steps[0].loss
     # per_device_train_batch_size 2 packed rows: each step sees several samples' tokens
     assert result.summary["tokens_seen"] / result.summary["steps"] > 2 * 30
+
+
+def test_the_same_config_trains_the_same_adapter_with_or_without_checkpointing(tiny_models, chat_jsonl, fast_config,
+                                                                               tmp_path):
+    """TrainingArguments.seed also seeds LoRA's initial weights (drawn before the Trainer exists),
+    so two runs in one process agree step by step; gradient checkpointing (off by default, as in
+    transformers and upstream's templates) recomputes the packed rows' activations and must not
+    change a single gradient."""
+    fast_config["training_config"]["TrainingArguments"].update(packing=True, max_steps=3, logging_steps=1)
+    fast_config["training_config"]["DatasetConfig"].update(max_seq_length=128, train_test_split=1)
+    runs = []
+    for i, checkpointing in enumerate((False, False, True)):
+        fast_config["training_config"]["TrainingArguments"]["gradient_checkpointing"] = checkpointing
+        steps = []
+        run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=fast_config,
+            output=str(tmp_path / str(i)), progress="none", on_step=steps.append)
+        runs.append([x for s in steps for x in (s.loss, s.grad_norm)])
+    assert len(runs[0]) == 6 and all(g > 0 for g in runs[0][1::2])
+    assert runs[1] == runs[0]
+    assert runs[2] == pytest.approx(runs[0], rel=1e-5)
