@@ -61,6 +61,8 @@ class SamplingParams:
     ignore_eos: bool = False
     min_tokens: int = 0
     logprobs: int | None = None         # None: not asked; k: the sampled token's + the k most likely
+    skip_special_tokens: bool = True    # vLLM's: special tokens left out of the text
+    include_stop_str_in_output: bool = False  # vLLM's: a matched stop string ends the text
 
     @property
     def greedy(self) -> bool:
@@ -122,6 +124,8 @@ def sampling_from(body: dict) -> SamplingParams:
         logit_bias=logit_bias_field(body),
         ignore_eos=bool_field(body, "ignore_eos"),
         min_tokens=int_field(body, "min_tokens", lo=0, default=0, expected="a non-negative integer"),
+        skip_special_tokens=bool_field(body, "skip_special_tokens", True),
+        include_stop_str_in_output=bool_field(body, "include_stop_str_in_output"),
     )
     if params.max_tokens is not None and params.min_tokens > params.max_tokens:
         raise bad_param("min_tokens", params.min_tokens, f"at most max_tokens ({params.max_tokens})")

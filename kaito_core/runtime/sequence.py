@@ -58,7 +58,7 @@ class Sequence:
 
     def __post_init__(self) -> None:
         self.generator = make_generator(self.params.seed)
-        self.stopper = StopMatcher(self.params.stop)
+        self.stopper = StopMatcher(self.params.stop, include=self.params.include_stop_str_in_output)
 
     def cancel(self) -> None:
         """Called from any thread when the client goes away; the engine drops it next step."""

@@ -345,8 +345,9 @@ class TransformersService(AdapterAdmin):
                 params = p.parsed.params
                 if n > 1 and params.seed is not None:  # n seeded choices differ, yet the request repeats
                     params = dataclasses.replace(params, seed=params.seed + i)
+                detok = Detokenizer(self.loaded.tokenizer, params.skip_special_tokens)
                 seqs.append(Sequence(prompt_ids=p.prompt_ids, params=params, max_new_tokens=p.max_new_tokens,
-                                     eos_ids=self.loaded.eos_ids, detok=Detokenizer(self.loaded.tokenizer),
+                                     eos_ids=self.loaded.eos_ids, detok=detok,
                                      sink=functools.partial(_tagged, queue, len(seqs)), adapter=p.adapter,
                                      model_id=p.model_id, grammar=p.grammars[i] if p.grammars else None))
         try:

@@ -45,8 +45,9 @@ class Detokenizer:
 class StopMatcher:
     """Cuts the output at the first stop string; holds back a possible partial match."""
 
-    def __init__(self, stops: Sequence[str]):
+    def __init__(self, stops: Sequence[str], include: bool = False):
         self.stops = [s for s in stops if s]
+        self.include = include  # vLLM's include_stop_str_in_output: the stop string ends the text
         self.emitted = ""      # text already handed out
         self.pending = ""      # text held back: it may be the start of a stop string
         self.stopped = False
@@ -61,10 +62,11 @@ class StopMatcher:
         full = self.pending + delta
         # Emitted text never ends with the start of a stop string (that part is held in
         # ``pending``), so a match can only begin inside ``full``.
-        found = [i for i in (full.find(s) for s in self.stops) if i >= 0]
+        found = [(i, s) for i, s in ((full.find(s), s) for s in self.stops) if i >= 0]
         if found:
             self.stopped = True
-            out = full[:min(found)]
+            at, stop = min(found, key=lambda f: f[0])  # the earliest; on a tie, the first listed
+            out = full[:at + len(stop) if self.include else at]
             self.pending = ""
             self.emitted += out
             return out

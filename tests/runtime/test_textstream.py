@@ -47,3 +47,14 @@ def test_detokenizer_waits_for_complete_characters(tiny_models):
     pieces = [d.add(i) for i in ids] + [d.flush()]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.parametrize("stops,pieces,expected", [
+    (["END"], ["hello E", "N", "D more"], "hello END"),
+    (["ab", "b"], ["xab"], "xab"),                   # the earliest match, whole
+    (["b", "ab"], ["xab"], "xab"),
+    (["\n"], ["one\ntwo"], "one\n"),
+])
+def test_include_stop_str_in_output(stops, pieces, expected):
+    m = StopMatcher(stops, include=True)
+    assert "".join(m.feed(p) for p in pieces) == expected and m.stopped
