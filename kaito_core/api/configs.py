@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from kaito_core.api import limits
+from kaito_core.api import limits, yamlsafe
 from kaito_core.api import models as m
 
 TRAINING_SECTIONS = ("ModelConfig", "QuantizationConfig", "LoraConfig", "TrainingArguments",
@@ -22,7 +22,7 @@ def _config_doc(cm: m.ConfigMap, key: str) -> tuple[Any, list[str]]:
     if too_big:
         return None, [too_big]
     try:
-        return yaml.safe_load(data[key]) or {}, []
+        return yamlsafe.load(data[key]) or {}, []
     except yaml.YAMLError as exc:
         return None, [f"ConfigMap {cm.name!r} key {key!r} is not valid YAML: {exc}"]
 

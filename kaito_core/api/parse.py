@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kaito_core.api import models as m
+from kaito_core.api import yamlsafe
 from kaito_core.errors import MISSING, FieldError, KaitoError, WorkspaceInvalid
 
 
@@ -124,8 +125,43 @@ def translate(exc: ValidationError, model: type[BaseModel] = m.Workspace) -> lis
 def _name_of(raw: Any) -> str:
     meta = raw.get("metadata") if isinstance(raw, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
-    kind = raw.get("kind", "Workspace") if isinstance(raw, dict) else "Workspace"
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    kind = kind[:63].encode("utf-8", "backslashreplace").decode() if isinstance(kind, str) and kind else "Workspace"
+    if isinstance(name, str) and len(name) > 80:
+        name = name[:77] + "..."
     return f"{kind} {name!r}" if name else f"{kind} <unnamed>"
+
+
+def text_problems(raw: Any) -> list[FieldError]:
+    """Strings no Kubernetes object can hold, wherever they are: a lone UTF-16 surrogate (not
+    encodable as UTF-8: the API server's JSON and every hash of the name would fail) or a NUL
+    character (cut short by C strings on the node: container args, env, paths)."""
+    problems: list[FieldError] = []
+    stack: list[tuple[tuple, Any]] = [((), raw)]
+    while stack and len(problems) < 20:
+        loc, value = stack.pop()
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                if isinstance(key, str) and _bad_text(key):
+                    problems.append(FieldError(format_path(loc + (key,)), key, "is not a valid key: " + _bad_text(key),
+                                               "keys are plain UTF-8 text"))
+                stack.append((loc + (key,), sub))
+        elif isinstance(value, list):
+            stack.extend((loc + (i,), sub) for i, sub in enumerate(value))
+        elif isinstance(value, str) and _bad_text(value):
+            problems.append(FieldError(format_path(loc), value, "is not valid text: " + _bad_text(value),
+                                       "remove the character (YAML escapes such as \\ud800 or \\0 make them)"))
+    return sorted(problems, key=lambda e: e.path)
+
+
+def _bad_text(text: str) -> str:
+    if "\x00" in text:
+        return "it contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it contains a lone surrogate (not encodable as UTF-8)"
+    return ""
 
 
 def parse_workspace(raw: Any, source: str | None = None) -> m.Workspace:
@@ -139,6 +175,9 @@ def parse_workspace(raw: Any, source: str | None = None) -> m.Workspace:
             "spec", MISSING, "Workspace has no 'spec'",
             "move 'resource', 'inference' and 'tuning' to the top level, beside 'metadata' (as upstream KAITO)")],
             source)
+    bad_text = text_problems(raw)
+    if bad_text:
+        raise WorkspaceInvalid(_name_of(raw), bad_text, source)
     try:
         return m.Workspace.model_validate(raw)
     except ValidationError as exc:
@@ -146,6 +185,9 @@ def parse_workspace(raw: Any, source: str | None = None) -> m.Workspace:
 
 
 def parse_configmap(raw: Any, source: str | None = None) -> m.ConfigMap:
+    bad_text = text_problems(raw)
+    if bad_text:
+        raise WorkspaceInvalid(_name_of(raw), bad_text, source)
     try:
         return m.ConfigMap.model_validate(raw)
     except ValidationError as exc:
@@ -155,7 +197,7 @@ def parse_configmap(raw: Any, source: str | None = None) -> m.ConfigMap:
 def load_text(text: str, source: str = "<string>") -> list[Document]:
     """Every document in ``text``; a Workspace that does not parse keeps its error on ``.error``."""
     try:
-        raws = [d for d in yaml.safe_load_all(text) if d is not None]
+        raws = [d for d in yamlsafe.load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -189,6 +231,9 @@ def load_documents(path: str | Path) -> list[Document]:
         return load_text(sys.stdin.read(), "<stdin>")
     p = Path(path)
     try:
+        if p.is_file() and p.stat().st_size > yamlsafe.MAX_BYTES:
+            raise DocumentError(f"{path}: {p.stat().st_size} bytes, more than {yamlsafe.MAX_BYTES}; a Kubernetes "
+                                "object is at most 1.5 MiB")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DocumentError(f"{path}: no such file") from None

@@ -76,7 +76,8 @@ def template_baseline(template: dict, r: ValidationResult) -> None:
         if spec.get(key):
             r.error(f"inference.template.spec.{key}", True, "is not allowed (Pod Security 'baseline')")
     for section in ("initContainers", "containers"):
-        for i, c in enumerate(spec.get(section) or []):
+        containers = spec.get(section)
+        for i, c in enumerate(containers if isinstance(containers, list) else []):
             if not isinstance(c, dict):
                 continue
             p = f"inference.template.spec.{section}[{i}]"
@@ -84,10 +85,12 @@ def template_baseline(template: dict, r: ValidationResult) -> None:
             if sc.get("privileged"):
                 r.error(f"{p}.securityContext.privileged", True, "is not allowed (Pod Security 'baseline')")
             added = (sc.get("capabilities") or {}).get("add") if isinstance(sc.get("capabilities"), dict) else None
-            if added and set(added) - BASELINE_CAPABILITIES:
+            added = [str(a) for a in added] if isinstance(added, list) else ([str(added)] if added else [])
+            if set(added) - BASELINE_CAPABILITIES:
                 r.error(f"{p}.securityContext.capabilities.add", sorted(set(added) - BASELINE_CAPABILITIES),
                         "are not allowed (Pod Security 'baseline')")
-            for j, port in enumerate(c.get("ports") or []):
+            ports = c.get("ports")
+            for j, port in enumerate(ports if isinstance(ports, list) else []):
                 if isinstance(port, dict) and port.get("hostPort"):
                     r.error(f"{p}.ports[{j}].hostPort", port["hostPort"], "is not allowed (Pod Security 'baseline')",
                             "expose the port through the Workspace's Service")

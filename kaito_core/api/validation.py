@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from kaito_core.api import limits
+from kaito_core.api import limits, template
 from kaito_core.api import models as m
 from kaito_core.errors import MISSING, FieldError
 from kaito_core.api.configs import inference_config_problems, training_config_problems
@@ -44,6 +44,7 @@ def _image(path: str, ref: str, r: "ValidationResult", hint: str = "expected reg
 AZURE_GPU_SKU = re.compile(r"^Standard_N[A-Za-z0-9_]+$")
 MAX_ADAPTERS = limits.MAX_ADAPTERS
 TUNING_METHODS = ("lora", "qlora")
+PARTITION_MODES = ("mig", "accelerator")
 # Fields that cannot change once the Workspace exists (upstream's webhook): changing them
 # would need new nodes or a different model; the fix is a new Workspace.
 IMMUTABLE = (
@@ -155,6 +156,10 @@ def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) 
             r.error("resource.count", res.count, "must be 1 for tuning", "tuning runs on a single node")
         elif res.count > 1:  # 1 is the CRD's default: every Workspace has it
             r.warn("resource.count", res.count, "is deprecated; the node count is computed from the model's size")
+    if res.partition is not None and res.partition.mode not in PARTITION_MODES:
+        # upstream's CRD: enum [mig, accelerator]
+        r.error("resource.partition.mode", res.partition.mode, f"must be one of {', '.join(PARTITION_MODES)}",
+                "mig: one MIG slice named by profile; accelerator: count whole GPUs")
     if res.preferred_nodes is not None:
         for i, node in enumerate(res.preferred_nodes):
             if not DNS1123_SUBDOMAIN.fullmatch(node) or len(node) > 253:
@@ -265,8 +270,8 @@ def _inference(ws: m.Workspace, inf: m.InferenceSpec, registry: Any, r: Validati
                 "use preset.name for a known model, or template for your own pod")
     if inf.preset is not None:
         preset = _preset(inf.preset, "inference.preset", registry, r)
-    if inf.template is not None and not isinstance(inf.template.get("spec"), dict):
-        r.error("inference.template.spec", MISSING, "is required", "template is a PodTemplateSpec with a 'spec'")
+    if inf.template is not None:
+        template.check(inf.template, r)
     if inf.config is not None and not DNS1123_SUBDOMAIN.fullmatch(inf.config):
         r.error("inference.config", inf.config, "must be a ConfigMap name (DNS-1123 subdomain)")
     adapters = inf.adapters or []

@@ -40,7 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "KAITO_DEBUG"
+
+
+def _safe_streams() -> None:
+    """Values echoed back from a user's file may hold characters the terminal's encoding cannot
+    show (a lone surrogate, say): print them escaped instead of dying in print()."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover - a closed or exotic stream
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -55,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # noqa: BLE001 - a bug must reach the user as one line, not a traceback
+        import os
+
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: internal error in 'kaito {args.command}': {type(exc).__name__}: {exc}\n"
+              f"  this is a bug in kaito or one of its plugins (`kaito plugins doctor`); run again with "
+              f"{DEBUG_ENV}=1 for the traceback and report it", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

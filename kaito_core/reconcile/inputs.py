@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from kaito_core.api import yamlsafe
 from kaito_core.errors import KaitoError
 from kaito_core.reconcile.catalog import catalog_for
 from kaito_core.reconcile.rules import (partition_requirement, runtime_problems, template_requirement,
@@ -21,6 +22,7 @@ INFERENCE_KEY = "inference_config.yaml"
 TUNING_KEY = "training_config.yaml"
 # Upstream's tuning default method (api/v1beta1 webhook defaults TuningSpec.Method to qlora).
 DEFAULT_TUNING_METHOD = "qlora"
+TUNING_METHODS = ("lora", "qlora")
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,10 @@ def config_doc(cm: Any, key: str) -> dict[str, Any]:
     text = (data or {}).get(key)
     if not text:
         return {}
+    if not isinstance(text, str):
+        return {}
     try:
-        doc = yaml.safe_load(text)
+        doc = yamlsafe.load(text)
     except yaml.YAMLError:
         return {}
     return doc if isinstance(doc, dict) else {}
@@ -54,8 +58,14 @@ def config_doc(cm: Any, key: str) -> dict[str, Any]:
 
 def max_model_len(configmap: Mapping[str, Any] | None) -> int | None:
     """``vllm.max-model-len`` from an inference ConfigMap object, if set."""
-    value = (config_doc(configmap, INFERENCE_KEY).get("vllm") or {}).get("max-model-len")
+    value = _section(config_doc(configmap, INFERENCE_KEY), "vllm").get("max-model-len")
     return int(value) if isinstance(value, int) and value > 1 else None
+
+
+def _section(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``doc[key]`` when it is a mapping (a wrong type is validation's to report, by key)."""
+    value = doc.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def tuning_method(ws: Any) -> str | None:
@@ -73,8 +83,9 @@ def runtime_of(ws: Any, preset: Any) -> str:
     return preset.default_runtime if preset is not None else "transformers"
 
 
-def lookup_preset(registry: Any, name: str) -> tuple[Any, str, str]:
-    """(preset or None, how it was found, error): a plugin's preset, else the generic resolver's."""
+def lookup_preset(registry: Any, name: str, path: str = "inference.preset.name") -> tuple[Any, str, str]:
+    """(preset or None, how it was found, error led by ``path``): a plugin's preset, else the
+    generic resolver's."""
     from kaito_core.plugins import UnknownPreset
 
     try:
@@ -83,12 +94,12 @@ def lookup_preset(registry: Any, name: str) -> tuple[Any, str, str]:
         from kaito_core.builtins import hf
 
         if not hf.is_candidate(name):
-            return None, "", f"unknown preset {name!r}: {exc.hint}"
+            return None, "", f"{path}: unknown preset {_short(name)}: {exc.hint}"
         preset, why = hf.try_resolve(name)
         if preset is None:
-            return None, "", f"preset {name!r} is not installed and could not be read as a model: {why}"
+            return None, "", f"{path}: preset {_short(name)} is not installed and could not be read as a model: {why}"
     except (KaitoError, LookupError) as exc:
-        return None, "", str(exc)
+        return None, "", f"{path}: {exc}"
     plugin = registry.plugin_of("presets", preset.name) if hasattr(registry, "plugin_of") else None
     if plugin is None:
         return preset, f"generic preset for {name!r} ({preset.description})", ""
@@ -121,7 +132,8 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
         req = replace(req, configmaps=cms)
         return Inputs(None, req, ([cat_problem] if cat_problem else []) + problems, runtime=None,
                       found="inference.template: the user's pod template")
-    preset, found, error = lookup_preset(registry, ws.preset_name)
+    section = "tuning" if ws.tuning is not None else "inference"
+    preset, found, error = lookup_preset(registry, ws.preset_name, f"{section}.preset.name")
     if preset is None:
         return Inputs(None, None, [error])
     method = tuning_method(ws)
@@ -131,13 +143,13 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
     if method is not None:
         cfg_name = ws.tuning.config
         doc = config_doc(_configmap(cms, cfg_name), TUNING_KEY)
-        args = (doc.get("training_config") or {}).get("TrainingArguments") or {}
+        args = _section(_section(doc, "training_config"), "TrainingArguments")
         value = args.get("per_device_train_batch_size")
         batch = int(value) if isinstance(value, int) and value > 0 else 1
         max_len = None
     else:
         cfg_name = ws.inference.config
-        user_vllm = dict(config_doc(_configmap(cms, cfg_name), INFERENCE_KEY).get("vllm") or {})
+        user_vllm = dict(_section(config_doc(_configmap(cms, cfg_name), INFERENCE_KEY), "vllm"))
         value = user_vllm.get("max-model-len") if runtime == "vllm" else None
         max_len = int(value) if isinstance(value, int) and value > 1 else None
     if cfg_name and _configmap(cms, cfg_name) is None:
@@ -149,8 +161,10 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
         req, part_problems = partition_requirement(ws, preset, runtime, provisioner, max_model_len=max_len)
         problems += part_problems
     else:
+        # an unknown tuning.method is validation's error (named there); size as upstream's default
+        sized = method if method is None or method in TUNING_METHODS else DEFAULT_TUNING_METHOD
         req = sizing.place(preset, catalog, instance_type=it, runtime=rt, max_model_len=max_len, batch=batch,
-                           method=method, cloud=cloud)
+                           method=sized, cloud=cloud)
     req = replace(req, configmaps=cms)
     if it is not None and it not in catalog and it in getattr(registry, "instance_types", {}):
         problems.append(_wrong_cloud(it, registry, provisioner))
@@ -164,5 +178,11 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
 def _wrong_cloud(it: str, registry: Any, provisioner: Any) -> str:
     other = registry.instance_types[it]
     name = getattr(provisioner, "name", "?")
-    return (f"resource.instanceType {it!r} is an {other.cloud} instance type; provisioner {name!r} cannot "
+    return (f"resource.instanceType: {it!r} is an {other.cloud} instance type; provisioner {name!r} cannot "
             f"create it; choose a type of its catalog (kaito plan lists the reasons)")
+
+
+def _short(value: str) -> str:
+    """``value`` quoted, cut to 80 characters (a 10 MB name must not flood the message)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -17,16 +17,22 @@ from kaito_core.reconcile.pods import GPU_RESOURCE
 NO_VLLM_LORA = frozenset({"FalconForCausalLM"})
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else empty: the template is the user's free-form object
+    (its wrong types are validation's to report, with their paths; sizing must not crash on them)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _template_gpus(ws: Any) -> int:
-    spec = ((ws.inference.template or {}).get("spec") or {}) if ws.inference is not None else {}
+    spec = _mapping(_mapping(ws.inference.template).get("spec")) if ws.inference is not None else {}
+    containers = spec.get("containers")
     total = 0
-    for c in spec.get("containers") or []:
-        res = (c or {}).get("resources") or {}
-        value = (res.get("limits") or {}).get(GPU_RESOURCE) or (res.get("requests") or {}).get(GPU_RESOURCE)
-        try:
-            total = max(total, int(str(value))) if value is not None else total
-        except ValueError:
+    for c in containers if isinstance(containers, list) else []:
+        res = _mapping(_mapping(c).get("resources"))
+        value = _mapping(res.get("limits")).get(GPU_RESOURCE) or _mapping(res.get("requests")).get(GPU_RESOURCE)
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
             continue
+        total = max(total, min(int(str(value)), 1024))
     return total
 
 
@@ -46,7 +52,7 @@ def template_requirement(ws: Any, catalog: Mapping[str, Any], provisioner: Any) 
         problems.append(f"resource.instanceType: an inference.template Workspace sets no instanceType, and "
                         f"provisioner {pname!r} creates nodes of a named type; set resource.instanceType")
     elif creates and it is None:
-        problems.append(f"resource.instanceType {it_name!r} is not in provisioner {pname!r}'s catalog "
+        problems.append(f"resource.instanceType: {it_name!r} is not in provisioner {pname!r}'s catalog "
                         f"({len(catalog)} types); choose one of them")
     reasons = (f"inference.template: {count} node(s) from resource.count, "
                f"{gpus} GPU(s) each from {'the instance type' if it else 'the template'}; no model sizing",)
@@ -87,7 +93,7 @@ def runtime_problems(ws: Any, preset: Any, runtime: str, registry: Any) -> list[
     for i, ad in enumerate(adapters):
         value = _strength(ad.strength) if ad.strength is not None else 1.0
         if value is not None and value < 1.0:
-            problems.append(f"inference.adapters[{i}].strength {ad.strength!r}: the vLLM runtime applies LoRA "
+            problems.append(f"inference.adapters[{i}].strength: {ad.strength!r}: the vLLM runtime applies LoRA "
                             f"adapters at full strength only; set strength \"1.0\" or the annotation "
                             f"kaito.sh/runtime: transformers (which merges with a weight)")
     return problems
@@ -101,7 +107,7 @@ def user_parallelism(user_vllm: Mapping[str, Any], req: Any, config: str | None)
     """A user ConfigMap's tensor/pipeline parallel sizes must fit the GPUs the plan holds."""
     if req is None or not req.gpus_per_node or req.errors:
         return []
-    where = f"ConfigMap {config!r} key inference_config.yaml vllm"
+    where = f"inference.config: ConfigMap {config!r} key inference_config.yaml vllm"
     tp, pp = _int(user_vllm.get("tensor-parallel-size")), _int(user_vllm.get("pipeline-parallel-size"))
     problems: list[str] = []
     for key, val in (("tensor-parallel-size", user_vllm.get("tensor-parallel-size")),
@@ -153,7 +159,7 @@ def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, 
 
     part, res = ws.resource.partition, ws.resource
     problems: list[str] = []
-    where = f"resource.partition (mode {part.mode!r})"
+    where = f"resource.partition: mode {part.mode!r}"
     if ws.tuning is not None:
         problems.append(f"{where}: tuning runs on whole GPUs; remove resource.partition")
     if getattr(provisioner, "creates_nodes", True) is not False and provisioner is not None:
@@ -161,10 +167,10 @@ def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, 
                         f"auto-provisioning); provisioner {getattr(provisioner, 'name', '?')!r} creates nodes: "
                         f"use the byo provisioner or remove resource.partition")
     if res.instance_type:
-        problems.append(f"resource.instanceType {res.instance_type!r}: must be empty with resource.partition "
+        problems.append(f"resource.instanceType: {res.instance_type!r} must be empty with resource.partition "
                         f"(the nodes exist; their GPUs are used as they are)")
     if res.count is not None and res.count > 1:
-        problems.append(f"resource.count {res.count}: must be 1 with resource.partition (one pod on one "
+        problems.append(f"resource.count: {res.count} must be 1 with resource.partition (one pod on one "
                         f"partition); use several Workspaces for replicas")
     est = sizing.estimate(preset, runtime=runtime, max_model_len=max_model_len)
     base = sizing.Requirement(preset=preset.name, runtime=runtime, instance_type=None, gpus_per_node=1,
@@ -185,11 +191,12 @@ def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, 
                         reasons=(why,) + base.reasons), problems
     m = MIG_PROFILE.fullmatch(part.profile or "")
     if m is None:
-        problems.append(f"resource.partition.profile {part.profile!r}: expected a MIG profile such as '1g.10gb'")
+        problems.append(f"resource.partition.profile: {part.profile!r} is not a MIG profile; expected one such as "
+                        f"'1g.10gb'")
         return base, problems
     usable = int(m.group(2)) * 1e9 / 2**30 * sizing.GPU_MEMORY_UTILIZATION
     if est.total_gib > usable:
-        problems.append(f"resource.partition.profile {part.profile!r}: {preset.name} needs {est.total_gib:.1f} GiB, "
+        problems.append(f"resource.partition.profile: {part.profile!r}: {preset.name} needs {est.total_gib:.1f} GiB, "
                         f"the slice has {usable:.1f} GiB usable; choose a larger profile")
     why = f"partition mig: one {part.profile} slice ({usable:.1f} GiB usable) for one pod; no tensor parallelism"
     return _replace(base, gpu_resource=f"nvidia.com/mig-{part.profile}", gpu_memory_available_gib=usable,

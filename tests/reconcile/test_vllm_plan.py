@@ -141,9 +141,9 @@ ADAPTER = "  adapters:\n  - source: {name: a1, image: example.com/a1:1}\n    str
 
 
 @pytest.mark.parametrize("preset, strength, runtime, words", [
-    ("falcon-7b-instruct", "0.2", "", "inference.adapters[0].strength '0.2'"),
+    ("falcon-7b-instruct", "0.2", "", "inference.adapters[0].strength: '0.2'"),
     ("falcon-7b-instruct", "1.0", "", "vLLM cannot serve LoRA adapters on FalconForCausalLM"),
-    ("phi-3-mini-4k-instruct", "0.5", "", "inference.adapters[0].strength '0.5'"),
+    ("phi-3-mini-4k-instruct", "0.5", "", "inference.adapters[0].strength: '0.5'"),
 ])
 def test_vllm_adapter_rules_are_refused_at_admission(tmp_path, registry, preset, strength, runtime, words):
     f = write(tmp_path, ws_text(preset, "Standard_NC24ads_A100_v4", extra=ADAPTER % strength))
@@ -166,7 +166,7 @@ def test_accelerator_partition_is_count_whole_gpus_on_byo_nodes(registry):
     assert (p.instance_type, p.gpus_per_node, p.node_count, p.tensor_parallel_size) == (None, 2, 1, 2)
     assert container(p)["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     refused = plan_workspace(ws, registry=registry, provisioner=registry.provisioners["karpenter"], configmaps=cms)
-    assert any(e.startswith("resource.partition (mode 'accelerator')") and "'karpenter' creates nodes" in e
+    assert any(e.startswith("resource.partition: mode 'accelerator'") and "'karpenter' creates nodes" in e
                for e in refused.errors), refused.errors
 
 
@@ -177,7 +177,7 @@ def test_mig_partition_requests_one_slice_that_must_hold_the_model(tmp_path, reg
     ws, cms = load(write(tmp_path, text))
     p = plan_workspace(ws, registry=registry, provisioner=registry.provisioners["byo"], configmaps=cms)
     if not ok:
-        assert any(f"resource.partition.profile '{profile}'" in e and "larger profile" in e for e in p.errors)
+        assert any(f"resource.partition.profile: '{profile}'" in e and "larger profile" in e for e in p.errors)
         return
     p = ready_plan(ws, cms, registry)
     assert container(p)["resources"]["limits"] == {f"nvidia.com/mig-{profile}": "1"}
