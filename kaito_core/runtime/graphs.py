@@ -84,11 +84,12 @@ def bucket(n: int, sizes: list[int]) -> int:
     raise ValueError(f"{n} exceeds the largest bucket ({sizes[-1]})")
 
 
-def banned_ids(row: Any, vocab: int) -> list[int]:
-    """Tokens :func:`~kaito_core.runtime.sampling.sample` would set to -inf for this row."""
+def banned_ids(row: Any, vocab: int, produced: int | None = None) -> list[int]:
+    """Tokens :func:`~kaito_core.runtime.sampling.sample` would set to -inf for this row, once it
+    has ``produced`` tokens (default: its output so far)."""
     p = row.params
     ends = set(row.eos_ids) if p.ignore_eos else set()
-    if len(row.output_ids) < p.min_tokens:
+    if (len(row.output_ids) if produced is None else produced) < p.min_tokens:
         ends |= set(row.eos_ids) | set(p.stop_token_ids)
     return sorted(t for t in ends if t < vocab)
 
@@ -184,20 +185,33 @@ class DecodeGraphs:
     # -- one decode step ----------------------------------------------------------------------
 
     def decode(self, rows: list[Any]) -> tuple[list[Pick] | None, torch.Tensor]:
-        """Run the step for ``rows`` (slots ``0..n-1``, each at position ``row.pos``). Returns the
-        picks when every row samples on the device (one host read: the ids), else ``None`` and the
-        rows' logits for the host sampler."""
-        n = len(rows)
-        vocab = self.logits.shape[1] if self.logits is not None else self._vocab()
-        on_device = all(samples_on_device(r, vocab) for r in rows)
-        B = bucket(n, self.batch_sizes)
-        L = bucket(max(r.pos for r in rows) + 1, self.lengths)
-        sampling = on_device and any(not r.params.greedy for r in rows)
-        self._fill(rows, B, vocab, on_device)
-        self._launch((B, L, sampling))
+        """Run the step for ``rows`` (slots ``0..n-1``, each at position ``row.pos``) and wait for
+        it. Returns the picks when every row samples on the device (one host read: the ids), else
+        ``None`` and the rows' logits for the host sampler."""
+        on_device = self.launch(rows)
         if not on_device:
-            return None, self.logits[:n]
-        return [Pick(token=t) if t >= 0 else Pick(error=BAD_ROW) for t in self.ids[:n].tolist()], self.logits[:n]
+            return None, self.logits[:len(rows)]
+        return self.collect(len(rows)), self.logits[:len(rows)]
+
+    def launch(self, rows: list[Any], inputs: list[tuple[int, int, int]] | None = None) -> bool:
+        """Start the step for ``rows`` without waiting for it; ``inputs``: each row's (token,
+        position, tokens produced), by default its last token at ``row.pos`` and its output so
+        far. Returns whether the step samples every row on the device (else only its logits
+        are meaningful)."""
+        n = len(rows)
+        vocab = self._vocab()
+        inputs = inputs or [(r.output_ids[-1], r.pos, len(r.output_ids)) for r in rows]
+        on_device = self.all_on_device(rows)
+        B = bucket(n, self.batch_sizes)
+        L = bucket(max(pos for _, pos, _ in inputs) + 1, self.lengths)
+        sampling = on_device and any(not r.params.greedy for r in rows)
+        self._fill(rows, inputs, B, vocab, on_device)
+        self._launch((B, L, sampling))
+        return on_device
+
+    def collect(self, n: int) -> list[Pick]:
+        """The picks of the last step's first ``n`` rows: the one read per token (a sync on CUDA)."""
+        return [Pick(token=t) if t >= 0 else Pick(error=BAD_ROW) for t in self.ids[:n].tolist()]
 
     def warm_up(self) -> int:
         """Run (capture, on CUDA) the greedy step of every (B, L) bucket with padding rows only:
@@ -206,19 +220,25 @@ class DecodeGraphs:
         vocab = self._vocab()
         for B in self.batch_sizes:
             for L in self.lengths:
-                self._fill([], B, vocab, False)
+                self._fill([], [], B, vocab, False)
                 self._launch((B, L, False))
         return len(self.batch_sizes) * len(self.lengths)
 
+    def all_on_device(self, rows: list[Any]) -> bool:
+        vocab = self._vocab()
+        return all(samples_on_device(r, vocab) for r in rows)
+
     def _vocab(self) -> int:
+        if self.logits is not None:
+            return self.logits.shape[1]
         head = self.model.get_output_embeddings()
         return int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
 
-    def _fill(self, rows: list[Any], B: int, vocab: int, bans: bool) -> None:
+    def _fill(self, rows: list[Any], inputs: list[tuple[int, int, int]], B: int, vocab: int, bans: bool) -> None:
         """Host side: write this step's inputs into the pinned buffers, then one async copy each."""
         n, h, t = len(rows), self.host_np, self.host_temp_np
-        pos = [r.pos for r in rows]
-        h[0, :n] = [r.output_ids[-1] for r in rows]
+        pos = [p for _, p, _ in inputs]
+        h[0, :n] = [tok for tok, _, _ in inputs]
         h[1, :n] = pos
         h[2, :n] = pos
         h[0:2, n:B] = 0                     # padding rows: token 0 at position 0, sees column 0
@@ -227,7 +247,7 @@ class DecodeGraphs:
         t[:B] = 0.0
         for i, r in enumerate(rows):
             if bans:
-                banned = banned_ids(r, vocab)
+                banned = banned_ids(r, vocab, inputs[i][2])
                 h[3:3 + len(banned), i] = banned
             if not r.params.greedy:
                 t[i] = r.params.temperature

@@ -27,9 +27,11 @@ Decode, two ways (``cuda_graphs`` / ``$KAITO_CUDA_GRAPHS``: auto = static on CUD
   ``max_batch``) and a KV-length bucket (powers of two from ``graph_min_len``, then the whole
   buffer); it reads only preallocated buffers (inputs copied from pinned host memory with
   ``non_blocking=True``), builds the mask on the device, samples greedy and plain-temperature
-  rows on the device, and the host reads back one tensor per token: the sampled ids. On CUDA every
-  bucket's greedy step is captured as a CUDA graph when the engine starts and replayed after; the
-  temperature variant is captured on first use. On CPU (``on``) the same step runs eagerly.
+  rows on the device, and the host reads back one tensor per token: the sampled ids. The next
+  step is launched before the tokens just read are delivered, so the host's per-token work runs
+  while the device computes (:mod:`kaito_core.runtime.overlap`). On CUDA every bucket's greedy
+  step is captured as a CUDA graph when the engine starts and replayed after; the temperature
+  variant is captured on first use. On CPU (``on``) the same step runs eagerly.
 
 What stays on the host or eager: prefill (chunks have varying shapes; vLLM's original engine
 captured decode batches only, too); rows with penalties, logit bias, top-k/top-p/min-p, a seed,
@@ -184,6 +186,7 @@ class SlotEngine(Engine):
         impl = model.config._attn_implementation
         self.mask_dtype = None if impl == "sdpa" else next(model.parameters()).dtype  # eager: additive
         self.prefill_chunks = 0
+        self.in_flight: Any = None             # overlap.InFlight: the static step launched last turn
         self.graphs = DecodeGraphs(model, self.store, self.slot_cache, max_batch=self.max_batch,
                                    mask_dtype=self.mask_dtype, min_len=graph_min_len) if static else None
         if self.graphs is not None and self.graphs.capture:
@@ -217,7 +220,7 @@ class SlotEngine(Engine):
         if self.prefilling:
             self._prefill_chunk()
             self._flush()  # first tokens out now, not after the next decode step
-        if self.rows:
+        if self.rows or self.in_flight is not None:
             self._decode()
 
     def _mask(self, limit: torch.Tensor, length: int) -> torch.Tensor:
@@ -283,6 +286,13 @@ class SlotEngine(Engine):
 
     def _decode(self) -> None:
         self._drop_finished()
+        if self.graphs is not None:
+            from kaito_core.runtime.overlap import overlapped_turn
+
+            ahead = overlapped_turn(self)    # the next step runs on the device while this delivers
+            self._drop_finished()
+            if ahead:
+                return
         if not self.rows:
             return
         rows = self.rows
@@ -368,4 +378,4 @@ class SlotEngine(Engine):
 
     def _fail_all(self, message: str, extra: list[Sequence] = ()) -> None:
         super()._fail_all(message, [*self.prefilling, *extra])
-        self.prefilling = []
+        self.prefilling, self.in_flight = [], None

@@ -96,8 +96,9 @@ def test_static_decode_matches_dynamic_slots_and_generate(loaded, arch):
                      for p, n in zip(PROMPTS, LENGTHS)]
     assert ours == dynamic == reference
     assert [len(o) for o in ours] == LENGTHS
-    # every decode step ran the static step, across several batch and length buckets
-    assert static.graphs.eager_steps == static.steps > 0
+    # every decode step ran the static step (the last one launched ahead for nothing), across
+    # several batch and length buckets
+    assert static.steps <= static.graphs.eager_steps <= static.steps + 1 and static.steps > 0
     batches = {b for b, _, _ in static.graphs.seen}
     lengths = {length for _, length, _ in static.graphs.seen}
     assert batches == {1, 2, 4, 8}, batches
@@ -120,12 +121,17 @@ def test_min_tokens_and_stop_ids_are_banned_on_the_device(loaded):
 
 
 def _prime(engine, seqs):
-    """Admit and prefill ``seqs`` on the test thread (no engine thread), then one decode step."""
+    """Admit and prefill ``seqs`` on the test thread (no engine thread), then one decode step,
+    collected and delivered: nothing is left in flight."""
     import torch
+
+    from kaito_core.runtime.overlap import collect
 
     with torch.inference_mode():
         engine._step(list(seqs))
-    assert len(engine.rows) == len(seqs)
+        if engine.graphs is not None:
+            engine._deliver(*collect(engine))
+    assert len(engine.rows) == len(seqs) and all(len(s.output_ids) == 2 for s in seqs)
 
 
 def test_padding_rows_never_touch_live_rows(loaded):
@@ -281,13 +287,15 @@ def test_the_audit_catches_a_host_tensor_and_a_sync(loaded):
 
 def test_host_reads_per_decode_step_in_a_running_engine(loaded, monkeypatch):
     """Through the engine thread, greedy and temperature rows joining and leaving: each decode
-    step reads back one tensor; a row that needs the host sampler (a penalty) reads logits instead."""
+    step is read back once (its ids); a row that needs the host sampler (a penalty) makes the
+    engine run the synchronous step and sample on the host instead."""
     import torch
 
     model, tok = loaded["llama"]
     engine = SlotEngine(model, max_batch=4, context_length=512, cuda_graphs="on", graph_min_len=16)
-    counts = {"tolist": 0, "decode": 0, "host": 0}
-    original_tolist, original_decode = torch.Tensor.tolist, engine.graphs.decode
+    graphs = engine.graphs
+    counts = {"tolist": 0, "collect": 0, "host": 0}
+    original_tolist, original_collect, original_decode = torch.Tensor.tolist, graphs.collect, graphs.decode
     inside = threading.local()
 
     def tolist(self):
@@ -295,26 +303,60 @@ def test_host_reads_per_decode_step_in_a_running_engine(loaded, monkeypatch):
             counts["tolist"] += 1
         return original_tolist(self)
 
-    def decode(rows, *a, **kw):
-        inside.on = True
-        try:
-            picks, logits = original_decode(rows, *a, **kw)
-        finally:
-            inside.on = False
-        counts["decode"] += 1
+    def collect(n):
+        counts["collect"] += 1
+        return original_collect(n)
+
+    def decode(rows):
+        picks, logits = original_decode(rows)
         counts["host"] += picks is None
         return picks, logits
 
+    original_step = engine._decode
+
+    def decode_turn():   # the whole decode part of a turn, delivery included
+        inside.on = True
+        try:
+            original_step()
+        finally:
+            inside.on = False
+
     monkeypatch.setattr(torch.Tensor, "tolist", tolist)
-    engine.graphs.decode = decode
+    graphs.collect, graphs.decode, engine._decode = collect, decode, decode_turn
     seqs = [_seq(tok, p, n, temperature=t, ignore_eos=True)
             for p, n, t in zip(PROMPTS[:6], [20, 8, 30, 5, 12, 16], [0.0, 0.7, 0.0, 1.3, 0.0, 0.9])]
     _run(engine, seqs, stagger=0.004)
-    assert counts["decode"] == engine.steps > 0 and counts["host"] == 0
-    assert counts["tolist"] == counts["decode"]
+    assert counts["collect"] == engine.steps > 0 and counts["host"] == 0
+    assert counts["tolist"] == counts["collect"]
     engine.stopping = False       # the same engine again, with a row that needs the host sampler
     _run(engine, [_seq(tok, PROMPTS[0], 6, repetition_penalty=1.3), _seq(tok, PROMPTS[1], 6)])
     assert counts["host"] == 5    # 6 tokens: the first from prefill, 5 decode steps on host sampling
+
+
+def test_the_next_step_is_launched_before_this_one_is_delivered(loaded):
+    """The overlap: from the second decode turn on, each turn launches the next step and only
+    then delivers the tokens it read, and the answer is still the synchronous path's."""
+    import torch
+
+    model, tok = loaded["llama"]
+    engine = SlotEngine(model, max_batch=2, context_length=128, cuda_graphs="on", graph_min_len=16)
+    events = []
+    launch, deliver = engine.graphs.launch, engine._deliver
+    engine.graphs.launch = lambda rows, inputs=None: events.append("launch") or launch(rows, inputs)
+    engine._deliver = lambda rows, picks: (events.append(f"deliver {len(rows)}") if rows else None,
+                                           deliver(rows, picks))
+    seq = _seq(tok, PROMPTS[0], 6, ignore_eos=True)
+    with torch.inference_mode():
+        engine._step([seq])                  # prefill (first token) + the first step launched
+        while engine.rows or engine.in_flight is not None:
+            engine._step([])
+    # 6 tokens: the first from prefill, 5 from decode steps; the step launched with the 6th
+    # token's delivery is the one computed for nothing (the row ends in that delivery)
+    assert events == ["launch"] + ["launch", "deliver 1"] * 5
+    assert engine.steps == 6 and engine.graphs.eager_steps == 6
+    assert seq.finish_reason == "length"
+    assert [seq.output_ids] == _run(SlotEngine(model, max_batch=2, context_length=128, cuda_graphs="off"),
+                                    [_seq(tok, PROMPTS[0], 6, ignore_eos=True)])
 
 
 def test_sample_on_device_draws_from_the_softmax_and_flags_bad_rows():
@@ -471,7 +513,8 @@ def test_served_over_http_with_the_static_step(make_server, tiny_models, adapter
     base = answers(static.url, "tiny-llama")
     assert base == answers(dynamic.url, "tiny-llama")
     answers(static.url, "tiny-llama", temperature=0.8)       # sampled on the device, 12 tokens each
-    assert graphs.eager_steps == static.service.engine.steps > 0
+    steps = static.service.engine.steps
+    assert steps <= graphs.eager_steps <= steps + 1 and steps > 0     # + the one launched ahead, if unread
     assert any(sampling for _, _, sampling in graphs.seen)
     for srv in (static, dynamic):
         r = httpx.post(srv.url + "/admin/adapters", json={"name": "sql", "source": str(adapters["sql"])},
@@ -504,17 +547,15 @@ def test_on_a_gpu_captured_graphs_replay_every_decode_step(tiny_models):
     graphs = engine.graphs
     assert ours == dynamic
     assert graphs.captures >= len(graphs.batch_sizes) * len(graphs.lengths) and graphs.eager_steps == 0
-    assert graphs.replays == engine.steps > 0
+    assert engine.steps <= graphs.replays <= engine.steps + 1 and engine.steps > 0
     live = [_seq(tok, p, 50) for p in PROMPTS[:3]]
     engine.stopping = False
     _prime(engine, live)     # slots 0..2 hold three fresh rows
-    key = (4, graphs.lengths[-1], False)
     with torch.inference_mode():
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            graphs._fill(live, 4, graphs.logits.shape[1], True)
-            graphs._launch(key)
+            assert graphs.launch(live)     # filling the pinned buffers, the copies, the replay
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert graphs.ids[:3].tolist() == graphs.logits[:3].argmax(-1).tolist()
