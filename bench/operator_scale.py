@@ -86,20 +86,32 @@ UNRELATED_PODS = 3000
 UNRELATED_NODES = 100
 
 
+def namespaces(kube: KubeClient, names_: list[str]) -> None:
+    """Namespaces must exist before anything is created in them (NamespaceLifecycle)."""
+    for ns in names_:
+        try:
+            kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+
 def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATED_NODES) -> None:
-    """Objects no Workspace owns, in other namespaces (created concurrently, before the clock)."""
+    """Objects no Workspace owns, in other namespaces (created concurrently, before the clock).
+    The nodes carry a status (the operator's node watch sees them all); the pods never reach
+    the operator (its pod watch selects kaito's label) and keep the status a create gives."""
+    namespaces(kube, [NS] + [f"team-{i}" for i in range(30)])
+
     def pod(i: int) -> None:
-        kube.create(({"apiVersion": "v1", "kind": "Pod",
-                                   "metadata": {"name": f"app-{i}", "namespace": f"team-{i % 30}",
-                                                "labels": {"app": f"app-{i % 50}"}},
-                                   "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]},
-                                   "status": {"phase": "Running"}}))
+        kube.create({"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": f"app-{i}", "namespace": f"team-{i % 30}", "labels": {"app": f"app-{i % 50}"}},
+                     "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]}})
 
     def node(i: int) -> None:
-        kube.create(({"apiVersion": "v1", "kind": "Node",
-                                   "metadata": {"name": f"cpu-node-{i}", "labels": {"pool": "system"}},
-                                   "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                                              "capacity": {"cpu": "16", "memory": "64Gi"}}}))
+        name = f"cpu-node-{i}"
+        kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"pool": "system"}},
+                     "status": {"conditions": [{"type": "Ready", "status": "True"}],  # as the kubelet registers it
+                                "capacity": {"cpu": "16", "memory": "64Gi"}}})
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         list(pool.map(pod, range(pods)))
         list(pool.map(node, range(nodes)))
@@ -312,6 +324,7 @@ def profile_pass(n: int = 10, rounds: int = 5, top: int = 25) -> int:
 
     with Emulator() as emu, FakeControllers(emu.url, namespace=NS, jobs=False):
         kube = KubeClient(emu.url)
+        namespaces(kube, [NS])
         wss = [kube.create(workspace(i)) for i in range(n)]
         cache = WatchCache({("apps/v1", "StatefulSet"), ("v1", "Node"), ("karpenter.sh/v1", "NodeClaim"),
                             ("v1", "Service"), ("v1", "ConfigMap")})
