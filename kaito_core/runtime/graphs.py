@@ -165,6 +165,7 @@ class DecodeGraphs:
         self.temp = self.host_temp if same else torch.zeros_like(self.host_temp, device=dev)
         self.columns = torch.arange(self.store.capacity, device=dev)
         self.ids = torch.zeros((n,), dtype=torch.long, device=dev)
+        self.copied = torch.cuda.Event() if pin else None   # the last host -> device copy is done
 
     # -- when the static step may run ----------------------------------------------------------
 
@@ -236,6 +237,10 @@ class DecodeGraphs:
 
     def _fill(self, rows: list[Any], inputs: list[tuple[int, int, int]], B: int, vocab: int, bans: bool) -> None:
         """Host side: write this step's inputs into the pinned buffers, then one async copy each."""
+        if self.copied is not None and not self.copied.query():
+            # the previous copy still reads the pinned buffers (back-to-back launches, as in
+            # warm_up; in serving, the sampled ids read since then already waited for it)
+            self.copied.synchronize()
         n, h, t = len(rows), self.host_np, self.host_temp_np
         pos = [p for _, p, _ in inputs]
         h[0, :n] = [tok for tok, _, _ in inputs]
@@ -254,6 +259,7 @@ class DecodeGraphs:
         if self.ints is not self.host:
             self.ints.copy_(self.host, non_blocking=True)
             self.temp.copy_(self.host_temp, non_blocking=True)
+            self.copied.record()
 
     def _launch(self, key: tuple[int, int, bool]) -> None:
         self.seen.add(key)

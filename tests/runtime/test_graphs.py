@@ -1,7 +1,9 @@
-"""The static decode step (graphs.py) on CPU, where it runs eagerly through the same static buffers
-a CUDA graph would replay: answers equal the dynamic SlotEngine's and ``model.generate``, padding
-rows never touch live rows, the step reads only preallocated tensors, and the host reads back one
-tensor (the sampled ids) per token. ``torch.cuda.graph`` itself needs a GPU and is not run here."""
+"""The static decode step (graphs.py, overlap.py) on CPU, where it runs eagerly through the same
+static buffers a CUDA graph would replay: answers equal the dynamic SlotEngine's and
+``model.generate``, padding rows never touch live rows, the step reads only preallocated tensors
+and its op trace depends only on its bucket, the host reads back one tensor (the sampled ids) per
+token, and the next step is launched before the last one's tokens are delivered.
+``torch.cuda.graph`` itself needs a GPU: the one test that runs it is skipped elsewhere."""
 
 from __future__ import annotations
 
