@@ -7,42 +7,53 @@ returns them: the first token's is ``null``, every other token's is the raw log-
 logits at the position before it, with its ``top_logprobs``.
 
 The engine's prefill keeps only the last position's logits, so this is a pass of its own over
-the prompt, on the engine thread between two steps, in chunks (a 4k-token prompt over a 128k
-vocabulary would need 2 GB of logits at once).
+the prompt, on the engine thread, one chunk of :data:`CHUNK` tokens per engine command: decode
+steps of running requests go on between chunks (as chunked prefill lets them), and a 4k-token
+prompt over a 128k vocabulary never needs 2 GB of logits at once.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 CHUNK = 512
 
+Entry = tuple[int, "float | None", "list[tuple[int, float]] | None"]
 
-def prompt_logprobs(model: Any, forward_kwargs: Callable[[list[Any]], dict[str, Any]], ids: list[int], k: int,
-                    adapter: str | None = None) -> list[tuple[int, float | None, list[tuple[int, float]] | None]]:
-    """``(token, logprob, top k)`` for every prompt token; engine thread only."""
-    from transformers import DynamicCache
 
-    device = next(model.parameters()).device
-    out: list[tuple[int, float | None, list[tuple[int, float]] | None]] = [(ids[0], None, None)]
-    cache = DynamicCache()
-    row = SimpleNamespace(adapter=adapter)  # what forward_kwargs reads (the adapter to use)
-    with torch.inference_mode():
-        for start in range(0, len(ids) - 1, CHUNK):
-            end = min(start + CHUNK, len(ids) - 1)   # positions start..end-1 predict tokens start+1..end
-            logits = model(input_ids=torch.tensor([ids[start:end]], device=device),
-                           position_ids=torch.arange(start, end, device=device)[None], cache=cache,
-                           use_cache=True, **forward_kwargs([row])).logits[0]
+class PromptScorer:
+    """Scores ``ids`` chunk by chunk: call :meth:`step` (engine thread) until :attr:`done`."""
+
+    def __init__(self, engine: Any, ids: list[int], k: int, adapter: str | None = None):
+        from transformers import DynamicCache
+
+        # the engine, not its model: loading the first adapter swaps engine.model for a PeftModel
+        # between two chunks, and each chunk must run what the engine runs
+        self.engine, self.ids, self.k = engine, ids, k
+        self.row = SimpleNamespace(adapter=adapter)   # what forward_kwargs reads (the adapter to use)
+        self.cache = DynamicCache()
+        self.start = 0
+        self.entries: list[Entry] = [(ids[0], None, None)]
+
+    @property
+    def done(self) -> bool:
+        return self.start >= len(self.ids) - 1
+
+    def step(self) -> None:
+        start, end = self.start, min(self.start + CHUNK, len(self.ids) - 1)  # predicting tokens start+1..end
+        model, device = self.engine.model, self.engine.device
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([self.ids[start:end]], device=device),
+                           position_ids=torch.arange(start, end, device=device)[None], cache=self.cache,
+                           use_cache=True, **self.engine.forward_kwargs([self.row])).logits[0]
             lp = torch.log_softmax(logits.float(), dim=-1)
-            targets = torch.tensor(ids[start + 1:end + 1], device=device)
-            chosen = lp.gather(1, targets[:, None]).squeeze(1).tolist()
-            top_v, top_i = lp.topk(k, dim=-1) if k else (None, None)
-            top_v = top_v.tolist() if top_v is not None else None
-            top_i = top_i.tolist() if top_i is not None else None
-            for j, tok in enumerate(ids[start + 1:end + 1]):
-                top = list(zip(top_i[j], top_v[j])) if k else []
-                out.append((tok, chosen[j], top))
-    return out
+            targets = self.ids[start + 1:end + 1]
+            chosen = lp.gather(1, torch.tensor(targets, device=device)[:, None]).squeeze(1).tolist()
+            top_v, top_i = lp.topk(self.k, dim=-1) if self.k else (None, None)
+            top = list(zip(top_i.tolist(), top_v.tolist())) if self.k else None
+        for j, tok in enumerate(targets):
+            self.entries.append((tok, chosen[j], list(zip(*top[j])) if top else []))
+        self.start = end

@@ -320,13 +320,14 @@ class TransformersService(AdapterAdmin):
         return prep
 
     async def prompt_logprobs(self, prep: Prepared) -> list:
-        """The prompt tokens' own log-probabilities (``echo`` with ``logprobs``), computed on the
-        engine thread between two steps."""
-        from kaito_core.runtime.prompt_logprobs import prompt_logprobs
+        """The prompt tokens' own log-probabilities (``echo`` with ``logprobs``): one chunk per
+        engine command, so running requests decode between chunks."""
+        from kaito_core.runtime.prompt_logprobs import PromptScorer
 
-        k = prep.parsed.params.logprobs or 0
-        return await self.engine.acall(lambda: prompt_logprobs(self.engine.model, self.engine.forward_kwargs,
-                                                               prep.prompt_ids, k, prep.adapter))
+        scorer = PromptScorer(self.engine, prep.prompt_ids, prep.parsed.params.logprobs or 0, prep.adapter)
+        while not scorer.done:
+            await self.engine.acall(scorer.step)
+        return scorer.entries
 
     async def generate(self, prep: Prepared | list[Prepared],
                        is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
