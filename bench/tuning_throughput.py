@@ -9,6 +9,13 @@ slow: without packing every optimizer step sees one short row (upstream's templa
 the other; the number is the recipe's own ``tokens_per_s`` (non-padding training tokens over
 training time). Goal on CPU: packing >= 5x.
 
+A third side, ``packed, 4D mask``, trains the same packed rows with the block-diagonal mask
+that models outside :data:`kaito_core.tuning.attention.MODEL_TYPES` get (the path every model
+took before per-sample attention): what that attention costs on a long row. Besides wall-clock
+tokens/s, each side reports tokens per CPU second of this process after its first step; with one
+torch thread that is the work per token, which other processes on a shared machine do not blur
+(wall-clock numbers there swing by 2x between rounds).
+
 Each side trains for about ``--seconds`` (step counts calibrated by a short probe of each
 side), in ``--rounds`` alternating plain/packed pairs; the medians and their ratio are printed.
 
@@ -41,30 +48,39 @@ def rows(n: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def one(model: Path, data: Path, out: Path, *, packing: bool, steps: int, max_length: int) -> dict:
+SIDES = (("no packing", False, False), ("packing", True, False), ("packed, 4D mask", True, True))
+
+
+def one(model: Path, data: Path, out: Path, *, side: tuple, steps: int, max_length: int) -> dict:
     import time
 
-    from kaito_core.tuning import run
+    from kaito_core.tuning import attention, run
 
+    name, packing, mask = side
     cfg = {"training_config": {
         "TrainingArguments": {"per_device_train_batch_size": 1, "max_steps": steps, "learning_rate": 1e-4,
                               "save_strategy": "no", "packing": packing, "logging_steps": 1},
         "DatasetConfig": {"train_test_split": 1, "max_seq_length": max_length},
     }}
     marks: list[tuple[float, int]] = []  # (CPU seconds of this process, tokens seen) at each step's end
-    s = run(model_dir=str(model), data=[str(data)], config=cfg, output=str(out), progress="none",
-            on_step=lambda info: marks.append((time.process_time(), info.tokens_seen))).summary
+    known = attention.MODEL_TYPES
+    attention.MODEL_TYPES = () if mask else known  # no model qualifies: the collator builds the 4D mask
+    try:
+        s = run(model_dir=str(model), data=[str(data)], config=cfg, output=str(out), progress="none",
+                on_step=lambda info: marks.append((time.process_time(), info.tokens_seen))).summary
+    finally:
+        attention.MODEL_TYPES = known
     (c0, t0), (c1, t1) = marks[0], marks[-1]
-    return {"packing": packing, "steps": s["steps"], "tokens": s["tokens_seen"], "seconds": s["train_seconds"],
-            "tokens_per_s": s["tokens_per_s"], "rows": (s["packing"] or {}).get("rows"),
-            # after the first step, per CPU second: what a busy shared machine does not blur
-            "tokens_per_cpu_s": (t1 - t0) / (c1 - c0) if c1 > c0 else float("nan")}
+    return {"side": name, "steps": s["steps"], "tokens": s["tokens_seen"], "seconds": s["train_seconds"],
+            "tokens_per_s": s["tokens_per_s"],
+            "tokens_per_cpu_s": (t1 - t0) / (c1 - c0) if c1 > c0 else float("nan"),
+            "cpu_ms_per_step": 1000 * (c1 - c0) / max(1, len(marks) - 1)}
 
 
-def calibrated(model: Path, data: Path, root: Path, *, packing: bool, seconds: float, max_length: int) -> int:
-    """Steps for about ``seconds`` of training, from a short run of the same side."""
-    probe = one(model, data, root / f"probe-{packing}", packing=packing, steps=4 if packing else 20,
-                max_length=max_length)
+def calibrated(model: Path, data: Path, root: Path, *, side: tuple, seconds: float, max_length: int) -> int:
+    """Steps for about ``seconds`` of training, from a short run of the same side (also the warm-up)."""
+    packing = side[1]
+    probe = one(model, data, root / f"probe-{side[0]}", side=side, steps=4 if packing else 20, max_length=max_length)
     per_step = probe["seconds"] / probe["steps"]
     return max(8 if packing else 50, min(2000, round(seconds / per_step)))
 
@@ -76,7 +92,7 @@ def main() -> int:
                     help="torch threads (default 1: on a shared 2-core machine, 2 threads spin against the "
                          "other processes and both sides' numbers swing by 2-5x)")
     ap.add_argument("--seconds", type=float, default=None, help="training seconds per side and round")
-    ap.add_argument("--rounds", type=int, default=None, help="plain/packed pairs, alternating (median reported)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of the three sides in turn (medians reported)")
     args = ap.parse_args()
     import statistics
 
@@ -86,7 +102,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     hidden, layers, max_len = (128, 2, 512) if args.quick else (256, 4, 1024)
-    seconds = args.seconds or (2.0 if args.quick else 6.0)
+    seconds = args.seconds or (2.0 if args.quick else 5.0)
     rounds = args.rounds or (1 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="kaito-bench-") as tmp:
         root = Path(tmp)
@@ -94,27 +110,30 @@ def main() -> int:
                                  context=max_len)
         data = root / "short.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows(2000)))
-        # The probes double as warm-up (first-call costs: kernels, allocator), so neither side pays them.
-        steps = {p: calibrated(model, data, root, packing=p, seconds=seconds, max_length=max_len)
-                 for p in (False, True)}
-        results: dict[bool, list[dict]] = {False: [], True: []}
-        for i in range(rounds):  # alternate the sides, so a load change on the machine hits both
-            for p in (False, True):
-                results[p].append(one(model, data, root / f"r{i}-{p}", packing=p, steps=steps[p],
-                                      max_length=max_len))
-    plain, packed = results[False], results[True]
+        steps = {side: calibrated(model, data, root, side=side, seconds=seconds, max_length=max_len) for side in SIDES}
+        results: dict[tuple, list[dict]] = {side: [] for side in SIDES}
+        for i in range(rounds):  # the sides in turn, so a load change on the machine hits all of them
+            for j, side in enumerate(SIDES):
+                results[side].append(one(model, data, root / f"r{i}-{j}", side=side, steps=steps[side],
+                                         max_length=max_len))
+    plain = results[SIDES[0]]
     print(f"model: random Llama hidden {hidden}, {layers} layers, vocab 512; rows of "
           f"~{plain[0]['tokens'] / plain[0]['steps']:.0f} tokens; batch size 1; packing max_length {max_len}; "
           f"torch threads {args.threads}; {rounds} round(s) of ~{seconds:.0f}s per side")
-    for r in [x for pair in zip(plain, packed) for x in pair]:
-        print(f"  packing={str(r['packing']):5}  steps {r['steps']:4}  tokens {r['tokens']:7}  "
-              f"{r['seconds']:7.2f}s  {r['tokens_per_s']:9.1f} tokens/s  {r['tokens_per_cpu_s']:9.1f} tokens/CPU-s")
+    for i in range(rounds):
+        for side in SIDES:
+            r = results[side][i]
+            print(f"  {r['side']:16} steps {r['steps']:4}  tokens {r['tokens']:7}  {r['seconds']:6.2f}s  "
+                  f"{r['tokens_per_s']:8.1f} tokens/s  {r['tokens_per_cpu_s']:8.1f} tokens/CPU-s  "
+                  f"{r['cpu_ms_per_step']:7.1f} CPU-ms/step")
+    med = {side: {k: statistics.median(r[k] for r in results[side]) for k in ("tokens_per_s", "tokens_per_cpu_s")}
+           for side in SIDES}
     for key, what in (("tokens_per_s", "tokens/s (wall clock, the recipe's own number)"),
-                      ("tokens_per_cpu_s", "tokens per CPU second (steps 2..n)")):
-        a = statistics.median(r[key] for r in plain)
-        b = statistics.median(r[key] for r in packed)
-        pairs = ", ".join(f"{q[key] / p[key]:.1f}x" for p, q in zip(plain, packed))
-        print(f"{what}: no packing {a:.1f}, packing {b:.1f}: {b / a:.1f}x (goal >= 5x; per round: {pairs})")
+                      ("tokens_per_cpu_s", "tokens per CPU second (after the first step)")):
+        line = ", ".join(f"{side[0]} {med[side][key]:.1f}" for side in SIDES)
+        print(f"{what}: {line}")
+        print(f"  packing / no packing: {med[SIDES[1]][key] / med[SIDES[0]][key]:.1f}x (goal >= 5x); "
+              f"per-sample attention / 4D mask: {med[SIDES[1]][key] / med[SIDES[2]][key]:.2f}x")
     return 0
 
 
