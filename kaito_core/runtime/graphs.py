@@ -335,7 +335,9 @@ def prepare(engine: Any) -> None:
     import time
 
     graphs, store, device = engine.graphs, engine.store, engine.device
-    if engine.model is not graphs.model:  # started with an adapter: steps take the dynamic path
+    if engine.model is not graphs.model:  # started with an adapter (a PeftModel): dynamic decode only
+        engine.graphs = None
+        store.release()
         return
     started = time.monotonic()
     store.slot_index = torch.zeros((1, 1), dtype=torch.long, device=device)

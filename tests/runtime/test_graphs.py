@@ -478,6 +478,12 @@ def test_a_failed_preparation_falls_back_to_growing_buffers(loaded, monkeypatch)
     ours = _run(engine, [_seq(tok, PROMPTS[2], 9, ignore_eos=True)])
     assert ours == _run(SlotEngine(model, max_batch=2, context_length=512, cuda_graphs="off"),
                         [_seq(tok, PROMPTS[2], 9, ignore_eos=True)])
+    # started with an adapter already loaded: the engine's model is another object (a PeftModel)
+    wrapped = SlotEngine(model, max_batch=2, context_length=512, cuda_graphs="on")
+    wrapped.model = loaded["phi3"][0]
+    with torch.inference_mode():
+        wrapped._capture_graphs()
+    assert wrapped.graphs is None and wrapped.store.capacity == 257
 
 
 def test_served_over_http_with_the_static_step(make_server, tiny_models, adapters, monkeypatch):
