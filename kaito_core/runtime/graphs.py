@@ -31,8 +31,10 @@ eager warm-up runs on a side stream, then ``torch.cuda.graph`` into one memory p
 graph (outputs are copied into the static buffers above, so no graph's pool memory has to outlive
 its replay); later steps replay it. Elsewhere, or with capture off, the same step runs eagerly on
 the same buffers, which is what the CPU tests exercise. A capture that fails is logged once and the
-step stays eager. Graphs are dropped when the engine's model object changes (a LoRA adapter wraps
-it in a PeftModel); steps that pass adapter names run the dynamic path instead.
+step stays eager. While the engine's model is another object (a PeftModel, once a LoRA adapter
+is loaded) or a step passes adapter names, decode takes the dynamic path; graphs captured before
+are dropped. :meth:`DecodeGraphs.launch` only queues a step and :meth:`DecodeGraphs.collect`
+reads its ids, so the engine can deliver one step's tokens while the next runs (overlap.py).
 """
 
 from __future__ import annotations
