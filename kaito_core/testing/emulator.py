@@ -12,7 +12,8 @@ What it models (each with a test in ``tests/emulator/``):
   ``sendInitialEvents``, label/field selectors (objects leaving a selection are DELETED);
 - finalizers and ``deletionTimestamp``; ownerReference garbage collection: background,
   foreground (``foregroundDeletion`` + ``blockOwnerDeletion``) and orphan; namespaces that
-  terminate (contents deleted first, no new objects) and, optionally, must exist;
+  terminate (contents deleted first, no new objects) and must exist (``default``,
+  ``kube-system``... do, and those passed as ``namespaces``);
 - status subresources: writes to the main resource keep the stored status, ``/status`` writes
   change nothing else, create cannot set status, ``metadata.generation`` moves on spec changes;
 - CRDs: served from the CustomResourceDefinition objects themselves (Workspace by default),
@@ -45,13 +46,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from kaito_core.testing.emulator_crds import builtin_types, crd_types, default_crds
 from kaito_core.testing.emulator_http import ApiServer, Fault
 from kaito_core.testing.emulator_store import Store
 
-__all__ = ["Emulator", "start_operator", "stop_operator", "with_identity"]
+__all__ = ["Emulator", "SYSTEM_NAMESPACES", "start_operator", "stop_operator", "with_identity"]
+
+# the Namespaces every cluster has (kube-apiserver's system namespaces controller keeps them)
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 def with_identity(obj: dict[str, Any]) -> dict[str, Any]:
@@ -78,14 +82,15 @@ class Emulator:
     :param bookmark_interval: seconds between BOOKMARK events on watches that allow them.
     :param max_watch_seconds: end every watch after this long (the apiserver's own request
         timeout), whatever ``timeoutSeconds`` the client asked for.
-    :param require_namespaces: refuse objects in a namespace no Namespace object names (404),
-        as a cluster does; off by default, as most tests never create their namespaces. A
-        Terminating namespace refuses new objects (403) either way.
+    :param namespaces: Namespaces that exist from the start, besides the cluster's own
+        (:data:`SYSTEM_NAMESPACES`). An object in a namespace no Namespace object names is
+        refused (404 ``namespaces "x" not found``) and a Terminating namespace refuses new
+        objects (403), as NamespaceLifecycle admission does; :meth:`add_namespaces` makes more.
     """
 
     def __init__(self, *, karpenter: bool = True, crds: list[dict[str, Any]] | None = None, history: int = 10000,
                  bookmark_interval: float = 5.0, max_watch_seconds: float | None = None,
-                 require_namespaces: bool = False):
+                 namespaces: Iterable[str] = ()):
         self.karpenter = karpenter
         self.crds = list(crds or [])
         self.url = ""
@@ -93,7 +98,7 @@ class Emulator:
         self.handler = ApiServer(self.store)
         self.handler.bookmark_interval = bookmark_interval
         self.handler.max_watch_seconds = max_watch_seconds
-        self.handler.require_namespaces = require_namespaces
+        self.namespaces = [*SYSTEM_NAMESPACES, *namespaces]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -111,6 +116,17 @@ class Emulator:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def add_namespaces(self, *names: str) -> None:
+        """Create these Namespaces (``kubectl create namespace``); ones that exist are kept."""
+        self.call(lambda: self._add_namespaces(names))
+
+    def _add_namespaces(self, names: Iterable[str]) -> None:
+        rt = self.store.types[("", "v1", "namespaces")]
+        for name in names:
+            if self.store.namespace_phase(name) is None:
+                self.store.create(rt, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                                       "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
 
     def fail(self, *plurals: str) -> None:
         """Every request for these resources answers HTTP 500 (a provider API that is down)."""
@@ -214,6 +230,7 @@ class Emulator:
             stored = self.store.create(crd_type, {**crd, "metadata": dict(crd["metadata"])})
             for rt in crd_types(stored):
                 self.store.register(rt)
+        self._add_namespaces(self.namespaces)
         self.store.history.clear()
 
     async def _serve(self) -> None:

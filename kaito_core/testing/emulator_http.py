@@ -50,7 +50,6 @@ class ApiServer:
         self.webhook_calls: list[tuple[str, str]] = []
         self.bookmark_interval = 5.0
         self.max_watch_seconds: float | None = None
-        self.require_namespaces = False  # see Emulator(require_namespaces=...)
         self.session: Any = None
         self.watches_open: Any = None  # asyncio.Event: cleared while watches are held (Emulator.hold_watches)
 
@@ -284,13 +283,13 @@ class ApiServer:
         return stored
 
     def _namespace_accepts(self, ns: str) -> None:
-        """NamespaceLifecycle admission: nothing new in a Terminating namespace (403); with
-        ``require_namespaces``, nothing in a namespace that does not exist (404)."""
+        """NamespaceLifecycle admission: nothing new in a Terminating namespace (403), nor in a
+        namespace that does not exist (404)."""
         phase = self.store.namespace_phase(ns)
         if phase == "Terminating":
             raise ApiStatus(403, "Forbidden", f"unable to create new content in namespace {ns} because it is being "
                                               f"terminated", {"name": ns, "kind": "namespaces"})
-        if phase is None and self.require_namespaces:
+        if phase is None:
             raise ApiStatus(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
 
     async def update(self, rt: ResourceType, ns: str | None, name: str, sub: str | None, body: Any,

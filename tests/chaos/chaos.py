@@ -95,7 +95,7 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
     log = os.path.join(log_dir, "operator.log")
     env = {"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": str(resync),
            "KAITO_DELETE_GRACE_SECONDS": "5", "KAITO_RELIST_SECONDS": "2"}
-    with Emulator() as emu:
+    with Emulator(namespaces=(NS,)) as emu:
         kube = KubeClient(emu.url)
         # Karpenter, the StatefulSet controller and the kubelet (KubeClient: a connection per thread)
         with FakeControllers(kube, namespace=NS, jobs=False):

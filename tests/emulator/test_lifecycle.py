@@ -107,16 +107,16 @@ def test_namespace_deletion_removes_its_objects(api):
     wait_for("the namespace to go", lambda: api.get("/api/v1/namespaces/doomed").status_code == 404)
 
 
-def test_namespaces_can_be_required():
-    import httpx
-
-    from kaito_core.testing.emulator import Emulator
-
-    with Emulator(require_namespaces=True) as emu, httpx.Client(base_url=emu.url) as api:
-        missing = api.post(CM.format(ns="nowhere"), json={"metadata": {"name": "x"}})
-        assert missing.status_code == 404 and missing.json()["message"] == 'namespaces "nowhere" not found'
-        ok(api.post("/api/v1/namespaces", json={"metadata": {"name": "nowhere"}}), 201)
-        ok(api.post(CM.format(ns="nowhere"), json={"metadata": {"name": "x"}}), 201)
+def test_objects_need_their_namespace(api, emu):
+    """NamespaceLifecycle admission: 404 until a Namespace names it; a cluster's own exist."""
+    missing = api.post(CM.format(ns="nowhere"), json={"metadata": {"name": "x"}})
+    assert missing.status_code == 404 and missing.json()["message"] == 'namespaces "nowhere" not found'
+    ok(api.post("/api/v1/namespaces", json={"metadata": {"name": "nowhere"}}), 201)
+    ok(api.post(CM.format(ns="nowhere"), json={"metadata": {"name": "x"}}), 201)
+    for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        assert ok(api.get(f"/api/v1/namespaces/{ns}"))["status"]["phase"] == "Active"
+    emu.add_namespaces("later", "default")  # an existing one is kept
+    ok(api.post(CM.format(ns="later"), json={"metadata": {"name": "x"}}), 201)
 
 
 def test_delete_collection_by_label(api):

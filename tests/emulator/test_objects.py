@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kaito_core.testing.emulator import Emulator
-from tests.emulator.conftest import MERGE, WS, ok, workspace
+from tests.emulator.conftest import NAMESPACES, MERGE, WS, ok, workspace
 
 STS = "/apis/apps/v1/namespaces/{ns}/statefulsets"
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "crds"
@@ -110,7 +110,7 @@ def test_real_karpenter_crd_validates_node_claims():
     import httpx
 
     crds = [yaml.safe_load((REFERENCE / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
-    with Emulator(crds=crds) as emu, httpx.Client(base_url=emu.url) as api:
+    with Emulator(crds=crds, namespaces=NAMESPACES) as emu, httpx.Client(base_url=emu.url) as api:
         resp = api.post("/apis/karpenter.sh/v1/nodeclaims", json={"metadata": {"name": "nc"}, "spec": {}})
         assert resp.status_code == 422
         assert "spec.nodeClassRef" in {c["field"] for c in resp.json()["details"]["causes"]}
@@ -163,7 +163,7 @@ def test_crd_validation_rules_with_karpenters_crds():
     spec = {"nodeClassRef": {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "default"},
             "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
                               "values": ["Standard_NC24ads_A100_v4"]}]}
-    with Emulator(crds=crds) as emu, httpx.Client(base_url=emu.url) as api:
+    with Emulator(crds=crds, namespaces=NAMESPACES) as emu, httpx.Client(base_url=emu.url) as api:
         path = "/apis/karpenter.sh/v1/nodeclaims"
         ok(api.post(path, json={"metadata": {"name": "nc"}, "spec": spec}), 201)
         moved = api.patch(path + "/nc", json={"spec": {"nodeClassRef": {"name": "other"}}}, headers=MERGE)

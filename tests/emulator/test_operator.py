@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from kaito_core.testing.emulator import Emulator
-from tests.emulator.conftest import wait_for
+from tests.emulator.conftest import NAMESPACES, wait_for
 from tests.emulator.operator_kit import Cluster, Operator, workspace_body
 
 
 @pytest.fixture(scope="module")
 def emu():
-    with Emulator(bookmark_interval=1.0) as e:
+    with Emulator(bookmark_interval=1.0, namespaces=NAMESPACES) as e:
         yield e
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from kaito_core.testing.emulator import Emulator
+from tests.emulator.conftest import NAMESPACES
 from tests.emulator.operator_kit import Cluster, Operator, workspace_body
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "crds"
@@ -17,7 +18,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "crds"
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     crds = [yaml.safe_load((REFERENCE / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
-    with Emulator(crds=crds) as emu:
+    with Emulator(crds=crds, namespaces=NAMESPACES) as emu:
         op = Operator(emu.url, tmp_path_factory.mktemp("op") / "operator.log", env={"KAITO_RESYNC_SECONDS": "4"})
         yield emu, Cluster(emu.url), op
         op.stop()
@@ -55,7 +56,7 @@ def test_steady_state_writes_nothing(setup):
 
 def test_node_pools_pass_karpenters_schema_and_rules(tmp_path):
     crds = [yaml.safe_load((REFERENCE / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
-    with Emulator(crds=crds) as emu:
+    with Emulator(crds=crds, namespaces=NAMESPACES) as emu:
         op = Operator(emu.url, tmp_path / "operator.log", env={"KARPENTER_MODE": "nodepool"})
         try:
             cluster = Cluster(emu.url)

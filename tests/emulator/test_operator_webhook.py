@@ -11,7 +11,7 @@ import pytest
 from kaito_core.operator.certs import self_signed
 from kaito_core.operator.kube import ApiError
 from kaito_core.testing.emulator import Emulator
-from tests.emulator.conftest import workspace, wait_for
+from tests.emulator.conftest import NAMESPACES, workspace, wait_for
 from tests.emulator.operator_kit import Cluster, Operator
 
 MANAGED = "kaito-admission"
@@ -34,7 +34,7 @@ def setup(tmp_path_factory):
     env = {"KAITO_WEBHOOK": "true", "KAITO_WEBHOOK_PORT": str(free_port()), "KAITO_WEBHOOK_ADDR": "127.0.0.1",
            "KAITO_WEBHOOK_HOST": "127.0.0.1", "KAITO_WEBHOOK_CERT": str(d / "tls.crt"),
            "KAITO_WEBHOOK_KEY": str(d / "tls.key"), "KAITO_WEBHOOK_MANAGED": MANAGED, "KAITO_RESYNC_SECONDS": "4"}
-    with Emulator() as emu:
+    with Emulator(namespaces=NAMESPACES) as emu:
         op = Operator(emu.url, d / "operator.log", env=env)
         cluster = Cluster(emu.url)
         wait_for("kopf's managed webhook configuration", lambda: cluster.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulator.conftest import CM, JSON_PATCH, MERGE, ok
+from tests.emulator.conftest import NAMESPACES, CM, JSON_PATCH, MERGE, ok
 
 
 def test_resource_version_increments_on_every_write(api):
@@ -122,7 +122,7 @@ def test_resources_of_absent_crds_are_not_served():
 
     from kaito_core.testing.emulator import Emulator
 
-    with Emulator(karpenter=False) as emu, httpx.Client(base_url=emu.url) as api:
+    with Emulator(karpenter=False, namespaces=NAMESPACES) as emu, httpx.Client(base_url=emu.url) as api:
         resp = api.get("/apis/karpenter.sh/v1/nodeclaims")
         assert resp.status_code == 404 and resp.json()["details"] == {}
         assert "karpenter.sh" not in {g["name"] for g in ok(api.get("/apis"))["groups"]}

@@ -90,9 +90,14 @@ class Cluster:
                                patch={"status": status}, subresource="status")
 
 
+# The namespaces these tests put objects in exist from the start (``kubectl create namespace``):
+# the emulator refuses objects in a namespace that does not exist, as a cluster does.
+NAMESPACES = ("flow", "hooks", "cache", "memo", "rbac", "rf", "u")
+
+
 @pytest.fixture(scope="module")
 def emulator():
-    with Emulator() as emu:
+    with Emulator(namespaces=NAMESPACES) as emu:
         yield emu
 
 

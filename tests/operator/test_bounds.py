@@ -39,7 +39,7 @@ def _peak(rec: Reconciler, body: dict) -> tuple[int, dict]:
 
 
 def test_count_at_the_bound_keeps_memory_flat_and_over_it_is_refused():
-    with Emulator() as emu:
+    with Emulator(namespaces=("bounds",)) as emu:
         rec = Reconciler(KubeClient(emu.url), get_registry(), Settings(provisioner="byo", allow_templates=True))
         one, status_one = _peak(rec, _ws("one", 1))
         bound, status_bound = _peak(rec, _ws("bound", MAX_NODES))
