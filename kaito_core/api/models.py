@@ -49,9 +49,15 @@ class _Open(_Model):
 
 
 class ObjectMeta(_Model):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    """meta/v1 ObjectMeta: every field it has (so a misspelt one is refused, as ``kubectl apply``'s
+    strict field validation refuses it, instead of silently dropped)."""
 
     name: Optional[StrictStr] = None
+    generate_name: Optional[StrictStr] = None
+    self_link: Optional[StrictStr] = None
+    deletion_grace_period_seconds: Optional[StrictInt] = None
+    owner_references: Optional[list[dict[str, Any]]] = None
+    managed_fields: Optional[list[dict[str, Any]]] = None
     namespace: Optional[StrictStr] = None
     uid: Optional[StrictStr] = None
     resource_version: Optional[StrictStr] = None
