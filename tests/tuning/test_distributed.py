@@ -72,3 +72,24 @@ def test_sigterm_stops_every_rank_at_one_checkpoint_and_exits_75(tiny_models, ch
     step = int(lines[0].split(" at step ")[1].split()[0])
     assert (work / "checkpoints" / f"checkpoint-{step}" / "adapter_model.safetensors").is_file()
     assert "Traceback" not in text
+
+
+def test_two_processes_train_packed_rows_with_per_sample_attention(tiny_models, chat_jsonl, fast_config, tmp_path):
+    """The collator's per-sample layout travels through DistributedDataParallel's forward."""
+    fast_config["training_config"]["TrainingArguments"].update(max_steps=3, save_strategy="no", packing=True,
+                                                                per_device_train_batch_size=1)
+    fast_config["training_config"]["DatasetConfig"].update(max_seq_length=256, train_test_split=1)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(fast_config))
+    out = tmp_path / "adapter"
+    proc = subprocess.run([sys.executable, "-m", "kaito_core.tuning", "--nproc-per-node", "2",
+                           "--model-dir", str(tiny_models["llama"]), "--data", str(chat_jsonl), "--config", str(config),
+                           "--output", str(out), "--work-dir", str(tmp_path / "work"), "--progress", "none", "--json"],
+                          cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert is_complete(out) and summary["steps"] == 3 and summary["final_loss"] > 0
+    assert summary["packing"]["samples_per_row"] > 1
+    # 2 ranks x 3 steps x one packed row of several samples each
+    assert summary["tokens_seen"] > 2 * 3 * 2 * 20
