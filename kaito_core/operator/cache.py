@@ -23,7 +23,7 @@ Writes go to the API server and update the cache with the answer. No kopf import
 
 from __future__ import annotations
 
-import copy
+import pickle
 import threading
 from typing import Any, Mapping
 
@@ -32,6 +32,13 @@ from kaito_core.operator.kube import matches
 SELECTED_BY = "kaito.sh/workspace"  # the label every cached kind's watch selects on
 
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace ("" when cluster-scoped), name
+
+
+def _copy(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a JSON-like object: callers get their own, the cache stays as the watch
+    showed it. A pickle round trip takes a quarter of ``copy.deepcopy``'s time on a StatefulSet
+    (deep copies were the largest part of a resync pass)."""
+    return pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
@@ -79,14 +86,14 @@ class WatchCache:
                labels: Mapping[str, str]) -> list[dict[str, Any]]:
         """Copies of the cached objects of one kind (in ``namespace``, if given) with ``labels``."""
         with self._lock:
-            return [copy.deepcopy(o) for k, o in self._objects.items()
+            return [_copy(o) for k, o in self._objects.items()
                     if k[:2] == (api_version, kind) and (namespace is None or k[2] == namespace)
                     and matches((o.get("metadata") or {}).get("labels"), labels)]
 
     def objects(self, api_version: str, kind: str) -> list[dict[str, Any]]:
         """Copies of every cached object of one kind."""
         with self._lock:
-            return [copy.deepcopy(o) for k, o in self._objects.items() if k[:2] == (api_version, kind)]
+            return [_copy(o) for k, o in self._objects.items() if k[:2] == (api_version, kind)]
 
     def holds(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         with self._lock:
@@ -99,7 +106,7 @@ class WatchCache:
                 self.misses += 1
                 return None
             self.hits += 1
-            return copy.deepcopy(obj)
+            return _copy(obj)
 
     def __len__(self) -> int:
         return len(self._objects)

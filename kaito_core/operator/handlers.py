@@ -245,9 +245,8 @@ async def _relist_forever(period: float) -> None:
             _reconciler()  # also when no Workspace has been reconciled yet (the orphan sweep)
             await relist(STATE.reconciler, STATE.cache, STATE.wakeups, _in_thread)
             await relist_pods(STATE.reconciler, STATE.pods_known, STATE.pods_gone, STATE.wakeups, _in_thread)
-            for key in await _in_thread(sweep_orphans, STATE.reconciler, STATE.cache, STATE.orphan_suspects):
-                metrics.error("OrphanReleased")
-                log.info("orphan sweep: %s", key)
+            for _key in await _in_thread(sweep_orphans, STATE.reconciler, STATE.cache, STATE.orphan_suspects):
+                metrics.error("OrphanReleased")  # sweep_orphans logs each one
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the API may be down; the next round retries

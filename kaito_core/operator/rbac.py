@@ -33,7 +33,7 @@ READ = ["get", "list", "watch"]
 OWN = ["get", "list", "watch", "create", "patch", "delete"]
 
 RULES: list[dict[str, Any]] = [
-    # get: the orphan sweep checks that a node request's Workspace is really gone
+    # get: no code path reads a single Workspace (the orphan sweep lists them); kept while the chart grants it
     {"apiGroups": ["kaito.sh"], "resources": ["workspaces"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": ["kaito.sh"], "resources": ["workspaces/status"], "verbs": ["patch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},

@@ -103,6 +103,8 @@ def sweep_orphans(reconciler: Any, cache: Any, suspects: set[tuple[str, str]]) -
             suspects.add((ns, name))  # first sighting: the Workspace may be on its way
             continue
         ws = parse_workspace({"metadata": {"name": name, "namespace": ns}})
+        # said before the release: once the claim is gone, anyone may look for the reason
+        log.info("orphan sweep: %s/%s is gone; releasing its node requests", ns, name)
         try:
             prov = reconciler.provisioner_for(ws, releasing=True)
             prov.release(workspace=ws, ctx=reconciler.context_for(ws, uncached=True))
