@@ -27,13 +27,14 @@ class Constraint:
     compact: bool = False  # JSON without whitespace between tokens (disable_any_whitespace)
 
 
-def response_format(body: dict) -> Constraint | None:
+def response_format(body: dict, forced: Constraint | None = None) -> Constraint | None:
     """The request's output constraint, or None. vLLM allows one kind per request ("You can only
     use one kind of structured outputs constraint"); like vLLM, json_object needs no mention of
     JSON in the prompt (OpenAI requires one), and ``strict`` is accepted and changes nothing:
-    the output always follows the schema."""
+    the output always follows the schema. ``forced``: a tool call that tool_choice forces
+    (:mod:`kaito_core.runtime.tools`), which excludes every other constraint."""
     extra, compact = _structured_outputs(body)
-    found = [c for c in (_openai_format(body), *_guided(body), extra) if c is not None]
+    found = [c for c in (forced, _openai_format(body), *_guided(body), extra) if c is not None]
     if len(found) > 1:
         raise bad_param(found[1].param, "a second output constraint",
                         f"one constraint per request; {found[0].param!r} is already set")

@@ -13,17 +13,17 @@ from typing import Any
 
 from kaito_core.runtime.constraints import Constraint, response_format
 from kaito_core.runtime.templating import template_options
+from kaito_core.runtime.tools import Tools, parse_tools, template_message
 from kaito_core.runtime.errors import bad_param, missing_param, unsupported_param
 from kaito_core.runtime.fields import (  # noqa: F401 - check_text, parse_json: public from here too
     bool_field, check_text, int_field, logit_bias_field, num_field, parse_json, stop_field, stop_token_ids_field)
 
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_SEED = 2**63 - 1
 MAX_MESSAGES = 4096
 
 # Parameters OpenAI defines that this server cannot honour: refused, never silently ignored.
 _UNSUPPORTED_CHAT = {
-    "tools": "tool calling is not implemented by the transformers backend",
     "functions": "function calling is not implemented by the transformers backend",
     "function_call": "function calling is not implemented by the transformers backend",
     "audio": "audio output is not supported",
@@ -76,7 +76,7 @@ class ParsedRequest:
     kind: str                              # "chat" | "completion" | "kaito_chat"
     model: str | None
     params: SamplingParams
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     prompt_ids: list[int] | None = None
     stream: bool = False
@@ -91,6 +91,7 @@ class ParsedRequest:
     # continue_final_message and chat_template_kwargs)
     template: dict[str, Any] = field(default_factory=lambda: {"add_generation_prompt": True})
     more_prompts: list[tuple[str | None, list[int] | None]] = field(default_factory=list)  # a batch's others
+    tools: Tools = field(default_factory=Tools)   # chat: tools for the template, and a forced call
 
 
 def normalise_temperature(value: float) -> float:
@@ -158,14 +159,6 @@ def _completion_logprobs(body: dict) -> int | None:
     return int_field(body, "logprobs", lo=0, hi=MAX_LOGPROBS, expected=f"an integer in [0, {MAX_LOGPROBS}]")
 
 
-def _tool_choice(body: dict) -> None:
-    value = body.get("tool_choice")
-    if value is None or value == "none":
-        return  # "none": the model answers with text, which is all this backend does
-    raise unsupported_param("tool_choice", "tool calling is not implemented by the transformers backend; "
-                                           "send tool_choice \"none\" or leave it out")
-
-
 def _common(body: dict, unsupported: dict[str, str], kind: str) -> tuple[str | None, bool, bool]:
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not model):
@@ -208,7 +201,7 @@ def _content_text(content: Any, where: str) -> str:
     raise bad_param(where, content, "a string or a list of text parts", code="invalid_type")
 
 
-def parse_messages(value: Any, param: str = "messages") -> list[dict[str, str]]:
+def parse_messages(value: Any, param: str = "messages") -> list[dict[str, Any]]:
     if value is None:
         raise missing_param(param, "a non-empty list of {\"role\", \"content\"} messages")
     if not isinstance(value, list):
@@ -226,29 +219,30 @@ def parse_messages(value: Any, param: str = "messages") -> list[dict[str, str]]:
         if role is None:
             raise missing_param(f"{where}.role", f"one of {list(ROLES)}")
         if role not in ROLES:
-            extra = " (tool messages need tool calling, which this server does not implement)" \
-                if role in ("tool", "function") else ""
+            extra = " (legacy function messages: send role 'tool')" if role == "function" else ""
             raise bad_param(f"{where}.role", role, f"one of {list(ROLES)}{extra}")
+        calls = template_message(msg, where)
         if "content" not in msg or msg["content"] is None:
-            if role == "assistant" and msg.get("tool_calls"):
-                raise unsupported_param(f"{where}.tool_calls", "tool calling is not implemented")
-            raise missing_param(f"{where}.content", "the message text (a string or a list of text parts)")
-        text = _content_text(msg["content"], f"{where}.content")
-        out.append({"role": "system" if role == "developer" else role, "content": text})
+            if role != "assistant" or "tool_calls" not in calls:  # a tool-calling turn may have no text
+                raise missing_param(f"{where}.content", "the message text (a string or a list of text parts)")
+            text = ""
+        else:
+            text = _content_text(msg["content"], f"{where}.content")
+        out.append({"role": "system" if role == "developer" else role, "content": text, **calls})
     return out
 
 
 def parse_chat(body: dict) -> ParsedRequest:
     """``POST /v1/chat/completions``."""
     model, stream, include_usage = _common(body, _UNSUPPORTED_CHAT, "chat")
-    constraint = response_format(body)
-    _tool_choice(body)
+    tools, forced = parse_tools(body)
+    constraint = response_format(body, forced)
     messages = parse_messages(body.get("messages"))
     params = sampling_from(body)
     params.logprobs = _chat_logprobs(body)
     return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
                          include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint,
-                         template=template_options(body))
+                         template=template_options(body), tools=tools)
 
 
 def parse_completion(body: dict) -> ParsedRequest:

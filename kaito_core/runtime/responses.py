@@ -18,9 +18,12 @@ def usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def chat_choice(index: int, text: str, finish: str, logprobs: dict | None = None) -> dict[str, Any]:
-    return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None},
-            "logprobs": logprobs, "finish_reason": finish}
+def chat_choice(index: int, text: str, finish: str, logprobs: dict | None = None,
+                tool_calls: list[dict] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["content"], message["tool_calls"] = "", tool_calls   # vLLM's shape: empty content
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
 
 
 def chat_completion(rid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int,

@@ -9,6 +9,7 @@ for -inf), streamed chunks carrying their choice ``index``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -20,6 +21,7 @@ from kaito_core.runtime import responses as R
 from kaito_core.runtime.errors import APIError, model_not_found
 from kaito_core.runtime.protocol import parse_chat, parse_completion, split_batch
 from kaito_core.runtime.service import Prepared
+from kaito_core.runtime.tools import Tools, tool_calls
 
 
 @dataclass
@@ -88,8 +90,10 @@ def register(app: FastAPI, ctx: Any) -> None:
             return stream(service, request, [prep], rid, created, chat=True)
         choices = await collect(service, request, [prep])
         want_lp = parsed.params.logprobs is not None
+        call_id = functools.partial(R.new_id, "chatcmpl-tool")
         body = [R.chat_choice(i, c.text, c.finish,
-                              R.chat_logprobs(c.logprobs, service.token_text) if want_lp else None)
+                              R.chat_logprobs(c.logprobs, service.token_text) if want_lp else None,
+                              tool_calls(parsed.tools, c.text, call_id))
                 for i, c in enumerate(choices)]
         return JSONResponse(R.chat_completion(rid, prep.model_id, "", "stop", len(prep.prompt_ids),
                                               sum(c.tokens for c in choices), created, choices=body))
@@ -135,6 +139,7 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
     total = parsed.n * len(preps)
     tokens = [0] * total
     echo = _Echo(preps, await _prompt_heads(service, preps)) if parsed.echo else None
+    calls = _ToolStream(parsed.tools) if chat and parsed.tools.choice != "none" else None
     offsets = [0] * total
     if chat:
         for i in range(parsed.n):
@@ -144,9 +149,10 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
             tokens[i] = out.completion_tokens
             finish = finish_of(out)
             if chat:
-                if out.text or out.logprobs:
+                delta = calls.delta(i, out.text, bool(finish)) if calls is not None else {"content": out.text}
+                if delta or out.logprobs:
                     lp = R.chat_logprobs(out.logprobs or [], service.token_text) if want_lp else None
-                    yield R.sse(R.chat_chunk(rid, model, created, {"content": out.text}, index=i, logprobs=lp))
+                    yield R.sse(R.chat_chunk(rid, model, created, delta, index=i, logprobs=lp))
                 if finish:
                     yield R.sse(R.chat_chunk(rid, model, created, {}, finish, index=i))
                 continue
@@ -193,3 +199,29 @@ class _Echo:
         if self.heads is not None:
             return self.preps[k].prompt_text + text, self.heads[k] + entries, 0
         return self.preps[k].prompt_text + text, entries, len(self.preps[k].prompt_text)
+
+
+class _ToolStream:
+    """A forced tool call, streamed as vLLM streams it: for a named function, a first delta with
+    the call's id and name, then its ``arguments`` piece by piece; for ``required``, the calls in
+    one delta once the JSON array is complete (or the text, when ``max_tokens`` cut it short)."""
+
+    def __init__(self, tools: Tools):
+        self.tools, self.started, self.text = tools, set(), {}
+
+    def delta(self, i: int, text: str, finished: bool) -> dict:
+        if self.tools.choice == "named":
+            if i not in self.started:
+                self.started.add(i)
+                call = {"index": 0, "id": R.new_id("chatcmpl-tool"), "type": "function",
+                        "function": {"name": self.tools.name, "arguments": text}}
+                return {"tool_calls": [call]}
+            return {"tool_calls": [{"index": 0, "function": {"arguments": text}}]} if text else {}
+        self.text[i] = self.text.get(i, "") + text
+        if not finished:
+            return {}
+        found = tool_calls(self.tools, self.text[i], functools.partial(R.new_id, "chatcmpl-tool"))
+        if found is None:
+            return {"content": self.text[i]}
+        return {"tool_calls": [{"index": k, **c} for k, c in enumerate(found)]}
+

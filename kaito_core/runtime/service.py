@@ -265,7 +265,8 @@ class TransformersService(AdapterAdmin):
     def _render(self, parsed: ParsedRequest) -> str:
         try:
             return self.loaded.tokenizer.apply_chat_template(parsed.messages, chat_template=self.loaded.chat_template,
-                                                             tokenize=False, **parsed.template)
+                                                             tools=parsed.tools.tools or None, tokenize=False,
+                                                             **parsed.template)
         except Exception as exc:  # noqa: BLE001 - templates raise for e.g. a wrong role order
             raise bad_param("messages", f"{len(parsed.messages)} messages",
                             f"messages this model's chat template accepts ({exc})") from None
