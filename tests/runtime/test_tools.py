@@ -29,9 +29,12 @@ def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
-def test_a_named_tool_choice_returns_that_call(client):
-    resp = client.chat.completions.create(model="tiny-llama", messages=MSG, tools=TOOLS, tool_choice=NAMED,
-                                          max_tokens=60, temperature=0, extra_body=COMPACT)
+def test_a_named_tool_choice_returns_that_call(client, openai_schema):
+    raw = client.chat.completions.with_raw_response.create(model="tiny-llama", messages=MSG, tools=TOOLS,
+                                                           tool_choice=NAMED, max_tokens=60, temperature=0,
+                                                           extra_body=COMPACT)
+    openai_schema(json.loads(raw.text), "CreateChatCompletionResponse")
+    resp = raw.parse()
     choice = resp.choices[0]
     assert choice.finish_reason == "stop" and choice.message.content == ""   # vLLM's shape
     (call,) = choice.message.tool_calls
