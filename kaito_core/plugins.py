@@ -28,6 +28,7 @@ ENTRY_POINT_GROUP = "kaito"
 DISABLE_ENV = "KAITO_DISABLE_PLUGINS"
 BUILTIN_PREFIX = "kaito."
 
+MAX_GENERIC_NAME = 253  # kaito_core.api.limits.MAX_NAME: the longest preset name a Workspace may hold
 HOOKS = ("kaito_register_presets", "kaito_register_provisioners",
          "kaito_register_instance_types", "kaito_register_runtimes")
 KINDS = {"kaito_register_presets": "presets", "kaito_register_provisioners": "provisioners",
@@ -164,12 +165,17 @@ class Registry:
         """
         if "/" not in name or "kaito.hf" not in self.plugins or self.plugins["kaito.hf"].blocked:
             return None
+        if len(name) > MAX_GENERIC_NAME:
+            return None  # no model id or path is this long (the Workspace API bounds the field)
         try:
             from kaito_core.builtins import hf
         except ImportError:
             return None
-        preset, reason = hf.try_resolve(name)
-        self._generic_reasons[name] = reason
+        try:
+            preset, reason = hf.try_resolve(name)
+        except (OSError, ValueError) as exc:  # e.g. a name the file system refuses outright
+            preset, reason = None, f"cannot be read as a model directory: {type(exc).__name__}"
+        self._generic_reasons[name] = reason if len(reason) <= 500 else reason[:497] + "..."
         return preset
 
     def unknown_preset_hint(self, name: str) -> str:

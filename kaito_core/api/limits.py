@@ -66,6 +66,8 @@ BOUNDS: dict[str, dict[str, int]] = {
 }
 # Free-form objects (no schema of their own): bounded by their JSON size.
 SIZES: dict[str, int] = {
+    # the API server's own rule for every object (apimachinery TotalAnnotationSizeLimitB)
+    "metadata.annotations": 256 * 1024,
     "inference.template": MAX_TEMPLATE_BYTES,
     "inference.adapters[].source.volumeSource": MAX_VOLUME_SOURCE_BYTES,
     "tuning.input.volumeSource": MAX_VOLUME_SOURCE_BYTES,

@@ -51,7 +51,8 @@ def format_path(loc: Iterable[Any]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)  # a map key is part of the path: a 10 MB key must not become a 10 MB path
+            out += ("." if out else "") + (text if len(text) <= 80 else text[:77] + "...")
     return out or "<root>"
 
 
@@ -208,7 +209,7 @@ def load_text(text: str, source: str = "<string>") -> list[Document]:
             raise DocumentError(f"{source}: document {i + 1} is a {type(raw).__name__}, "
                                 "expected a Kubernetes object (a mapping with apiVersion and kind)")
         kind = raw.get("kind")
-        if kind == m.KIND or (kind is None and any(k in raw for k in ("inference", "tuning"))):
+        if kind == m.KIND or (kind is None and any(k in raw for k in ("inference", "tuning"))) or _misspelt(kind):
             try:
                 docs.append(Document(parse_workspace(raw, source), source, i, raw))
             except WorkspaceInvalid as exc:
@@ -221,6 +222,11 @@ def load_text(text: str, source: str = "<string>") -> list[Document]:
         else:
             docs.append(Document(raw, source, i, raw))
     return docs
+
+
+def _misspelt(kind: Any) -> bool:
+    """``workspace``, ``Workspaces``: meant as a Workspace (parsed, so the error names ``kind``)."""
+    return isinstance(kind, str) and kind != m.KIND and kind.lower().rstrip("s") == "workspace"
 
 
 def load_documents(path: str | Path) -> list[Document]:

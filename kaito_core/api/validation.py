@@ -89,9 +89,13 @@ def validate_workspace(ws: m.Workspace, *, registry: Any = None, old: m.Workspac
         registry = get_registry()
     r = ValidationResult()
     r.errors.extend(limits.check(ws.to_k8s()))
-    if any(e.path == "resource.count" for e in r.errors):
-        return r  # sizing and node planning must not run with an unbounded count
+    if r.errors:
+        # sizing and node planning must not run with an unbounded count, nor every later message
+        # echo a 10 MB value: the bounds are reported alone, first
+        return r
     _metadata(ws, r)
+    for key, value in (ws.metadata.labels or {}).items():
+        _label("metadata.labels", key, value, r)  # the API server refuses bad labels of any object
     if (ws.inference is None) == (ws.tuning is None):
         both = ws.inference is not None
         r.error("inference" if both else "<root>", MISSING,
@@ -212,17 +216,23 @@ def _selector(sel: m.LabelSelector, r: ValidationResult) -> None:
             r.error(f"{p}.values", expr.values, f"must be non-empty for operator {expr.operator}")
         if expr.operator in ("Exists", "DoesNotExist") and expr.values:
             r.error(f"{p}.values", expr.values, f"must be empty for operator {expr.operator}")
+        for j, value in enumerate(expr.values or []):
+            if len(value) > 63 or not LABEL_VALUE.fullmatch(value):
+                r.error(f"{p}.values[{j}]", value, "is not a valid label value",
+                        "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric")
         _label(f"{p}", expr.key, None, r, key_path=f"{p}.key")
 
 
 def _label(path: str, key: str, value: str | None, r: ValidationResult, key_path: str | None = None) -> None:
     prefix, _, name = key.rpartition("/")
+    shown = key if len(key) <= 80 else key[:77] + "..."  # the key is part of the path: keep it short
+    path_of_key = key_path or f"{path}.{shown}"
     if (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix))) or len(name) > 63 \
             or not LABEL_NAME.fullmatch(name):
-        r.error(key_path or f"{path}.{key}", key, "is not a valid label key",
+        r.error(path_of_key, key, "is not a valid label key",
                 "use [prefix/]name with letters, digits, '-', '_', '.' (name at most 63 characters)")
     if value is not None and (len(value) > 63 or not LABEL_VALUE.fullmatch(value)):
-        r.error(f"{path}.{key}", value, "is not a valid label value",
+        r.error(f"{path}.{shown}", value, "is not a valid label value",
                 "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric")
 
 

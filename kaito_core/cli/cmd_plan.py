@@ -77,8 +77,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r.get('tensorParallelSize', 1)}/{r.get('pipelineParallelSize', 1)}",
             f"{r['gpuMemoryRequiredGiB']:.1f} / {r['gpuMemoryAvailableGiB']:.1f}", r["diskGiB"],
             "cannot place" if r["errors"] else "ok"] for r in rows])
+    from kaito_core.cli.output import cut
+
     for r in rows:
-        print(f"\n{r['name']}:")
+        print(f"\n{cut(r['name'])}:")
         for reason in r["reasons"]:
             print(f"  - {reason}")
         if r.get("command"):

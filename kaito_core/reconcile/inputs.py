@@ -12,10 +12,10 @@ from typing import Any, Mapping
 
 import yaml
 
-from kaito_core.api import yamlsafe
+from kaito_core.api import limits, yamlsafe
 from kaito_core.errors import KaitoError
 from kaito_core.reconcile.catalog import catalog_for
-from kaito_core.reconcile.rules import (partition_requirement, runtime_problems, template_requirement,
+from kaito_core.reconcile.rules import (partition_requirement, runtime_problems, short, template_requirement,
                                         user_parallelism)
 
 INFERENCE_KEY = "inference_config.yaml"
@@ -93,11 +93,15 @@ def lookup_preset(registry: Any, name: str, path: str = "inference.preset.name")
     except UnknownPreset as exc:
         from kaito_core.builtins import hf
 
-        if not hf.is_candidate(name):
-            return None, "", f"{path}: unknown preset {_short(name)}: {exc.hint}"
+        try:
+            candidate = len(name) <= limits.MAX_NAME and hf.is_candidate(name)
+        except (OSError, ValueError):  # a "path" the file system refuses outright
+            candidate = False
+        if not candidate:
+            return None, "", f"{path}: unknown preset {short(name)}: {exc.hint}"
         preset, why = hf.try_resolve(name)
         if preset is None:
-            return None, "", f"{path}: preset {_short(name)} is not installed and could not be read as a model: {why}"
+            return None, "", f"{path}: preset {short(name)} is not installed and could not be read as a model: {why}"
     except (KaitoError, LookupError) as exc:
         return None, "", f"{path}: {exc}"
     plugin = registry.plugin_of("presets", preset.name) if hasattr(registry, "plugin_of") else None
@@ -126,6 +130,12 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
     cms = dict(configmaps or {})
     if config is not None and ws.inference is not None and ws.inference.config:
         cms.setdefault(ws.inference.config, config)
+    if limits.check(ws.to_k8s()):
+        # over a bound (validation names it): nothing is sized, looked up or echoed; a template
+        # Workspace still gets a requirement of nothing (the plan fails on validation's errors)
+        if ws.preset_name is not None:
+            return Inputs(None, None, [])
+        return Inputs(None, template_requirement(ws, {}, None)[0], [])
     catalog, cat_problem = catalog_for(provisioner, registry, ws, settings)
     if ws.preset_name is None:
         req, problems = template_requirement(ws, catalog, provisioner)
@@ -178,11 +188,5 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
 def _wrong_cloud(it: str, registry: Any, provisioner: Any) -> str:
     other = registry.instance_types[it]
     name = getattr(provisioner, "name", "?")
-    return (f"resource.instanceType: {it!r} is an {other.cloud} instance type; provisioner {name!r} cannot "
+    return (f"resource.instanceType: {short(it)} is an {other.cloud} instance type; provisioner {name!r} cannot "
             f"create it; choose a type of its catalog (kaito plan lists the reasons)")
-
-
-def _short(value: str) -> str:
-    """``value`` quoted, cut to 80 characters (a 10 MB name must not flood the message)."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -17,6 +17,12 @@ from kaito_core.reconcile.pods import GPU_RESOURCE
 NO_VLLM_LORA = frozenset({"FalconForCausalLM"})
 
 
+def short(value: Any) -> str:
+    """``value`` quoted, cut to 80 characters: a 10 MB value must not flood the message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     """``value`` when it is a mapping, else empty: the template is the user's free-form object
     (its wrong types are validation's to report, with their paths; sizing must not crash on them)."""
@@ -52,7 +58,7 @@ def template_requirement(ws: Any, catalog: Mapping[str, Any], provisioner: Any) 
         problems.append(f"resource.instanceType: an inference.template Workspace sets no instanceType, and "
                         f"provisioner {pname!r} creates nodes of a named type; set resource.instanceType")
     elif creates and it is None:
-        problems.append(f"resource.instanceType: {it_name!r} is not in provisioner {pname!r}'s catalog "
+        problems.append(f"resource.instanceType: {short(it_name)} is not in provisioner {pname!r}'s catalog "
                         f"({len(catalog)} types); choose one of them")
     reasons = (f"inference.template: {count} node(s) from resource.count, "
                f"{gpus} GPU(s) each from {'the instance type' if it else 'the template'}; no model sizing",)
@@ -77,12 +83,12 @@ def runtime_problems(ws: Any, preset: Any, runtime: str, registry: Any) -> list[
     if ws.inference is None:
         return problems
     if ws.runtime_annotation and runtimes and runtime not in runtimes:
-        problems.append(f"metadata.annotations[kaito.sh/runtime]: runtime {runtime!r} is not installed "
+        problems.append(f"metadata.annotations[kaito.sh/runtime]: runtime {short(runtime)} is not installed "
                         f"(installed: {', '.join(sorted(runtimes))}); remove the annotation or install its plugin")
     adapters = ws.inference.adapters or []
     rt = runtimes.get(runtime)
     if adapters and rt is not None and not rt.supports_adapters:
-        problems.append(f"inference.adapters: runtime {runtime!r} does not serve LoRA adapters; remove them or "
+        problems.append(f"inference.adapters: runtime {short(runtime)} does not serve LoRA adapters; remove them or "
                         f"use kaito.sh/runtime: transformers")
     if runtime != "vllm" or not adapters:
         return problems
@@ -93,7 +99,7 @@ def runtime_problems(ws: Any, preset: Any, runtime: str, registry: Any) -> list[
     for i, ad in enumerate(adapters):
         value = _strength(ad.strength) if ad.strength is not None else 1.0
         if value is not None and value < 1.0:
-            problems.append(f"inference.adapters[{i}].strength: {ad.strength!r}: the vLLM runtime applies LoRA "
+            problems.append(f"inference.adapters[{i}].strength: {short(ad.strength)}: the vLLM runtime applies LoRA "
                             f"adapters at full strength only; set strength \"1.0\" or the annotation "
                             f"kaito.sh/runtime: transformers (which merges with a weight)")
     return problems
@@ -113,7 +119,7 @@ def user_parallelism(user_vllm: Mapping[str, Any], req: Any, config: str | None)
     for key, val in (("tensor-parallel-size", user_vllm.get("tensor-parallel-size")),
                      ("pipeline-parallel-size", user_vllm.get("pipeline-parallel-size"))):
         if val is not None and _int(val) is None:
-            problems.append(f"{where}.{key} {val!r}: expected a positive integer; remove it to let kaito choose")
+            problems.append(f"{where}.{key} {short(val)}: expected a positive integer; remove it to let kaito choose")
     if problems:
         return problems
     gpus = req.gpus_per_node * req.node_count
@@ -159,7 +165,7 @@ def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, 
 
     part, res = ws.resource.partition, ws.resource
     problems: list[str] = []
-    where = f"resource.partition: mode {part.mode!r}"
+    where = f"resource.partition: mode {short(part.mode)}"
     if ws.tuning is not None:
         problems.append(f"{where}: tuning runs on whole GPUs; remove resource.partition")
     if getattr(provisioner, "creates_nodes", True) is not False and provisioner is not None:
@@ -167,7 +173,7 @@ def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, 
                         f"auto-provisioning); provisioner {getattr(provisioner, 'name', '?')!r} creates nodes: "
                         f"use the byo provisioner or remove resource.partition")
     if res.instance_type:
-        problems.append(f"resource.instanceType: {res.instance_type!r} must be empty with resource.partition "
+        problems.append(f"resource.instanceType: {short(res.instance_type)} must be empty with resource.partition "
                         f"(the nodes exist; their GPUs are used as they are)")
     if res.count is not None and res.count > 1:
         problems.append(f"resource.count: {res.count} must be 1 with resource.partition (one pod on one "
@@ -191,7 +197,7 @@ def partition_requirement(ws: Any, preset: Any, runtime: str, provisioner: Any, 
                         reasons=(why,) + base.reasons), problems
     m = MIG_PROFILE.fullmatch(part.profile or "")
     if m is None:
-        problems.append(f"resource.partition.profile: {part.profile!r} is not a MIG profile; expected one such as "
+        problems.append(f"resource.partition.profile: {short(part.profile)} is not a MIG profile; expected one such as "
                         f"'1g.10gb'")
         return base, problems
     usable = int(m.group(2)) * 1e9 / 2**30 * sizing.GPU_MEMORY_UTILIZATION
