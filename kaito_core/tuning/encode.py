@@ -134,12 +134,34 @@ class Encoder:
         return out
 
 
-class PadCollator:
-    """Pads a batch to its longest row (optionally to a multiple); padded labels are ignored."""
+def keep_label_logits(batch: dict[str, Any]) -> dict[str, Any]:
+    """Let the LM head run only where some row predicts a label.
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+    Only assistant tokens carry labels, so most positions' logits (``[tokens, vocab]``, the
+    largest activation of a small model with a large vocabulary) feed nothing but a masked-out
+    loss term. transformers' causal LMs take ``logits_to_keep`` (positions) and pass
+    ``shift_labels`` (the targets already shifted) to ``ForCausalLMLoss``; on the kept positions
+    the loss is the same sum over the same targets, divided by the same count, so what is
+    learned does not change (tests/tuning/test_packing.py compares loss and gradients)."""
+    import torch
+
+    labels = batch["labels"]
+    shifted = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    keep = (shifted != IGNORE).any(0).nonzero().squeeze(1)
+    if 0 < keep.numel() < labels.shape[1]:
+        batch["logits_to_keep"] = keep
+        batch["shift_labels"] = shifted[:, keep].contiguous()
+    return batch
+
+
+class PadCollator:
+    """Pads a batch to its longest row (optionally to a multiple); padded labels are ignored.
+    ``label_logits_only``: see :func:`keep_label_logits`."""
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None, label_logits_only: bool = False):
         self.pad_id = pad_id
         self.multiple = pad_to_multiple_of
+        self.label_logits_only = label_logits_only
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
@@ -155,4 +177,5 @@ class PadCollator:
             ids[i, :k] = torch.tensor(r["input_ids"], dtype=torch.long)
             labels[i, :k] = torch.tensor(r["labels"], dtype=torch.long)
             mask[i, :k] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        return keep_label_logits(batch) if self.label_logits_only else batch

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from kaito_core.tuning.encode import IGNORE
+from kaito_core.tuning.encode import IGNORE, keep_label_logits
 
 STRATEGIES = ("bfd", "wrapped")
 
@@ -127,7 +127,7 @@ class PackedCollator:
     """
 
     def __init__(self, pad_id: int, attention: str | None, dtype: Any = None, pad_to_multiple_of: int | None = None,
-                 varlen: bool = False):
+                 varlen: bool = False, label_logits_only: bool = False):
         from collections import deque
 
         self.pad_id = pad_id
@@ -135,6 +135,7 @@ class PackedCollator:
         self.dtype = dtype
         self.multiple = pad_to_multiple_of
         self.varlen = varlen
+        self.label_logits_only = label_logits_only
         # Real (non-padding) tokens of each packed training batch, oldest first: the Trainer
         # counts "non_padding" tokens as attention_mask.sum(), which a 4D mask would inflate.
         self.token_counts: deque[int] = deque()
@@ -163,6 +164,8 @@ class PackedCollator:
             pos[i, :k] = torch.tensor(r["position_ids"], dtype=torch.long)
             pos[i, k:] = torch.arange(n - k, dtype=torch.long)
         batch: dict[str, Any] = {"input_ids": ids, "labels": labels, "position_ids": pos}
+        if self.label_logits_only:
+            keep_label_logits(batch)
         if self.attention.startswith("flash"):
             return batch
         if self.varlen:

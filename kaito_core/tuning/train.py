@@ -296,17 +296,21 @@ def collator(cfg, loaded, tok, packed: bool):
     from kaito_core.tuning.encode import PadCollator
     from kaito_core.tuning.packing import PackedCollator
 
+    from kaito_core.tuning.attention import MODEL_TYPES, supported
+
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     multiple = cfg.collator.get("pad_to_multiple_of")
-    if not packed:
-        return PadCollator(pad, multiple)
-    from kaito_core.tuning.attention import supported
-
     model_cfg = getattr(loaded.model, "config", None)
+    # Logits only where a label is predicted: for the causal LMs whose loss takes shift_labels,
+    # and not with label smoothing (the Trainer's smoother reads the full logits itself).
+    label_only = (getattr(model_cfg, "model_type", None) in MODEL_TYPES
+                  and not cfg.training.get("label_smoothing_factor"))
+    if not packed:
+        return PadCollator(pad, multiple, label_logits_only=label_only)
     attention = getattr(model_cfg, "_attn_implementation", None)
     # Per-sample attention (O(sum of sample²)) where the model allows it; else the 4D block mask.
     return PackedCollator(pad, attention, dtype=getattr(loaded.model, "dtype", None), pad_to_multiple_of=multiple,
-                          varlen=supported(loaded.model))
+                          varlen=supported(loaded.model), label_logits_only=label_only)
 
 
 def check_history(history) -> None:

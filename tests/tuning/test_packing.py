@@ -234,3 +234,37 @@ def test_the_same_config_trains_the_same_adapter_with_or_without_checkpointing(t
     assert len(runs[0]) == 6 and all(g > 0 for g in runs[0][1::2])
     assert runs[1] == runs[0]
     assert runs[2] == pytest.approx(runs[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_logits_only_where_labels_are_predicted_train_the_same(packed, tiny_models):
+    """The LM head runs on the positions that predict a label only; loss and gradients agree with
+    the full logits (packed rows and padded plain rows, several rows per batch)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from kaito_core.tuning.encode import PadCollator
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    rows = pack(_rows(40), 128)[-3:] if packed else _rows(4)
+
+    def run_once(label_only):
+        model.zero_grad()
+        collate = (PackedCollator(0, "sdpa", varlen=True, label_logits_only=label_only) if packed
+                   else PadCollator(0, label_logits_only=label_only))
+        batch = collate(rows)
+        with attention.use_packed_attention(model, packed):
+            out = model(**batch)
+        out.loss.backward()
+        return batch, out, [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    full_batch, full, full_grads = run_once(False)
+    batch, kept, grads = run_once(True)
+    positions = batch["logits_to_keep"]
+    assert "logits_to_keep" not in full_batch and 0 < len(positions) < full_batch["input_ids"].shape[1]
+    assert kept.logits.shape[1] == len(positions) < full.logits.shape[1]
+    assert torch.allclose(kept.logits, full.logits[:, positions], atol=1e-5)
+    assert kept.loss.item() == pytest.approx(full.loss.item(), rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(full_grads, grads))
