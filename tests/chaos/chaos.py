@@ -23,7 +23,7 @@ from kaito_core.operator.kube import KubeClient
 from kaito_core.reconcile import names
 from kaito_core.testing.emulator import Emulator, start_operator
 from kaito_core.testing.emulator_controllers import FakeControllers
-from tests.operator.conftest import operator_refusals
+from tests.operator.conftest import cluster_emulator, operator_refusals
 
 NS = "chaos"
 WS_API = "kaito.sh/v1beta1"
@@ -95,7 +95,7 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
     log = os.path.join(log_dir, "operator.log")
     env = {"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": str(resync),
            "KAITO_DELETE_GRACE_SECONDS": "5", "KAITO_RELIST_SECONDS": "2"}
-    with Emulator(namespaces=(NS,)) as emu:
+    with cluster_emulator(namespaces=(NS,)) as emu:  # Karpenter's real CRDs check every NodeClaim
         kube = KubeClient(emu.url)
         # Karpenter, the StatefulSet controller and the kubelet (KubeClient: a connection per thread)
         with FakeControllers(kube, namespace=NS, jobs=False):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kaito_core.operator.kube import KubeClient
 from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
@@ -95,9 +96,20 @@ class Cluster:
 NAMESPACES = ("flow", "hooks", "cache", "memo", "rbac", "rf", "u")
 
 
+# Karpenter's own CRDs (tests/data/reference/crds): every NodeClaim the operator writes, and every
+# status the test writes as Karpenter, passes their structural schema and CEL rules.
+KARPENTER_CRDS = Path(__file__).resolve().parents[1] / "data" / "reference" / "crds"
+
+
+def cluster_emulator(*, namespaces: tuple[str, ...] = NAMESPACES, **kwargs: Any) -> Emulator:
+    """The emulated cluster of the system tests: their namespaces, Karpenter's real CRDs."""
+    crds = [yaml.safe_load((KARPENTER_CRDS / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
+    return Emulator(crds=crds, namespaces=namespaces, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def emulator():
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         yield emu
 
 

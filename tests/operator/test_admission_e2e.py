@@ -11,9 +11,9 @@ import ssl
 import pytest
 
 from kaito_core.operator.certs import self_signed
-from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator import start_operator, stop_operator
 from kaito_core.operator.kube import ApiError
-from tests.operator.conftest import NAMESPACES, Cluster, free_port, wait_for
+from tests.operator.conftest import Cluster, cluster_emulator, free_port, wait_for
 from tests.operator.test_flow import NS, _workspace
 
 
@@ -47,7 +47,7 @@ def test_finalizer_removal_passes_our_webhook_after_the_plugin_is_gone(tmp_path)
                  timeout=30)
         wait_for("the webhook to listen", lambda: ssl.get_server_certificate(("127.0.0.1", port), timeout=2))
 
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc = start_operator(emu.url, env=env, log_path=str(log))
         try:

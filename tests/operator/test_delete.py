@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import NAMESPACES, Cluster, wait_for
+from tests.operator.conftest import NAMESPACES, Cluster, cluster_emulator, wait_for
 from tests.operator.test_flow import _workspace
 
 NS = "flow"
@@ -42,7 +42,7 @@ def _events(cluster, reason: str) -> list[dict]:
 def test_failing_release_never_abandons_existing_nodes(tmp_path):
     """Finding 4: past the grace the finalizer stays while the NodeClaim may exist (ReleaseStuck,
     a condition), and once the provider answers again the node goes, then the Workspace."""
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc, log = _run(tmp_path, emu, grace="2")
         try:
@@ -68,7 +68,7 @@ def test_failing_release_never_abandons_existing_nodes(tmp_path):
 def test_grace_counts_from_the_first_failure_a_running_operator_sees(tmp_path):
     """Time the operator was down does not count: a release that failed before a restart longer
     than the grace is retried after it (ReleaseFailed), not escalated at once."""
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc, log = _run(tmp_path, emu, grace="4")
         cluster.create_workspace(_workspace("late"))
@@ -91,7 +91,7 @@ def test_grace_counts_from_the_first_failure_a_running_operator_sees(tmp_path):
 def test_node_requests_of_a_vanished_workspace_are_released(tmp_path):
     """A Workspace gone without a release (finalizer removed by hand while the operator was
     down, or an abandoned release) leaves a NodeClaim: the operator's sweep releases it."""
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc, log = _run(tmp_path, emu)
         cluster.create_workspace(_workspace("vanished"))

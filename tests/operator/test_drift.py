@@ -3,8 +3,8 @@ Workspace whose StatefulSet was changed by hand does not report Ready. Real kopf
 
 from __future__ import annotations
 
-from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import NAMESPACES, Cluster, operator_refusals, wait_for
+from kaito_core.testing.emulator import start_operator, stop_operator
+from tests.operator.conftest import Cluster, cluster_emulator, operator_refusals, wait_for
 from tests.operator.test_flow import NS, _ready_claim, _run_pod, _workspace
 
 EVIL = "evil.example/miner:1"
@@ -38,7 +38,7 @@ def _operator(emu, tmp_path, drift: str):
 
 
 def test_manual_edits_are_reverted(tmp_path):
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc = _operator(emu, tmp_path, "revert")
         try:
@@ -73,7 +73,7 @@ def test_manual_edits_are_reverted(tmp_path):
 
 
 def test_report_mode_leaves_edits_and_a_swapped_image_is_not_ready(tmp_path):
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc = _operator(emu, tmp_path, "report")
         try:

@@ -7,8 +7,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import NAMESPACES, Cluster, free_port, wait_for
+from kaito_core.testing.emulator import start_operator, stop_operator
+from tests.operator.conftest import Cluster, cluster_emulator, free_port, wait_for
 from tests.operator.test_flow import _ready_claim, _workspace
 
 NS = "flow"
@@ -30,7 +30,7 @@ def value(samples, name: str, **labels) -> float:
 def test_metrics_over_http(tmp_path):
     port = free_port()
     log = tmp_path / "operator.log"
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "30",
                                             "KAITO_METRICS_PORT": str(port), "KAITO_METRICS_ADDR": "127.0.0.1"},
@@ -63,7 +63,7 @@ def test_metrics_over_http(tmp_path):
 
 def test_metrics_port_zero_serves_nothing(tmp_path):
     log = tmp_path / "operator.log"
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc = start_operator(emu.url, env={"KAITO_METRICS_PORT": "0", "KAITO_PROVISIONER": "karpenter"},
                               log_path=str(log))

@@ -6,8 +6,8 @@ and updated (not reported as a conflict), and the Workspace becomes Ready."""
 from __future__ import annotations
 
 from kaito_core.reconcile import fake_node
-from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import NAMESPACES, Cluster, operator_refusals, wait_for
+from kaito_core.testing.emulator import start_operator, stop_operator
+from tests.operator.conftest import Cluster, cluster_emulator, operator_refusals, wait_for
 from tests.operator.test_flow import NS, _run_pod, _workspace
 
 NAME = "phi-3"
@@ -70,7 +70,7 @@ def _create_with_status(cluster: Cluster, obj: dict) -> None:
 
 
 def test_operator_adopts_an_upstream_install(tmp_path):
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         ws = cluster.create_workspace(_workspace(NAME))  # the same Workspace object upstream served
         uid = ws["metadata"]["uid"]

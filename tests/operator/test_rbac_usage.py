@@ -11,7 +11,7 @@ import copy
 from kaito_core.operator.certs import self_signed
 from kaito_core.operator.rbac import RULES
 from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import NAMESPACES, Cluster, free_port, operator_refusals, wait_for
+from tests.operator.conftest import Cluster, cluster_emulator, free_port, operator_refusals, wait_for
 from tests.operator.test_flow import NS, _ready_claim, _run_pod, _workspace
 
 WS = ("kaito.sh/v1beta1", "Workspace")
@@ -81,7 +81,7 @@ def test_cluster_role_is_what_the_operator_uses(tmp_path):
            "KAITO_RELIST_SECONDS": "1", "KAITO_DELETE_GRACE_SECONDS": "60", "KAITO_WEBHOOK": "true",
            "KAITO_WEBHOOK_PORT": str(free_port()), "KAITO_WEBHOOK_ADDR": "127.0.0.1",
            "KAITO_WEBHOOK_CERT": str(tmp_path / "tls.crt"), "KAITO_WEBHOOK_KEY": str(tmp_path / "tls.key")}
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         proc = start_operator(emu.url, env=env, log_path=str(tmp_path / "op.log"))
         try:

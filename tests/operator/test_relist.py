@@ -8,8 +8,8 @@ reporting Ready, without a restart."""
 
 from __future__ import annotations
 
-from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
-from tests.operator.conftest import NAMESPACES, Cluster, wait_for
+from kaito_core.testing.emulator import start_operator, stop_operator
+from tests.operator.conftest import Cluster, cluster_emulator, wait_for
 from tests.operator.test_flow import CRASH_LOOP, NS, _ready_claim, _run_pod, _workspace
 
 
@@ -25,7 +25,7 @@ def _workspace_on_a_node(cluster: Cluster, name: str, node: str) -> dict:
 
 
 def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         log = tmp_path / "operator.log"
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600",
@@ -63,7 +63,7 @@ def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
 def test_a_crash_looping_pod_deleted_during_an_outage_stops_counting(tmp_path):
     """kopf's pod index keeps a pod its re-list no longer shows: the re-list marks it gone, so
     the Workspace stops reporting the dead pod's CrashLoopBackOff."""
-    with Emulator(namespaces=NAMESPACES) as emu:
+    with cluster_emulator() as emu:
         cluster = Cluster(emu.url)
         log = tmp_path / "operator.log"
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600",

@@ -100,7 +100,10 @@ def test_cached_kube_serves_watched_kinds_and_falls_back(emulator):
 def _claim(name: str, ws: str, namespace: str = "team") -> dict:
     return {"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
             "metadata": {"name": name, "labels": {"kaito.sh/workspace": ws, "kaito.sh/workspacenamespace": namespace}},
-            "spec": {}}
+            # what Karpenter's CRD requires of a NodeClaim
+            "spec": {"nodeClassRef": {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "default"},
+                     "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                       "values": ["Standard_NC24ads_A100_v4"]}]}}
 
 
 def test_cached_kube_lists_by_kaito_labels_only_once_synced(emulator):

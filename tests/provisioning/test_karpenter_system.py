@@ -12,9 +12,10 @@ import time
 import pytest
 
 from kaito_core.operator.kube import KubeClient
-from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
+from kaito_core.testing.emulator import start_operator, stop_operator
 from kaito_provisioner_karpenter import schema
 from kaito_provisioner_karpenter.testing import launch_failed_status, ready_status
+from tests.operator.conftest import cluster_emulator
 
 V1 = "karpenter.sh/v1"
 NS = "default"
@@ -52,7 +53,8 @@ def claims(kube, name):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with Emulator(karpenter=True) as emu:
+    # Karpenter's real CRDs: the operator's NodeClaims and the statuses written here pass them
+    with cluster_emulator(namespaces=()) as emu:
         kube = KubeClient(emu.url)
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "CLOUD_PROVIDER": "azure",
                                             "KAITO_DELETE_GRACE_SECONDS": "20"}, log_path=str(log))
