@@ -1,3 +1,4 @@
+# Over 400 lines: one runnable file holds the harness, both controllers under test, the sampler and the profiler.
 """Operator at scale: N Workspaces against the API emulator, time to steady state and operator
 memory, vs a bare client doing the same work in the same run.
 
@@ -104,7 +105,8 @@ def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATE
 
     def pod(i: int) -> None:
         kube.create({"apiVersion": "v1", "kind": "Pod",
-                     "metadata": {"name": f"app-{i}", "namespace": f"team-{i % 30}", "labels": {"app": f"app-{i % 50}"}},
+                     "metadata": {"name": f"app-{i}", "namespace": f"team-{i % 30}",
+                                  "labels": {"app": f"app-{i % 50}"}},
                      "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]}})
 
     def node(i: int) -> None:
@@ -226,7 +228,8 @@ def run_operator(n: int, timeout: float) -> dict:
     elapsed = done if done is not None else timeout
     done_wall = timeline.wall0 + elapsed
     working = done_wall - started if started else elapsed
-    return {"seconds": elapsed, "working_seconds": working, "startup_seconds": (started or timeline.wall0) - timeline.wall0,
+    return {"seconds": elapsed, "working_seconds": working,
+            "startup_seconds": (started or timeline.wall0) - timeline.wall0,
             "ready": timeline.ready_count(), "cpu_seconds": cpu, "rss_peak_mib": peak,
             "rss_steady_mib": st.get("VmRSS", 0), "torch": torch, "log": log, "requests": requests,
             "gaps": timeline.gaps()}
