@@ -146,7 +146,8 @@ def logit_bias_field(body: dict) -> dict[int, float]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise bad_param("logit_bias", value, "an object mapping token ids to a bias in [-100, 100]", code="invalid_type")
+        raise bad_param("logit_bias", value, "an object mapping token ids to a bias in [-100, 100]",
+                        code="invalid_type")
     if len(value) > MAX_LOGIT_BIAS:
         raise bad_param("logit_bias", f"{len(value)} entries", f"at most {MAX_LOGIT_BIAS} entries")
     out: dict[int, float] = {}

@@ -142,7 +142,8 @@ def test_oci_adapter_push_pull_and_serve_by_reference(registry, adapters, tiny_m
     assert digest.startswith("sha256:")
     pulled = pull_adapter(ref, tmp_path / "pulled")
     assert (pulled / "adapter_config.json").is_file() and (pulled / "adapter_model.safetensors").is_file()
-    assert (pulled / "adapter_model.safetensors").read_bytes() == (adapters["sql"] / "adapter_model.safetensors").read_bytes()
+    weights = "adapter_model.safetensors"
+    assert (pulled / weights).read_bytes() == (adapters["sql"] / weights).read_bytes()
 
     from kaito_core.runtime.options import AdapterSpec
 
