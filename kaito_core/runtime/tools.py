@@ -87,6 +87,11 @@ def parse_tools(body: dict) -> tuple[Tools, Constraint | None]:
                      "properties": {"name": {"type": "string", "enum": [f["name"]]},
                                     "parameters": f.get("parameters") or _NO_PARAMETERS}} for f in functions]
         schema = {"type": "array", "minItems": 1, "items": {"anyOf": branches}}
+        parallel = body.get("parallel_tool_calls")
+        if parallel is not None and not isinstance(parallel, bool):
+            raise bad_param("parallel_tool_calls", parallel, "true or false", code="invalid_type")
+        if parallel is False:  # OpenAI's: at most one call per answer
+            schema["maxItems"] = 1
         return Tools(raw, "required"), Constraint("json_schema", schema, "tools")
     if isinstance(choice, dict):
         fn = choice.get("function")

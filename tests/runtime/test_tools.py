@@ -52,6 +52,13 @@ def test_required_returns_calls_of_the_tools_sent(client):
             jsonschema.validate(json.loads(call.function.arguments), schema)
 
 
+def test_parallel_tool_calls_false_allows_one_call(client):
+    resp = client.chat.completions.create(model="tiny-llama", messages=MSG, tools=TOOLS, tool_choice="required",
+                                          parallel_tool_calls=False, max_tokens=120, temperature=0.8, seed=2, n=3,
+                                          extra_body=COMPACT)
+    assert [len(c.message.tool_calls) for c in resp.choices] == [1, 1, 1]
+
+
 @pytest.mark.parametrize("tool_choice", [NAMED, "required"])
 def test_streamed_tool_calls_add_up_to_the_whole_answer(client, tool_choice):
     kw = dict(model="tiny-llama", messages=MSG, tools=TOOLS, tool_choice=tool_choice, max_tokens=120,
@@ -105,6 +112,7 @@ def test_tool_messages_in_the_history_and_tools_in_the_template(client, server, 
      "tools[0].function.parameters"),
     ({"tools": [{"type": "code_interpreter"}], "tool_choice": "none"}, "tools[0].type"),
     ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": "no"}, "parallel_tool_calls"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "fish"}}}],
       "tool_choice": "required"}, "tools"),
 ])
