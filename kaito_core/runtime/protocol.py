@@ -81,6 +81,7 @@ class ParsedRequest:
     prompt_ids: list[int] | None = None
     stream: bool = False
     include_usage: bool = False
+    continuous_usage: bool = False         # vLLM's stream_options.continuous_usage_stats: usage in every chunk
     return_full_text: bool = False         # /chat: upstream's pipeline default
     max_length: int | None = None          # /chat: prompt + new tokens (upstream's generate_kwargs)
     min_length: int = 0                    # /chat: prompt + new tokens, at least
@@ -181,6 +182,15 @@ def _common(body: dict, unsupported: dict[str, str], kind: str) -> tuple[str | N
     return model, stream, include_usage
 
 
+def _continuous_usage(body: dict, include_usage: bool) -> bool:
+    """vLLM's ``stream_options.continuous_usage_stats``: every chunk carries ``usage`` (with
+    ``include_usage`` only, as in vLLM)."""
+    opts = body.get("stream_options")
+    if not isinstance(opts, dict):
+        return False
+    return bool_field(opts, "continuous_usage_stats", param="stream_options.continuous_usage_stats") and include_usage
+
+
 def _content_text(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
@@ -242,6 +252,7 @@ def parse_chat(body: dict) -> ParsedRequest:
     params.logprobs = _chat_logprobs(body)
     return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
                          include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint,
+                         continuous_usage=_continuous_usage(body, include_usage),
                          template=template_options(body), tools=tools)
 
 
@@ -260,6 +271,7 @@ def parse_completion(body: dict) -> ParsedRequest:
     (text, ids), rest = prompts[0], prompts[1:]
     return ParsedRequest(kind="completion", model=model, params=params, prompt=text, prompt_ids=ids,
                          stream=stream, include_usage=include_usage, echo=echo, n=n, constraint=constraint,
+                         continuous_usage=_continuous_usage(body, include_usage),
                          more_prompts=rest)
 
 

@@ -141,9 +141,15 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
     echo = _Echo(preps, await _prompt_heads(service, preps)) if parsed.echo else None
     calls = _ToolStream(parsed.tools) if chat and parsed.tools.choice != "none" else None
     offsets = [0] * total
+
+    def sse(chunk: dict, i: int) -> bytes:
+        if parsed.continuous_usage:  # this choice's tokens so far, as vLLM counts them
+            chunk["usage"] = R.usage(len(preps[i // parsed.n].prompt_ids), tokens[i])
+        return R.sse(chunk)
+
     if chat:
         for i in range(parsed.n):
-            yield R.sse(R.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}, index=i))
+            yield sse(R.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}, index=i), i)
     try:
         async for i, out in service.generate(preps, request.is_disconnected):
             tokens[i] = out.completion_tokens
@@ -152,9 +158,9 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
                 delta = calls.delta(i, out.text, bool(finish)) if calls is not None else {"content": out.text}
                 if delta or out.logprobs:
                     lp = R.chat_logprobs(out.logprobs or [], service.token_text) if want_lp else None
-                    yield R.sse(R.chat_chunk(rid, model, created, delta, index=i, logprobs=lp))
+                    yield sse(R.chat_chunk(rid, model, created, delta, index=i, logprobs=lp), i)
                 if finish:
-                    yield R.sse(R.chat_chunk(rid, model, created, {}, finish, index=i))
+                    yield sse(R.chat_chunk(rid, model, created, {}, finish, index=i), i)
                 continue
             text, entries = out.text, out.logprobs or []
             if echo is not None:
@@ -164,8 +170,8 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
                 if want_lp:
                     lp = R.completion_logprobs(entries, service.token_text, offsets[i])
                     offsets[i] += sum(len(t) for t in lp["tokens"])
-                yield R.sse(R.completion(rid, model, "", None, created,
-                                         choices=[R.completion_choice(i, text, finish, lp)]))
+                yield sse(R.completion(rid, model, "", None, created,
+                                       choices=[R.completion_choice(i, text, finish, lp)]), i)
     except APIError as exc:
         yield R.sse(exc.body())
         yield R.SSE_DONE
