@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaito_core.testing import emulator_admission as admission
-from kaito_core.testing.emulator_rules import (ApiStatus, apply_patch, fields_match, immutable_causes, invalid,
-                                               labels_match, metadata_causes, parse_field_selector,
+from kaito_core.testing.emulator_rules import (ApiStatus, apply_patch, event_causes, fields_match, immutable_causes,
+                                               invalid, labels_match, metadata_causes, parse_field_selector,
                                                parse_label_selector, prepare_create, prepare_update, spec_changed)
 from kaito_core.testing.emulator_store import NO_GENERATION, ResourceType, Store, conflict
 from kaito_core.testing.emulator_crds import crd_types
@@ -240,6 +240,8 @@ class ApiServer:
 
     def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         causes = metadata_causes(obj.get("metadata") or {})
+        if rt.kind == "Event" and not rt.group:
+            causes += event_causes(obj)
         if rt.schema is not None:
             causes += rt.schema.causes(obj, old)
         if old is not None:

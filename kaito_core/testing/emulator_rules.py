@@ -282,6 +282,19 @@ def metadata_causes(meta: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return causes
 
 
+def event_causes(obj: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """core/v1 Event (core/validation legacyValidateEvent, no eventTime): it lives in its
+    involved object's namespace, or in "" / "default" for a cluster-scoped object."""
+    if obj.get("eventTime"):
+        return []
+    ns = (obj.get("metadata") or {}).get("namespace") or ""
+    involved = (obj.get("involvedObject") or {}).get("namespace") or ""
+    if ns == involved or (not involved and ns == "default"):
+        return []
+    return [("FieldValueInvalid", "involvedObject.namespace",
+             f"Invalid value: {involved!r}: does not match event.namespace")]
+
+
 # -- immutable fields (pkg/apis/*/validation ValidateXUpdate) ---------------------------------
 
 # StatefulSet: "updates to statefulset spec for fields other than 'replicas', 'ordinals',

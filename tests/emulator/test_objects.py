@@ -67,6 +67,23 @@ def test_create_refuses_a_resource_version_and_assigns_its_own_identity(api):
     assert made["metadata"]["resourceVersion"]
 
 
+def test_core_events_live_in_their_objects_namespace(api):
+    """core/v1 legacyValidateEvent: an Event about a namespaced object is in that namespace; one
+    about a cluster-scoped object (a Node, a NodeClaim) is in "default"."""
+    def event(ns: str, name: str, involved: dict) -> dict:
+        return {"metadata": {"name": name, "namespace": ns}, "involvedObject": involved, "reason": "R",
+                "message": "m", "type": "Normal"}
+
+    pod = {"kind": "Pod", "name": "p", "namespace": "s10", "apiVersion": "v1"}
+    ok(api.post("/api/v1/namespaces/s10/events", json=event("s10", "e1", pod)), 201)
+    wrong = api.post("/api/v1/namespaces/s11/events", json=event("s11", "e2", pod))
+    assert wrong.status_code == 422, wrong.text
+    assert wrong.json()["details"]["causes"][0]["field"] == "involvedObject.namespace"
+    node = {"kind": "Node", "name": "n", "apiVersion": "v1"}
+    ok(api.post("/api/v1/namespaces/default/events", json=event("default", "e3", node)), 201)
+    assert api.post("/api/v1/namespaces/s11/events", json=event("s11", "e4", node)).status_code == 422
+
+
 def test_schema_errors_name_every_field(api):
     bad = workspace("bad", "s6")
     bad["resource"]["count"] = "two"
