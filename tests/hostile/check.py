@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from kaito_core.operator import admission
 
 from tests.hostile.corpus import Case, names_path
 
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 # What a crash looks like in any output: Python's traceback header, or the CLI's last-resort
 # message for an exception nobody turned into a field error.
 CRASH_MARKS = ("Traceback (most recent call last)", "internal error in 'kaito")
@@ -23,7 +25,7 @@ CRASH_MARKS = ("Traceback (most recent call last)", "internal error in 'kaito")
 def surrogate_line(path: Path) -> int | None:
     """The 1-based line of ``path`` where a surrogate escape is written, if any."""
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        if "\\ud800" in line.lower():
+        if SURROGATE_ESCAPE.search(line):
             return number
     return None
 
@@ -31,7 +33,12 @@ def surrogate_line(path: Path) -> int | None:
 def write(tmp: Path, docs: list[dict]) -> Path:
     f = tmp / "hostile.yaml"
     # allow_unicode=False: control characters and surrogates are written as YAML escapes
-    f.write_text(yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=False), encoding="utf-8")
+    try:  # libyaml writes 10 MB values in milliseconds, but cannot write a lone surrogate
+        text = yaml.dump_all(docs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                             allow_unicode=False)
+    except UnicodeEncodeError:
+        text = yaml.dump_all(docs, Dumper=yaml.SafeDumper, sort_keys=False, allow_unicode=False)
+    f.write_text(text, encoding="utf-8")
     return f
 
 
