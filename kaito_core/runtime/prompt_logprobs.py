@@ -1,4 +1,5 @@
-"""Log-probabilities of a prompt's own tokens, for ``echo`` + ``logprobs`` on /v1/completions.
+"""Log-probabilities of a prompt's own tokens, for ``echo`` + ``logprobs`` on /v1/completions and
+vLLM's ``prompt_logprobs``.
 
 Evaluation harnesses score a continuation this way (lm-evaluation-harness's loglikelihood
 requests send the context + continuation with ``echo: true, logprobs: 1`` and read the
@@ -37,6 +38,7 @@ class PromptScorer:
         self.cache = DynamicCache()
         self.start = 0
         self.entries: list[Entry] = [(ids[0], None, None)]
+        self.ranks: list[int | None] = [None]          # each prompt token's rank (1: the most likely)
 
     @property
     def done(self) -> bool:
@@ -51,7 +53,9 @@ class PromptScorer:
                            use_cache=True, **self.engine.forward_kwargs([self.row])).logits[0]
             lp = torch.log_softmax(logits.float(), dim=-1)
             targets = self.ids[start + 1:end + 1]
-            chosen = lp.gather(1, torch.tensor(targets, device=device)[:, None]).squeeze(1).tolist()
+            chosen_t = lp.gather(1, torch.tensor(targets, device=device)[:, None])
+            self.ranks += ((lp > chosen_t).sum(-1) + 1).tolist()
+            chosen = chosen_t.squeeze(1).tolist()
             top_v, top_i = lp.topk(self.k, dim=-1) if self.k else (None, None)
             top = list(zip(top_i.tolist(), top_v.tolist())) if self.k else None
         for j, tok in enumerate(targets):

@@ -82,6 +82,7 @@ class ParsedRequest:
     stream: bool = False
     include_usage: bool = False
     continuous_usage: bool = False         # vLLM's stream_options.continuous_usage_stats: usage in every chunk
+    prompt_logprobs: int | None = None     # vLLM's: the prompt tokens' logprobs (+ this many top ones)
     return_full_text: bool = False         # /chat: upstream's pipeline default
     max_length: int | None = None          # /chat: prompt + new tokens (upstream's generate_kwargs)
     min_length: int = 0                    # /chat: prompt + new tokens, at least
@@ -182,6 +183,13 @@ def _common(body: dict, unsupported: dict[str, str], kind: str) -> tuple[str | N
     return model, stream, include_usage
 
 
+def _prompt_logprobs(body: dict, stream: bool) -> int | None:
+    k = int_field(body, "prompt_logprobs", lo=0, hi=MAX_LOGPROBS, expected=f"an integer in [0, {MAX_LOGPROBS}]")
+    if k is not None and stream:  # vLLM's rule
+        raise bad_param("prompt_logprobs", k, "to be left out when stream is true")
+    return k
+
+
 def _continuous_usage(body: dict, include_usage: bool) -> bool:
     """vLLM's ``stream_options.continuous_usage_stats``: every chunk carries ``usage`` (with
     ``include_usage`` only, as in vLLM)."""
@@ -253,6 +261,7 @@ def parse_chat(body: dict) -> ParsedRequest:
     return ParsedRequest(kind="chat", model=model, params=params, messages=messages, stream=stream,
                          include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint,
                          continuous_usage=_continuous_usage(body, include_usage),
+                         prompt_logprobs=_prompt_logprobs(body, stream),
                          template=template_options(body), tools=tools)
 
 
@@ -272,6 +281,7 @@ def parse_completion(body: dict) -> ParsedRequest:
     return ParsedRequest(kind="completion", model=model, params=params, prompt=text, prompt_ids=ids,
                          stream=stream, include_usage=include_usage, echo=echo, n=n, constraint=constraint,
                          continuous_usage=_continuous_usage(body, include_usage),
+                         prompt_logprobs=_prompt_logprobs(body, stream),
                          more_prompts=rest)
 
 

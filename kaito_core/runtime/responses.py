@@ -81,6 +81,18 @@ def completion_logprobs(entries: list, token_text: Callable[[int], str], offset:
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
+def prompt_logprobs(scorer: Any, token_text: Callable[[int], str]) -> list[dict | None]:
+    """vLLM's ``prompt_logprobs``: null for the first token, then for each token a map from token
+    id to ``{"logprob", "rank", "decoded_token"}`` holding that token and the most likely ones."""
+    out: list[dict | None] = [None]
+    for (tid, lp, top), rank in zip(scorer.entries[1:], scorer.ranks[1:]):
+        entry = {str(t): {"logprob": _lp(v), "rank": r + 1, "decoded_token": token_text(t)}
+                 for r, (t, v) in enumerate(top)}
+        entry[str(tid)] = {"logprob": _lp(lp), "rank": rank, "decoded_token": token_text(tid)}
+        out.append(entry)
+    return out
+
+
 def chat_usage_chunk(rid: str, model: str, created: int, prompt_tokens: int, completion_tokens: int) -> dict:
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}

@@ -95,8 +95,12 @@ def register(app: FastAPI, ctx: Any) -> None:
                               R.chat_logprobs(c.logprobs, service.token_text) if want_lp else None,
                               tool_calls(parsed.tools, c.text, call_id))
                 for i, c in enumerate(choices)]
-        return JSONResponse(R.chat_completion(rid, prep.model_id, "", "stop", len(prep.prompt_ids),
-                                              sum(c.tokens for c in choices), created, choices=body))
+        answer = R.chat_completion(rid, prep.model_id, "", "stop", len(prep.prompt_ids),
+                                   sum(c.tokens for c in choices), created, choices=body)
+        if parsed.prompt_logprobs is not None:  # vLLM puts a chat's on the response
+            scored = await service.score_prompt(prep, parsed.prompt_logprobs)
+            answer["prompt_logprobs"] = R.prompt_logprobs(scored, service.token_text)
+        return JSONResponse(answer)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -118,6 +122,10 @@ def register(app: FastAPI, ctx: Any) -> None:
                 entries = heads[i // parsed.n] + c.logprobs if heads else c.logprobs
                 lp = R.completion_logprobs(entries, service.token_text, 0 if heads else len(head))
             body.append(R.completion_choice(i, head + c.text, c.finish, lp))
+        if parsed.prompt_logprobs is not None:  # vLLM puts a completion's on each choice
+            scored = [await service.score_prompt(p, parsed.prompt_logprobs) for p in preps]
+            for i, choice in enumerate(body):
+                choice["prompt_logprobs"] = R.prompt_logprobs(scored[i // parsed.n], service.token_text)
         return JSONResponse(R.completion(rid, preps[0].model_id, "", None, created, _prompt_tokens(preps),
                                          sum(c.tokens for c in choices), choices=body))
 

@@ -93,3 +93,32 @@ def test_streamed_echo_equals_the_whole_answer(client, logprobs):
     if logprobs:
         assert [lps[i] for i in range(2)] == [c.logprobs.token_logprobs for c in whole.choices]
         assert [offsets[i] for i in range(2)] == [c.logprobs.text_offset for c in whole.choices]
+
+
+def test_vllm_prompt_logprobs_on_completions_and_chat(client, server, reference):
+    ids, expected, lp = reference
+    resp = client.completions.create(model="tiny-llama", prompt=PROMPT, max_tokens=1, n=2,
+                                     extra_body={"prompt_logprobs": 2})
+    for choice in resp.model_dump()["choices"]:
+        got = choice["prompt_logprobs"]
+        assert len(got) == len(ids) and got[0] is None
+        for pos in range(1, len(ids)):
+            entry = got[pos][str(ids[pos])]
+            assert entry["logprob"] == pytest.approx(expected[pos], abs=1e-4)
+            assert entry["rank"] == int((lp[pos - 1] > lp[pos - 1, ids[pos]]).sum()) + 1
+            assert entry["decoded_token"] == server.service.token_text(ids[pos])
+            best = lp[pos - 1].topk(2).indices.tolist()
+            assert {str(t) for t in best} <= set(got[pos]) and got[pos][str(best[0])]["rank"] == 1
+    chat = client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}],
+                                          max_tokens=1, extra_body={"prompt_logprobs": 0}).model_dump()
+    assert chat["prompt_logprobs"][0] is None and len(chat["prompt_logprobs"]) == chat["usage"]["prompt_tokens"]
+    assert all(len(e) == 1 for e in chat["prompt_logprobs"][1:])  # k = 0: the prompt token alone
+
+
+@pytest.mark.parametrize("extra,param", [({"prompt_logprobs": 21}, "prompt_logprobs"),
+                                         ({"prompt_logprobs": 1, "stream": True}, "prompt_logprobs")])
+def test_bad_prompt_logprobs_name_the_field(server, extra, param):
+    import httpx
+
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 1, **extra}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param
