@@ -121,7 +121,8 @@ def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATE
 
 class Timeline:
     """When each Workspace passed each stage, sampled from the API (a thread: Workspaces every
-    50 ms, node claims and StatefulSets every 200 ms).
+    50 ms, node claims and StatefulSets every 200 ms; reaction times compare samples taken at
+    the same 200 ms rate).
 
     The harness's own stages (claim -> node, StatefulSet -> ready pods) slow down with the CPU
     the controller under test takes from it; the controller's stages (node -> StatefulSet
@@ -150,11 +151,14 @@ class Timeline:
                 # Workspaces every tick (they stop the clocks); the stages in between every 4th:
                 # full StatefulSet lists 20 times a second were a sizeable share of the API
                 # server's CPU, taken from whichever controller was under test.
-                if tick % 4 == 0:
+                staged = tick % 4 == 0
+                if staged:
                     self._stages(now)
                 for w in self.kube.list(api_version=WS_API, kind="Workspace", namespace=NS):
                     if (w.get("status") or {}).get("state") == "Ready":
                         self.seen.setdefault((w["metadata"]["name"], "ready"), now)
+                        if staged:  # at the stages' rate too, for the reaction times in between
+                            self.seen.setdefault((w["metadata"]["name"], "ready@stages"), now)
             except (ApiError, OSError):
                 pass
             tick += 1
@@ -192,10 +196,10 @@ class Timeline:
         import statistics
 
         out = {}
-        for a, b in (("node", "sts"), ("stsready", "ready")):
+        for a, b in (("node", "sts"), ("stsready", "ready@stages")):
             d = [self.seen[(w, b)] - self.seen[(w, a)] for (w, stage) in list(self.seen)
                  if stage == a and (w, b) in self.seen]
-            out[f"{a}->{b}"] = statistics.median(d) if d else float("nan")
+            out[f"{a}->{b.split('@')[0]}"] = statistics.median(d) if d else float("nan")
         return out
 
 

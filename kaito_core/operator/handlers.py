@@ -333,6 +333,8 @@ async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any)
     finally:
         STATE.wakeups.drop(key, ev)
         STATE.wakeups.selectors.pop(key, None)
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            STATE.diffbase.forget(body)  # also when the finalizer goes without our delete handler
 
 
 def _track_byo(key: str, body: Any) -> None:
