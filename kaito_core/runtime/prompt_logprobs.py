@@ -61,3 +61,12 @@ class PromptScorer:
         for j, tok in enumerate(targets):
             self.entries.append((tok, chosen[j], list(zip(*top[j])) if top else []))
         self.start = end
+
+
+async def score_prompt(engine: Any, ids: list[int], k: int, adapter: str | None = None) -> PromptScorer:
+    """Score ``ids`` one chunk per engine command (running requests decode between chunks)."""
+    scorer = PromptScorer(engine, ids, k, adapter)
+    while not scorer.done:
+        await engine.acall(scorer.step)
+    return scorer
+

@@ -98,7 +98,9 @@ def register(app: FastAPI, ctx: Any) -> None:
         answer = R.chat_completion(rid, prep.model_id, "", "stop", len(prep.prompt_ids),
                                    sum(c.tokens for c in choices), created, choices=body)
         if parsed.prompt_logprobs is not None:  # vLLM puts a chat's on the response
-            scored = await service.score_prompt(prep, parsed.prompt_logprobs)
+            from kaito_core.runtime.prompt_logprobs import score_prompt  # torch: loaded with the model
+
+            scored = await score_prompt(service.engine, prep.prompt_ids, parsed.prompt_logprobs, prep.adapter)
             answer["prompt_logprobs"] = R.prompt_logprobs(scored, service.token_text)
         return JSONResponse(answer)
 
@@ -123,7 +125,10 @@ def register(app: FastAPI, ctx: Any) -> None:
                 lp = R.completion_logprobs(entries, service.token_text, 0 if heads else len(head))
             body.append(R.completion_choice(i, head + c.text, c.finish, lp))
         if parsed.prompt_logprobs is not None:  # vLLM puts a completion's on each choice
-            scored = [await service.score_prompt(p, parsed.prompt_logprobs) for p in preps]
+            from kaito_core.runtime.prompt_logprobs import score_prompt
+
+            scored = [await score_prompt(service.engine, p.prompt_ids, parsed.prompt_logprobs, p.adapter)
+                      for p in preps]
             for i, choice in enumerate(body):
                 choice["prompt_logprobs"] = R.prompt_logprobs(scored[i // parsed.n], service.token_text)
         return JSONResponse(R.completion(rid, preps[0].model_id, "", None, created, _prompt_tokens(preps),
@@ -195,7 +200,10 @@ async def _prompt_heads(service: Any, preps: list[Prepared]) -> list | None:
     parsed = preps[0].parsed
     if not (parsed.echo and parsed.params.logprobs is not None):
         return None
-    return [await service.prompt_logprobs(p) for p in preps]
+    from kaito_core.runtime.prompt_logprobs import score_prompt
+
+    return [(await score_prompt(service.engine, p.prompt_ids, parsed.params.logprobs or 0, p.adapter)).entries
+            for p in preps]
 
 
 class _Echo:

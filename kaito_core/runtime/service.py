@@ -320,21 +320,6 @@ class TransformersService(AdapterAdmin):
         prep.grammars = rows
         return prep
 
-    async def score_prompt(self, prep: Prepared, k: int) -> Any:
-        """A :class:`~kaito_core.runtime.prompt_logprobs.PromptScorer` that has scored the prompt
-        (its tokens' logprobs, ranks and ``k`` most likely), one chunk per engine command, so
-        running requests decode between chunks."""
-        from kaito_core.runtime.prompt_logprobs import PromptScorer
-
-        scorer = PromptScorer(self.engine, prep.prompt_ids, k, prep.adapter)
-        while not scorer.done:
-            await self.engine.acall(scorer.step)
-        return scorer
-
-    async def prompt_logprobs(self, prep: Prepared) -> list:
-        """The prompt tokens' own log-probabilities, for ``echo`` with ``logprobs``."""
-        return (await self.score_prompt(prep, prep.parsed.params.logprobs or 0)).entries
-
     async def generate(self, prep: Prepared | list[Prepared],
                        is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
         """Yield ``(choice index, Output)`` until every choice has finished: ``n`` per prepared
