@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FAMILIES", "RETIRED", "Family", "Retired", "family_for", "retired", "closest_preset",
-           "unknown_preset_hint", "plugins_dir"]
+           "unknown_preset_hint", "plugins_dir", "broken_plugins"]
 
 
 @dataclass(frozen=True)
@@ -137,4 +137,16 @@ def unknown_preset_hint(name: str, registry: Any) -> str:
     if "/" not in name:
         parts.append("any Hugging Face model can also be named by its id 'org/model' "
                      "(kaito sizes it from its config.json)")
+    broken = broken_plugins(registry)
+    if broken and (family is None or family.entry not in broken):
+        # a preset plugin that failed to load may be the one that provides it
+        parts.append(f"{len(broken)} installed plugin(s) failed to load and may provide it: "
+                     f"{', '.join(repr(b) for b in broken[:12])}{', ...' if len(broken) > 12 else ''} "
+                     "(`kaito plugins doctor` says why)")
     return "; ".join(parts)
+
+
+def broken_plugins(registry: Any) -> list[str]:
+    """Names of the installed plugins that recorded errors (import, hooks, registrations)."""
+    infos = getattr(registry, "plugins", {}) or {}
+    return sorted(n for n, i in infos.items() if getattr(i, "errors", None) and not getattr(i, "blocked", False))

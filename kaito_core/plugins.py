@@ -13,6 +13,7 @@ import importlib
 import os
 import pkgutil
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -29,6 +30,9 @@ DISABLE_ENV = "KAITO_DISABLE_PLUGINS"
 BUILTIN_PREFIX = "kaito."
 
 MAX_GENERIC_NAME = 253  # kaito_core.api.limits.MAX_NAME: the longest preset name a Workspace may hold
+# What a plugin's import or hook may raise and the core survives: SystemExit too (a plugin
+# calling sys.exit() must not end `kaito`), not KeyboardInterrupt (the user's own Ctrl-C).
+PLUGIN_FAILURES = (Exception, SystemExit)
 HOOKS = ("kaito_register_presets", "kaito_register_provisioners",
          "kaito_register_instance_types", "kaito_register_runtimes")
 KINDS = {"kaito_register_presets": "presets", "kaito_register_provisioners": "provisioners",
@@ -53,6 +57,8 @@ class PluginInfo:
     blocked: bool = False
     registered: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: seconds its entry point took to import (every kaito command pays it)
+    load_seconds: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -61,7 +67,7 @@ class PluginInfo:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "distribution": self.distribution, "version": self.version,
                 "module": self.module, "builtin": self.builtin, "blocked": self.blocked,
-                "registered": self.registered, "errors": self.errors}
+                "registered": self.registered, "errors": self.errors, "load_seconds": self.load_seconds}
 
 
 class Registry:
@@ -92,6 +98,12 @@ class Registry:
         if not isinstance(preset, ModelPreset):
             raise ContractError(owner="register()", field="preset", value=preset,
                                 expected="a kaito_core.types.ModelPreset", plugin=plugin)
+        # checked again on the way in: a frozen dataclass can still be changed with
+        # object.__setattr__ after it was built (transformers' AutoConfig.register checks too)
+        preset.__post_init__()
+        if any(not isinstance(a, str) or not a for a in preset.aliases):
+            raise ContractError(owner=f"preset {preset.name!r}", field="aliases", value=preset.aliases,
+                                expected="non-empty strings", plugin=plugin)
         keys = [preset.name.lower(), *(a.lower() for a in preset.aliases)]
         for key in keys:
             if key in self.aliases or key in self.presets:
@@ -236,7 +248,13 @@ class KaitoPluginManager(pluggy.PluginManager):
                 raise ContractError(owner=f"plugin module {info.module or name!r}", field=unknown[0],
                                     value=unknown[0], expected=f"one of the hooks {list(HOOKS)} "
                                     "(is the kaito-core version too old for this plugin?)")
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must never take the core down
+            # pluggy only calls functions marked with the project's hookimpl: an unmarked
+            # kaito_register_presets would be skipped without a word
+            for hook in HOOKS:
+                if callable(getattr(plugin, hook, None)) and self.parse_hookimpl_opts(plugin, hook) is None:
+                    info.errors.append(f"{hook} is not marked @hookimpl (from kaito_core.hookspecs import "
+                                       "hookimpl), so it is never called")
+        except PLUGIN_FAILURES as exc:  # a broken plugin must never take the core down
             info.errors.append(f"could not register: {_describe_exc(exc)}")
         self._registry = None
 
@@ -255,7 +273,7 @@ class KaitoPluginManager(pluggy.PluginManager):
                 continue
             try:
                 module = importlib.import_module(info.module)
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:
                 info.errors.append(f"import failed: {_describe_exc(exc)}")
                 self.infos[name] = info
                 continue
@@ -279,12 +297,15 @@ class KaitoPluginManager(pluggy.PluginManager):
                                    f"{first.distribution or first.module}; one of them must be renamed")
                 self.infos[f"{ep.name}@{info.distribution}"] = info
                 continue
+            started = time.perf_counter()
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:
                 info.errors.append(f"import failed: {_describe_exc(exc)}")
                 self.infos[ep.name] = info
                 continue
+            finally:
+                info.load_seconds = round(time.perf_counter() - started, 3)
             self.add_plugin(plugin, ep.name, info)
 
     # -- the registry --------------------------------------------------------------------
@@ -311,7 +332,7 @@ class KaitoPluginManager(pluggy.PluginManager):
         # aborts the whole call when one raises), so a failure is attributed and isolated.
         for hook_name in HOOKS:
             caller = getattr(self.hook, hook_name)
-            for impl in caller.get_hookimpls():
+            for impl in sorted(caller.get_hookimpls(), key=lambda i: _precedence(i.plugin_name)):
                 plugin = impl.plugin_name
                 info = self.infos.setdefault(plugin, PluginInfo(name=plugin))
                 names: list[str] = []
@@ -325,12 +346,27 @@ class KaitoPluginManager(pluggy.PluginManager):
                     _names.append(getattr(obj, "name", repr(obj)))
 
                 try:
-                    impl.function(register=register)
-                except Exception as exc:  # noqa: BLE001
+                    returned = impl.function(register=register)
+                except PLUGIN_FAILURES as exc:
                     info.errors.append(f"hook {hook_name} failed: {_describe_exc(exc)}")
+                else:
+                    if returned is not None:
+                        # llm/tox-style hooks register through the callback; a returned list
+                        # would otherwise vanish without a word
+                        info.errors.append(f"hook {hook_name} returned {type(returned).__name__} "
+                                           f"instead of None: call register(obj) for each object")
                 if names:
                     info.registered.setdefault(KINDS[hook_name], []).extend(names)
         return reg
+
+
+def _precedence(plugin: str) -> int:
+    """Who registers first, so who keeps a contested name: the core's built-ins, then this
+    repository's preset families (``phi3`` owns ``phi-*``), then every other plugin in install
+    order. A third-party plugin installed earlier on sys.path cannot take over ``phi-3-...``."""
+    if plugin.startswith(BUILTIN_PREFIX):
+        return 0
+    return 1 if plugin in {f.entry for f in hints.FAMILIES} else 2
 
 
 def _version(dist: str) -> str | None:

@@ -38,11 +38,12 @@ def error_row(name: Any, error: str) -> dict[str, Any]:
 def run(args) -> int:
     from kaito_core.api import Workspace, configmaps_by_name, load_documents
     from kaito_core.cli.output import dump_json
-    from kaito_core.cli.planning import pick_provisioner
+    from kaito_core.cli.planning import pick_provisioner, warn_broken_plugins
     from kaito_core.plugins import get_registry
     from kaito_core.reconcile import plan_workspace
 
     registry = get_registry()
+    warn_broken_plugins(registry)
     prov, err = pick_provisioner(registry, args.provisioner or "byo")
     if prov is None:
         print(f"error: {err}", file=sys.stderr)

@@ -28,10 +28,11 @@ def run(args) -> int:
     import yaml
 
     from kaito_core.api import Workspace, configmaps_by_name, load_documents
-    from kaito_core.cli.planning import pick_provisioner
+    from kaito_core.cli.planning import pick_provisioner, warn_broken_plugins
     from kaito_core.plugins import get_registry
 
     registry = get_registry()
+    warn_broken_plugins(registry)
     prov, err = pick_provisioner(registry, args.provisioner)
     if prov is None:
         print(f"error: {err}", file=sys.stderr)
