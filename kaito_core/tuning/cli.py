@@ -135,7 +135,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     import os
 
     from kaito_core.tuning.recipe import run
-    from kaito_core.tuning.train import Interrupted
+    from kaito_core.tuning.train import Interrupted, end_distributed
 
     setup_logging()
     n = getattr(args, "nproc_per_node", None)
@@ -158,6 +158,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C while saving
         print("interrupted: stopped before a checkpoint was saved", file=sys.stderr)
         return 130
+    finally:
+        end_distributed()
     s = result.summary
     if (s.get("distributed") or {}).get("rank", 0) != 0:
         return 0  # one report, from rank 0, which wrote the adapter

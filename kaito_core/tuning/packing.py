@@ -140,6 +140,13 @@ class PackedCollator:
         # counts "non_padding" tokens as attention_mask.sum(), which a 4D mask would inflate.
         self.token_counts: deque[int] = deque()
 
+    @property
+    def isolation(self) -> str:
+        """How samples in a row are kept apart, for the summary's ``packing.attention``."""
+        if self.attention.startswith("flash"):
+            return "flash-attention varlen (position ids)"
+        return "per-sample SDPA" if self.varlen else f"4D block mask ({self.attention})"
+
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
 

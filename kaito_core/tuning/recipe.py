@@ -364,6 +364,8 @@ class _Run:
                      train_mod.stop_callback(stop)]
         dataset = train_mod.RecordingDataset(rows)
         data_collator = train_mod.collator(cfg, loaded, tok, self.packing is not None)
+        if self.packing is not None:
+            self.packing["attention"] = data_collator.isolation
         trainer = train_mod.trainer_class()(
             model=loaded.model, args=args, train_dataset=dataset, eval_dataset=eval_rows or None,
             data_collator=data_collator, callbacks=callbacks)

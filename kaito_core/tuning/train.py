@@ -54,6 +54,19 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
+def end_distributed() -> None:
+    """Tear the process group down before the interpreter exits. Left to interpreter exit, a
+    gloo rank sometimes aborted after a successful run ("terminate called without an active
+    exception", exit -6), which the launcher reports as a failure; PyTorch asks for
+    ``destroy_process_group()`` at the end of every distributed program."""
+    if world()[1] <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 # --- data ------------------------------------------------------------------------------------
 
 

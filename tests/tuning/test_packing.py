@@ -210,6 +210,7 @@ def test_a_run_with_packing_learns_in_fewer_steps(tiny_models, chat_jsonl, fast_
                  output=str(tmp_path / "a"), progress="none", on_step=steps.append)
     p = result.summary["packing"]
     assert p["samples"] == 12 and p["rows"] < 12 and p["strategy"] == "bfd"
+    assert p["attention"] == "per-sample SDPA"  # Llama under SDPA: attention at the samples' cost
     assert result.summary["eval_loss"] > 0  # the held-out rows are evaluated one sample per row
     assert steps[-1].loss < steps[0].loss
     # per_device_train_batch_size 2 packed rows: each step sees several samples' tokens
