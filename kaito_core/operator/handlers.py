@@ -108,12 +108,23 @@ def _pods(body: Any, kaito_pods: Any) -> list[dict] | None:
     return pods
 
 
+def _as_written(body: Any) -> Any:
+    """``body`` with the status this process last wrote, when kopf's copy has not caught up with
+    that write yet: a pass compares its conditions with the previous status (transition times,
+    one Event per transition), and comparing with a status already replaced posted the same
+    transition Events again. Only this operator writes a Workspace's status."""
+    written = STATE.written.get(_key(body))
+    if written is None or same(dict(body.get("status") or {}), written):
+        return body
+    return {**dict(body), "status": written}
+
+
 async def _pass(body: Any, trigger: str, kaito_pods: Any, verify: bool = True) -> Outcome:
     """One reconcile pass in a worker thread, with metrics."""
     rec = _reconciler()
     started = time.monotonic()
     try:
-        outcome = await _in_thread(rec.reconcile, body, pods=_pods(body, kaito_pods), verify=verify)
+        outcome = await _in_thread(rec.reconcile, _as_written(body), pods=_pods(body, kaito_pods), verify=verify)
     except Exception as exc:
         metrics.error(type(exc).__name__)
         raise
