@@ -17,7 +17,8 @@ What it models (each with a test in ``tests/emulator/``):
 - status subresources: writes to the main resource keep the stored status, ``/status`` writes
   change nothing else, create cannot set status, ``metadata.generation`` moves on spec changes;
 - CRDs: served from the CustomResourceDefinition objects themselves (Workspace by default),
-  unknown fields pruned, ``default`` applied, structural-schema errors -> 422 with field causes,
+  unknown fields pruned (with a ``Warning`` header per field, or 400 under
+  ``fieldValidation=Strict``), ``default`` applied, structural-schema errors -> 422 with field causes,
   then the CRD's CEL rules (``x-kubernetes-validations``, transition rules with ``oldSelf``);
 - immutable fields (Service clusterIP, StatefulSet spec but template/replicas/..., Job
   template/selector, Pod spec, immutable ConfigMaps) and object-metadata validation;
@@ -34,7 +35,8 @@ emulator_controllers.FakeControllers` does Karpenter, the StatefulSet controller
 kubelet); make the cluster misbehave with :meth:`Emulator.inject`, :meth:`Emulator.fail`,
 :meth:`Emulator.hold_watches`, :meth:`Emulator.compact` and :meth:`Emulator.cut_watches`;
 read :attr:`Emulator.calls` (every request by verb, resource and User-Agent),
-:attr:`Emulator.refusals` (every answer other than 2xx) and :attr:`Emulator.webhook_calls`.
+:attr:`Emulator.refusals` (every answer other than 2xx), :attr:`Emulator.warnings` (every
+``Warning`` header) and :attr:`Emulator.webhook_calls`.
 There is no lenient mode: a test that writes status through the main resource sees it
 ignored, as on a cluster.
 
@@ -186,6 +188,12 @@ class Emulator:
         """(method, path, User-Agent, code, reason, message) of every answer other than 2xx
         (watch streams' 410 events not included), in order."""
         return list(self.call(lambda: list(self.handler.refusals)))
+
+    @property
+    def warnings(self) -> list[tuple[str, str, str, str]]:
+        """(method, path, User-Agent, warning) of every ``Warning`` header answered, in order
+        (``unknown field "spec.x"``: a field the CRD's schema prunes)."""
+        return list(self.call(lambda: list(self.handler.warnings)))
 
     @property
     def calls(self) -> dict[tuple[str, str, str, str], int]:

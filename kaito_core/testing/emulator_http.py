@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextvars
 import json
 import uuid
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ from kaito_core.testing.emulator_rules import (ApiStatus, apply_patch, event_cau
                                                invalid, labels_match, metadata_causes, parse_field_selector,
                                                parse_label_selector, prepare_create, prepare_update, spec_changed)
 from kaito_core.testing.emulator_store import NO_GENERATION, ResourceType, Store, conflict
-from kaito_core.testing.emulator_crds import crd_types
+from kaito_core.testing.emulator_crds import crd_types, discovery, not_served
+from kaito_core.testing.emulator_schema import field_warnings
 from kaito_core.testing.emulator_watch import watch
 
 SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
+# this request's ?fieldValidation= and the warnings it is answered with (one aiohttp task each)
+_FIELDS: contextvars.ContextVar[tuple[str, list[str]]] = contextvars.ContextVar("field_validation")
 
 
 @dataclass
@@ -35,16 +39,13 @@ class Fault:
     reason: str = ""
 
 
-def _not_served() -> ApiStatus:
-    return ApiStatus(404, "NotFound", "the server could not find the requested resource", {})
-
-
 class ApiServer:
     def __init__(self, store: Store):
         self.store = store
         self.counts: dict[tuple[str, str], int] = collections.Counter()  # (verb, plural) -> requests
         self.calls: dict[tuple[str, str, str, str], int] = collections.Counter()  # verb, group, resource, user-agent
         self.refusals: list[tuple[str, str, str, int, str, str]] = []  # method, path, user-agent, code, reason, message
+        self.warnings: list[tuple[str, str, str, str]] = []  # method, path, user-agent, warning
         self.failing: set[str] = set()
         self.faults: list[Fault] = []
         self.webhook_calls: list[tuple[str, str]] = []
@@ -58,8 +59,14 @@ class ApiServer:
     async def handle(self, request: Any) -> Any:
         from aiohttp import web
 
+        warned: list[str] = []
+        _FIELDS.set((request.query.get("fieldValidation", "Warn"), warned))
         try:
-            return await self._route(request)
+            response = await self._route(request)
+            for text in dict.fromkeys(warned):  # kube-apiserver's warning headers (RFC 7234, code 299)
+                self.warnings.append((request.method, request.path, request.headers.get("User-Agent", ""), text))
+                response.headers.add("Warning", '299 - "%s"' % text.replace('"', '\\"'))
+            return response
         except ApiStatus as exc:
             self.refusals.append((request.method, request.path, request.headers.get("User-Agent", ""), exc.code,
                                   exc.reason, exc.message[:300]))
@@ -86,7 +93,7 @@ class ApiServer:
         path = request.path
         parsed = self._parse(path)
         if parsed is None or not parsed[2]:
-            return web.json_response(self._discovery(path))
+            return web.json_response(discovery(self.store.types.values(), path))
         group, version, rest = parsed
         ns, rt, name, sub = self._target(group, version, rest)
         verb = self._verb(request.method, name, request.query)
@@ -100,7 +107,7 @@ class ApiServer:
         if verb == "get":
             obj = self.store.get(rt, ns, name)
             if sub and sub != "status":
-                raise _not_served()
+                raise not_served()
             return web.json_response(self.out(rt, obj))
         if verb == "delete":
             return await self.delete(request, rt, ns, name)
@@ -127,11 +134,11 @@ class ApiServer:
             ns, rest = rest[1], rest[2:]
         rt = self.store.types.get((group, version, rest[0]))
         if rt is None or len(rest) > 3 or (ns is not None and not rt.namespaced):
-            raise _not_served()
+            raise not_served()
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else None
         if sub and not (sub == "status" and rt.status):
-            raise _not_served()
+            raise not_served()
         return ns, rt, name, sub
 
     @staticmethod
@@ -156,47 +163,6 @@ class ApiServer:
                 raise ApiStatus(fault.code, reason, f"injected {fault.code} for {verb} {plural}"
                                                     f"{'/' + sub if sub else ''}: the object has been modified; "
                                                     f"please apply your changes to the latest version and try again")
-
-    def _discovery(self, path: str) -> dict[str, Any]:
-        types = self.store.types.values()
-        parts = [p for p in path.split("/") if p]
-        if parts == ["version"]:
-            return {"major": "1", "minor": "33", "gitVersion": "v1.33.0-kaito-emulator", "platform": "linux/amd64"}
-        if parts == ["api"]:
-            return {"kind": "APIVersions", "versions": ["v1"]}
-        groups: dict[str, list[str]] = {}
-        for rt in types:
-            if rt.group and rt.version not in groups.setdefault(rt.group, []):
-                groups[rt.group].append(rt.version)
-        entries = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-                    "preferredVersion": {"groupVersion": f"{g}/{vs[-1]}", "version": vs[-1]}}
-                   for g, vs in sorted(groups.items())]
-        if parts == ["apis"]:
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": entries}
-        if parts[:1] == ["apis"] and len(parts) == 2:
-            for e in entries:
-                if e["name"] == parts[1]:
-                    return {"kind": "APIGroup", "apiVersion": "v1", **e}
-            raise _not_served()
-        if parts == ["api", "v1"] or (parts[:1] == ["apis"] and len(parts) == 3):
-            group, version = ("", "v1") if parts[0] == "api" else (parts[1], parts[2])
-            res = []
-            for rt in types:
-                if (rt.group, rt.version) == (group, version):
-                    base = {"kind": rt.kind, "namespaced": rt.namespaced, "singularName": rt.kind.lower(),
-                            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update",
-                                      "watch"], "shortNames": list(rt.shortnames)}
-                    res.append({"name": rt.plural, **base})
-                    if rt.status:
-                        res.append({"name": f"{rt.plural}/status", **base, "verbs": ["get", "patch", "update"],
-                                    "shortNames": [], "singularName": ""})
-            if not res:
-                raise _not_served()
-            return {"kind": "APIResourceList", "apiVersion": "v1",
-                    "groupVersion": f"{group}/{version}" if group else version, "resources": res}
-        if parts in ([], ["healthz"], ["readyz"], ["livez"]):
-            return {"paths": ["/api", "/apis", "/version"]}
-        raise _not_served()
 
     @staticmethod
     def out(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +201,11 @@ class ApiServer:
 
     # -- writes -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _check_fields(rt: ResourceType, obj: dict[str, Any]) -> None:
+        mode, warned = _FIELDS.get(("Warn", []))
+        warned.extend(field_warnings(rt.schema, obj, mode))
+
     def _prepare(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         return rt.schema.prepare(obj) if rt.schema is not None else obj
 
@@ -270,6 +241,7 @@ class ApiServer:
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         obj["metadata"] = meta
         prepare_create(rt.kind, obj, rt.status)
+        self._check_fields(rt, obj)
         obj = self._prepare(rt, obj)
         obj = self._prepare(rt, await self._admit("mutating", rt, None, "CREATE", obj, None))
         self._validate(rt, obj, None)
@@ -327,6 +299,7 @@ class ApiServer:
                                                    f"not match the request ({name})")
             new["metadata"] = self._system_meta(rt, current, meta)
             new = prepare_update(current, new, subresource=sub, has_status=rt.status)
+            self._check_fields(rt, new)
             new = self._prepare(rt, new)
             if sub != "status" and rt.kind not in NO_GENERATION and spec_changed(current, new):
                 new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1

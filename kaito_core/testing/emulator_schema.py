@@ -5,6 +5,10 @@ one cause per field, as ``kubectl apply`` prints them).
 Upstream order (apiextensions-apiserver ``customresource_handler.go``): decode -> prune ->
 default -> mutating admission -> prune/default again -> schema validation -> validating
 admission. CEL rules (``x-kubernetes-validations``) are not evaluated here.
+
+Server-side field validation (``?fieldValidation=``, GA in Kubernetes 1.27): what the client
+sent that pruning drops is answered with a ``Warning: 299 - "unknown field \"spec.x\""``
+header by default (``Warn``), refused with 400 under ``Strict``, and passed over under ``Ignore``.
 """
 
 from __future__ import annotations
@@ -15,28 +19,48 @@ from typing import Any
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
 
 
-def prune(obj: Any, schema: dict[str, Any], root: bool = False) -> Any:
+def prune(obj: Any, schema: dict[str, Any], root: bool = False, dropped: list[str] | None = None,
+          path: str = "") -> Any:
     """Drop fields the schema does not declare (structural pruning), unless
-    ``x-kubernetes-preserve-unknown-fields`` says keep them."""
+    ``x-kubernetes-preserve-unknown-fields`` says keep them; ``dropped`` collects their paths."""
     if isinstance(obj, dict) and schema.get("type", "object") == "object":
         props = schema.get("properties")
         extra = schema.get("additionalProperties")
         if props is None and extra is None:
-            return obj if schema.get("x-kubernetes-preserve-unknown-fields") or not root else {
-                k: v for k, v in obj.items() if k in _ROOT_KEEP}
+            if schema.get("x-kubernetes-preserve-unknown-fields") or not root:
+                return obj
+            props = {}
         out = {}
         for key, value in obj.items():
+            sub = f"{path}.{key}" if path else key
             if props is not None and key in props:
-                out[key] = prune(value, props[key])
+                out[key] = prune(value, props[key], dropped=dropped, path=sub)
             elif isinstance(extra, dict):
-                out[key] = prune(value, extra)
+                out[key] = prune(value, extra, dropped=dropped, path=sub)
             elif extra is True or schema.get("x-kubernetes-preserve-unknown-fields") or (
                     (root or schema.get("x-kubernetes-embedded-resource")) and key in _ROOT_KEEP):
                 out[key] = value
+            elif dropped is not None:
+                dropped.append(sub)
         return out
     if isinstance(obj, list) and isinstance(schema.get("items"), dict):
-        return [prune(i, schema["items"]) for i in obj]
+        return [prune(v, schema["items"], dropped=dropped, path=f"{path}[{i}]") for i, v in enumerate(obj)]
     return obj
+
+
+def field_warnings(schema: "CrdSchema | None", obj: dict[str, Any], mode: str) -> list[str]:
+    """Server-side field validation of what a client sent: the warnings to answer with
+    (``Warn``), none (``Ignore``), or 400 BadRequest naming every unknown field (``Strict``)."""
+    if schema is None or mode == "Ignore":
+        return []
+    dropped: list[str] = []
+    prune(obj, schema.schema, root=True, dropped=dropped)
+    found = [f'unknown field "{path}"' for path in dropped]
+    if found and mode == "Strict":
+        from kaito_core.testing.emulator_rules import ApiStatus
+
+        raise ApiStatus(400, "BadRequest", "strict decoding error: " + ", ".join(found))
+    return found
 
 
 def apply_defaults(obj: Any, schema: dict[str, Any]) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -95,11 +96,29 @@ def test_schema_errors_name_every_field(api):
     assert 'Workspace.kaito.sh "bad" is invalid' in resp.json()["message"]
 
 
-def test_unknown_fields_are_pruned(api):
+def test_unknown_fields_are_pruned_with_a_warning_or_refused_when_strict(api, emu):
+    """Server-side field validation (GA in 1.27): ``Warn`` by default, a 299 ``Warning`` header per
+    pruned field; ``Strict``: 400 naming them; ``Ignore``: silent. Status through /status too."""
     extra = workspace("pruned", "s7", bogus={"a": 1})
     extra["resource"]["nope"] = True
-    made = ok(api.post(WS.format(ns="s7"), json=extra), 201)
+    resp = api.post(WS.format(ns="s7"), json=extra)
+    made = ok(resp, 201)
     assert "bogus" not in made and "nope" not in made["resource"]
+    assert sorted(resp.headers.get_list("Warning")) == ['299 - "unknown field \\"bogus\\""',
+                                                '299 - "unknown field \\"resource.nope\\""']
+    assert ("POST", WS.format(ns="s7"), "python-httpx/" + httpx.__version__, 'unknown field "bogus"') in emu.warnings
+    strict = api.post(WS.format(ns="s7"), params={"fieldValidation": "Strict"},
+                      json=workspace("strict", "s7", bogus={"a": 1}))
+    assert strict.status_code == 400, strict.text
+    assert strict.json()["message"] == 'strict decoding error: unknown field "bogus"'
+    quiet = api.post(WS.format(ns="s7"), params={"fieldValidation": "Ignore"}, json=workspace("quiet", "s7", bogus=1))
+    assert quiet.status_code == 201 and "Warning" not in quiet.headers
+    status = api.patch(WS.format(ns="s7") + "/pruned/status", headers=MERGE,
+                       json={"status": {"state": "Ready", "madeUp": [1]}})
+    assert ok(status)["status"] == {"state": "Ready"}
+    assert status.headers.get_list("Warning") == ['299 - "unknown field \\"status.madeUp\\""']
+    fine = api.patch(WS.format(ns="s7") + "/pruned", headers=MERGE, json={"metadata": {"labels": {"a": "b"}}})
+    assert ok(fine) and "Warning" not in fine.headers  # what is stored already passed
 
 
 def test_crd_created_through_the_api_is_served_with_its_defaults(api):

@@ -38,9 +38,12 @@ OPERATOR_AGENTS = ("kopf/", "kaito-operator")
 
 
 def operator_refusals(emu: Emulator) -> list[tuple[str, str, str, int, str, str]]:
-    """The answers other than 2xx the operator got that a working operator does not get."""
-    return [r for r in emu.refusals if r[2].startswith(OPERATOR_AGENTS) and (r[0], r[3]) not in NORMAL_REFUSALS
-            and "injected" not in r[5]]  # Emulator.fail() and .inject() say so in their message
+    """The answers other than 2xx the operator got that a working operator does not get, and
+    the warnings it was answered with (299: a field the CRD's schema prunes, lost on a cluster)."""
+    refused = [r for r in emu.refusals if r[2].startswith(OPERATOR_AGENTS) and (r[0], r[3]) not in NORMAL_REFUSALS
+               and "injected" not in r[5]]  # Emulator.fail() and .inject() say so in their message
+    return refused + [(m, p, agent, 299, "Warning", text) for m, p, agent, text in emu.warnings
+                      if agent.startswith(OPERATOR_AGENTS)]
 
 
 class Cluster:

@@ -91,6 +91,10 @@ def test_operator_refusals_keep_only_what_a_working_operator_is_never_answered(e
     assert err.value.status == 422
     new = operator_refusals(emulator)[before:]
     assert [(r[0], r[3], r[4]) for r in new] == [("POST", 422, "Invalid")] and "resource.count" in new[0][5]
+    # a field the CRD prunes: accepted, and lost on a cluster (the 299 warning says so)
+    kube.create({**ws, "metadata": {"name": "pruned", "namespace": "rf"}, "madeUp": True,
+                 "resource": {"count": 1, "labelSelector": {"matchLabels": {"a": "b"}}}})
+    assert [(r[3], r[5]) for r in operator_refusals(emulator)[before + 1:]] == [(299, 'unknown field "madeUp"')]
 
 
 def test_byo_selects_ready_gpu_nodes_preferred_first(emulator):

@@ -12,7 +12,7 @@ import pytest
 
 from kaito_core.testing import FakeKube
 from kaito_core.testing.conformance import ProvisionerConformance
-from kaito_core.types import NodeRequest, NodeState, ProvisionerContext
+from kaito_core.types import NodeState, ProvisionerContext
 
 
 class Reference:

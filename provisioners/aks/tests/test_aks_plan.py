@@ -13,7 +13,6 @@ from kaito_core.testing import make_node_requests
 
 
 def test_pool_names_follow_aks_rules_and_are_deterministic(kaito_workspace, kaito_requirement):
-    prov = AKSProvisioner({})
     req = kaito_requirement("Standard_NC96ads_A100_v4", node_count=4, gpus_per_node=4)
     a = make_node_requests(workspace=kaito_workspace(uid="u-1"), requirement=req)
     b = make_node_requests(workspace=kaito_workspace(uid="u-1"), requirement=req)

@@ -36,7 +36,6 @@ def test_nodeclaim_has_upstreams_shape(kaito_workspace, kaito_requirement):
 
 
 def test_names_are_deterministic_per_uid_and_index(kaito_workspace, kaito_requirement):
-    prov = KarpenterProvisioner({})
     req = kaito_requirement(node_count=3)
     a = [r.name for r in make_node_requests(workspace=kaito_workspace("w", uid="uid-1"), requirement=req)]
     b = [r.name for r in make_node_requests(workspace=kaito_workspace("w", uid="uid-1"), requirement=req)]
