@@ -71,8 +71,8 @@ def use_packed_attention(model: Any, enabled: bool = True) -> Iterator[None]:
 
 
 def _bucket(n: int, cap: int) -> int:
-    """Padded length for an ``n``-token sample: the next power of two (at most twice the work of
-    the sample alone, and few SDPA calls per layer), never more than the row."""
+    """Padded length for an ``n``-token sample: the next power of two (under 4x the sample's own
+    attention work, a few SDPA calls per layer), never more than the row."""
     size = MIN_BUCKET
     while size < n:
         size *= 2
