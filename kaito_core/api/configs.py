@@ -35,7 +35,21 @@ def inference_config_problems(cm: m.ConfigMap) -> list[str]:
         return [f"ConfigMap {cm.name!r}: inference_config.yaml must be a mapping"]
     if "vllm" in doc and not isinstance(doc["vllm"], dict):
         problems.append(f"ConfigMap {cm.name!r}: inference_config.yaml 'vllm' must be a mapping of engine flags")
+    elif isinstance(doc.get("vllm"), dict):
+        for key, (low, high) in VLLM_INTS.items():
+            value = doc["vllm"].get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                problems.append(f"ConfigMap {cm.name!r} key inference_config.yaml vllm.{key} is {shown}, expected an "
+                                f"integer from {low} to {high} (or remove it to let kaito choose)")
     return problems
+
+
+# vLLM engine flags kaito reads to size and place the pods (vllm/engine/arg_utils.py types them
+# int; vLLM itself refuses 0 and negatives at start-up, after the nodes were bought). The upper
+# bounds are far past any model: 10M tokens of context (Llama 4 Scout), 1024 GPUs, 65536 sequences.
+VLLM_INTS = {"max-model-len": (16, 10_000_000), "tensor-parallel-size": (1, 1024),
+             "pipeline-parallel-size": (1, 1024), "max-num-seqs": (1, 65536)}
 
 
 def training_config_problems(cm: m.ConfigMap) -> list[str]:

@@ -1,4 +1,10 @@
-"""``kaito validate FILE...``: every problem in every Workspace, exit 0 (valid) or 1."""
+"""``kaito validate FILE...``: every problem in every Workspace, exit 0 (valid) or 1.
+
+The API's rules first; a Workspace that passes them is then asked of the one planner
+(:func:`kaito_core.reconcile.plan_workspace`, with the default provisioner, as admission asks
+it), so ``validate`` refuses what the webhook refuses: a ConfigMap's TP larger than the node,
+adapters on a runtime that cannot serve them, a model that does not fit.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,20 @@ def _report(label: str, problems: list, quiet: bool) -> int:
     if not quiet:
         print(f"ok   {label}")
     return 0
+
+
+def _planner_problems(ws, registry, configmaps) -> list[str]:
+    """What the planner refuses (as admission asks it: the operator's default provisioner);
+    a provisioner's own failure is the operator's to report, not the Workspace's."""
+    from kaito_core.cli.planning import pick_provisioner
+    from kaito_core.reconcile import plan_workspace
+
+    prov, _ = pick_provisioner(registry, None)
+    if prov is None:
+        return []
+    p = plan_workspace(ws, registry=registry, provisioner=prov, configmaps=configmaps)
+    reasons = {c.get("reason") for c in p.status.get("conditions") or []}
+    return [] if "ProvisioningError" in reasons else list(p.errors)
 
 
 def run(args) -> int:
@@ -62,6 +82,8 @@ def run(args) -> int:
             found, total = True, total + 1
             result = validate_workspace(doc.obj, registry=registry, configmaps=configmaps)
             bad = result.errors + (result.warnings if args.strict else [])
+            if not result.errors:
+                bad = _planner_problems(doc.obj, registry, configmaps) + bad
             failed += _report(f"{path}: Workspace {doc.obj.name!r}", bad, args.quiet)
             if not args.quiet and not args.strict:
                 for warn in result.warnings:

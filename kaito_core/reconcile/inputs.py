@@ -7,6 +7,7 @@ render``, the operator, its webhook and ``kaito up`` all get the same answer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -175,7 +176,7 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
         sized = method if method is None or method in TUNING_METHODS else DEFAULT_TUNING_METHOD
         req = sizing.place(preset, catalog, instance_type=it, runtime=rt, max_model_len=max_len, batch=batch,
                            method=sized, cloud=cloud)
-    req = replace(req, configmaps=cms)
+    req = replace(req, configmaps=cms, errors=tuple(_lead(e, section) for e in req.errors))
     if it is not None and it not in catalog and it in getattr(registry, "instance_types", {}):
         problems.append(_wrong_cloud(it, registry, provisioner))
     problems += runtime_problems(ws, preset, runtime, registry)
@@ -183,6 +184,24 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
         problems += user_parallelism(user_vllm, req, cfg_name)
     return Inputs(preset, req, problems, runtime=runtime, found=found, method=method, user_vllm=user_vllm,
                   notes=tuple(notes))
+
+
+_PATH_LED = re.compile(r"(resource|inference|tuning|metadata)[\w.\[\]/-]*: ")
+
+
+def _lead(error: str, section: str) -> str:
+    """A sizing error led by the field that fixes it (sizing words its errors for the reasons
+    list; the user needs the field): the context length is the ConfigMap's, a runtime is the
+    annotation's, everything else (GiB that do not fit) the instance type's."""
+    if _PATH_LED.match(error):
+        return error
+    if error.startswith("resource.instanceType "):
+        return "resource.instanceType: " + error[len("resource.instanceType "):]
+    if error.startswith("max-model-len "):
+        return f"{section}.config: {error}"
+    if error.startswith("runtime "):
+        return f"metadata.annotations[kaito.sh/runtime]: {error}"
+    return f"resource.instanceType: {error}"
 
 
 def _wrong_cloud(it: str, registry: Any, provisioner: Any) -> str:

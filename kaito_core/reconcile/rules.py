@@ -115,13 +115,9 @@ def user_parallelism(user_vllm: Mapping[str, Any], req: Any, config: str | None)
         return []
     where = f"inference.config: ConfigMap {config!r} key inference_config.yaml vllm"
     tp, pp = _int(user_vllm.get("tensor-parallel-size")), _int(user_vllm.get("pipeline-parallel-size"))
-    problems: list[str] = []
-    for key, val in (("tensor-parallel-size", user_vllm.get("tensor-parallel-size")),
-                     ("pipeline-parallel-size", user_vllm.get("pipeline-parallel-size"))):
-        if val is not None and _int(val) is None:
-            problems.append(f"{where}.{key} {short(val)}: expected a positive integer; remove it to let kaito choose")
-    if problems:
-        return problems
+    if any(user_vllm.get(k) is not None and _int(user_vllm.get(k)) is None
+           for k in ("tensor-parallel-size", "pipeline-parallel-size")):
+        return []  # not a positive integer: validation names the key (kaito_core.api.configs)
     gpus = req.gpus_per_node * req.node_count
     if tp is not None and tp > req.gpus_per_node:
         return [f"{where}.tensor-parallel-size {tp} exceeds the {req.gpus_per_node} GPU(s) per node of "

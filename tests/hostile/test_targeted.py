@@ -214,3 +214,44 @@ def test_admission_names_metadata_that_is_not_a_mapping(metadata):
 def test_kaito_plan_names_metadata_that_is_not_a_mapping(metadata, tmp_path):
     rc, text = cli("plan", str(write(tmp_path, [ws(BASE, metadata=metadata)])))
     assert rc == 1 and _check(text, "metadata", ["must be a mapping", repr(metadata)]) == []
+
+
+# -- the ConfigMaps a Workspace names -------------------------------------------------------
+
+WITH_CONFIG = ("apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata: {name: ws}\n"
+               "resource: {instanceType: Standard_NC24ads_A100_v4, labelSelector: {matchLabels: {apps: x}}}\n"
+               "inference: {preset: {name: phi-3-mini-4k-instruct}, config: cfg}\n---\n"
+               "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\n")
+LAUGHS = "vllm:\n  l0: &l0 [1,1,1,1,1,1,1,1,1]\n" + "".join(
+    f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 8)) + "  max-num-seqs: *l7\n"
+CONFIGS = [
+    # (id, the ConfigMap's data as YAML, field path, words)
+    ("data-not-string", "data: {inference_config.yaml: 5}\n", "data.inference_config.yaml", ["string", "got 5"]),
+    ("data-not-mapping", "data: [1]\n", "data", ["mapping"]),
+    ("key-missing", "data: {other: x}\n", "inference.config", ["no key 'inference_config.yaml'"]),
+    ("not-yaml", "data: {inference_config.yaml: 'vllm: [x'}\n", "inference.config", ["not valid YAML"]),
+    ("vllm-not-mapping", "data: {inference_config.yaml: 'vllm: [1, 2]'}\n", "inference.config", ["mapping"]),
+    ("tp-word", "data: {inference_config.yaml: 'vllm: {tensor-parallel-size: two}'}\n", "inference.config",
+     ["vllm.tensor-parallel-size is 'two'", "integer from 1 to 1024"]),
+    ("tp-huge", "data: {inference_config.yaml: 'vllm: {tensor-parallel-size: 100000000000000000000}'}\n",
+     "inference.config", ["vllm.tensor-parallel-size is 100000000000000000000"]),
+    ("tp-bool", "data: {inference_config.yaml: 'vllm: {tensor-parallel-size: true}'}\n", "inference.config",
+     ["vllm.tensor-parallel-size is True"]),
+    ("max-model-len-negative", "data: {inference_config.yaml: 'vllm: {max-model-len: -5}'}\n", "inference.config",
+     ["vllm.max-model-len is -5"]),
+    ("alias-bomb", "data:\n  inference_config.yaml: |\n" + "".join(f"    {line}\n" for line in LAUGHS.splitlines()),
+     "inference.config", ["aliases", "bomb"]),
+    ("duplicate-key", "data:\n  inference_config.yaml: |\n    vllm: {a: 1}\n    vllm: {b: 2}\n", "inference.config",
+     ["duplicate key 'vllm'"]),
+    ("nul", 'data: {inference_config.yaml: "vllm: {}\\0"}\n', "data.inference_config.yaml", ["NUL"]),
+]
+
+
+@pytest.mark.parametrize("name, data, path, words", CONFIGS, ids=[c[0] for c in CONFIGS])
+@pytest.mark.parametrize("command", ["plan", "render", "validate"])
+def test_a_hostile_configmap_is_refused_naming_its_key(name, data, path, words, command, tmp_path):
+    f = tmp_path / "ws.yaml"
+    f.write_text(WITH_CONFIG + data)
+    rc, text = cli(command, str(f))
+    assert rc == 1
+    assert _check(text, path, words) == []

@@ -89,7 +89,7 @@ def test_phi3_medium_on_two_a10_with_a_user_configmap_gets_tp_2(tmp_path, regist
 @pytest.mark.parametrize("body, words", [
     ("vllm:\n  tensor-parallel-size: 4", "vllm.tensor-parallel-size 4 exceeds the 2 GPU(s) per node"),
     ("vllm:\n  tensor-parallel-size: 1\n  pipeline-parallel-size: 1", "= 1 GPUs, but the plan holds 2"),
-    ("vllm:\n  tensor-parallel-size: two", "expected a positive integer"),
+    ("vllm:\n  tensor-parallel-size: two", "vllm.tensor-parallel-size is 'two', expected an integer from 1 to 1024"),
 ])
 def test_a_user_parallelism_that_cannot_fit_is_refused_naming_the_key(tmp_path, registry, body, words):
     f = write(tmp_path, cm_text(body) + ws_text("phi-3-medium-4k-instruct", "Standard_NV72ads_A10_v5",
