@@ -26,6 +26,11 @@ WORK_DIR = f"{RESULTS_DIR}/.kaito-work"
 # (kaito_core.tuning: SIGTERM on node drain or preemption): resumable, so not a failure.
 EXIT_INTERRUPTED = 75
 PUSH_SECRET_DIR = "/var/run/secrets/kaito/push"
+# SIGTERM lets the recipe finish its step and save a checkpoint before it exits 75; Kubernetes'
+# default 30 s can be shorter than one step with gradient accumulation plus the save on a large
+# model, and a pod killed before it saved loses the steps since the last periodic checkpoint.
+# A node drain waits this long at most; the pod exits as soon as the checkpoint is written.
+TERMINATION_GRACE_S = 120
 
 # Downloads each URL into /mnt/data with the standard library only (any Python image).
 FETCH_SCRIPT = (
@@ -111,6 +116,7 @@ def job(ctx: Context) -> dict[str, Any]:
     labels = {**ctx.labels, **names.selector_labels(ctx.name)}
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "initContainers": w.init_containers + data_inits,
         "containers": [container],
         "volumes": merge_volumes(w.volumes, data_volumes, out_volumes,

@@ -74,6 +74,7 @@ def test_the_rendered_job_keeps_its_checkpoints_where_a_new_pod_finds_them():
     assert {"action": "Ignore", "onExitCodes": {"containerName": container["name"], "operator": "In",
                                                "values": [EXIT_INTERRUPTED]}} in spec["podFailurePolicy"]["rules"]
     assert spec["backoffLimit"] == 6
+    assert pod["terminationGracePeriodSeconds"] >= 60  # time to finish the step and save, past the 30 s default
     # ... and the new pod's recipe finds the checkpoints on a volume that outlived the old pod.
     work = _arg(container["args"], "--work-dir")
     volume = _volume_of(pod, container, work)
