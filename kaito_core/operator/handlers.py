@@ -200,7 +200,7 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     settings.watching.server_timeout = 300
     # Server-side label selectors: the API server sends only kaito's objects. Without them kopf
     # lists and watches every pod of the cluster (thousands) and filters them in Python.
-    # Nodes stay unfiltered: BYO nodes carry the user's labels, not kaito's.
+    # Nodes too, unless a Workspace may use BYO (below): its nodes carry the user's labels.
     for plural in ("pods", "statefulsets", "jobs", "nodeclaims", "services", "configmaps"):
         settings.watching.label_selectors[plural] = names.LABEL_WORKSPACE
     STATE.relister = asyncio.get_running_loop().create_task(_relist_forever(cfg.relist_seconds), name="kaito-relist")
@@ -227,6 +227,11 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
         else:
             logger.info("plugin %s (%s): %s", info.name, where, what)
     chosen = cfg.provisioner or default_provisioner(registry)
+    if "byo" not in (chosen, *cfg.allowed_provisioners):
+        # No Workspace can pick BYO: every node that matters carries kaito's labels (Karpenter
+        # copies the claim's, AKS agent pools get the request's), so the cluster's other nodes
+        # never reach the operator, nor their status updates.
+        settings.watching.label_selectors["nodes"] = names.LABEL_WORKSPACE
     if chosen not in registry.provisioners:
         logger.error("provisioner %r is not installed (installed: %s): Workspaces will report ProvisioningError",
                      chosen, ", ".join(sorted(registry.provisioners)))
