@@ -288,6 +288,7 @@ class Engine:
         if seq.grammar is not None and not is_end:
             verdict = seq.grammar.advance(tok)
             if verdict is not None and verdict != "stop":
+                log.warning("request failed alone: %s", verdict)
                 self._fail_one(seq, verdict)
                 return
             complete = verdict == "stop"
