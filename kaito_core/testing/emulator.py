@@ -18,8 +18,11 @@ What it models (each with a test in ``tests/emulator/``):
   change nothing else, create cannot set status, ``metadata.generation`` moves on spec changes;
 - CRDs: served from the CustomResourceDefinition objects themselves (Workspace by default),
   unknown fields pruned (with a ``Warning`` header per field, or 400 under
-  ``fieldValidation=Strict``), ``default`` applied, structural-schema errors -> 422 with field causes,
-  then the CRD's CEL rules (``x-kubernetes-validations``, transition rules with ``oldSelf``);
+  ``fieldValidation=Strict``), ``default`` applied, structural-schema errors -> 422 with field
+  causes, then the CRD's CEL rules (``x-kubernetes-validations``, transition rules with ``oldSelf``);
+- built-in defaulting as the request is decoded (StatefulSet, Service, Job with its generated
+  selector, Pod templates: :mod:`~kaito_core.testing.emulator_defaults`), core/v1 Events in
+  their object's namespace;
 - immutable fields (Service clusterIP, StatefulSet spec but template/replicas/..., Job
   template/selector, Pod spec, immutable ConfigMaps) and object-metadata validation;
 - admission webhooks from Validating/MutatingWebhookConfiguration objects, called over HTTPS

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from kaito_core.testing import emulator_admission as admission
+from kaito_core.testing import emulator_admission as admission, emulator_defaults as defaults
 from kaito_core.testing.emulator_rules import (ApiStatus, apply_patch, event_causes, fields_match, immutable_causes,
                                                invalid, labels_match, metadata_causes, parse_field_selector,
                                                parse_label_selector, prepare_create, prepare_update, spec_changed)
@@ -240,6 +240,9 @@ class ApiServer:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         obj["metadata"] = meta
+        uid = str(uuid.uuid4())  # FillObjectMetaSystemFields: before the Job strategy's selector
+        if not rt.crd:
+            defaults.apply(rt.kind, obj, created_uid=uid)
         prepare_create(rt.kind, obj, rt.status)
         self._check_fields(rt, obj)
         obj = self._prepare(rt, obj)
@@ -251,7 +254,7 @@ class ApiServer:
             # ErrorToAPIStatus makes it a 500 with reason Unknown (""). An object read back and
             # posted again must drop its version.
             raise ApiStatus(500, "", "resourceVersion should not be set on objects to be created")
-        stored = self.store.create(rt, obj)
+        stored = self.store.create(rt, obj, uid=uid)
         if rt.kind == "CustomResourceDefinition":
             stored = self._crd_changed(rt, stored)
         return stored
@@ -298,6 +301,8 @@ class ApiServer:
                 raise ApiStatus(400, "BadRequest", f"the name/namespace of the object ({meta.get('name')}) does "
                                                    f"not match the request ({name})")
             new["metadata"] = self._system_meta(rt, current, meta)
+            if not rt.crd:
+                defaults.apply(rt.kind, new)  # the request is decoded (and defaulted) first
             new = prepare_update(current, new, subresource=sub, has_status=rt.status)
             self._check_fields(rt, new)
             new = self._prepare(rt, new)

@@ -153,14 +153,14 @@ class Store:
         for w in list(self.watchers):
             offer(w, ev)
 
-    def create(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, rt: ResourceType, obj: dict[str, Any], uid: str | None = None) -> dict[str, Any]:
         meta = obj["metadata"]
         key = self.key(rt, meta.get("namespace"), meta["name"])
         if key in self.objects:
             qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
             raise ApiStatus(409, "AlreadyExists", f'{qualified} "{meta["name"]}" already exists',
                             {"name": meta["name"], "group": rt.group, "kind": rt.plural})
-        meta = dict(meta, uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), creationTimestamp=now_rfc3339())
+        meta = dict(meta, uid=uid or str(uuid.uuid4()), resourceVersion=self._next_rv(), creationTimestamp=now_rfc3339())
         for k in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(k, None)
         if not rt.namespaced:

@@ -85,6 +85,39 @@ def test_core_events_live_in_their_objects_namespace(api):
     assert api.post("/api/v1/namespaces/s11/events", json=event("s11", "e4", node)).status_code == 422
 
 
+def test_built_in_kinds_come_back_defaulted(api):
+    """What a cluster stores is more than what was sent (SetDefaults_*): a controller comparing
+    the two must tolerate it. A Job gets its generated selector and template labels."""
+    tpl = {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [
+        {"name": "c", "image": "reg.example/img:1", "ports": [{"containerPort": 80}],
+         "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
+         "env": [{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
+        {"name": "d", "image": "reg.example/img"}],
+        "volumes": [{"name": "v", "configMap": {"name": "cm"}}]}}
+    sts = ok(api.post(STS.format(ns="s8"), json={"metadata": {"name": "d"}, "spec": {
+        "selector": {"matchLabels": {"app": "x"}}, "serviceName": "d", "template": tpl}}), 201)["spec"]
+    assert (sts["replicas"], sts["podManagementPolicy"], sts["revisionHistoryLimit"]) == (1, "OrderedReady", 10)
+    assert sts["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+    pod = sts["template"]["spec"]
+    assert (pod["restartPolicy"], pod["dnsPolicy"], pod["terminationGracePeriodSeconds"]) == ("Always", "ClusterFirst", 30)
+    c, d = pod["containers"]
+    assert (c["imagePullPolicy"], d["imagePullPolicy"]) == ("IfNotPresent", "Always")
+    assert c["ports"][0]["protocol"] == "TCP" and c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["readinessProbe"]["periodSeconds"] == 10 and c["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"] == "v1"
+    assert pod["volumes"][0]["configMap"]["defaultMode"] == 420
+    svc = ok(api.post("/api/v1/namespaces/s8/services", json={"metadata": {"name": "d"}, "spec": {
+        "selector": {"app": "x"}, "ports": [{"port": 80}]}}), 201)["spec"]
+    assert (svc["type"], svc["sessionAffinity"], svc["ports"][0]["targetPort"]) == ("ClusterIP", "None", 80)
+    job = ok(api.post("/apis/batch/v1/namespaces/s8/jobs", json={"metadata": {"name": "j"}, "spec": {
+        "template": {**tpl, "spec": {**tpl["spec"], "restartPolicy": "Never"}}}}), 201)
+    uid = job["metadata"]["uid"]
+    assert job["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    assert job["spec"]["template"]["metadata"]["labels"]["job-name"] == "j"
+    assert (job["spec"]["backoffLimit"], job["spec"]["completions"], job["spec"]["template"]["spec"]["restartPolicy"]) \
+        == (6, 1, "Never")
+
+
 def test_schema_errors_name_every_field(api):
     bad = workspace("bad", "s6")
     bad["resource"]["count"] = "two"
