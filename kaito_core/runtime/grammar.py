@@ -23,6 +23,7 @@ mid-generation fails its own row only (the engine's per-row isolation).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
@@ -85,8 +86,9 @@ class RowGrammar:
 class Grammars:
     """Compiles constraints for one tokenizer; safe to call from several worker threads."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: frozenset[int]):
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: frozenset[int], compact: bool = False):
         self.tokenizer = tokenizer
+        self.compact = compact      # --disable-any-whitespace: compact JSON whatever the request says
         self.vocab_size = vocab_size
         self.eos_ids = sorted(eos_ids)
         self._lock = threading.Lock()
@@ -114,6 +116,8 @@ class Grammars:
         llg = _llguidance(constraint)
         ll_tok = self._ll(llg, constraint)
         spec = constraint.spec if constraint.kind != "json_object" else _ANY_OBJECT
+        if self.compact and not constraint.compact:
+            constraint = dataclasses.replace(constraint, compact=True)
         try:
             key = json.dumps([constraint.kind, constraint.compact, spec], sort_keys=True, separators=(",", ":"))
         except (RecursionError, ValueError) as exc:  # nested past the interpreter's limit (or a cycle)

@@ -73,6 +73,7 @@ class ServeOptions:
     adapter_fetch_timeout: float = 120.0  # seconds to pull an adapter at run time (admin routes)
     kv_cache: str = "auto"              # slots (preallocated, chunked prefill) | dynamic | auto
     prefill_chunk: int = 512            # prompt tokens prefilled per engine turn (slots)
+    disable_any_whitespace: bool = False  # JSON mode: compact JSON for every request (vLLM's setting)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -229,6 +230,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "allows")
     parser.add_argument("--prefill-chunk", type=int, default=None, metavar="TOKENS",
                         help="prompt tokens prefilled per engine turn with --kv-cache slots (512)")
+    parser.add_argument("--disable-any-whitespace", action="store_true", default=None,
+                        help="JSON mode writes compact JSON, no whitespace between tokens, for every request "
+                             "(vLLM's structured-outputs disable_any_whitespace; per request: "
+                             "structured_outputs.disable_any_whitespace)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -236,7 +241,7 @@ _CONFIG_KEYS = {  # transformers: settings in inference_config.yaml -> ServeOpti
     "max_batch": int, "max-batch": int, "max_model_len": int, "max-model-len": int, "dtype": str,
     "device": str, "max_body_bytes": int, "threads": int, "allow_pickle": bool, "served_model_name": str,
     "timeout_header": float, "timeout_body": float, "timeout_keep_alive": float, "adapter_fetch_timeout": float,
-    "kv_cache": str, "prefill_chunk": int,
+    "kv_cache": str, "prefill_chunk": int, "disable_any_whitespace": bool,
 }
 
 
@@ -259,6 +264,12 @@ def read_api_key(args: argparse.Namespace) -> str | None:
             "use --api-key-file or the KAITO_API_KEY environment variable instead")
         return args.api_key
     return os.environ.get("KAITO_API_KEY") or None
+
+
+def _flag(value: Any, key: str, config: str | None) -> bool:
+    if not isinstance(value, bool):  # YAML's true/false; a string "false" must not read as true
+        raise OptionsError(f"--config {config!r}: transformers.{key} is {value!r}, expected true or false")
+    return value
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
@@ -326,6 +337,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         adapter_fetch_timeout=float(pick(args.adapter_fetch_timeout, "adapter_fetch_timeout", 120.0)),
         kv_cache=str(pick(args.kv_cache, "kv_cache", "auto")),
         prefill_chunk=int(pick(args.prefill_chunk, "prefill_chunk", 512)),
+        disable_any_whitespace=_flag(pick(args.disable_any_whitespace, "disable_any_whitespace", False),
+                                     "disable_any_whitespace", args.config),
     )
 
 

@@ -125,7 +125,8 @@ class TransformersService(AdapterAdmin):
             self.adapters = AdapterSet(self.loaded.model, allow_pickle=self.opts.allow_pickle)
             from kaito_core.runtime.grammar import Grammars  # imports llguidance only when used
 
-            self.grammars = Grammars(self.loaded.tokenizer, self.loaded.vocab_size, self.loaded.eos_ids)
+            self.grammars = Grammars(self.loaded.tokenizer, self.loaded.vocab_size, self.loaded.eos_ids,
+                                     compact=self.opts.disable_any_whitespace)
             specs = list(self.opts.adapters)
             if self.opts.adapters_dir:
                 names = {s.name for s in specs}

@@ -345,3 +345,41 @@ def test_unconstrained_batches_never_touch_the_grammar_code(server, monkeypatch)
     bad = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 4, "guided_choice": ["a"]},
                      timeout=30)
     assert bad.status_code == 500  # and a constrained one does go through it
+
+
+def _whitespace_outside_strings(text: str) -> bool:
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in " \t\r\n":
+            return True
+    return False
+
+
+def test_whitespace_scanner():
+    assert _whitespace_outside_strings('{"a": 1}') and not _whitespace_outside_strings('{"a b":"c\\" d"}')
+
+
+def test_disable_any_whitespace_server_wide(tiny_models, make_server, tmp_path):
+    from kaito_core.runtime.options import OptionsError, build_parser, options_from_args
+
+    srv = make_server(model=str(tiny_models["llama"]), disable_any_whitespace=True)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+    resp = client.chat.completions.create(model=srv.service.model_id, messages=MSG, max_tokens=100, temperature=0,
+                                          response_format=pet_format())   # no per-request option
+    assert resp.choices[0].finish_reason == "stop"
+    text = resp.choices[0].message.content
+    jsonschema.validate(json.loads(text), PET)
+    assert not _whitespace_outside_strings(text), text
+    # the flag and inference_config.yaml's transformers: section
+    assert options_from_args(build_parser().parse_args(["--model", "m", "--disable-any-whitespace"])) \
+        .disable_any_whitespace is True
+    cfg = tmp_path / "inference_config.yaml"
+    cfg.write_text("transformers:\n  disable_any_whitespace: true\n")
+    assert options_from_args(build_parser().parse_args(["--model", "m", "--config", str(cfg)])).disable_any_whitespace
+    cfg.write_text("transformers:\n  disable_any_whitespace: 'false'\n")
+    with pytest.raises(OptionsError, match="disable_any_whitespace"):
+        options_from_args(build_parser().parse_args(["--model", "m", "--config", str(cfg)]))
