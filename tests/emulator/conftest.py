@@ -31,7 +31,7 @@ def workspace(name: str, namespace: str, **extra: Any) -> dict[str, Any]:
 # namespace that does not exist, as a cluster does ("doomed" and "op11" are made by their tests,
 # "nowhere" is missed on purpose).
 NAMESPACES = (
-    "a1", "a2", "a3", "a4", "a5", "a6", "a7", "crd1", "crd2", "crd3", "elsewhere", "f1", "g1", "g2",
+    "a1", "a2", "a3", "a4", "a5", "a6", "a7", "crd1", "crd2", "crd3", "crd4", "elsewhere", "f1", "g1", "g2",
     "g3", "g4", "g5", "g6", "g7", "g8", "kc", "kc1", "kc2", "kc3", "kc4", "op1", "op2", "op3", "op4",
     "op5", "op6", "op7", "op8", "op9", "op10", "op12", "rv", "s1", "s2", "s3", "s4", "s5", "s6",
     "s7", "s8", "s9", "s10", "s11", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "wh1", "wh2",

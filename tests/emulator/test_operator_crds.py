@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kaito_core.testing.emulator import Emulator
-from tests.emulator.conftest import NAMESPACES
+from tests.emulator.conftest import NAMESPACES, wait_for
 from tests.emulator.operator_kit import Cluster, Operator, workspace_body
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference" / "crds"
@@ -48,6 +48,34 @@ def test_steady_state_writes_nothing(setup):
         return sum(n for (verb, _group, _res, agent), n in emu.calls.items()
                    if verb in ("create", "update", "patch", "delete") and agent.startswith(("kopf", "kaito"))
                    and _res != "events")
+
+    before = writes()
+    time.sleep(9)  # two resync passes
+    assert writes() == before
+
+
+def test_a_running_tuning_job_costs_no_writes(setup):
+    """The Job comes back defaulted (its generated controller-uid selector and template labels,
+    backoffLimit, pod defaults): resync passes must not take that for drift and write to it."""
+    import time
+
+    emu, cluster, _ = setup
+    body = workspace_body("tune", "crd4")
+    body.pop("inference")
+    body["tuning"] = {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "qlora",
+                      "input": {"urls": ["https://example.com/data.parquet"]},
+                      "output": {"image": "registry.example.com/adapters/phi:1", "imagePushSecret": "push"}}
+    cluster.kube.create(body)
+    claim = wait_for("the tuning NodeClaim", lambda: cluster.claims("tune"))[0]
+    cluster.controllers.launch(claim, "node-tune")
+    job = wait_for("the Job", lambda: cluster.get("batch/v1", "Job", "tune", "crd4"))
+    assert job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"] == job["metadata"]["uid"]
+    time.sleep(1)
+
+    def writes() -> int:
+        return sum(n for (verb, _group, res, agent), n in emu.calls.items()
+                   if verb in ("create", "update", "patch", "delete") and agent.startswith(("kopf", "kaito"))
+                   and res in ("jobs", "configmaps", "services", "nodeclaims"))
 
     before = writes()
     time.sleep(9)  # two resync passes
