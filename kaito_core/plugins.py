@@ -1,3 +1,4 @@
+# Over 400 lines: the manager and the registry it fills share one contract (isolation, attribution, precedence).
 """Plugin manager: built-ins and ``kaito`` entry points, isolated, recorded, blockable.
 
 Built-in features are plugins too (pytest's ``default_plugins``): every module in

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from kaito_core.api import limits, template
+from kaito_core.api.labels import label as _label, selector as _selector
 from kaito_core.api import models as m
 from kaito_core.errors import MISSING, FieldError
 from kaito_core.api.configs import inference_config_problems, training_config_problems
@@ -25,8 +26,6 @@ from kaito_core.netguard import url_problem
 # Checked with fullmatch: "^...$" with re.match also accepts a trailing newline ("name\n").
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 # registry[:port]/path[:tag][@sha256:...]. Upstream's examples carry placeholders such as
 # "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1", which must still be accepted, so case is
 # not enforced here (a warning says a registry will refuse it).
@@ -201,39 +200,6 @@ def _resource(ws: m.Workspace, registry: Any, preset: Any, r: ValidationResult) 
         if req.errors:
             r.error("resource.instanceType", it_name, "; ".join(req.errors),
                     "or set the annotation kaito.sh/bypass-resource-checks: \"True\"")
-
-
-def _selector(sel: m.LabelSelector, r: ValidationResult) -> None:
-    path = "resource.labelSelector"
-    if not sel.match_labels and not sel.match_expressions:
-        r.error(path, sel.to_k8s(), "must have matchLabels or matchExpressions",
-                "an empty selector would match every node")
-    for key, value in (sel.match_labels or {}).items():
-        _label(f"{path}.matchLabels", key, value, r)
-    for i, expr in enumerate(sel.match_expressions or []):
-        p = f"{path}.matchExpressions[{i}]"
-        if expr.operator in ("In", "NotIn") and not expr.values:
-            r.error(f"{p}.values", expr.values, f"must be non-empty for operator {expr.operator}")
-        if expr.operator in ("Exists", "DoesNotExist") and expr.values:
-            r.error(f"{p}.values", expr.values, f"must be empty for operator {expr.operator}")
-        for j, value in enumerate(expr.values or []):
-            if len(value) > 63 or not LABEL_VALUE.fullmatch(value):
-                r.error(f"{p}.values[{j}]", value, "is not a valid label value",
-                        "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric")
-        _label(f"{p}", expr.key, None, r, key_path=f"{p}.key")
-
-
-def _label(path: str, key: str, value: str | None, r: ValidationResult, key_path: str | None = None) -> None:
-    prefix, _, name = key.rpartition("/")
-    shown = key if len(key) <= 80 else key[:77] + "..."  # the key is part of the path: keep it short
-    path_of_key = key_path or f"{path}.{shown}"
-    if (prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix))) or len(name) > 63 \
-            or not LABEL_NAME.fullmatch(name):
-        r.error(path_of_key, key, "is not a valid label key",
-                "use [prefix/]name with letters, digits, '-', '_', '.' (name at most 63 characters)")
-    if value is not None and (len(value) > 63 or not LABEL_VALUE.fullmatch(value)):
-        r.error(f"{path}.{shown}", value, "is not a valid label value",
-                "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric")
 
 
 # -- presets --------------------------------------------------------------------------------
