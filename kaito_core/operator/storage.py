@@ -54,9 +54,10 @@ class MemoryDiffBase(kopf.DiffBaseStorage):
 
 
 class ProgressAnnotations(kopf.AnnotationsProgressStorage):
-    """:class:`kopf.AnnotationsProgressStorage` without the ``<prefix>/kopf-managed`` marker,
-    which kopf adds (one more PATCH per object) only to tell its own prefixes from another
-    operator's; this operator's prefix is its own."""
+    """:class:`kopf.AnnotationsProgressStorage` without the ``<prefix>/kopf-managed`` marker
+    (one more PATCH per object). The marker tells *other* kopf-based operators watching the
+    same objects to ignore this prefix; none watches Workspaces, and this operator's progress
+    annotations exist only while a handler is being retried (a failing release)."""
 
     def _store_marker(self, prefix: str, patch: Any, body: Any) -> None:  # kopf 1.45's hook
         return None
