@@ -234,18 +234,24 @@ def load_documents(path: str | Path) -> list[Document]:
     if str(path) == "-":
         import sys
 
-        return load_text(sys.stdin.read(), "<stdin>")
+        return load_text(_bounded(sys.stdin.read(yamlsafe.MAX_BYTES + 1), "<stdin>"), "<stdin>")
     p = Path(path)
     try:
-        if p.is_file() and p.stat().st_size > yamlsafe.MAX_BYTES:
-            raise DocumentError(f"{path}: {p.stat().st_size} bytes, more than {yamlsafe.MAX_BYTES}; a Kubernetes "
-                                "object is at most 1.5 MiB")
-        text = p.read_text(encoding="utf-8")
+        # read at most one byte past the bound: /dev/zero or a fifo must not fill the memory
+        with open(p, encoding="utf-8") as fh:
+            text = _bounded(fh.read(yamlsafe.MAX_BYTES + 1), str(path))
     except FileNotFoundError:
         raise DocumentError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DocumentError(f"{path}: cannot read: {exc}") from None
     return load_text(text, str(path))
+
+
+def _bounded(text: str, source: str) -> str:
+    if len(text) > yamlsafe.MAX_BYTES:
+        raise DocumentError(f"{source}: more than {yamlsafe.MAX_BYTES} characters; a Kubernetes object is at most "
+                            "1.5 MiB")
+    return text
 
 
 def load_workspaces(path: str | Path) -> list[m.Workspace]:

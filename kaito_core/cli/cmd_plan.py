@@ -15,11 +15,12 @@ from typing import Any
 
 
 def register(sub) -> None:
+    from kaito_core.cli.args import int_range
     from kaito_core.cli.output import add_output_flag
 
     p = sub.add_parser("plan", help="plan Workspaces: instance type, GPUs, nodes, TP/PP, command, with reasons")
     p.add_argument("file", metavar="FILE", help="YAML with Workspaces (and their ConfigMaps); '-' for stdin")
-    p.add_argument("--batch", type=int, default=1,
+    p.add_argument("--batch", type=int_range(1, 4096), default=1,
                    help="sequences served at once, for the KV-cache estimate (default 1)")
     p.add_argument("--cloud", default=None,
                    help="when a Workspace names no instanceType, choose among this cloud's types (azure, aws)")
@@ -45,6 +46,10 @@ def run(args) -> int:
     registry = get_registry()
     warn_broken_plugins(registry)
     prov, err = pick_provisioner(registry, args.provisioner or "byo")
+    clouds = sorted({it.cloud for it in registry.instance_types.values()})
+    if prov is not None and args.cloud is not None and args.cloud not in clouds:
+        err = f"--cloud {args.cloud[:80]!r} has no instance types installed (known: {', '.join(clouds) or 'none'})"
+        prov = None
     if prov is None:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -19,7 +19,9 @@ def register(sub) -> None:
                    help="provisioner plugin (default: KAITO_PROVISIONER, else karpenter when installed, else byo)")
     p.add_argument("--observed", choices=("none", "nodes-ready"), default="nodes-ready",
                    help="assumed cluster state (default: nodes-ready)")
-    p.add_argument("--namespace", "-n", default=None, help="namespace for Workspaces that name none")
+    from kaito_core.cli.args import namespace
+
+    p.add_argument("--namespace", "-n", default=None, type=namespace, help="namespace for Workspaces that name none")
     p.add_argument("--status", action="store_true", help="also print each Workspace with the status it would get")
     p.set_defaults(func=run)
 

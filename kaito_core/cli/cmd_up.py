@@ -15,12 +15,14 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="DIR",
                    help="model directory to use (default: the kaito.sh/use-local-weights annotation, the "
                         "Hugging Face cache, then a download when online)")
-    p.add_argument("--port", type=int, default=None, help="port to serve on (default: 5000, or the next free one; 0: any free port)")
+    from kaito_core.cli.args import PORT, seconds
+
+    p.add_argument("--port", type=PORT, default=None, help="port to serve on (default: 5000, or the next free one; 0: any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--name", default=None, help="the Workspace to run when the file holds several")
     p.add_argument("-d", "--detach", action="store_true",
                    help="return once the process started; `kaito ps` shows when it is ready")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds, default=600.0, metavar="SECONDS",
                    help="how long to wait for the model to load (default 600)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the Plan and the command that would run here (and how it differs from the pod); "
