@@ -1,9 +1,10 @@
 """``kaito validate FILE...``: every problem in every Workspace, exit 0 (valid) or 1.
 
-The API's rules first; a Workspace that passes them is then asked of the one planner
-(:func:`kaito_core.reconcile.plan_workspace`, with the default provisioner, as admission asks
-it), so ``validate`` refuses what the webhook refuses: a ConfigMap's TP larger than the node,
-adapters on a runtime that cannot serve them, a model that does not fit.
+The API's rules decide the exit code. A Workspace that passes them is then asked of the one
+planner (:func:`kaito_core.reconcile.plan_workspace`, with the default provisioner, as admission
+asks it), and what it refuses (a ConfigMap's TP larger than the node, adapters on a runtime that
+cannot serve them, a model that does not fit) is printed as a warning that admission will
+refuse it; ``--strict`` makes those errors too.
 """
 
 from __future__ import annotations
@@ -81,12 +82,12 @@ def run(args) -> int:
                 continue
             found, total = True, total + 1
             result = validate_workspace(doc.obj, registry=registry, configmaps=configmaps)
-            bad = result.errors + (result.warnings if args.strict else [])
-            if not result.errors:
-                bad = _planner_problems(doc.obj, registry, configmaps) + bad
+            planner = [] if result.errors else [f"admission will refuse it: {p}"
+                                                for p in _planner_problems(doc.obj, registry, configmaps)]
+            bad = result.errors + (planner + result.warnings if args.strict else [])
             failed += _report(f"{path}: Workspace {doc.obj.name!r}", bad, args.quiet)
             if not args.quiet and not args.strict:
-                for warn in result.warnings:
+                for warn in planner + result.warnings:
                     print(f"  warning: {warn}")
         if not found:
             print(f"FAIL {path}: no Workspace (or KAITO ConfigMap) in this file")

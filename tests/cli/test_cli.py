@@ -154,3 +154,13 @@ def test_planning_commands_never_import_heavy_libraries(argv):
     rc, heavy = res.stdout.strip().split(" ", 1)
     assert heavy == "[]", f"{argv} imported {heavy}"
     assert rc in ("0", "1")
+
+
+def test_validate_warns_what_admission_will_refuse_and_strict_refuses_it():
+    example = str(EXAMPLES / "kaito_workspace_custom_config.yaml")  # vLLM TP 2 on a 1-GPU type
+    res = kaito("validate", example)
+    assert res.returncode == 0
+    assert "warning: admission will refuse it: inference.config: ConfigMap 'ds-inference-params' key " \
+           "inference_config.yaml vllm.tensor-parallel-size 2 exceeds" in res.stdout
+    strict = kaito("validate", "--strict", example)
+    assert strict.returncode == 1 and "admission will refuse it" in strict.stdout
