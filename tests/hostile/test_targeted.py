@@ -255,3 +255,14 @@ def test_a_hostile_configmap_is_refused_naming_its_key(name, data, path, words, 
     rc, text = cli(command, str(f))
     assert rc == 1
     assert _check(text, path, words) == []
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="kaito_core/operator/admission.py host_path_fields() calls .get on inference.template.spec "
+                          "when it is not a mapping (owner: SCALE); validation names the field")
+def test_admission_with_the_default_policy_names_a_template_spec_that_is_not_a_mapping():
+    from kaito_core.operator import admission
+
+    body = ws(BASE, inference={"template": {"spec": "x"}})
+    with pytest.raises(admission.Rejection, match=r"inference\.template\.spec: must be a mapping"):
+        admission.review(body, old=None, registry=get_registry(), policy=admission.Policy())
