@@ -85,6 +85,28 @@ def calibrated(model: Path, data: Path, root: Path, *, side: tuple, seconds: flo
     return max(8 if packing else 50, min(2000, round(seconds / per_step)))
 
 
+def matmul_floor(model: Path, rows: int) -> tuple[float, float]:
+    """(µs per token, GFLOP/s): the CPU time of the matrix products every trained token needs
+    (forward, and the backward pass's input gradients through the frozen weights: ~4 FLOP per
+    weight), at the fp32 rate of this process's threads on a packed-row-sized product."""
+    import time
+
+    import torch
+
+    c = json.loads((model / "config.json").read_text())
+    h, inter, layers, vocab = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    kv = h * c.get("num_key_value_heads", c["num_attention_heads"]) // c["num_attention_heads"]
+    weights = layers * (2 * h * h + 2 * h * kv + 3 * h * inter) + h * vocab
+    a, w = torch.randn(rows, h), torch.randn(inter, h)
+    for _ in range(3):
+        torch.nn.functional.linear(a, w)
+    n, t0 = 20, time.process_time()
+    for _ in range(n):
+        torch.nn.functional.linear(a, w)
+    rate = 2 * rows * h * inter * n / (time.process_time() - t0)
+    return 4 * weights / rate * 1e6, rate / 1e9
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller model, one short round")
@@ -111,6 +133,7 @@ def main() -> int:
         data = root / "short.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows(2000)))
         steps = {side: calibrated(model, data, root, side=side, seconds=seconds, max_length=max_len) for side in SIDES}
+        floor_us, gflops = matmul_floor(model, max_len)
         results: dict[tuple, list[dict]] = {side: [] for side in SIDES}
         for i in range(rounds):  # the sides in turn, so a load change on the machine hits all of them
             for j, side in enumerate(SIDES):
@@ -134,6 +157,11 @@ def main() -> int:
         print(f"{what}: {line}")
         print(f"  packing / no packing: {med[SIDES[1]][key] / med[SIDES[0]][key]:.1f}x (goal >= 5x); "
               f"per-sample attention / 4D mask: {med[SIDES[1]][key] / med[SIDES[2]][key]:.2f}x")
+    plain_us = 1e6 / med[SIDES[0]]["tokens_per_cpu_s"]
+    packed_us = 1e6 / med[SIDES[1]]["tokens_per_cpu_s"]
+    print(f"per token: no packing {plain_us:.0f} µs of CPU, packing {packed_us:.0f} µs, of which the matrix "
+          f"products alone need ~{floor_us:.0f} µs ({gflops:.0f} GFLOP/s fp32 here): packing cannot beat "
+          f"{plain_us / floor_us:.1f}x on this model and CPU")
     return 0
 
 
