@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -38,18 +39,40 @@ def inference_config_problems(cm: m.ConfigMap) -> list[str]:
     elif isinstance(doc.get("vllm"), dict):
         for key, (low, high) in VLLM_INTS.items():
             value = doc["vllm"].get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            if value is None or (key == "max-model-len" and str(value).strip() in ("auto", "-1")):
+                continue  # vLLM >= 0.11: fit the context to the memory
+            number = vllm_int(value, human=key == "max-model-len")
+            if number is None or not low <= number <= high:
                 shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                example = " such as 4096 or '32k'" if key == "max-model-len" else ""
                 problems.append(f"ConfigMap {cm.name!r} key inference_config.yaml vllm.{key} is {shown}, expected an "
-                                f"integer from {low} to {high} (or remove it to let kaito choose)")
+                                f"integer from {low} to {high}{example} (or remove it to let kaito choose)")
     return problems
 
 
-# vLLM engine flags kaito reads to size and place the pods (vllm/engine/arg_utils.py types them
-# int; vLLM itself refuses 0 and negatives at start-up, after the nodes were bought). The upper
-# bounds are far past any model: 10M tokens of context (Llama 4 Scout), 1024 GPUs, 65536 sequences.
+# vLLM engine flags kaito reads to size and place the pods; vLLM itself refuses 0 and negatives
+# at start-up, after the nodes were bought. The upper bounds are far past any model: 10M tokens
+# of context (Llama 4 Scout), 1024 GPUs, 65536 sequences.
 VLLM_INTS = {"max-model-len": (16, 10_000_000), "tensor-parallel-size": (1, 1024),
              "pipeline-parallel-size": (1, 1024), "max-num-seqs": (1, 65536)}
+# vllm/engine/arg_utils.py human_readable_int: "25.6k" = 25,600 (powers of 10), "32K" = 32,768 (of 2)
+HUMAN_INT = re.compile(r"([0-9]+(?:\.[0-9]+)?)([kKmMgGtT])")
+_MULTIPLIERS = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def vllm_int(value: Any, human: bool = False) -> int | None:
+    """An integer engine flag as vLLM reads it from kaito's command line (``--flag value``):
+    an int or a string of digits; with ``human`` also ``"32k"``/``"32K"``. None otherwise
+    (a bool, a float, a word)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    text = str(value).strip()
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        return int(text)
+    match = HUMAN_INT.fullmatch(text) if human else None
+    if match is None:
+        return None
+    return int(float(match.group(1)) * _MULTIPLIERS[match.group(2)])
 
 
 def training_config_problems(cm: m.ConfigMap) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from kaito_core.api import limits, yamlsafe
+from kaito_core.api.configs import vllm_int
 from kaito_core.errors import KaitoError
 from kaito_core.reconcile.catalog import catalog_for
 from kaito_core.reconcile.rules import (partition_requirement, runtime_problems, short, template_requirement,
@@ -59,8 +60,13 @@ def config_doc(cm: Any, key: str) -> dict[str, Any]:
 
 def max_model_len(configmap: Mapping[str, Any] | None) -> int | None:
     """``vllm.max-model-len`` from an inference ConfigMap object, if set."""
-    value = _section(config_doc(configmap, INFERENCE_KEY), "vllm").get("max-model-len")
-    return int(value) if isinstance(value, int) and value > 1 else None
+    return _context(_section(config_doc(configmap, INFERENCE_KEY), "vllm").get("max-model-len"))
+
+
+def _context(value: Any) -> int | None:
+    """``vllm.max-model-len`` as vLLM reads it (4096, "4096", "32k"); None: the preset's default."""
+    number = vllm_int(value, human=True)
+    return number if number is not None and number > 1 else None
 
 
 def _section(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -161,8 +167,7 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
     else:
         cfg_name = ws.inference.config
         user_vllm = dict(_section(config_doc(_configmap(cms, cfg_name), INFERENCE_KEY), "vllm"))
-        value = user_vllm.get("max-model-len") if runtime == "vllm" else None
-        max_len = int(value) if isinstance(value, int) and value > 1 else None
+        max_len = _context(user_vllm.get("max-model-len")) if runtime == "vllm" else None
     if cfg_name and _configmap(cms, cfg_name) is None:
         notes.append(f"ConfigMap {cfg_name!r} was not given: its settings are not taken into account")
     it = ws.resource.instance_type if ws.resource is not None else None

@@ -106,7 +106,11 @@ def runtime_problems(ws: Any, preset: Any, runtime: str, registry: Any) -> list[
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    """A positive integer flag as vLLM reads it (``2`` or ``"2"``), else None."""
+    from kaito_core.api.configs import vllm_int
+
+    number = vllm_int(value)
+    return number if number is not None and number > 0 else None
 
 
 def user_parallelism(user_vllm: Mapping[str, Any], req: Any, config: str | None) -> list[str]:

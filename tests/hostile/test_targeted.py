@@ -266,3 +266,14 @@ def test_admission_with_the_default_policy_names_a_template_spec_that_is_not_a_m
     body = ws(BASE, inference={"template": {"spec": "x"}})
     with pytest.raises(admission.Rejection, match=r"inference\.template\.spec: must be a mapping"):
         admission.review(body, old=None, registry=get_registry(), policy=admission.Policy())
+
+
+@pytest.mark.parametrize("value, tokens", [("2k", 2000), ("2K", 2048), ("'2048'", 2048), (2048, 2048)])
+def test_vllm_reads_human_readable_context_lengths_and_so_does_the_planner(value, tokens, tmp_path):
+    """vLLM's --max-model-len takes "2k" (2,000) and "2K" (2,048) (arg_utils.human_readable_int):
+    accepted, and sized with the number vLLM will use, not refused or silently ignored."""
+    f = tmp_path / "ws.yaml"
+    f.write_text(WITH_CONFIG + f"data:\n  inference_config.yaml: |\n    vllm:\n      max-model-len: {value}\n")
+    rc, text = cli("plan", str(f))
+    assert rc == 0, text
+    assert f"max-model-len {tokens} from the workspace's config" in text
