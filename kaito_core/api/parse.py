@@ -203,6 +203,8 @@ def load_text(text: str, source: str = "<string>") -> list[Document]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise DocumentError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    # `kubectl get ... -o yaml` of several objects is one v1 List: its items are the documents
+    raws = [item for raw in raws for item in (raw["items"] if _is_list(raw) else [raw])]
     docs: list[Document] = []
     for i, raw in enumerate(raws):
         if not isinstance(raw, dict):
@@ -222,6 +224,10 @@ def load_text(text: str, source: str = "<string>") -> list[Document]:
         else:
             docs.append(Document(raw, source, i, raw))
     return docs
+
+
+def _is_list(raw: Any) -> bool:
+    return isinstance(raw, dict) and raw.get("kind") == "List" and isinstance(raw.get("items"), list)
 
 
 def _misspelt(kind: Any) -> bool:

@@ -277,3 +277,25 @@ def test_vllm_reads_human_readable_context_lengths_and_so_does_the_planner(value
     rc, text = cli("plan", str(f))
     assert rc == 0, text
     assert f"max-model-len {tokens} from the workspace's config" in text
+
+
+def test_what_kubectl_get_prints_plans_as_the_workspace_it_holds(tmp_path):
+    """`kubectl get workspace x -o json` (status, managedFields, escaped '/') and `-o yaml` of
+    several objects (a v1 List) are read as the Workspaces they hold."""
+    import json
+
+    import yaml
+
+    obj = ws(BASE, metadata={"name": "ws", "uid": "0b1c", "resourceVersion": "7", "generation": 2,
+                             "creationTimestamp": "2026-01-01T00:00:00Z",
+                             "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+             status={"conditions": [{"type": "Ready", "status": "True", "reason": "x", "message": "y",
+                                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+    as_json = tmp_path / "get.json"
+    as_json.write_text(json.dumps(obj).replace("/", "\\/"))
+    as_list = tmp_path / "list.yaml"
+    as_list.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [obj, ws(TUNE)]}))
+    for f, names in ((as_json, ["ws"]), (as_list, ["ws", "t"])):
+        rc, text = cli("plan", "-o", "json", str(f))
+        assert rc == 0, text
+        assert [row["name"] for row in json.loads(text)] == names
