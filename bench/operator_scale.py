@@ -179,7 +179,7 @@ class Timeline:
     def wait_all_ready(self, n: int, timeout: float, on_tick: Callable[[], Any] | None = None) -> float | None:
         """Seconds from the start until this sampler first saw all ``n`` Workspaces Ready (the
         same 50 ms observer ends both runs' clocks); None on timeout. ``on_tick`` runs every
-        0.25 s meanwhile (its results are kept in ``tick_results``)."""
+        0.25 s meanwhile (its results are kept in ``tick_results``; None ends the wait)."""
         last_tick = 0.0
         while time.monotonic() - self.t0 < timeout:
             ready = [t for (_, stage), t in list(self.seen.items()) if stage == "ready"]
@@ -187,7 +187,10 @@ class Timeline:
                 return max(ready)
             if on_tick is not None and time.monotonic() - last_tick >= 0.25:
                 last_tick = time.monotonic()
-                self.tick_results.append(on_tick())
+                result = on_tick()
+                if result is None:
+                    return None  # the controller is gone: no point waiting
+                self.tick_results.append(result)
             time.sleep(0.02)
         return None
 
@@ -217,7 +220,10 @@ def run_operator(n: int, timeout: float) -> dict:
         peak = 0
         torch = False
         try:
-            done = timeline.wait_all_ready(n, timeout, on_tick=lambda: proc_status(proc.pid).get("VmHWM", 0))
+            done = timeline.wait_all_ready(n, timeout, on_tick=lambda: None if proc.poll() is not None
+                                           else proc_status(proc.pid).get("VmHWM", 0))
+            if proc.poll() is not None:
+                raise RuntimeError(f"the operator exited with code {proc.returncode}; its log: {log}")
             peak = max(timeline.tick_results or [0])
             cpu = cpu_seconds(proc.pid)
             time.sleep(2)  # a few resync passes at steady state
@@ -393,7 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         except ApiError as exc:
             print(f"bare client failed: {exc}")
             return 1
-        op = run_operator(n, args.timeout)
+        try:
+            op = run_operator(n, args.timeout)
+        except RuntimeError as exc:
+            print(f"operator failed: {exc}")
+            return 1
         ratios.append(report(n, bare, op, f"round {r + 1}: " if args.rounds > 1 else ""))
         ops.append(op)
     import statistics
