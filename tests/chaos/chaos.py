@@ -121,7 +121,7 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
                 cut_deleted = cut_and_delete(emu, kube, rng, live, cuts)
             deadline = time.monotonic() + settle
             ready = 0
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and proc.poll() is None:  # a crashed operator ends the wait
                 items = kube.list(api_version=WS_API, kind="Workspace", namespace=NS)
                 ready = sum(1 for w in items if (w.get("status") or {}).get("state") == "Ready")
                 gone = {f"ws-{i:03d}" for i in doomed}.isdisjoint({w["metadata"]["name"] for w in items})
@@ -129,12 +129,14 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
                 if ready == len(live) and gone and counts["missing"] == 0 and counts["orphans"] == 0:
                     break
                 time.sleep(0.5)
+            exited = proc.poll()  # None: the last operator was still running
             proc.kill()
             proc.wait()
         counts = count(kube, live)
         remaining = {w["metadata"]["name"] for w in kube.list(api_version=WS_API, kind="Workspace", namespace=NS)}
         refused = operator_refusals(emu)
-    counts.update({"refused": len(refused), "refusals": refused[:5], "kills": killed, "ready": ready, "deleted": len(doomed), "cut_deleted": cut_deleted,
+    counts.update({"refused": len(refused), "refusals": refused[:5], "operator_exit": exited, "kills": killed,
+                   "ready": ready, "deleted": len(doomed), "cut_deleted": cut_deleted,
                    "deleted_still_present": len({f"ws-{i:03d}" for i in doomed} & remaining), "log": log})
     return counts
 
@@ -152,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: {c['workspaces']} live Workspaces ({c['deleted']} deleted midway), {c['kills']} SIGKILLs, "
           f"{args.cuts} watch outages deleting {c['cut_deleted']} objects, {time.monotonic() - t0:.1f}s")
     print(f"  ready={c['ready']}/{c['workspaces']} duplicates={c['duplicates']} orphans={c['orphans']} "
-          f"missing={c['missing']} deleted_still_present={c['deleted_still_present']} refused={c['refused']}")
+          f"missing={c['missing']} deleted_still_present={c['deleted_still_present']} refused={c['refused']}"
+          f"{'' if c['operator_exit'] is None else ' operator exited with ' + str(c['operator_exit'])}")
     for refusal in c["refusals"]:
         print(f"  refused: {refusal}")
     ok = c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0 and c["deleted_still_present"] == 0 \
-        and c["refused"] == 0
+        and c["refused"] == 0 and c["operator_exit"] is None
     return 0 if ok else 1
 
 

@@ -9,6 +9,7 @@ def test_kills_leave_no_duplicates_or_orphans(tmp_path):
     c = run(workspaces=10, kills=5, seed=7, log_dir=str(tmp_path), settle=60)
     print(f"chaos counts: {c}")
     assert c["kills"] == 5
+    assert c["operator_exit"] is None, c  # the operator that had to converge was still running
     assert c["duplicates"] == 0, c
     assert c["orphans"] == 0, c
     assert c["missing"] == 0, c
@@ -24,6 +25,7 @@ def test_watch_outages_with_deletions_converge(tmp_path):
     c = run(workspaces=6, kills=1, seed=3, log_dir=str(tmp_path), settle=60, cuts=2)
     print(f"chaos counts: {c}")
     assert c["cut_deleted"] > 0, c
+    assert c["operator_exit"] is None, c
     assert c["duplicates"] == 0 and c["orphans"] == 0 and c["missing"] == 0, c
     assert c["ready"] == c["workspaces"], c
     assert c["refused"] == 0, c
