@@ -8,6 +8,7 @@ translated: path like ``inference.adapters[1].strength``, the value, what was ex
 
 from __future__ import annotations
 
+import datetime
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,12 @@ _TYPE_WORDS = {
 }
 
 
+# YAML 1.1 (what Kubernetes' go-yaml and PyYAML read) turns yes/no/on/off, bare numbers and dates
+# into non-strings: "country: no" is false (the "Norway problem").
+_QUOTE_HINT = ("YAML reads yes/no/on/off/true/false, bare numbers and dates as non-strings: quote the value, "
+               'e.g. "no" or "1.0"')
+
+
 def translate(exc: ValidationError, model: type[BaseModel] = m.Workspace) -> list[FieldError]:
     errors: list[FieldError] = []
     for err in exc.errors(include_url=False):
@@ -116,6 +123,8 @@ def translate(exc: ValidationError, model: type[BaseModel] = m.Workspace) -> lis
         elif kind == "literal_error":
             expected = (err.get("ctx") or {}).get("expected", "")
             errors.append(FieldError(path, value, f"must be one of {expected}"))
+        elif kind == "string_type" and isinstance(value, (bool, int, float, datetime.date)):
+            errors.append(FieldError(path, value, _TYPE_WORDS[kind], _QUOTE_HINT))
         elif kind in _TYPE_WORDS:
             errors.append(FieldError(path, value, _TYPE_WORDS[kind]))
         else:
