@@ -162,7 +162,7 @@ def resolve(ws: Any, registry: Any, *, config: Mapping[str, Any] | None = None,
         doc = config_doc(_configmap(cms, cfg_name), TUNING_KEY)
         args = _section(_section(doc, "training_config"), "TrainingArguments")
         value = args.get("per_device_train_batch_size")
-        batch = int(value) if isinstance(value, int) and value > 0 else 1
+        batch = value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 4096 else 1
         max_len = None
     else:
         cfg_name = ws.inference.config

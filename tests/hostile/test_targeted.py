@@ -299,3 +299,34 @@ def test_what_kubectl_get_prints_plans_as_the_workspace_it_holds(tmp_path):
         rc, text = cli("plan", "-o", "json", str(f))
         assert rc == 0, text
         assert [row["name"] for row in json.loads(text)] == names
+
+
+TRAINING = ("apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata: {name: t}\n"
+            "resource: {instanceType: Standard_NC24ads_A100_v4, labelSelector: {matchLabels: {apps: t}}}\n"
+            "tuning: {preset: {name: phi-3-mini-4k-instruct}, method: lora, config: tc,\n"
+            "  input: {urls: ['https://example.com/d.csv']}, output: {volumeSource: {emptyDir: {}}}}\n---\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tc}\ndata:\n  training_config.yaml: |\n"
+            "    training_config:\n")
+TRAININGS = [
+    ("rank-huge", "      LoraConfig: {r: 1000000000000000000000}\n", "training_config.LoraConfig.r", "at most 4096"),
+    ("rank-bool", "      LoraConfig: {r: true}\n", "training_config.LoraConfig.r", "positive integer"),
+    ("epochs-huge", "      TrainingArguments: {num_train_epochs: 1000000000000}\n",
+     "training_config.TrainingArguments.num_train_epochs", "at most 10000"),
+    ("epochs-inf", "      TrainingArguments: {num_train_epochs: .inf}\n",
+     "training_config.TrainingArguments.num_train_epochs", "positive number"),
+    ("batch-huge", "      TrainingArguments: {per_device_train_batch_size: 1000000000000}\n",
+     "training_config.TrainingArguments.per_device_train_batch_size", "at most 4096"),
+    ("learning-rate-word", "      TrainingArguments: {learning_rate: fast}\n",
+     "training_config.TrainingArguments.learning_rate", "number"),
+    ("section-list", "      LoraConfig: [1]\n", "training_config.LoraConfig", "mapping"),
+]
+
+
+@pytest.mark.parametrize("name, body, key, words", TRAININGS, ids=[t[0] for t in TRAININGS])
+@pytest.mark.parametrize("command", ["plan", "validate"])
+def test_a_hostile_training_config_is_refused_naming_its_key(name, body, key, words, command, tmp_path):
+    f = tmp_path / "tune.yaml"
+    f.write_text(TRAINING + body)
+    rc, text = cli(command, str(f))
+    assert rc == 1
+    assert _check(text, "tuning.config", [key, words]) == []

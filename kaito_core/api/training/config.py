@@ -196,6 +196,20 @@ def parse_training_config(doc: Any, source: str = CONFIGMAP_KEY) -> dict[str, di
     return out
 
 
+# Far above any real recipe (LoRA ranks of 8-256; a few epochs), far below what sizes a node for
+# a ~10^21-parameter adapter or keeps one training for ever.
+MAX_LORA_RANK = 4096
+MAX_EPOCHS = 10_000
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_values(sections: Mapping[str, Mapping[str, Any]]) -> list[FieldError]:
     errors: list[FieldError] = []
 
@@ -206,8 +220,8 @@ def _check_values(sections: Mapping[str, Mapping[str, Any]]) -> list[FieldError]
         return sections.get(section, {}).get(key)
 
     lora = sections.get("LoraConfig", {})
-    if "r" in lora and not (isinstance(lora["r"], int) and lora["r"] > 0):
-        bad("LoraConfig", "r", "a positive integer")
+    if "r" in lora and not _int_in(lora["r"], 1, MAX_LORA_RANK):
+        bad("LoraConfig", "r", f"a positive integer, at most {MAX_LORA_RANK}", "common ranks are 8 to 64")
     if "lora_alpha" in lora and not (isinstance(lora["lora_alpha"], (int, float)) and lora["lora_alpha"] > 0):
         bad("LoraConfig", "lora_alpha", "a positive number")
     if "lora_dropout" in lora and not (isinstance(lora["lora_dropout"], (int, float))
@@ -218,12 +232,15 @@ def _check_values(sections: Mapping[str, Mapping[str, Any]]) -> list[FieldError]
             (isinstance(tm, str) and tm) or (isinstance(tm, list) and tm and all(isinstance(m, str) and m for m in tm))):
         bad("LoraConfig", "target_modules", "a non-empty list of module names (or 'all-linear')")
     ta = sections.get("TrainingArguments", {})
-    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
-        if key in ta and not (isinstance(ta[key], int) and ta[key] > 0):
-            bad("TrainingArguments", key, "a positive integer")
+    for key, high in (("per_device_train_batch_size", 4096), ("gradient_accumulation_steps", 65536)):
+        if key in ta and not _int_in(ta[key], 1, high):
+            bad("TrainingArguments", key, f"a positive integer, at most {high}")
     for key in ("num_train_epochs", "learning_rate"):
-        if key in ta and not (isinstance(ta[key], (int, float)) and ta[key] > 0):
+        if key in ta and not (isinstance(ta[key], (int, float)) and not isinstance(ta[key], bool) and ta[key] > 0
+                              and ta[key] != float("inf")):
             bad("TrainingArguments", key, "a positive number")
+    if _number(ta.get("num_train_epochs")) and ta["num_train_epochs"] > MAX_EPOCHS:
+        bad("TrainingArguments", "num_train_epochs", f"at most {MAX_EPOCHS}", "a GPU node runs until it finishes")
     if ta.get("push_to_hub"):
         bad("TrainingArguments", "push_to_hub", "false", "kaito publishes the adapter to tuning.output itself")
     for key in ("deepspeed", "fsdp"):
