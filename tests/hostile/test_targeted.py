@@ -309,7 +309,7 @@ TRAINING = ("apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata: {name: t}\
             "    training_config:\n")
 TRAININGS = [
     ("rank-huge", "      LoraConfig: {r: 1000000000000000000000}\n", "training_config.LoraConfig.r", "at most 4096"),
-    ("rank-bool", "      LoraConfig: {r: true}\n", "training_config.LoraConfig.r", "positive integer"),
+    ("rank-bool", "      LoraConfig: {r: true}\n", "training_config.LoraConfig.r", "must be an integer (got True)"),
     ("epochs-huge", "      TrainingArguments: {num_train_epochs: 1000000000000}\n",
      "training_config.TrainingArguments.num_train_epochs", "at most 10000"),
     ("epochs-inf", "      TrainingArguments: {num_train_epochs: .inf}\n",
