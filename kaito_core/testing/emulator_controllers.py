@@ -41,6 +41,8 @@ class FakeControllers:
         # a client of the test's own (``url`` a KubeClient) is used as it is, and not closed here
         self._own_client = not isinstance(url, KubeClient)
         self.kube = KubeClient(url) if isinstance(url, str) else url
+        if self._own_client:  # not the operator's ("kaito-operator"): Emulator.calls tells them apart
+            self.kube.headers["User-Agent"] = "kaito-fake-controllers"
         self.namespace = namespace
         self.interval = interval
         self.karpenter, self.statefulsets, self.jobs = karpenter, statefulsets, jobs

@@ -97,8 +97,8 @@ def run(workspaces: int, kills: int, seed: int = 1, log_dir: str | None = None, 
            "KAITO_DELETE_GRACE_SECONDS": "5", "KAITO_RELIST_SECONDS": "2"}
     with cluster_emulator(namespaces=(NS,)) as emu:  # Karpenter's real CRDs check every NodeClaim
         kube = KubeClient(emu.url)
-        # Karpenter, the StatefulSet controller and the kubelet (KubeClient: a connection per thread)
-        with FakeControllers(kube, namespace=NS, jobs=False):
+        kube.headers["User-Agent"] = "kaito-tests"  # the users' requests are not the operator's
+        with FakeControllers(emu.url, namespace=NS, jobs=False):  # Karpenter, StatefulSets, kubelet
             created = [kube.create(workspace(i)) for i in range(workspaces)]
             doomed = set(rng.sample(range(workspaces), workspaces // 5))
             killed = 0

@@ -54,7 +54,6 @@ class Cluster:
         self.kube.headers["User-Agent"] = "kaito-tests"
         # Karpenter, the StatefulSet controller and the kubelet, stepped by hand (not on their thread)
         self.controllers = FakeControllers(url)
-        self.controllers.kube.headers["User-Agent"] = "kaito-tests"
 
     def workspace(self, name: str, namespace: str) -> dict | None:
         return self.kube.get(api_version=WS_API, kind="Workspace", name=name, namespace=namespace)
