@@ -139,7 +139,8 @@ def test_unknown_fields_are_pruned_with_a_warning_or_refused_when_strict(api, em
     assert "bogus" not in made and "nope" not in made["resource"]
     assert sorted(resp.headers.get_list("Warning")) == ['299 - "unknown field \\"bogus\\""',
                                                 '299 - "unknown field \\"resource.nope\\""']
-    assert ("POST", WS.format(ns="s7"), "python-httpx/" + httpx.__version__, 'unknown field "bogus"') in emu.warnings
+    agent = "python-httpx/" + httpx.__version__
+    assert ("POST", WS.format(ns="s7"), agent, 'unknown field "bogus"') in emu.warnings
     strict = api.post(WS.format(ns="s7"), params={"fieldValidation": "Strict"},
                       json=workspace("strict", "s7", bogus={"a": 1}))
     assert strict.status_code == 400, strict.text

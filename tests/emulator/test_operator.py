@@ -46,7 +46,8 @@ def test_lifecycle_through_the_status_subresource(emu, cluster, operator):
     wait_for("the Workspace to go", lambda: cluster.workspace(name, ns) is None)
     wait_for("its NodeClaim to go", lambda: cluster.claims(name) == [])
     # every request is recorded by client (what the chart's RBAC must allow): kopf and kaito's client
-    agents = {(verb, group, res) for verb, group, res, agent in emu.calls if agent.startswith(("kopf", "kaito"))}
+    agents = {(verb, group, res) for verb, group, res, agent in emu.calls
+              if agent.startswith(("kopf/", "kaito-operator"))}
     assert ("patch", "kaito.sh", "workspaces/status") in agents and ("watch", "kaito.sh", "workspaces") in agents
     assert ("create", "karpenter.sh", "nodeclaims") in agents and ("create", "apps", "statefulsets") in agents
 

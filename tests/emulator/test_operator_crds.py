@@ -46,7 +46,7 @@ def test_steady_state_writes_nothing(setup):
 
     def writes() -> int:
         return sum(n for (verb, _group, _res, agent), n in emu.calls.items()
-                   if verb in ("create", "update", "patch", "delete") and agent.startswith(("kopf", "kaito"))
+                   if verb in ("create", "update", "patch", "delete") and agent.startswith(("kopf/", "kaito-operator"))
                    and _res != "events")
 
     before = writes()
@@ -74,7 +74,7 @@ def test_a_running_tuning_job_costs_no_writes(setup):
 
     def writes() -> int:
         return sum(n for (verb, _group, res, agent), n in emu.calls.items()
-                   if verb in ("create", "update", "patch", "delete") and agent.startswith(("kopf", "kaito"))
+                   if verb in ("create", "update", "patch", "delete") and agent.startswith(("kopf/", "kaito-operator"))
                    and res in ("jobs", "configmaps", "services", "nodeclaims"))
 
     before = writes()
