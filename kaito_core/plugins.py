@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
@@ -105,6 +106,7 @@ class Registry:
         if any(not isinstance(a, str) or not a for a in preset.aliases):
             raise ContractError(owner=f"preset {preset.name!r}", field="aliases", value=preset.aliases,
                                 expected="non-empty strings", plugin=plugin)
+        _check_pod_facts(preset, plugin)
         keys = [preset.name.lower(), *(a.lower() for a in preset.aliases)]
         for key in keys:
             if key in self.aliases or key in self.presets:
@@ -204,6 +206,40 @@ class Registry:
     @property
     def errors(self) -> list[tuple[str, str]]:
         return [(p.name, e) for p in self.plugins.values() for e in p.errors]
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _check_pod_facts(preset: ModelPreset, plugin: str) -> None:
+    """What of a preset becomes pod flags and sizes nodes, checked on the way in so a plugin's
+    mistake names the plugin, not a Workspace author's ValueError: engine arguments are scalars
+    (or lists of them) under string keys, vLLM's sizing flags read as vLLM reads them, the image
+    a reference without spaces."""
+    from kaito_core.api.configs import VLLM_INTS, vllm_int
+
+    owner = f"preset {preset.name!r}"
+    for runtime, args in preset.runtimes.items():
+        where = f"runtimes[{runtime!r}]"
+        if not isinstance(runtime, str) or not isinstance(args, Mapping):
+            raise ContractError(owner=owner, field=where, value=args, expected="a mapping engine flag -> value",
+                                plugin=plugin)
+        for key, value in args.items():
+            ok = isinstance(key, str) and (_scalar(value) or (isinstance(value, (list, tuple))
+                                                              and all(_scalar(v) for v in value)))
+            if ok and runtime == "vllm" and key in VLLM_INTS:
+                number = vllm_int(value, human=key == "max-model-len")
+                ok = number is not None and VLLM_INTS[key][0] <= number <= VLLM_INTS[key][1]
+            if not ok:
+                sizing = runtime == "vllm" and key in VLLM_INTS
+                expected = (f"an integer from {VLLM_INTS[key][0]} to {VLLM_INTS[key][1]} (vLLM's --{key})" if sizing
+                            else "a string, number or boolean (or a list of them)")
+                raise ContractError(owner=owner, field=f"{where}[{key!r}]", value=value, plugin=plugin,
+                                    expected=expected)
+    if preset.image and (not isinstance(preset.image, str) or not re.fullmatch(r"\S+", preset.image)):
+        raise ContractError(owner=owner, field="image", value=preset.image, plugin=plugin,
+                            expected="an image reference registry/repository:tag, or empty for the runtime's own")
 
 
 def family_of(preset_name: str) -> str | None:

@@ -85,6 +85,12 @@ def runtime_problems(ws: Any, preset: Any, runtime: str, registry: Any) -> list[
     if ws.runtime_annotation and runtimes and runtime not in runtimes:
         problems.append(f"metadata.annotations[kaito.sh/runtime]: runtime {short(runtime)} is not installed "
                         f"(installed: {', '.join(sorted(runtimes))}); remove the annotation or install its plugin")
+    elif runtimes and runtime not in runtimes and preset is not None:
+        # the preset's own default: its plugin expects a runtime plugin this install lacks
+        others = sorted(set(preset.runtimes) & set(runtimes))
+        problems.append(f"inference.preset.name: preset {preset.name!r} serves with runtime {short(runtime)} by "
+                        f"default, which is not installed (installed: {', '.join(sorted(runtimes))}); install its "
+                        "plugin" + (f", or set the annotation kaito.sh/runtime: {others[0]}" if others else ""))
     adapters = ws.inference.adapters or []
     rt = runtimes.get(runtime)
     if adapters and rt is not None and not rt.supports_adapters:

@@ -197,3 +197,48 @@ def test_plugins_list_json_records_import_time(site):
     assert rows["brokenimport"]["errors"] and rows["brokenimport"]["load_seconds"] is not None
     table = kaito(site, "plugins", "list")
     assert table.returncode == 0 and table.stderr.count("error: plugin 'raiser'") == len(HOOKS)
+
+
+BAD_PRESETS = [
+    # (preset overrides, the field the error names)
+    ({"runtimes": {"vllm": {"max-model-len": "x"}, "transformers": {}}}, "runtimes['vllm']['max-model-len']"),
+    ({"runtimes": {"vllm": {"max-model-len": -5}, "transformers": {}}}, "runtimes['vllm']['max-model-len']"),
+    ({"runtimes": {"vllm": {"tensor-parallel-size": "two"}, "transformers": {}}},
+     "runtimes['vllm']['tensor-parallel-size']"),
+    ({"runtimes": {"vllm": {"a": {"b": {"c": 1}}}, "transformers": {}}}, "runtimes['vllm']['a']"),
+    ({"runtimes": {"vllm": "fast", "transformers": {}}}, "runtimes['vllm']"),
+    ({"image": "not an image!"}, "image"),
+]
+
+
+@pytest.mark.parametrize("overrides, field", BAD_PRESETS, ids=[b[1] for b in BAD_PRESETS])
+def test_a_preset_whose_pod_facts_are_broken_is_refused_naming_plugin_and_field(overrides, field):
+    """Engine arguments become pod flags and size the nodes: a plugin's bad one must name the
+    plugin at registration, not surface as a Workspace author's ValueError (or a crash)."""
+    bad = make_preset("broken-args", **overrides)
+
+    def presets(register):
+        register(bad)
+
+    pm = get_plugin_manager(entry_points=False, cached=False,
+                            extra=[("argsy", _plugin(kaito_register_presets=presets))])
+    (error,) = pm.infos["argsy"].errors
+    assert "plugin 'argsy'" in error and "preset 'broken-args'" in error and field in error
+    assert "broken-args" not in pm.registry.presets
+
+
+def test_a_preset_whose_default_runtime_is_not_installed_is_refused_naming_the_field():
+    odd = make_preset("odd-runtime", runtimes={"tgi": {}}, default_runtime="tgi")
+
+    def presets(register):
+        register(odd)
+
+    registry = get_plugin_manager(cached=False, extra=[("odd", _plugin(kaito_register_presets=presets))]).registry
+    from kaito_core.api import parse_workspace
+
+    ws = parse_workspace({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "w"},
+                          "resource": {"labelSelector": {"matchLabels": {"a": "b"}}},
+                          "inference": {"preset": {"name": "odd-runtime"}}})
+    p = plan_workspace(ws, registry=registry, provisioner=registry.provisioners["byo"])
+    assert any(e.startswith("inference.preset.name: preset 'odd-runtime' serves with runtime 'tgi'")
+               and "not installed" in e for e in p.errors), p.errors
