@@ -23,6 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 MAX_NODES = 1_000_000
 MAX_DEPTH = 100
 MAX_BYTES = 16 * 1024 * 1024  # the API server takes at most 3 MiB per request; etcd 1.5 MiB
+MAX_DOCUMENTS = 1000  # each Workspace is planned: a file of 100,000 tiny ones would take minutes
 
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser: 100x faster on big strings
 
@@ -111,6 +112,8 @@ def load_all(text: str) -> list[Any]:
     try:
         docs = []
         while loader.check_node():
+            if len(docs) >= MAX_DOCUMENTS:
+                raise TooComplex(f"more than {MAX_DOCUMENTS} documents in one file; split it", loader.peek_event().start_mark)
             node = loader.get_node()
             check_node(node)
             docs.append(loader.construct_document(node))

@@ -60,6 +60,7 @@ CASES = {
     "not-yaml": (HEAD + PRESET + "metadata: {name: [unclosed\n", ["not valid YAML", "line"]),
     "huge-string": (HEAD + 'inference: {preset: {name: "' + "x" * 10_000_000 + '"}}\n',
                     ["inference.preset.name", "at most 253 characters", "10000000 characters"]),
+    "many-documents": ((HEAD + PRESET + "---\n") * 1500, ["line 6001,", "more than 1000 documents"]),
     "huge-file": (HEAD + PRESET + "# " + "x" * (17 * 1024 * 1024) + "\n", ["more than 16777216 characters"]),
 }
 
