@@ -1,9 +1,13 @@
 """An in-memory Kubernetes API for provisioner tests (a test double of the API server).
 
 :class:`FakeKube` implements :class:`kaito_core.types.KubeAPI` over a dictionary: objects are
-deep-copied in and out (a caller can never change stored state by accident), ``create`` refuses
-an existing name like the API server's 409 AlreadyExists, and every verb is recorded in
-``calls`` so a test can assert that a second ``ensure`` created nothing.
+deep-copied in and out (a caller can never change stored state by accident), and every verb is
+recorded in ``calls`` so a test can assert that a second ``ensure`` created nothing. ``create``
+keeps the API server's rules a provisioner meets on a cluster: an existing name is refused
+(409 AlreadyExists), so is a ``metadata.resourceVersion`` (the server's 500), uid and
+creationTimestamp are the server's, and status is dropped (a status subresource: only a
+Node is registered with its status). The cluster's own writes go through ``put`` and
+``set_status``.
 
 It is deliberately small: no watches, no finalizers, no admission. The operator's own tests run
 the real kopf against the API emulator (:mod:`kaito_core.testing.emulator`); this
@@ -85,16 +89,22 @@ class FakeKube:
         if not (api_version and kind and name):
             raise ValueError(f"create(): the object needs apiVersion, kind and metadata.name, got "
                              f"apiVersion={api_version!r} kind={kind!r} name={name!r}")
+        if meta.get("resourceVersion"):
+            raise ValueError(f"create(): {kind} {name!r} carries metadata.resourceVersion "
+                             f"{meta['resourceVersion']!r}; an API server refuses that (500 \"resourceVersion should "
+                             f"not be set on objects to be created\"): drop it (or put() the cluster's own object)")
         with self._lock:
             self.calls.append(("create", kind, name))
             key = _key(api_version, kind, name, self._ns(kind, meta.get("namespace")))
             if key in self.objects:
                 raise AlreadyExists(f"{kind} {name!r} already exists")
             stored = copy.deepcopy(obj)
+            if kind != "Node":  # create cannot set status (a Node registers with its own)
+                stored.pop("status", None)
             m = stored.setdefault("metadata", {})
-            m.setdefault("uid", str(uuid.uuid4()))
+            m["uid"] = str(uuid.uuid4())
             m["resourceVersion"] = str(next(self._rv))
-            m.setdefault("creationTimestamp", now_rfc3339())
+            m["creationTimestamp"] = now_rfc3339()
             if kind in self.cluster_scoped:
                 m.pop("namespace", None)
             self.objects[key] = stored

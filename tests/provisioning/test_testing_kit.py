@@ -29,6 +29,23 @@ def test_fake_kube_behaves_like_an_api_server():
     assert kube.count("create", "NodeClaim") == 3 and kube.count("delete") == 2
 
 
+def test_fake_kube_create_keeps_the_api_servers_rules():
+    """What a provisioner meets on a cluster: the server's uid and creationTimestamp, no status
+    on create (a Node's excepted), no resourceVersion in a create."""
+    kube = FakeKube()
+    sent = {**claim("ws1"), "status": {"nodeName": "n"}}
+    sent["metadata"].update(uid="mine", creationTimestamp="2000-01-01T00:00:00Z")
+    made = kube.create(sent)
+    assert made["metadata"]["uid"] != "mine" and made["metadata"]["creationTimestamp"] != "2000-01-01T00:00:00Z"
+    assert "status" not in made and "status" not in kube.get(api_version="karpenter.sh/v1", kind="NodeClaim",
+                                                             name="ws1")
+    node = kube.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}, "status": {"phase": "x"}})
+    assert node["status"] == {"phase": "x"}
+    with pytest.raises(ValueError, match=r"ws2.*metadata.resourceVersion '7'.*drop it"):
+        kube.create({**claim("ws2"), "metadata": {"name": "ws2", "resourceVersion": "7"}})
+    assert kube.get(api_version="karpenter.sh/v1", kind="NodeClaim", name="ws2") is None
+
+
 def test_namespaces_scope_namespaced_kinds_only():
     kube = FakeKube()
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "a"}}
