@@ -1,4 +1,4 @@
-# Over 400 lines: one runnable file holds the harness, both controllers under test, the sampler and the profiler.
+# Over 400 lines: one runnable file holds the harness, both controllers under test, the observer and the profiler.
 """Operator at scale: N Workspaces against the API emulator, time to steady state and operator
 memory, vs a bare client doing the same work in the same run.
 
@@ -10,8 +10,8 @@ Both runs face the same cluster: the strict API emulator (kaito_core.testing.emu
 FakeControllers playing Karpenter, the StatefulSet controller and the kubelet (NodeClaims become
 Ready nodes, StatefulSets get Ready pods, status through /status), holding 3,000 unrelated pods
 and 100 unrelated nodes (what a real cluster has; the operator's node watch sees them all).
-"Steady state" = every Workspace reports state Ready, as one sampler (a thread listing every
-50 ms) sees it: the same observer stops both clocks. The bare client is a minimal hand-written
+"Steady state" = every Workspace reports state Ready, as one observer (watches on the API
+server) sees it: the same observer stops both clocks. The bare client is a minimal hand-written
 controller (no kopf, no plugins, no validation, no cache) working on every Workspace at once,
 one thread each; it sends the very objects the operator applies (computed by the same planner
 before its clock starts): create the NodeClaim, ConfigMap and 2 Services, poll until the node
@@ -121,15 +121,18 @@ def populate(kube: KubeClient, pods: int = UNRELATED_PODS, nodes: int = UNRELATE
 
 
 class Timeline:
-    """When each Workspace passed each stage, sampled from the API (a thread: Workspaces every
-    50 ms, node claims and StatefulSets every 200 ms; reaction times compare samples taken at
-    the same 200 ms rate).
+    """When each Workspace passed each stage, as watches on the API server report it (one
+    thread per kind: Workspaces, NodeClaims, StatefulSets), timed at the event's arrival. A
+    watch costs the API server one event per change, where polling re-listed every object
+    many times a second (a sizeable share of the emulator's CPU, taken from whichever
+    controller was under test) and rounded each stage to the polling period.
 
     The harness's own stages (claim -> node, StatefulSet -> ready pods) slow down with the CPU
     the controller under test takes from it; the controller's stages (node -> StatefulSet
     created, ready pods -> Workspace Ready) are its own reaction time."""
 
     STAGES = ("node", "sts", "stsready", "ready")
+    KINDS = ((WS_API, "Workspace", NS), ("karpenter.sh/v1", "NodeClaim", None), ("apps/v1", "StatefulSet", NS))
 
     def __init__(self, kube: KubeClient):
         self.kube = kube
@@ -138,48 +141,61 @@ class Timeline:
         self.seen: dict[tuple[str, str], float] = {}
         self.stop = False
         self.tick_results: list[Any] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.threads = [threading.Thread(target=self._watch, args=kind, daemon=True) for kind in self.KINDS]
 
     def start(self) -> "Timeline":
-        self.thread.start()
+        for t in self.threads:
+            t.start()
         return self
 
-    def _run(self) -> None:
-        tick = 0
-        while not self.stop:
-            now = time.monotonic() - self.t0
-            try:
-                # Workspaces every tick (they stop the clocks); the stages in between every 4th:
-                # full StatefulSet lists 20 times a second were a sizeable share of the API
-                # server's CPU, taken from whichever controller was under test.
-                staged = tick % 4 == 0
-                if staged:
-                    self._stages(now)
-                for w in self.kube.list(api_version=WS_API, kind="Workspace", namespace=NS):
-                    if (w.get("status") or {}).get("state") == "Ready":
-                        self.seen.setdefault((w["metadata"]["name"], "ready"), now)
-                        if staged:  # at the stages' rate too, for the reaction times in between
-                            self.seen.setdefault((w["metadata"]["name"], "ready@stages"), now)
-            except (ApiError, OSError):
-                pass
-            tick += 1
-            time.sleep(0.05)
+    def _note(self, kind: str, obj: dict) -> None:
+        now = time.monotonic() - self.t0
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        if kind == "Workspace" and status.get("state") == "Ready":
+            self.seen.setdefault((meta.get("name", ""), "ready"), now)
+        elif kind == "NodeClaim" and status.get("nodeName"):
+            self.seen.setdefault(((meta.get("labels") or {}).get(names.LABEL_WORKSPACE, ""), "node"), now)
+        elif kind == "StatefulSet":
+            self.seen.setdefault((meta.get("name", ""), "sts"), now)
+            if status.get("readyReplicas"):
+                self.seen.setdefault((meta.get("name", ""), "stsready"), now)
 
-    def _stages(self, now: float) -> None:
-        for c in self.kube.list(api_version="karpenter.sh/v1", kind="NodeClaim"):
-            if (c.get("status") or {}).get("nodeName"):
-                self.seen.setdefault((c["metadata"]["labels"].get(names.LABEL_WORKSPACE, ""), "node"), now)
-        for st in self.kube.list(api_version="apps/v1", kind="StatefulSet", namespace=NS):
-            self.seen.setdefault((st["metadata"]["name"], "sts"), now)
-            if (st.get("status") or {}).get("readyReplicas"):
-                self.seen.setdefault((st["metadata"]["name"], "stsready"), now)
+    def _watch(self, api_version: str, kind: str, namespace: str | None) -> None:
+        """List, then watch from the list's version; again after any break (a timeout: the
+        watch ends every 5 s so that ``stop`` is seen)."""
+        import http.client
+        import json
+
+        from kaito_core.operator.kube import resource_path
+
+        path = resource_path(api_version, kind, namespace)
+        while not self.stop:
+            try:
+                listed = self.kube.request("GET", path)
+                for obj in listed.get("items") or []:
+                    self._note(kind, obj)
+                conn = http.client.HTTPConnection(self.kube.host, self.kube.port, timeout=30)
+                conn.request("GET", f"{self.kube.prefix}{path}?watch=true&timeoutSeconds=5&resourceVersion="
+                                    f"{(listed.get('metadata') or {}).get('resourceVersion', '')}",
+                             headers=self.kube.headers)
+                resp = conn.getresponse()
+                while not self.stop:
+                    line = resp.readline()
+                    if not line:
+                        break
+                    event = json.loads(line)
+                    if event.get("type") in ("ADDED", "MODIFIED"):
+                        self._note(kind, event.get("object") or {})
+                conn.close()
+            except (ApiError, OSError, ValueError, http.client.HTTPException):
+                time.sleep(0.05)
 
     def ready_count(self) -> int:
         return sum(1 for (_, stage) in list(self.seen) if stage == "ready")
 
     def wait_all_ready(self, n: int, timeout: float, on_tick: Callable[[], Any] | None = None) -> float | None:
-        """Seconds from the start until this sampler first saw all ``n`` Workspaces Ready (the
-        same 50 ms observer ends both runs' clocks); None on timeout. ``on_tick`` runs every
+        """Seconds from the start until the watch showed all ``n`` Workspaces Ready (the same
+        observer ends both runs' clocks); None on timeout. ``on_tick`` runs every
         0.25 s meanwhile (its results are kept in ``tick_results``; None ends the wait)."""
         last_tick = 0.0
         while time.monotonic() - self.t0 < timeout:
@@ -200,10 +216,10 @@ class Timeline:
         import statistics
 
         out = {}
-        for a, b in (("node", "sts"), ("stsready", "ready@stages")):
+        for a, b in (("node", "sts"), ("stsready", "ready")):
             d = [self.seen[(w, b)] - self.seen[(w, a)] for (w, stage) in list(self.seen)
                  if stage == a and (w, b) in self.seen]
-            out[f"{a}->{b.split('@')[0]}"] = statistics.median(d) if d else float("nan")
+            out[f"{a}->{b}"] = statistics.median(d) if d else float("nan")
         return out
 
 
