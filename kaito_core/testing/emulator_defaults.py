@@ -47,7 +47,7 @@ def pod_spec(spec: dict[str, Any]) -> None:
         if isinstance(c, dict):
             _container(c)
     for vol in spec.get("volumes") or []:
-        for source in ("configMap", "secret", "projected"):
+        for source in ("configMap", "secret", "projected", "downwardAPI"):
             if isinstance(vol.get(source), dict):
                 vol[source].setdefault("defaultMode", 420)
         if isinstance(vol.get("hostPath"), dict):
@@ -92,7 +92,8 @@ def job(meta: dict[str, Any], spec: dict[str, Any], uid: str | None) -> None:
     spec.setdefault("backoffLimit", 6)
     spec.setdefault("completionMode", "NonIndexed")
     spec.setdefault("suspend", False)
-    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    # Failed where a podFailurePolicy is set (required by it), TerminatingOrFailed otherwise
+    spec.setdefault("podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed")
     if uid and not spec.get("manualSelector") and isinstance(spec.get("template"), dict):
         labels = spec["template"].setdefault("metadata", {}).setdefault("labels", {})
         labels.update({"controller-uid": uid, "batch.kubernetes.io/controller-uid": uid,

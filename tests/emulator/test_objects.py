@@ -116,6 +116,7 @@ def test_built_in_kinds_come_back_defaulted(api):
     assert job["spec"]["template"]["metadata"]["labels"]["job-name"] == "j"
     assert (job["spec"]["backoffLimit"], job["spec"]["completions"], job["spec"]["template"]["spec"]["restartPolicy"]) \
         == (6, 1, "Never")
+    assert job["spec"]["podReplacementPolicy"] == "TerminatingOrFailed"
 
 
 def test_schema_errors_name_every_field(api):
