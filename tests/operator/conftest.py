@@ -30,10 +30,11 @@ def free_port() -> int:
 
 # What a working operator is answered in the normal course on a cluster: a GET or DELETE of an
 # object not made yet or gone (404), a create of one made meanwhile (409 AlreadyExists, then read
-# back), a write on a version changed meanwhile (409 Conflict, then retried). Anything else --
-# 422 from the CRD schema or a field rule, 400, 415, a 500 not injected by the test -- is a
-# request a real kube-apiserver refuses as well: an operator bug.
-NORMAL_REFUSALS = {("GET", 404), ("DELETE", 404), ("POST", 409), ("PATCH", 409), ("PUT", 409)}
+# back), a write or a delete whose precondition (resourceVersion, uid) no longer holds (409
+# Conflict, then re-read). Anything else -- 422 from the CRD schema or a field rule, 400, 415, a
+# 500 not injected by the test -- is a request a real kube-apiserver refuses as well: an
+# operator bug.
+NORMAL_REFUSALS = {("GET", 404), ("DELETE", 404), ("DELETE", 409), ("POST", 409), ("PATCH", 409), ("PUT", 409)}
 OPERATOR_AGENTS = ("kopf/", "kaito-operator")
 
 
