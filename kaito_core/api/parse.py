@@ -145,11 +145,24 @@ def _name_of(raw: Any) -> str:
 def text_problems(raw: Any) -> list[FieldError]:
     """Strings no Kubernetes object can hold, wherever they are: a lone UTF-16 surrogate (not
     encodable as UTF-8: the API server's JSON and every hash of the name would fail) or a NUL
-    character (cut short by C strings on the node: container args, env, paths)."""
+    character (cut short by C strings on the node: container args, env, paths); and nesting
+    deeper than :data:`~kaito_core.api.yamlsafe.MAX_DEPTH`."""
     problems: list[FieldError] = []
     stack: list[tuple[tuple, Any]] = [((), raw)]
+    seen = 0
     while stack and len(problems) < 20:
         loc, value = stack.pop()
+        seen += 1
+        if seen > yamlsafe.MAX_NODES:  # an in-process object that shares (or contains) itself
+            problems.append(FieldError("<root>", f"{seen}+ values", f"holds more than {yamlsafe.MAX_NODES} values"))
+            break
+        if isinstance(value, (dict, list)) and len(loc) >= yamlsafe.MAX_DEPTH:
+            # JSON from the API server has no YAML reader's bound; pydantic's serializer gives up
+            # (ValueError) far deeper, after the walk through every level
+            problems.append(FieldError(format_path(loc[:8]) + "...", f"{len(loc)}+ levels",
+                                       f"is nested more than {yamlsafe.MAX_DEPTH} levels deep",
+                                       "a Workspace needs far fewer"))
+            continue
         if isinstance(value, dict):
             for key, sub in value.items():
                 if isinstance(key, str) and _bad_text(key):

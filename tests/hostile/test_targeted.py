@@ -330,3 +330,18 @@ def test_a_hostile_training_config_is_refused_naming_its_key(name, body, key, wo
     rc, text = cli(command, str(f))
     assert rc == 1
     assert _check(text, "tuning.config", [key, words]) == []
+
+
+@pytest.mark.parametrize("depth", [150, 5000])
+def test_admission_refuses_json_nested_deeper_than_any_workspace(depth):
+    """The API server's JSON has no YAML reader in front: the depth is bounded by parsing too."""
+    deep: list = []
+    cur = deep
+    for _ in range(depth):
+        cur.append([])
+        cur = cur[0]
+    refused, message = review(ws(BASE, inference=template({"args": ["a"]}), spare=deep), get_registry())
+    assert refused and "nested more than 100 levels deep" in message and "spare[0][0]" in message
+    refused, message = review(ws(BASE, inference={"template": {"spec": {"containers": [{"name": "c"}], "x": deep}}}),
+                              get_registry())
+    assert refused and "inference.template.spec.x[0]" in message and len(message) < 2000
