@@ -49,6 +49,7 @@ class State:
     connection: Any = None
     reconciler: Reconciler | None = None
     executor: concurrent.futures.ThreadPoolExecutor | None = None
+    relist_executor: concurrent.futures.ThreadPoolExecutor | None = None  # the re-list's own thread
     wakeups: Wakeups = Wakeups()
     cache: WatchCache = WatchCache({("apps/v1", "StatefulSet"), ("batch/v1", "Job"), ("v1", "Node"),
                                     ("karpenter.sh/v1", "NodeClaim"), ("v1", "Service"), ("v1", "ConfigMap")})
@@ -80,6 +81,11 @@ def _reconciler() -> Reconciler:
 async def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(STATE.executor, functools.partial(fn, *args, **kwargs))
+
+
+async def _in_relist_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(STATE.relist_executor, functools.partial(fn, *args, **kwargs))
 
 
 def _key(body: Any) -> str:
@@ -186,6 +192,7 @@ async def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_
     cfg = Settings.from_env()
     STATE.settings = cfg
     STATE.executor = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="kaito")
+    STATE.relist_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaito-relist")
     settings.persistence.finalizer = names.FINALIZER
     # No bookkeeping writes for a Workspace reconciled at once (kaito_core.operator.storage).
     settings.persistence.progress_storage = ProgressAnnotations(prefix="operator.kaito.sh")
@@ -272,9 +279,12 @@ async def _relist_forever(period: float) -> None:
         first = False
         try:
             _reconciler()  # also when no Workspace has been reconciled yet (the orphan sweep)
-            await relist(STATE.reconciler, STATE.cache, STATE.wakeups, _in_thread)
-            await relist_pods(STATE.reconciler, STATE.pods_known, STATE.pods_gone, STATE.wakeups, _in_thread)
-            for _key in await _in_thread(sweep_orphans, STATE.reconciler, STATE.cache, STATE.orphan_suspects):
+            # On its own thread: queued behind the passes of a start (40 Workspaces at once), the
+            # first round synced the cache late, and until then every pass LISTed NodeClaims.
+            await relist(STATE.reconciler, STATE.cache, STATE.wakeups, _in_relist_thread)
+            await relist_pods(STATE.reconciler, STATE.pods_known, STATE.pods_gone, STATE.wakeups, _in_relist_thread)
+            for _key in await _in_relist_thread(sweep_orphans, STATE.reconciler, STATE.cache,
+                                                STATE.orphan_suspects):
                 metrics.error("OrphanReleased")  # sweep_orphans logs each one
         except asyncio.CancelledError:
             raise
