@@ -44,7 +44,8 @@ KINDS = {"kaito_register_presets": "presets", "kaito_register_provisioners": "pr
 class UnknownPreset(KaitoError, LookupError):
     def __init__(self, name: str, hint: str):
         self.name, self.hint = name, hint
-        super().__init__(f"unknown preset {name!r}: {hint}")
+        shown = repr(name) if len(name) <= 80 else repr(name[:77]) + "..."
+        super().__init__(f"unknown preset {shown}: {hint[:1000]}")
 
 
 @dataclass
