@@ -26,10 +26,12 @@ What it models (each with a test in ``tests/emulator/``):
 - immutable fields (Service clusterIP, StatefulSet spec but template/replicas/..., Job
   template/selector, Pod spec, immutable ConfigMaps) and object-metadata validation;
 - admission webhooks from Validating/MutatingWebhookConfiguration objects, called over HTTPS
-  with AdmissionReview v1, trusting ``caBundle``, honouring ``failurePolicy``.
+  with AdmissionReview v1, trusting ``caBundle``, honouring ``failurePolicy``;
+- RBAC for the clients a test names by User-Agent (``rbac=``), and optionally the
+  OwnerReferencesPermissionEnforcement admission plugin.
 
 Not modelled: server-side apply (kaito's operator does not use it: 415), CEL's
-``messageExpression`` and Kubernetes' CEL extensions other than ``find``, authentication/RBAC,
+``messageExpression`` and Kubernetes' CEL extensions other than ``find``, authentication,
 pod graceful termination (pods go at once: there is no kubelet).
 
 Writing a test against it: play other controllers as they act on a cluster, through
@@ -51,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from kaito_core.testing.emulator_crds import builtin_types, crd_types, default_crds
 from kaito_core.testing.emulator_http import ApiServer, Fault
@@ -87,6 +89,12 @@ class Emulator:
     :param bookmark_interval: seconds between BOOKMARK events on watches that allow them.
     :param max_watch_seconds: end every watch after this long (the apiserver's own request
         timeout), whatever ``timeoutSeconds`` the client asked for.
+    :param rbac: User-Agent prefix -> RBAC PolicyRules (a ClusterRole's ``rules``): requests of
+        those clients that no rule grants are answered 403 Forbidden, as for a ServiceAccount
+        bound to that role (:mod:`~kaito_core.testing.emulator_rbac`); other clients are not
+        restricted. With ``owner_references_permission``, the OwnerReferencesPermissionEnforcement
+        admission plugin as well (setting ``blockOwnerDeletion`` needs ``update`` on the owner's
+        ``finalizers``).
     :param namespaces: Namespaces that exist from the start, besides the cluster's own
         (:data:`SYSTEM_NAMESPACES`). An object in a namespace no Namespace object names is
         refused (404 ``namespaces "x" not found``) and a Terminating namespace refuses new
@@ -95,7 +103,8 @@ class Emulator:
 
     def __init__(self, *, karpenter: bool = True, crds: list[dict[str, Any]] | None = None, history: int = 10000,
                  bookmark_interval: float = 5.0, max_watch_seconds: float | None = None,
-                 namespaces: Iterable[str] = ()):
+                 namespaces: Iterable[str] = (), rbac: Mapping[str, list[dict[str, Any]]] | None = None,
+                 owner_references_permission: bool = False):
         self.karpenter = karpenter
         self.crds = list(crds or [])
         self.url = ""
@@ -104,6 +113,10 @@ class Emulator:
         self.handler.bookmark_interval = bookmark_interval
         self.handler.max_watch_seconds = max_watch_seconds
         self.namespaces = [*SYSTEM_NAMESPACES, *namespaces]
+        if rbac is not None:
+            from kaito_core.testing.emulator_rbac import Authorizer
+
+            self.handler.authorizer = Authorizer(rbac, owner_references=owner_references_permission)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

@@ -25,6 +25,7 @@ from kaito_core.testing.emulator_watch import watch
 SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation")
 # this request's ?fieldValidation= and the warnings it is answered with (one aiohttp task each)
 _FIELDS: contextvars.ContextVar[tuple[str, list[str]]] = contextvars.ContextVar("field_validation")
+_AGENT: contextvars.ContextVar[str] = contextvars.ContextVar("user_agent", default="")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ApiServer:
         self.calls: dict[tuple[str, str, str, str], int] = collections.Counter()  # verb, group, resource, user-agent
         self.refusals: list[tuple[str, str, str, int, str, str]] = []  # method, path, user-agent, code, reason, message
         self.warnings: list[tuple[str, str, str, str]] = []  # method, path, user-agent, warning
+        self.authorizer: Any = None  # emulator_rbac.Authorizer: see Emulator(rbac=...)
         self.failing: set[str] = set()
         self.faults: list[Fault] = []
         self.webhook_calls: list[tuple[str, str]] = []
@@ -61,6 +63,7 @@ class ApiServer:
 
         warned: list[str] = []
         _FIELDS.set((request.query.get("fieldValidation", "Warn"), warned))
+        _AGENT.set(request.headers.get("User-Agent", ""))
         try:
             response = await self._route(request)
             for text in dict.fromkeys(warned):  # kube-apiserver's warning headers (RFC 7234, code 299)
@@ -99,6 +102,8 @@ class ApiServer:
         verb = self._verb(request.method, name, request.query)
         self.counts[(verb, rt.plural)] += 1
         self.calls[(verb, group, rt.plural + (f"/{sub}" if sub else ""), request.headers.get("User-Agent", ""))] += 1
+        if self.authorizer is not None:
+            self.authorizer.check(_AGENT.get(), verb, group, rt.plural + (f"/{sub}" if sub else ""), ns, name)
         self._inject(verb, rt.plural, sub)
         if verb == "watch":
             return await watch(self, request, rt, ns)
@@ -201,6 +206,18 @@ class ApiServer:
 
     # -- writes -----------------------------------------------------------------------------
 
+    def _owner_references(self, rt: ResourceType, ns: str | None, obj: dict[str, Any], old: Any) -> None:
+        """OwnerReferencesPermissionEnforcement admission, when the emulator enforces it."""
+        if self.authorizer is None:
+            return
+
+        def plural_of(api_version: str, kind: str) -> str | None:
+            group, _, version = api_version.rpartition("/")
+            return next((t.plural for t in self.store.types.values()
+                         if (t.group, t.version, t.kind) == (group, version, kind)), None)
+
+        self.authorizer.check_owner_references(_AGENT.get(), plural_of, rt.group, rt.plural, ns, obj, old)
+
     @staticmethod
     def _check_fields(rt: ResourceType, obj: dict[str, Any]) -> None:
         mode, warned = _FIELDS.get(("Warn", []))
@@ -247,6 +264,7 @@ class ApiServer:
         self._check_fields(rt, obj)
         obj = self._prepare(rt, obj)
         obj = self._prepare(rt, await self._admit("mutating", rt, None, "CREATE", obj, None))
+        self._owner_references(rt, ns, obj, None)
         self._validate(rt, obj, None)
         await self._admit("validating", rt, None, "CREATE", obj, None)
         if (obj.get("metadata") or {}).get("resourceVersion"):
@@ -309,6 +327,7 @@ class ApiServer:
             if sub != "status" and rt.kind not in NO_GENERATION and spec_changed(current, new):
                 new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
             new = self._prepare(rt, await self._admit("mutating", rt, sub, "UPDATE", new, self.out(rt, current)))
+            self._owner_references(rt, ns, new, current)
             self._validate(rt, new, current)
             await self._admit("validating", rt, sub, "UPDATE", new, self.out(rt, current))
             if self.store.objects.get(self.store.key(rt, ns, name)) is not current:

@@ -137,3 +137,55 @@ def test_webhook_timeout_fails_the_request(api, hook_server):
     resp = api.post(CM.format(ns="a7"), json={"metadata": {"name": "x"}})
     assert resp.status_code == 500 and 'failed calling webhook "slow.example.com"' in resp.json()["message"]
     assert api.get(CM.format(ns="a7") + "/x").status_code == 404
+
+
+# -- authorization: RBAC for a named client, OwnerReferencesPermissionEnforcement ---------------
+
+ROLE = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]},
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["create", "delete"]}]
+
+
+def test_rbac_forbids_what_no_rule_grants_to_the_named_client():
+    import httpx
+
+    from kaito_core.testing.emulator import Emulator
+
+    with Emulator(namespaces=("rb",), rbac={"role-user": ROLE}) as emu, \
+            httpx.Client(base_url=emu.url, headers={"User-Agent": "role-user/1"}) as sa, \
+            httpx.Client(base_url=emu.url) as admin:
+        ok(sa.post(CM.format(ns="rb"), json={"metadata": {"name": "a"}}), 201)
+        ok(sa.get(CM.format(ns="rb")))
+        denied = sa.delete(CM.format(ns="rb") + "/a")
+        assert denied.status_code == 403 and denied.json()["reason"] == "Forbidden"
+        assert denied.json()["message"] == ('configmaps "a" is forbidden: User "role-user/1" cannot delete resource '
+                                            '"configmaps" in API group "" in the namespace "rb"')
+        nodes = sa.get("/api/v1/nodes").json()
+        assert nodes["code"] == 403 and nodes["message"].endswith('cannot list resource "nodes" in API group "" '
+                                                                  'at the cluster scope')
+        assert admin.delete(CM.format(ns="rb") + "/a").status_code == 200  # other clients: not restricted
+
+
+def test_owner_references_need_delete_and_block_owner_deletion_needs_the_owners_finalizers():
+    """plugin/pkg/admission/gc: an ownerReference needs ``delete`` on the object; one with
+    blockOwnerDeletion needs ``update`` on the owner's ``finalizers`` subresource."""
+    import httpx
+
+    from kaito_core.testing.emulator import Emulator
+
+    sts = "/apis/apps/v1/namespaces/rb/statefulsets"
+    with Emulator(namespaces=("rb",), rbac={"role-user": ROLE}, owner_references_permission=True) as emu, \
+            httpx.Client(base_url=emu.url, headers={"User-Agent": "role-user/1"}) as sa, \
+            httpx.Client(base_url=emu.url) as admin:
+        owner = ok(admin.post(CM.format(ns="rb"), json={"metadata": {"name": "owner"}}), 201)["metadata"]
+        ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["uid"]}
+        body = {"spec": {"selector": {"matchLabels": {"a": "b"}}, "serviceName": "s", "template": {
+            "metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}}
+        ok(sa.post(sts, json={"metadata": {"name": "plain", "ownerReferences": [ref]}, **body}), 201)
+        blocked = sa.post(sts, json={"metadata": {"name": "blocking", "ownerReferences": [
+            {**ref, "blockOwnerDeletion": True}]}, **body})
+        assert blocked.status_code == 403, blocked.text
+        assert "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers " \
+               'on: User "role-user/1" cannot update resource "configmaps/finalizers"' in blocked.json()["message"]
+        no_delete = sa.post(CM.format(ns="rb"), json={"metadata": {"name": "child", "ownerReferences": [ref]}})
+        assert no_delete.status_code == 403 and "cannot set an ownerRef on a resource you can't delete" \
+            in no_delete.json()["message"]
