@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from kaito_core.operator.kube import KubeClient
+from kaito_core.operator.rbac import RULES
 from kaito_core.testing.emulator import Emulator, start_operator, stop_operator
 from kaito_core.testing.emulator_controllers import FakeControllers
 from kaito_core.testing.waiting import wait_for
@@ -105,14 +106,19 @@ KARPENTER_CRDS = Path(__file__).resolve().parents[1] / "data" / "reference" / "c
 
 
 def cluster_emulator(*, namespaces: tuple[str, ...] = NAMESPACES, **kwargs: Any) -> Emulator:
-    """The emulated cluster of the system tests: their namespaces, Karpenter's real CRDs."""
+    """The emulated cluster of the system tests: their namespaces, Karpenter's real CRDs, and the
+    operator's requests (kopf's and its client's User-Agents) held to the chart's ClusterRole
+    (kaito_core.operator.rbac.RULES), as its ServiceAccount is on a cluster."""
     crds = [yaml.safe_load((KARPENTER_CRDS / f"karpenter.sh_{n}.yaml").read_text()) for n in ("nodeclaims", "nodepools")]
+    kwargs.setdefault("rbac", {agent: RULES for agent in OPERATOR_AGENTS})
     return Emulator(crds=crds, namespaces=namespaces, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    with cluster_emulator() as emu:
+    # unrestricted: the unit tests here drive a KubeClient (the operator's User-Agent) as fixtures;
+    # the system tests use cluster_emulator() itself (test_flow overrides this fixture)
+    with cluster_emulator(rbac=None) as emu:
         yield emu
 
 

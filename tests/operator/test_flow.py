@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from kaito_core.reconcile import fake_node
-from tests.operator.conftest import Cluster, operator_refusals, wait_for
+from tests.operator.conftest import Cluster, cluster_emulator, operator_refusals, wait_for
 
 NS = "flow"
 CRASH_LOOP = {"conditions": [{"type": "Ready", "status": "False"}],
@@ -32,6 +32,13 @@ def _run_pod(cluster: Cluster, name: str, *, ready: bool = True, status: dict | 
     cluster.run_pods(name, NS, ready=ready)
     if status is not None:
         cluster.set_pod_status(f"{name}-0", NS, status)
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    """This module's cluster holds the operator to the chart's ClusterRole (cluster_emulator)."""
+    with cluster_emulator() as emu:
+        yield emu
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,7 @@ def cluster(tmp_path_factory):
     # Karpenter's real CRDs: the operator's NodeClaims and the statuses written here pass them
     with cluster_emulator(namespaces=()) as emu:
         kube = KubeClient(emu.url)
+        kube.headers["User-Agent"] = "kaito-tests"  # the user and Karpenter, not the operator (held to its role)
         proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "CLOUD_PROVIDER": "azure",
                                             "KAITO_DELETE_GRACE_SECONDS": "20"}, log_path=str(log))
         try:
