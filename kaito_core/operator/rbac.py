@@ -33,9 +33,12 @@ READ = ["get", "list", "watch"]
 OWN = ["get", "list", "watch", "create", "patch", "delete"]
 
 RULES: list[dict[str, Any]] = [
-    # get: no code path reads a single Workspace (the orphan sweep lists them); kept while the chart grants it
-    {"apiGroups": ["kaito.sh"], "resources": ["workspaces"], "verbs": ["get", "list", "watch", "patch"]},
+    # no get: no code path reads a single Workspace (the orphan sweep lists them)
+    {"apiGroups": ["kaito.sh"], "resources": ["workspaces"], "verbs": ["list", "watch", "patch"]},
     {"apiGroups": ["kaito.sh"], "resources": ["workspaces/status"], "verbs": ["patch"]},
+    # children carry blockOwnerDeletion: where OwnerReferencesPermissionEnforcement is on (OpenShift),
+    # setting it needs update on the owner's finalizers subresource
+    {"apiGroups": ["kaito.sh"], "resources": ["workspaces/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
