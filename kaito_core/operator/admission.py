@@ -265,8 +265,11 @@ def host_path_fields(ws: Any) -> list[str]:
             vs = getattr(spec, "volume_source", None) if spec is not None else None
             if isinstance(vs, Mapping) and "hostPath" in vs:
                 out.append(f"tuning.{section}.volumeSource.hostPath")
-    if ws.inference is not None and isinstance(ws.inference.template, Mapping):
-        for j, vol in enumerate((ws.inference.template.get("spec") or {}).get("volumes") or []):
+    template = ws.inference.template if ws.inference is not None else None
+    pod_spec = template.get("spec") if isinstance(template, Mapping) else None
+    volumes = pod_spec.get("volumes") if isinstance(pod_spec, Mapping) else None
+    if isinstance(volumes, list):  # a template of another shape is named by validation
+        for j, vol in enumerate(volumes):
             if isinstance(vol, Mapping) and "hostPath" in vol:
                 out.append(f"inference.template.spec.volumes[{j}].hostPath")
     return out
@@ -295,7 +298,8 @@ def defaults(body: Mapping[str, Any], *, registry: Any, creating: bool) -> dict[
 
 def ws_name(body: Mapping[str, Any]) -> str:
     meta = body.get("metadata") if isinstance(body, Mapping) else None
-    return (meta or {}).get("name") or "<unnamed>"
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return name if isinstance(name, str) and name else "<unnamed>"
 
 
 def _text(name: str, problems: list[str]) -> str:
