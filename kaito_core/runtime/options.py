@@ -24,6 +24,7 @@ RUNTIME_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
 DEFAULT_MAX_BODY = 8 * 2**20
 KV_CACHES = ("auto", "slots", "dynamic")
+CUDA_GRAPHS = ("auto", "on", "off")  # kaito_core.runtime.graphs.MODES (which imports torch)
 DEFAULT_ADAPTER_ROOT = "/mnt/adapter"
 
 
@@ -74,6 +75,7 @@ class ServeOptions:
     kv_cache: str = "auto"              # slots (preallocated, chunked prefill) | dynamic | auto
     prefill_chunk: int = 512            # prompt tokens prefilled per engine turn (slots)
     disable_any_whitespace: bool = False  # JSON mode: compact JSON for every request (vLLM's setting)
+    cuda_graphs: str | None = None      # auto | on | off (None: $KAITO_CUDA_GRAPHS, else auto)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -93,6 +95,9 @@ class ServeOptions:
             raise OptionsError(f"--max-body-bytes is {self.max_body_bytes}, expected at least 1024")
         if self.kv_cache not in KV_CACHES:
             raise OptionsError(f"--kv-cache is {self.kv_cache!r}, expected one of {list(KV_CACHES)}")
+        if self.cuda_graphs is not None and self.cuda_graphs not in CUDA_GRAPHS:
+            raise OptionsError(f"--cuda-graphs is {self.cuda_graphs!r}, expected one of {list(CUDA_GRAPHS)} "
+                               "(auto: CUDA graphs on GPUs, the eager decode on CPUs)")
         if self.prefill_chunk < 1:
             raise OptionsError(f"--prefill-chunk is {self.prefill_chunk}, expected a positive number of tokens")
         for flag, value in (("--timeout-header", self.timeout_header), ("--timeout-body", self.timeout_body),
@@ -234,6 +239,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON mode writes compact JSON, no whitespace between tokens, for every request "
                              "(vLLM's structured-outputs disable_any_whitespace; per request: "
                              "structured_outputs.disable_any_whitespace)")
+    parser.add_argument("--cuda-graphs", choices=CUDA_GRAPHS, default=None,
+                        help="decode with a static-shape step per batch/length bucket, captured as CUDA graphs "
+                             "on GPUs: auto (default; $KAITO_CUDA_GRAPHS): on for CUDA, off for CPU; on: the "
+                             "static step everywhere (eager on CPU); off: the eager dynamic decode")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -241,7 +250,7 @@ _CONFIG_KEYS = {  # transformers: settings in inference_config.yaml -> ServeOpti
     "max_batch": int, "max-batch": int, "max_model_len": int, "max-model-len": int, "dtype": str,
     "device": str, "max_body_bytes": int, "threads": int, "allow_pickle": bool, "served_model_name": str,
     "timeout_header": float, "timeout_body": float, "timeout_keep_alive": float, "adapter_fetch_timeout": float,
-    "kv_cache": str, "prefill_chunk": int, "disable_any_whitespace": bool,
+    "kv_cache": str, "prefill_chunk": int, "disable_any_whitespace": bool, "cuda_graphs": str,
 }
 
 
@@ -339,6 +348,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         prefill_chunk=int(pick(args.prefill_chunk, "prefill_chunk", 512)),
         disable_any_whitespace=_flag(pick(args.disable_any_whitespace, "disable_any_whitespace", False),
                                      "disable_any_whitespace", args.config),
+        cuda_graphs=pick(args.cuda_graphs, "cuda_graphs", None),
     )
 
 

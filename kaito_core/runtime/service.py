@@ -69,7 +69,7 @@ def make_engine(opts: ServeOptions, loaded: Any, metrics: Any, forward_kwargs: A
         if why_not and opts.kv_cache == "auto":
             log.info("KV-cache slots not used: %s", why_not)
         return Engine(loaded.model, **common)
-    return SlotEngine(loaded.model, chunk_tokens=opts.prefill_chunk, **common)
+    return SlotEngine(loaded.model, chunk_tokens=opts.prefill_chunk, cuda_graphs=opts.cuda_graphs, **common)
 
 
 def _tagged(queue: asyncio.Queue, index: int, out: Any) -> None:

@@ -567,3 +567,29 @@ def test_on_a_gpu_captured_graphs_replay_every_decode_step(tiny_models):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert graphs.ids[:3].tolist() == graphs.logits[:3].argmax(-1).tolist()
+
+
+def test_the_cuda_graphs_flag_reaches_the_engine(loaded, tmp_path, monkeypatch):
+    """`kaito serve --cuda-graphs` (and the config key) chooses the decode path the engine runs;
+    a bad value is refused naming the flag."""
+    from types import SimpleNamespace
+
+    from kaito_core.runtime.options import OptionsError, ServeOptions, build_parser, options_from_args
+    from kaito_core.runtime.service import make_engine
+
+    monkeypatch.delenv("KAITO_CUDA_GRAPHS", raising=False)
+    model, _ = loaded["llama"]
+    ld = SimpleNamespace(model=model, context_length=256)
+    on = make_engine(ServeOptions(model="m", max_batch=2, cuda_graphs="on"), ld, None, None)
+    off = make_engine(ServeOptions(model="m", max_batch=2, cuda_graphs="off"), ld, None, None)
+    auto = make_engine(ServeOptions(model="m", max_batch=2), ld, None, None)
+    assert on.graphs is not None and off.graphs is None and auto.graphs is None  # auto on CPU: eager
+    with pytest.raises(OptionsError, match="--cuda-graphs is 'yes'"):
+        ServeOptions(model="m", cuda_graphs="yes")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--cuda-graphs", "yes"])
+    assert options_from_args(build_parser().parse_args(["--model", "m", "--cuda-graphs", "on"])).cuda_graphs == "on"
+    cfg = tmp_path / "inference_config.yaml"
+    cfg.write_text("transformers:\n  cuda_graphs: 'off'\n")
+    args = build_parser().parse_args(["--model", "m", "--config", str(cfg)])
+    assert options_from_args(args).cuda_graphs == "off"
