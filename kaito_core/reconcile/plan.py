@@ -321,8 +321,9 @@ def plan_workspace(workspace: Any, *, registry: Any, provisioner: Any,
         inputs = resolve(workspace, registry, configmaps=configmaps, provisioner=provisioner, batch=batch,
                          cloud=cloud, settings=settings)
     except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take a reconcile down
-        return invalid(workspace, [f"{type(exc).__name__}: {exc}"], now=observed.now,
-                       previous_status=previous_status)
+        return invalid(workspace, [f"internal error while planning (a bug in kaito or in a plugin; "
+                                   f"`kaito plugins doctor` lists broken plugins): {type(exc).__name__}: "
+                                   f"{str(exc)[:500]}"], now=observed.now, previous_status=previous_status)
     generic = inputs.preset is not None and "generic" in inputs.found
     problems = [str(e) for e in result.errors
                 if not (generic and e.path.endswith("preset.name"))
