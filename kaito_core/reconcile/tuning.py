@@ -138,9 +138,12 @@ def job(ctx: Context) -> dict[str, Any]:
 
 def _failure_policy() -> dict[str, Any]:
     """An interrupted recipe (exit 75: drained or preempted node) starts again without counting
-    against ``backoffLimit`` (Kubernetes' podFailurePolicy ``Ignore``); it resumes from its work dir."""
+    against ``backoffLimit`` (Kubernetes' podFailurePolicy ``Ignore``); it resumes from its work dir.
+    A pod the cluster disrupted (eviction, preemption, a node going away: condition
+    ``DisruptionTarget``) is not the recipe's failure either, as Kubernetes' Job docs advise."""
     return {"rules": [{"action": "Ignore", "onExitCodes": {"containerName": "tuning", "operator": "In",
-                                                            "values": [EXIT_INTERRUPTED]}}]}
+                                                            "values": [EXIT_INTERRUPTED]}},
+                      {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
 
 
 def objects(ctx: Context) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -167,8 +167,9 @@ def test_tuning_job_as_upstream_and_the_recipe(registry):
     assert args[args.index("--work-dir") + 1] == "/mnt/results/.kaito-work"
     assert args[args.index("--nproc-per-node") + 1] == "2"
     assert job["spec"]["backoffLimit"] == defaults.JOB_BACKOFF_LIMIT == 6
-    (rule,) = job["spec"]["podFailurePolicy"]["rules"]
-    assert rule == {"action": "Ignore", "onExitCodes": {"containerName": "tuning", "operator": "In", "values": [75]}}
+    assert job["spec"]["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onExitCodes": {"containerName": "tuning", "operator": "In", "values": [75]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
     cfg = next(o for o in p.objects if o["kind"] == "ConfigMap")
     assert yaml.safe_load(cfg["data"]["training_config.yaml"]) == \
         defaults.template_config("qlora", ("qkv_proj", "o_proj"))
