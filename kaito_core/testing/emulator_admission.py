@@ -57,9 +57,8 @@ def matching(store: Store, kind: str, rt: ResourceType, subresource: str | None,
     if namespace:
         ns_labels.setdefault("kubernetes.io/metadata.name", namespace)
     out = []
-    for (group, plural, _, name), config in sorted(store.objects.items(), key=lambda kv: kv[0][3]):
-        if CONFIG_KINDS.get((group, plural)) != kind:
-            continue
+    gk = next(gk for gk, k in CONFIG_KINDS.items() if k == kind)
+    for (_, _, _, name), config in store.items(gk):  # cluster-scoped: key order is name order
         for hook in config.get("webhooks") or []:
             # matchPolicy Equivalent (the v1 default): a rule for another served version of the
             # same resource matches too, and the webhook sees the object in its version

@@ -3,7 +3,8 @@ bounded event history for watches (older versions answer 410 Gone), finalizers a
 and the garbage collector's ownerReference rules. Runs on the emulator's event loop only.
 
 Stored objects are never changed in place: every write stores a new dict, so an event or a
-response can share them without copying.
+response can share them without copying. Every write goes through ``_put``/``_pop``, which keep
+the indexes (emulator_index) and the garbage collector's work list in step with ``objects``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from kaito_core.testing import emulator_gc
+from kaito_core.testing.emulator_index import Index
 from kaito_core.testing.emulator_rules import ApiStatus
 from kaito_core.testing.emulator_schema import CrdSchema
 
@@ -83,7 +86,11 @@ def conflict(rt: ResourceType, name: str, why: str) -> ApiStatus:
 class Store:
     def __init__(self, *, history: int = 10000, schedule: Callable[[float, Callable[[], None]], Any] | None = None):
         self.rv = 1
-        self.objects: dict[Key, dict[str, Any]] = {}
+        self.objects: dict[Key, dict[str, Any]] = {}  # read freely; written only by _put and _pop
+        self.index = Index()
+        # dependents whose owners may have changed: the garbage collector looks at these only
+        # (as upstream's GC processes the dependents of the owners its graph saw change)
+        self.dirty: set[Key] = set()
         self.types: dict[tuple[str, str, str], ResourceType] = {}  # (group, version, plural)
         self._kinds: dict[tuple[str, str], ResourceType] = {}
         self.history: collections.deque[Event] = collections.deque(maxlen=history)
@@ -98,17 +105,22 @@ class Store:
 
     def register(self, rt: ResourceType) -> None:
         self.types[(rt.group, rt.version, rt.plural)] = rt
-        self._kinds.clear()
+        self._types_changed()
 
     def drop_types(self, crd_name: str) -> list[ResourceType]:
         """Stop serving what a CRD declared; returns those types."""
-        self._kinds.clear()
+        self._types_changed()
         return [self.types.pop(k) for k in [k for k, rt in self.types.items() if rt.crd == crd_name]]
+
+    def _types_changed(self) -> None:
+        self._kinds.clear()
+        for keys in self.index.dependents.values():  # an owner's kind may (no longer) resolve
+            self.dirty.update(keys)
 
     def unregister_crd(self, crd_name: str) -> None:
         """A deleted CRD takes its custom resources with it."""
         for rt in self.drop_types(crd_name):
-            for key in [key for key in self.objects if key[:2] == rt.gk]:
+            for key, _ in self.index.items(rt.gk):
                 self._remove(key, rt)
 
     def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
@@ -135,11 +147,34 @@ class Store:
         return obj
 
     def list(self, rt: ResourceType, namespace: str | None, match: Callable[[dict], bool]) -> list[dict[str, Any]]:
-        found = [(k, o) for k, o in self.objects.items()
-                 if k[:2] == rt.gk and (namespace is None or k[2] == namespace) and match(o)]
-        return [o for _, o in sorted(found, key=lambda ko: ko[0])]  # etcd's key order
+        return [o for _, o in self.index.items(rt.gk, namespace) if match(o)]  # etcd's key order
+
+    def items(self, gk: GK, namespace: str | None = None) -> list[tuple[Key, dict[str, Any]]]:
+        """(key, object) of one resource (in one namespace), in etcd's key order."""
+        return self.index.items(gk, namespace)
 
     # -- writes -----------------------------------------------------------------------------
+
+    def _put(self, key: Key, obj: dict[str, Any]) -> None:
+        old = self.objects.get(key)
+        self.objects[key] = obj
+        self.index.put(key, obj, old)
+        meta = obj["metadata"]
+        if meta.get("ownerReferences") and (old is None or old["metadata"].get("ownerReferences")
+                                            != meta.get("ownerReferences")):
+            self.dirty.add(key)
+        if meta.get("deletionTimestamp"):  # foreground/orphan deletion acts on the dependents
+            dependents = self.index.dependents.get(meta.get("uid"), ())
+            self.dirty.update(dependents)
+            if dependents or key in self.index.finalizing:
+                self.schedule_gc()
+
+    def _pop(self, key: Key) -> dict[str, Any]:
+        obj = self.objects.pop(key)
+        self.index.pop(key, obj)
+        self.dirty.discard(key)
+        self.dirty.update(self.index.dependents.get(obj["metadata"].get("uid"), ()))
+        return obj
 
     def _next_rv(self) -> str:
         self.rv += 1
@@ -173,7 +208,7 @@ class Store:
                 self.ip += 1
                 spec["clusterIP"] = f"10.96.{self.ip // 250}.{self.ip % 250 + 1}"
         stored = {**obj, "metadata": meta}
-        self.objects[key] = stored
+        self._put(key, stored)
         self._publish(rt, "ADDED", stored, None)
         if meta.get("ownerReferences"):
             self.schedule_gc()  # a dependent of an owner that is already gone
@@ -187,18 +222,18 @@ class Store:
         key = self.key(rt, meta.get("namespace"), meta["name"])
         # (a Namespace also waits for its contents: spec.finalizers ["kubernetes"], _finish_namespaces)
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and rt.kind != "Namespace":
-            del self.objects[key]
+            self._pop(key)
             self._publish(rt, "DELETED", stored, current)
             self.schedule_gc()
             return stored
-        self.objects[key] = stored
+        self._put(key, stored)
         self._publish(rt, "MODIFIED", stored, current)
         if meta.get("ownerReferences") != (current.get("metadata") or {}).get("ownerReferences"):
             self.schedule_gc()
         return stored
 
     def _remove(self, key: Key, rt: ResourceType) -> dict[str, Any]:
-        current = self.objects.pop(key)
+        current = self._pop(key)
         stored = {**current, "metadata": dict(current["metadata"], resourceVersion=self._next_rv())}
         self._publish(rt, "DELETED", stored, current)
         self.schedule_gc()
@@ -244,7 +279,7 @@ class Store:
         name = current["metadata"]["name"]
         marked = self.replace(rt, current, {**current, "status": {"phase": "Terminating"}, "metadata": dict(
             current["metadata"], deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=0)})
-        for key in [k for k in self.objects if k[2] == name]:
+        for key in self.index.keys_in(name):
             inner = self.type_of(key[:2])
             if inner is not None and key in self.objects and not self.objects[key]["metadata"].get("deletionTimestamp"):
                 self.delete(inner, name, key[3], {})
@@ -253,9 +288,9 @@ class Store:
 
     def _finish_namespaces(self) -> bool:
         done = False
-        for key, ns in list(self.objects.items()):
-            if key[:2] == ("", "namespaces") and ns["metadata"].get("deletionTimestamp") \
-                    and not ns["metadata"].get("finalizers") and not any(k[2] == key[3] for k in self.objects):
+        for key, ns in self.index.items(("", "namespaces")):
+            if ns["metadata"].get("deletionTimestamp") and not ns["metadata"].get("finalizers") \
+                    and not self.index.in_namespace.get(key[3]):
                 self._remove(key, self.type_of(key[:2]))  # type: ignore[arg-type]
                 done = True
         return done
@@ -296,62 +331,11 @@ class Store:
         if self.collect():
             self.schedule_gc()  # cascades: dependents of what was just deleted
 
-    def _owner_state(self, dep_key: Key, ref: dict[str, Any]) -> str:
-        """'present', 'absent' (collect the dependent) or 'unresolvable' (never collected:
-        unknown kind, or a namespaced owner named by a cluster-scoped dependent)."""
-        rt = self.by_kind(ref.get("apiVersion", ""), ref.get("kind", ""))
-        if rt is None or (rt.namespaced and not dep_key[2]):
-            return "unresolvable"
-        owner = self.objects.get(self.key(rt, dep_key[2], ref.get("name", "")))
-        return "present" if owner is not None and owner["metadata"].get("uid") == ref.get("uid") else "absent"
-
     def collect(self) -> bool:
         """One pass of the garbage collector (and the namespace controller); True if it changed
         anything."""
         changed = self._finish_namespaces()
-        by_uid = {o["metadata"]["uid"]: (k, o) for k, o in self.objects.items()}
-        blocking: dict[str, int] = collections.Counter()
-        dependents = [(k, o) for k, o in self.objects.items() if o["metadata"].get("ownerReferences")]
-        for key, obj in dependents:
-            refs = obj["metadata"].get("ownerReferences") or []
-            if key not in self.objects:
-                continue
-            rt = self.type_of(key[:2])
-            states = [self._owner_state(key, r) for r in refs]
-            owners = [by_uid.get(r.get("uid"), (None, None))[1] for r in refs]
-            if all(s == "absent" for s in states) or any(
-                    s == "present" and "foregroundDeletion" in (o["metadata"].get("finalizers") or [])
-                    and o["metadata"].get("deletionTimestamp") for s, o in zip(states, owners)):
-                if not obj["metadata"].get("deletionTimestamp") and rt is not None:
-                    self.delete(rt, key[2] or None, key[3], {"propagationPolicy": "Background"})
-                    changed = True
-            else:
-                keep = [r for r, s, o in zip(refs, states, owners) if s != "absent" and not (
-                    s == "present" and "orphan" in (o["metadata"].get("finalizers") or [])
-                    and o["metadata"].get("deletionTimestamp"))]
-                if keep != refs and rt is not None:
-                    self.replace(rt, obj, {**obj, "metadata": dict(obj["metadata"], ownerReferences=keep)})
-                    changed = True
-            for r in refs if key in self.objects else []:
-                if r.get("blockOwnerDeletion"):
-                    blocking[r.get("uid")] += 1
-        for key, obj in list(self.objects.items()):
-            meta = obj["metadata"]
-            fins = meta.get("finalizers") or []
-            if not meta.get("deletionTimestamp") or not ({"foregroundDeletion", "orphan"} & set(fins)):
-                continue
-            if "foregroundDeletion" in fins and blocking.get(meta["uid"]):
-                continue
-            has_dependents = any(r.get("uid") == meta["uid"] for o in self.objects.values()
-                                 for r in o["metadata"].get("ownerReferences") or [])
-            if "orphan" in fins and has_dependents:
-                continue
-            rt = self.type_of(key[:2])
-            if rt is not None:
-                left = [f for f in fins if f not in ("foregroundDeletion", "orphan")]
-                self.replace(rt, obj, {**obj, "metadata": dict(meta, finalizers=left)})
-                changed = True
-        return changed
+        return emulator_gc.collect(self) or changed
 
 
 def offer(w: Watcher, ev: Event) -> None:
