@@ -38,6 +38,10 @@ def run(args) -> int:
 
     opts = UpOptions(file=args.file, weights=args.weights, port=args.port, host=args.host, name=args.name,
                      detach=args.detach, timeout_s=args.timeout)
+    from kaito_core.cli.planning import warn_broken_plugins
+    from kaito_core.plugins import get_registry
+
+    warn_broken_plugins(get_registry())  # as plan and render: a broken plugin is named, not just "unknown preset"
     try:
         if args.dry_run:
             return dry_run(opts, as_json=args.output == "json")

@@ -113,8 +113,8 @@ def test_doctor_names_every_broken_plugin_and_why(site):
 
 
 def test_plan_and_render_keep_working_and_name_the_broken_plugins(site):
-    for command in ("plan", "render"):
-        res = kaito(site, command, str(PHI3))
+    for command in (("plan",), ("render",), ("up", "--dry-run")):
+        res = kaito(site, *command, str(PHI3))
         _no_crash(res)
         assert res.returncode == 0, res.stderr
         assert "phi-3-mini-4k-instruct" in res.stdout
