@@ -163,7 +163,9 @@ class Store:
         if meta.get("ownerReferences") and (old is None or old["metadata"].get("ownerReferences")
                                             != meta.get("ownerReferences")):
             self.dirty.add(key)
-        if meta.get("deletionTimestamp"):  # foreground/orphan deletion acts on the dependents
+        # an owner being deleted (foreground/orphan deletion acts on its dependents), or one
+        # that appears under a uid references already named
+        if meta.get("deletionTimestamp") or old is None:
             dependents = self.index.dependents.get(meta.get("uid"), ())
             self.dirty.update(dependents)
             if dependents or key in self.index.finalizing:
