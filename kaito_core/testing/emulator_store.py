@@ -1,6 +1,7 @@
 """The API emulator's state: objects, one global resourceVersion (as etcd's revision), a
 bounded event history for watches (older versions answer 410 Gone), finalizers and deletion,
-and the garbage collector's ownerReference rules. Runs on the emulator's event loop only.
+and the garbage collector's passes (its ownerReference rules: emulator_gc). Runs on the emulator's
+event loop only.
 
 Stored objects are never changed in place: every write stores a new dict, so an event or a
 response can share them without copying. Every write goes through ``_put``/``_pop``, which keep
