@@ -125,7 +125,7 @@ def test_byo_match_expressions():
 
 # (the full comparison with the calls made is tests/operator/test_rbac_usage.py)
 USED = [
-    ("kaito.sh", "workspaces", v) for v in ("get", "list", "watch", "patch")] + [
+    ("kaito.sh", "workspaces", v) for v in ("list", "watch", "patch")] + [
     ("kaito.sh", "workspaces/status", "patch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("", "namespaces", "watch"),
     ("", "events", "create"),
