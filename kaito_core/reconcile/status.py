@@ -283,7 +283,11 @@ def stamp(status: dict[str, Any], previous: Mapping[str, Any] | None, now: str,
         if old is not None and old.get("status") == cond["status"] and old.get("reason") == cond["reason"]:
             continue
         if cond["status"] == "True":
-            if old is not None or cond["type"] in (INFERENCE_READY, WORKSPACE_SUCCEEDED, RESOURCE_READY):
+            # Normal Events: the Workspace's outcome, and a recovery from a reported problem. Every
+            # other condition turning True is in the status already (upstream KAITO posts no Event
+            # for it); an Event each was a third of the operator's API writes per Workspace.
+            recovered = old is not None and old.get("reason") in PROBLEMS
+            if cond["type"] == WORKSPACE_SUCCEEDED or recovered:
                 events.append(Event("Normal", cond["reason"], f"{cond['type']}: {cond['message']}"))
         elif cond["reason"] in PROBLEMS or (cond["type"] == "NodeClaimReady" and cond["reason"] not in
                                              ("NodeClaimNotReady", "Pending", "Launching")):

@@ -165,6 +165,20 @@ def test_transition_time_kept_while_status_unchanged(setup):
     assert [e.reason for e in broken.events] == ["CrashLoopBackOff"]
 
 
+
+def test_normal_events_are_the_outcome_and_recoveries_not_every_condition(setup):
+    """Conditions turning True on the way to Ready post one Normal Event, the Workspace's outcome
+    (upstream posts none per condition); a condition recovering from a reported problem posts one."""
+    pending = setup(workload=_sts(0), pods=(_pod(ready=False),))
+    ready = setup(workload=_sts(1), pods=(_pod(ready=True),), now="2026-01-02T00:00:00Z", prev=pending.status)
+    assert [(e.type, e.reason) for e in ready.events if e.type == "Normal"] == [("Normal", "workspaceSucceeded")]
+    broken = setup(workload=_sts(0), pods=(CASES[1][0],), now="2026-01-03T00:00:00Z", prev=ready.status)
+    healed = setup(workload=_sts(1), pods=(_pod(ready=True),), now="2026-01-04T00:00:00Z", prev=broken.status)
+    normal = [e for e in healed.events if e.type == "Normal"]
+    assert {e.message.split(":")[0] for e in normal} >= {"InferenceReady"}, [e.message for e in normal]
+    assert all(e.type == "Normal" for e in healed.events)
+
+
 def test_tuning_job_states(registry):
     raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "t"},
            "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
