@@ -129,7 +129,7 @@ def resume_point(ckpt_dir: Path, cfg, fp: str, notes: list[str]) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     asked = cfg.training.get("resume_from_checkpoint")
-    path = f"training_config.TrainingArguments.resume_from_checkpoint"
+    path = "training_config.TrainingArguments.resume_from_checkpoint"
     if isinstance(asked, str) and asked.lower() in ("true", "false"):
         asked = asked.lower() == "true"
     if isinstance(asked, str) and asked:
@@ -172,18 +172,33 @@ def write_fingerprint(ckpt_dir: Path, fp: str, *, completed: bool = False) -> No
     (ckpt_dir / FINGERPRINT).write_text(json.dumps({"fingerprint": fp, "completed": completed}))
 
 
-class StopSignal:
-    """Turns SIGTERM/SIGINT into "save a checkpoint at the end of this step and stop"."""
+class _SignalScope:
+    """While entered (on the main thread: the only one Python lets set handlers), SIGTERM and
+    SIGINT go to ``self._handle``; the previous handlers come back on exit."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
+
+    def _handle(self, signum, frame) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class StopSignal(_SignalScope):
+    """Turns SIGTERM/SIGINT into "save a checkpoint at the end of this step and stop"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         if self.signum is not None:  # a second signal: stop now
@@ -192,33 +207,18 @@ class StopSignal:
         log.warning("%s received: saving a checkpoint after this step, then stopping",
                     signal.Signals(signum).name)
 
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
-
-class OutsideTraining:
+class OutsideTraining(_SignalScope):
     """SIGTERM/SIGINT while preparing or publishing (not during a step): stop through the normal
     error path, so no empty output directory or half-staged adapter is left, and exit 75."""
 
-    def __init__(self) -> None:
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "OutsideTraining":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    @staticmethod
-    def _handle(signum, frame) -> None:  # noqa: ARG004 - signal handler signature
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         # A BaseException, like KeyboardInterrupt: library code's `except Exception` (download
         # retries, model loaders) must not swallow it.
         raise _Stop(signum)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+        super().__exit__(exc_type, exc, tb)
         if exc_type is _Stop:
             name = signal.Signals(exc.args[0]).name
             raise Interrupted(f"interrupted by {name} outside a training step: nothing was published; run again "

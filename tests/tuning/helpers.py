@@ -93,3 +93,37 @@ def greedy(url: str, model: str, prompt: str, n: int = 12) -> str:
                                                   "temperature": 0, "ignore_eos": True}, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()["choices"][0]["text"]
+
+
+def step_lines(stderr: str) -> list[dict]:
+    """The recipe's JSON progress lines (`... step {...}`) in ``stderr``, parsed."""
+    import json
+
+    return [json.loads(line.split(" step ", 1)[1]) for line in stderr.splitlines() if " step {" in line]
+
+
+def run_until_sigterm(command: list[str], *, cwd: Path, env: dict, at_step: int = 3) -> tuple[int, str]:
+    """Run the recipe, send SIGTERM once it reports step ``at_step`` (as a drained node's kubelet
+    would), and return its exit code and whole stderr."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            steps = step_lines(line)
+            if steps and steps[0]["step"] >= at_step:
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, "".join(lines) + rest

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -27,6 +25,7 @@ from kaito_core.reconcile import Observed, plan
 from kaito_core.reconcile.inputs import resolve
 from kaito_core.tuning.output import is_complete
 from kaito_core.tuning.train import EXIT_INTERRUPTED
+from tests.tuning.helpers import run_until_sigterm, step_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 # Volume sources whose data outlives the pod that mounted it (a replacement pod, maybe on
@@ -89,10 +88,6 @@ def test_the_rendered_job_keeps_its_checkpoints_where_a_new_pod_finds_them():
     assert _volume_of(job["spec"]["template"]["spec"], container, "/mnt/results")["emptyDir"] == {}
 
 
-def _steps(stderr: str) -> list[int]:
-    return [json.loads(line.split(" step ", 1)[1])["step"] for line in stderr.splitlines() if " step {" in line]
-
-
 def test_a_pod_stopped_by_sigterm_resumes_in_the_next_pod(tiny_models, chat_jsonl, tmp_path):
     job, config_map = _rendered({"volumeSource": {"persistentVolumeClaim": {"claimName": "tuning-results"}}})
     (container,) = job["spec"]["template"]["spec"]["containers"]
@@ -118,32 +113,16 @@ def test_a_pod_stopped_by_sigterm_resumes_in_the_next_pod(tiny_models, chat_json
     results = Path(_arg(args, "--output"))
 
     # the first pod: SIGTERM once training is under way
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            if _steps(line) and _steps(line)[0] >= 3:
-                proc.send_signal(signal.SIGTERM)
-                break
-        _, rest = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    first = "".join(lines) + rest
-    assert proc.returncode == EXIT_INTERRUPTED, first[-3000:]
-    stopped = _steps(first)[-1]
+    returncode, first = run_until_sigterm(command, cwd=ROOT, env=env)
+    assert returncode == EXIT_INTERRUPTED, first[-3000:]
+    stopped = step_lines(first)[-1]["step"]
     assert (work / "checkpoints" / f"checkpoint-{stopped}" / "adapter_model.safetensors").is_file()
     assert not is_complete(results)
 
     # the replacement pod: the same command, the same results volume
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    steps = _steps(again.stderr)
+    steps = [s["step"] for s in step_lines(again.stderr)]
     assert steps[0] == stopped + 1 and steps == list(range(stopped + 1, steps[-1] + 1))  # not from step 1
     assert is_complete(results)
     summary = json.loads((results / "kaito-tuning-summary.json").read_text())

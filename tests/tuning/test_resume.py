@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,9 @@ import yaml
 from kaito_core.tuning import TuningConfigError, run
 from kaito_core.tuning.output import is_complete
 from kaito_core.tuning.train import EXIT_INTERRUPTED
+from tests.tuning.helpers import run_until_sigterm, step_lines
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _steps(stderr: str) -> list[dict]:
-    out = []
-    for line in stderr.splitlines():
-        if " step {" in line:
-            out.append(json.loads(line.split(" step ", 1)[1]))
-    return out
 
 
 def _command(model, data, config, out, work, max_steps):
@@ -40,26 +32,10 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tiny_models, ch
     config.write_text(yaml.safe_dump(fast_config))
     out, work = tmp_path / "adapter", tmp_path / "work"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(_command(tiny_models["llama"], chat_jsonl, config, out, work, 100000), cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            if " step {" in line and json.loads(line.split(" step ", 1)[1])["step"] >= 3:
-                proc.send_signal(signal.SIGTERM)
-                break
-        rest_out, rest_err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = "".join(lines) + rest_err
-    assert proc.returncode == EXIT_INTERRUPTED, stderr[-2000:]
-    last = _steps(stderr)[-1]
+    returncode, stderr = run_until_sigterm(_command(tiny_models["llama"], chat_jsonl, config, out, work, 100000),
+                                           cwd=ROOT, env=env)
+    assert returncode == EXIT_INTERRUPTED, stderr[-2000:]
+    last = step_lines(stderr)[-1]
     stopped = last["step"]
     assert f"interrupted: interrupted by SIGTERM at step {stopped} of" in stderr
     assert (work / "checkpoints" / f"checkpoint-{stopped}" / "adapter_model.safetensors").is_file()
@@ -69,7 +45,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tiny_models, ch
     again = subprocess.run(_command(tiny_models["llama"], chat_jsonl, config, out, work, stopped + 2) + ["--json"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    steps = [s["step"] for s in _steps(again.stderr)]
+    steps = [s["step"] for s in step_lines(again.stderr)]
     assert steps == [stopped + 1, stopped + 2]  # continued from the saved step, not from 0
     summary = json.loads(again.stdout)
     assert summary["resumed_from"].endswith(f"checkpoint-{stopped}") and summary["steps"] == stopped + 2
