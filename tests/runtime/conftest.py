@@ -89,6 +89,35 @@ def start_server(wait_healthy: bool = True, **kwargs: Any) -> ThreadServer:
 # -- models and adapters ---------------------------------------------------------------------
 
 
+class Collector:
+    """An engine request's sink: every Output, when it arrived, and an Event set when it finished."""
+
+    def __init__(self):
+        self.outs: list = []
+        self.done = threading.Event()
+        self.times: list[float] = []
+
+    def __call__(self, out: Any) -> None:
+        self.outs.append(out)
+        self.times.append(time.monotonic())
+        if out.finished:
+            self.done.set()
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    """The tiny Llama, Phi-3 and Falcon loaded in float32 (model, tokenizer), once per module
+    (tests may patch a model's config)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = {}
+    for arch in ("llama", "phi3", "falcon"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
+        out[arch] = (model, AutoTokenizer.from_pretrained(tiny_models[arch]))
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tiny models run fastest on one thread; two threads spin against each other on a busy

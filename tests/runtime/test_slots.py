@@ -4,40 +4,15 @@ without the cache being rebuilt, and a long prompt is prefilled in chunks betwee
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from kaito_core.runtime.engine import Engine, Output, Sequence
+from kaito_core.runtime.engine import Engine, Sequence
 from kaito_core.runtime.protocol import SamplingParams
 from kaito_core.runtime.slots import SlotEngine, supports_slots
 from kaito_core.runtime.textstream import Detokenizer
-
-
-class Collector:
-    def __init__(self):
-        self.outs: list[Output] = []
-        self.done = threading.Event()
-        self.times: list[float] = []
-
-    def __call__(self, out: Output) -> None:
-        self.outs.append(out)
-        self.times.append(time.monotonic())
-        if out.finished:
-            self.done.set()
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_models):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = {}
-    for arch in ("llama", "phi3", "falcon"):
-        model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
-        out[arch] = (model, AutoTokenizer.from_pretrained(tiny_models[arch]))
-    return out
+from tests.runtime.conftest import Collector
 
 
 def _seq(tok, prompt_ids, n, sink):
