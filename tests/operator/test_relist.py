@@ -8,9 +8,26 @@ reporting Ready, without a restart."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 from kaito_core.testing.emulator import start_operator, stop_operator
 from tests.operator.conftest import Cluster, cluster_emulator, wait_for
 from tests.operator.test_flow import CRASH_LOOP, NS, _ready_claim, _run_pod, _workspace
+
+
+@contextlib.contextmanager
+def _relisting_operator(tmp_path: Path):
+    """The operator (Karpenter, a resync too slow to matter, a re-list every second) against a
+    fresh emulator; yields the emulator, a user's client, the process and its log file."""
+    with cluster_emulator() as emu:
+        log = tmp_path / "operator.log"
+        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600",
+                                            "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
+        try:
+            yield emu, Cluster(emu.url), proc, log
+        finally:
+            stop_operator(proc)
 
 
 def _workspace_on_a_node(cluster: Cluster, name: str, node: str) -> dict:
@@ -25,11 +42,7 @@ def _workspace_on_a_node(cluster: Cluster, name: str, node: str) -> dict:
 
 
 def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
-    with cluster_emulator() as emu:
-        cluster = Cluster(emu.url)
-        log = tmp_path / "operator.log"
-        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600",
-                                            "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
+    with _relisting_operator(tmp_path) as (emu, cluster, proc, log):
         try:
             name = "outage"
             claim = _workspace_on_a_node(cluster, name, "gpu-outage-0")
@@ -56,30 +69,21 @@ def test_deletions_during_a_watch_outage_converge_without_a_restart(tmp_path):
             print(log.read_text(errors="replace")[-4000:])
             print(cluster.workspace(name, NS).get("status"))
             raise
-        finally:
-            stop_operator(proc)
 
 
 def test_a_crash_looping_pod_deleted_during_an_outage_stops_counting(tmp_path):
     """kopf's pod index keeps a pod its re-list no longer shows: the re-list marks it gone, so
     the Workspace stops reporting the dead pod's CrashLoopBackOff."""
-    with cluster_emulator() as emu:
-        cluster = Cluster(emu.url)
-        log = tmp_path / "operator.log"
-        proc = start_operator(emu.url, env={"KAITO_PROVISIONER": "karpenter", "KAITO_RESYNC_SECONDS": "600",
-                                            "KAITO_RELIST_SECONDS": "1"}, log_path=str(log))
-        try:
-            name = "podgone"
-            _workspace_on_a_node(cluster, name, "gpu-podgone-0")
-            _run_pod(cluster, name, ready=False, status=CRASH_LOOP)
-            wait_for("CrashLoopBackOff", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
-                     == "CrashLoopBackOff")
-            assert emu.hold_watches() > 0
-            cluster.kube.delete(api_version="v1", kind="Pod", name=f"{name}-0", namespace=NS)
-            emu.compact()
-            emu.release_watches()
-            wait_for("the dead pod's reason to go", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
-                     != "CrashLoopBackOff", timeout=20)
-            assert "relist: Pod" in log.read_text(errors="replace")
-        finally:
-            stop_operator(proc)
+    with _relisting_operator(tmp_path) as (emu, cluster, proc, log):
+        name = "podgone"
+        _workspace_on_a_node(cluster, name, "gpu-podgone-0")
+        _run_pod(cluster, name, ready=False, status=CRASH_LOOP)
+        wait_for("CrashLoopBackOff", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
+                 == "CrashLoopBackOff")
+        assert emu.hold_watches() > 0
+        cluster.kube.delete(api_version="v1", kind="Pod", name=f"{name}-0", namespace=NS)
+        emu.compact()
+        emu.release_watches()
+        wait_for("the dead pod's reason to go", lambda: cluster.conditions(name, NS)["InferenceReady"]["reason"]
+                 != "CrashLoopBackOff", timeout=20)
+        assert "relist: Pod" in log.read_text(errors="replace")
