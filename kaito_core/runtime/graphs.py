@@ -45,12 +45,13 @@ from typing import Any
 
 import torch
 
+from kaito_core.runtime.options import CUDA_GRAPHS as MODES
+from kaito_core.runtime.options import OptionsError
 from kaito_core.runtime.sampling import Pick
 
 log = logging.getLogger("kaito.runtime.graphs")
 
 ENV = "KAITO_CUDA_GRAPHS"
-MODES = ("auto", "on", "off")
 MAX_BANNED = 8          # end tokens banned per row on the device (ignore_eos / min_tokens)
 BAD_ROW = ("sampling failed: the penalties and biases of this request leave no finite "
            "probability to sample from; use values closer to their defaults")
@@ -62,8 +63,6 @@ def static_decode_wanted(mode: str | None, device: torch.device) -> bool:
     value = mode if mode is not None else os.environ.get(ENV, "auto")
     value = str(value).strip().lower()
     if value not in MODES:
-        from kaito_core.runtime.options import OptionsError
-
         source = "--cuda-graphs" if mode is not None else f"${ENV}"
         raise OptionsError(f"{source} is {value!r}, expected one of {list(MODES)} "
                            "(auto: CUDA graphs on GPUs, the eager dynamic decode on CPUs)")

@@ -24,7 +24,7 @@ RUNTIME_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
 DEFAULT_MAX_BODY = 8 * 2**20
 KV_CACHES = ("auto", "slots", "dynamic")
-CUDA_GRAPHS = ("auto", "on", "off")  # kaito_core.runtime.graphs.MODES (which imports torch)
+CUDA_GRAPHS = ("auto", "on", "off")  # --cuda-graphs / $KAITO_CUDA_GRAPHS (kaito_core.runtime.graphs)
 DEFAULT_ADAPTER_ROOT = "/mnt/adapter"
 
 
