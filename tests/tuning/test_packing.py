@@ -269,3 +269,32 @@ def test_logits_only_where_labels_are_predicted_train_the_same(packed, tiny_mode
     assert torch.allclose(kept.logits, full.logits[:, positions], atol=1e-5)
     assert kept.loss.item() == pytest.approx(full.loss.item(), rel=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(full_grads, grads))
+
+
+@pytest.mark.parametrize("fp32_upto,attends_in", [(attention.CPU_FP32_UPTO, "float32"), (8, "bfloat16")])
+def test_bf16_rows_on_cpu_attend_in_fp32_while_their_buckets_are_short(fp32_upto, attends_in, monkeypatch):
+    """CPU's bf16 SDPA is several times slower than fp32 on short sequences: short buckets are
+    attended in fp32 (same values, rounded back), long ones stay bf16; the output and the
+    gradients keep the model's dtype either way."""
+    import torch
+    import torch.nn.functional as F
+
+    seen, sdpa = [], F.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+    monkeypatch.setattr(attention, "CPU_FP32_UPTO", fp32_upto)
+    torch.manual_seed(0)
+    layout = attention.plan([[3, 20, 1]], 24)
+    q, k, v = (torch.randn(1, 4, 24, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    with monkeypatch.context() as m:
+        m.setattr(F, "scaled_dot_product_attention", spy)
+        out, _ = attention.packed_sdpa(None, q, k, v, None, **{attention.PLAN_KEY: layout})
+    assert out.dtype == torch.bfloat16 and set(seen) == {getattr(torch, attends_in)}
+    exact, _ = attention.packed_sdpa(None, q.float(), k.float(), v.float(), None, **{attention.PLAN_KEY: layout})
+    if attends_in == "float32":
+        assert torch.equal(out, exact.to(torch.bfloat16))
+    assert (out.float() - exact).abs().max().item() < 0.05
+    out.float().pow(2).sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 and t.grad.abs().max() > 0 for t in (q, k, v))
