@@ -59,10 +59,21 @@ def check_text(data: Any) -> None:
                                     "\\u escapes)", param=where, code="invalid_text") from None
         elif isinstance(node, dict):
             for k, v in node.items():
-                stack.append((k, f"{path}.{k}".lstrip(".") if isinstance(k, str) else path))
-                stack.append((v, f"{path}.{k}".lstrip(".")))
+                # the path is echoed in the answer: a key that is itself a lone surrogate is named
+                # by its escape (the answer could not be encoded otherwise: a 500 before)
+                name = f"{path}.{_printable(k)}".lstrip(".")
+                stack.append((k, name))
+                stack.append((v, name))
         elif isinstance(node, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+def _printable(key: str) -> str:
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        return ascii(key)[1:-1]
 
 
 # -- scalar checks ---------------------------------------------------------------------------
@@ -91,7 +102,9 @@ def num_field(body: dict, key: str, *, lo: float | None = None, hi: float | None
     value = body.get(key, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not math.isfinite(value):
+    # an int is compared as it is: JSON's 1e400-digit integers overflow float() (a 500 before)
+    if isinstance(value, bool) or not isinstance(value, _NUMBER) or (isinstance(value, float)
+                                                                      and not math.isfinite(value)):
         raise bad_param(name, value, "a number", code="invalid_type")
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
     if bad_lo or (hi is not None and value > hi):
@@ -109,23 +122,25 @@ def bool_field(body: dict, key: str, default: bool = False, param: str | None = 
     return value
 
 
-def stop_field(body: dict) -> list[str]:
-    value = body.get("stop")
+def stop_field(body: dict, key: str = "stop", param: str | None = None) -> list[str]:
+    """``stop`` (or /chat's ``generate_kwargs.stop_strings``: ``param`` names it in errors)."""
+    name = param or key
+    value = body.get(key)
     if value is None:
         return []
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list):
-        raise bad_param("stop", value, "a string or a list of strings", code="invalid_type")
+        raise bad_param(name, value, "a string or a list of strings", code="invalid_type")
     if len(stops) > MAX_STOP:
-        raise bad_param("stop", f"{len(stops)} stop sequences", f"at most {MAX_STOP} stop sequences")
+        raise bad_param(name, f"{len(stops)} stop sequences", f"at most {MAX_STOP} stop sequences")
     for i, s in enumerate(stops):
+        where = f"{name}[{i}]" if isinstance(value, list) else name
         if not isinstance(s, str):
-            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a string", code="invalid_type")
+            raise bad_param(where, s, "a string", code="invalid_type")
         if not s:
-            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s, "a non-empty string")
+            raise bad_param(where, s, "a non-empty string")
         if len(s) > MAX_STOP_LEN:
-            raise bad_param(f"stop[{i}]" if isinstance(value, list) else "stop", s,
-                            f"a string of at most {MAX_STOP_LEN} characters")
+            raise bad_param(where, s, f"a string of at most {MAX_STOP_LEN} characters")
     return list(dict.fromkeys(stops))
 
 

@@ -62,7 +62,7 @@ def _llguidance(constraint: Constraint) -> Any:
 
 def _short(error: str, limit: int = 300) -> str:
     """llguidance's parser errors end with the whole grammar: keep the part a person reads."""
-    error = (error or "unknown error").split("<grammar>")[0].strip()
+    error = (error or "unknown error").split("<grammar>")[0].split("<state>")[0].strip()
     return error if len(error) <= limit else error[:limit - 3] + "..."
 
 
@@ -80,6 +80,8 @@ class RowGrammar:
         complete, or an error message (this row alone fails)."""
         if not self.matcher.consume_token(token):
             return f"grammar failed: token {token} was refused: {_short(self.matcher.get_error())}"
+        if self.matcher.is_error():  # stopped by an error (llguidance's InternalError), not complete
+            return f"grammar failed: {_short(self.matcher.get_error())}"
         return "stop" if self.matcher.is_stopped() else None
 
 
@@ -209,6 +211,12 @@ def constrain(logits: torch.Tensor, rows: list[Any]) -> tuple[torch.Tensor, dict
     bitmask = torch.full((len(index), words), -1, dtype=torch.int32)
     _executor().unsafe_compute_mask_ptr([(rows[i].grammar.matcher, k) for k, i in enumerate(index)],
                                         bitmask.data_ptr(), words * 4, len(index))
+    # a matcher can break while computing its mask (its lexer over llguidance's limits: every
+    # copy of a template shares the lexer, so one row's failure reaches the others here); its
+    # mask is then empty, and sampling from it would end the row as if the grammar were complete
+    for i in index:
+        if rows[i].grammar.matcher.is_error():
+            failed[i] = f"grammar failed: {_short(rows[i].grammar.matcher.get_error())}"
     vocab = logits.shape[-1]
     bits = bitmask.to(logits.device, non_blocking=True).unsqueeze(-1) >> _bits(logits.device)
     allowed = (bits & 1).bool().reshape(len(index), words * 32)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import re
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -30,8 +31,23 @@ class ClientGone(Exception):
     """The client disconnected before its request was read: nothing to answer, nothing to log."""
 
 
+def check_content_type(value: str | None) -> None:
+    """JSON bodies only, as FastAPI decides for vLLM's routes: no Content-Type is read as JSON,
+    ``application/json`` and ``application/*+json`` are JSON, anything else (``text/plain``,
+    forms: what a browser may send cross-origin without a preflight, or ``curl -d`` without
+    ``-H``) is a 415 saying which header to send."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise APIError(415, f"Content-Type {value[:100]!r} is not JSON; send the body as JSON with the header "
+                        "'Content-Type: application/json'", param="content-type", code="unsupported_media_type")
+
+
 async def read_json(request: Request, limit: int, timeout: float | None = None) -> dict[str, Any]:
     """The body as a JSON object: at most ``limit`` bytes, each chunk within ``timeout`` seconds."""
+    check_content_type(request.headers.get("content-type"))
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -63,12 +79,34 @@ async def read_json(request: Request, limit: int, timeout: float | None = None) 
     return parse_json(raw)
 
 
+class ErrorJSON(JSONResponse):
+    """An error answer that can always be encoded: a message quoting what the client sent (a
+    path, a value) must never turn a 400 into a 500 (``ensure_ascii`` escapes anything)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(exc: APIError, request: Request | None = None) -> JSONResponse:
     body = exc.body()
     if request is not None and request.url.path == "/chat":
         # upstream KAITO's /chat answered FastAPI's {"detail": "..."}; its clients read that key
         body["detail"] = exc.message
-    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+    return ErrorJSON(body, status_code=exc.status, headers=exc.headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's own 405 names only the first
+    route that matched the path: GET /admin/adapters hid POST)."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    if methods:
+        methods.add("OPTIONS")
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -88,14 +126,23 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({}, status_code=CLIENT_GONE)  # never delivered; counted as 499
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             err = APIError(404, f"no route {request.method} {request.url.path}; see the routes in docs/runtime.md",
                            code="not_found")
         elif exc.status_code == 405:
-            err = APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+            allowed = allowed_methods(request) or headers.get("Allow", "")
+            if request.method == "OPTIONS":
+                # RFC 9110 9.3.7: OPTIONS asks what a resource allows; no CORS headers are
+                # granted, so a browser's preflight from another origin still fails
+                return Response(status_code=204, headers={"Allow": allowed})
+            # Starlette's 405 carries the route's methods in Allow (RFC 9110 15.5.6 requires it)
+            usable = ", ".join(m for m in allowed.split(", ") if m != "OPTIONS") or "another method"
+            err = APIError(405, f"{request.method} is not allowed on {request.url.path}; use {usable}",
+                           code="method_not_allowed", headers={"Allow": allowed} if allowed else None)
         else:
-            err = APIError(exc.status_code, str(exc.detail), code="http_error")
+            err = APIError(exc.status_code, str(exc.detail), code="http_error", headers=headers)
         return error_response(err, request)
 
     @app.exception_handler(Exception)

@@ -139,7 +139,7 @@ def check_adapter_name(name: str, where: str = "adapter") -> str:
 def check_strength(value: Any, where: str = "adapter") -> float:
     try:
         strength = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float's range
         raise OptionsError(f"{where}: strength {value!r} is not a number; expected 0.0..1.0") from None
     if not 0.0 <= strength <= 1.0:
         raise OptionsError(f"{where}: strength {strength} is out of range; expected 0.0..1.0 "

@@ -94,6 +94,7 @@ class ParsedRequest:
     template: dict[str, Any] = field(default_factory=lambda: {"add_generation_prompt": True})
     more_prompts: list[tuple[str | None, list[int] | None]] = field(default_factory=list)  # a batch's others
     tools: Tools = field(default_factory=Tools)   # chat: tools for the template, and a forced call
+    max_tokens_param: str = "max_tokens"   # the field that set params.max_tokens, named in its errors
 
 
 def normalise_temperature(value: float) -> float:
@@ -133,6 +134,10 @@ def sampling_from(body: dict) -> SamplingParams:
     if params.max_tokens is not None and params.min_tokens > params.max_tokens:
         raise bad_param("min_tokens", params.min_tokens, f"at most max_tokens ({params.max_tokens})")
     return params
+
+
+def _max_tokens_param(body: dict) -> str:
+    return "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
 
 
 def _choices(body: dict, kind: str) -> int:
@@ -262,7 +267,8 @@ def parse_chat(body: dict) -> ParsedRequest:
                          include_usage=include_usage, n=_choices(body, "chat"), constraint=constraint,
                          continuous_usage=_continuous_usage(body, include_usage),
                          prompt_logprobs=_prompt_logprobs(body, stream),
-                         template=template_options(body), tools=tools)
+                         template=template_options(body), tools=tools,
+                         max_tokens_param=_max_tokens_param(body))
 
 
 def parse_completion(body: dict) -> ParsedRequest:
@@ -282,7 +288,7 @@ def parse_completion(body: dict) -> ParsedRequest:
                          stream=stream, include_usage=include_usage, echo=echo, n=n, constraint=constraint,
                          continuous_usage=_continuous_usage(body, include_usage),
                          prompt_logprobs=_prompt_logprobs(body, stream),
-                         more_prompts=rest)
+                         more_prompts=rest, max_tokens_param=_max_tokens_param(body))
 
 
 def _one_prompt(value: Any, where: str) -> tuple[str | None, list[int] | None]:
@@ -356,7 +362,7 @@ def parse_kaito_chat(body: dict) -> ParsedRequest:
         repetition_penalty=num_field(kw, "repetition_penalty", lo=0.0, hi=10.0, lo_open=True, default=1.0,
                                 param=p + "repetition_penalty"),
         min_tokens=int_field(kw, "min_new_tokens", lo=0, default=0, param=p + "min_new_tokens"),
-        stop=stop_field({"stop": kw.get("stop_strings")}) if kw.get("stop_strings") is not None else [],
+        stop=stop_field(kw, "stop_strings", p + "stop_strings"),
     )
     min_length = int_field(kw, "min_length", lo=0, default=0, param=p + "min_length")
     if max_length is not None and min_length > max_length:
@@ -364,5 +370,5 @@ def parse_kaito_chat(body: dict) -> ParsedRequest:
     rft = bool_field(body, "return_full_text", True)
     req = ParsedRequest(kind="kaito_chat", model=model, params=params, prompt=prompt, messages=parsed_messages,
                         return_full_text=rft and prompt is not None, max_length=None if max_new else max_length,
-                        min_length=min_length)
+                        min_length=min_length, max_tokens_param=p + "max_new_tokens")
     return req

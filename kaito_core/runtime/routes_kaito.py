@@ -28,14 +28,17 @@ def register(app: FastAPI, ctx: Any) -> None:
             body["error"] = service.error
         return JSONResponse(body, status_code=503)
 
-    app.get("/health")(health)
-    app.get("/healthz")(health)
+    # GET routes answer HEAD too (RFC 9110 9.3.2; load balancers probe with it): uvicorn sends
+    # the headers and drops the body
+    read = ["GET", "HEAD"]
+    app.api_route("/health", methods=read)(health)
+    app.api_route("/healthz", methods=read)(health)
 
-    @app.get("/")
+    @app.api_route("/", methods=read)
     async def home() -> dict[str, str]:
         return {"message": "Server is running"}
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=read)
     async def metrics_route() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 

@@ -62,7 +62,7 @@ def register(app: FastAPI, ctx: Any) -> None:
     """Add the OpenAI routes; ``ctx`` carries the service, options, auth and body reader."""
     service, opts = ctx.service, ctx.opts
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def list_models(request: Request) -> dict[str, Any]:
         ctx.auth.check(request)
         service.require_ready()
@@ -73,7 +73,7 @@ def register(app: FastAPI, ctx: Any) -> None:
                                      max_model_len=service.loaded.context_length))
         return {"object": "list", "data": data}
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"])
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         listing = await list_models(request)
         for card in listing["data"]:

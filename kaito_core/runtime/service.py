@@ -76,10 +76,16 @@ def _tagged(queue: asyncio.Queue, index: int, out: Any) -> None:
     queue.put_nowait((index, out))
 
 
-def generation_error(out: Any) -> APIError:
-    """A request that failed alone: its own parameters (sampling) are a 400, anything else a 500."""
+def generation_error(out: Any, constraint: Any = None) -> APIError:
+    """A request that failed alone: its own parameters (sampling, its output constraint) are a
+    400, anything else a 500. A grammar that compiled yet breaks mid-way is the constraint's
+    doing: llguidance builds its lexer lazily and gives up on e.g. ``a{1000000}`` at the first
+    token ("too many expressions constructed")."""
     if out.error.startswith("sampling failed"):
         return APIError(400, f"{out.error}", type="invalid_request_error", code="sampling_failed")
+    if out.error.startswith("grammar failed") and constraint is not None:
+        return APIError(400, f"'{constraint.param}' could not be followed: {out.error}; simplify it (smaller "
+                             "repetition counts, fewer alternatives)", param=constraint.param, code="invalid_grammar")
     return APIError(500, f"generation failed: {out.error}", type="server_error", code="generation_failed")
 
 
@@ -242,6 +248,10 @@ class TransformersService(AdapterAdmin):
                                 f"{n} tokens; shorten it to at most {ctx - 1} tokens", param=prompt_param,
                            code="context_length_exceeded")
         params = parsed.params
+        outside = sorted(t for t in params.logit_bias if t >= self.loaded.vocab_size)
+        if outside:  # vLLM refuses them too (they used to be dropped without a word)
+            raise bad_param("logit_bias", str(outside[0]), f"token ids below the vocabulary size "
+                                                           f"({self.loaded.vocab_size})")
         if parsed.kind == "kaito_chat" and parsed.max_length is not None:
             max_new = parsed.max_length - n
             if max_new < 1:
@@ -254,7 +264,8 @@ class TransformersService(AdapterAdmin):
             if n + params.max_tokens > ctx:
                 raise APIError(400, f"this model's maximum context length is {ctx} tokens; you asked for "
                                     f"{params.max_tokens} new tokens after a {n}-token prompt ({n + params.max_tokens} "
-                                    f"in all); lower max_tokens to at most {ctx - n}", param="max_tokens",
+                                    f"in all); lower {parsed.max_tokens_param} to at most {ctx - n}",
+                               param=parsed.max_tokens_param,
                                code="context_length_exceeded")
             max_new = params.max_tokens
         else:
@@ -374,7 +385,7 @@ class TransformersService(AdapterAdmin):
                 if out.finished:
                     left -= 1
                     if out.error:
-                        raise generation_error(out)
+                        raise generation_error(out, preps[index // preps[0].parsed.n].parsed.constraint)
                 yield index, out
         finally:
             for seq in seqs:

@@ -1,0 +1,229 @@
+"""Hostile requests found by auditing the running server, each pinned: the answer is a 4xx in
+OpenAI's error shape naming the field at fault (never a 500), the server's HTTP semantics hold
+(405 with Allow, OPTIONS, HEAD, JSON-only bodies), and bad requests, a client that hangs up and
+one that never reads its stream leave a batch of greedy streams exactly as they are alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+
+CHAT = "/v1/chat/completions"
+COMP = "/v1/completions"
+MSG = [{"role": "user", "content": "hi"}]
+REGEX_BOMB = "a{1000000}"  # compiles, then llguidance's lexer gives up at the first token
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def refused(exc: openai.APIStatusError, status: int, param: str) -> str:
+    assert exc.status_code == status, exc
+    assert exc.body["param"] == param, exc.body
+    return exc.body["message"]
+
+
+# -- through the real OpenAI client ----------------------------------------------------------
+
+
+def test_an_integer_beyond_float_range_is_a_400_not_a_500(client):
+    # JSON has no size limit on integers; float(10**400) raises OverflowError
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2, temperature=10**400)
+    assert "expected a number in [0.0, 2.0]" in refused(err.value, 400, "temperature")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny-llama", prompt="x", max_tokens=2, top_p=-(10**400))
+    refused(err.value, 400, "top_p")
+
+
+def test_logit_bias_outside_the_vocabulary_is_refused(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2, logit_bias={"99999999": 5})
+    message = refused(err.value, 400, "logit_bias")
+    assert "99999999" in message and "vocabulary size (512)" in message
+    ok = client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2, logit_bias={"511": 5})
+    assert ok.choices[0].message.role == "assistant"
+
+
+def test_max_completion_tokens_beyond_the_context_names_that_field(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny-llama", messages=MSG, max_completion_tokens=100000)
+    assert "lower max_completion_tokens" in refused(err.value, 400, "max_completion_tokens")
+
+
+def test_a_regex_the_grammar_engine_gives_up_on_is_a_400_naming_it(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="tiny-llama", prompt="aaa", max_tokens=4, extra_body={"guided_regex": REGEX_BOMB})
+    message = refused(err.value, 400, "guided_regex")
+    assert "too many expressions" in message and "simplify it" in message and "<state>" not in message
+    stream = client.completions.create(model="tiny-llama", prompt="aaa", max_tokens=4, stream=True,
+                                       extra_body={"guided_regex": REGEX_BOMB})
+    with pytest.raises(openai.APIError) as err:  # the 200 is sent: the error arrives as an event
+        list(stream)
+    assert "guided_regex" in str(err.value)
+
+
+# -- raw HTTP: what the client cannot send ---------------------------------------------------
+
+
+def test_a_lone_surrogate_in_a_key_is_named_by_its_escape(server, openai_schema):
+    r = httpx.post(server.url + CHAT, content=b'{"messages": [{"role": "user", "content": "x"}], "\\ud800": 1}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()
+    openai_schema(err, "ErrorResponse")
+    assert err["error"]["param"] == "\\ud800" and "lone surrogate" in err["error"]["message"]
+    r = httpx.post(server.url + COMP, content=b'{"prompt": "x", "a\\udc00": {"b": "\\ud800"}}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] in ("a\\udc00", "a\\udc00.b"), r.text
+
+
+@pytest.mark.parametrize("content_type,status", [
+    ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
+    ("application/json; charset=utf-8", 200), ("application/vnd.kaito+json", 200), (None, 200)])
+def test_bodies_are_json_only(server, openai_schema, content_type, status):
+    headers = {} if content_type is None else {"content-type": content_type}
+    r = httpx.post(server.url + COMP, content=json.dumps({"prompt": "hi", "max_tokens": 2}), headers=headers)
+    assert r.status_code == status, r.text
+    if status == 415:
+        openai_schema(r.json(), "ErrorResponse")
+        err = r.json()["error"]
+        assert err["param"] == "content-type" and content_type.split(";")[0] in err["message"]
+        assert "Content-Type: application/json" in err["message"]
+
+
+def test_kaito_chat_names_its_own_generate_kwargs(server):
+    r = httpx.post(server.url + "/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 10**6}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "generate_kwargs.max_new_tokens", r.text
+    assert r.json()["detail"] == r.json()["error"]["message"]
+    r = httpx.post(server.url + "/chat", json={"prompt": "x", "generate_kwargs": {"stop_strings": [1]}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "generate_kwargs.stop_strings[0]", r.text
+    r = httpx.post(server.url + "/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 3,
+                                                                                  "stop_strings": ["zzz"]}})
+    assert r.status_code == 200 and isinstance(r.json()["Result"], str), r.text
+
+
+def test_admin_strength_beyond_float_range(keyed_server, adapters):
+    r = httpx.post(keyed_server.url + "/v1/load_lora_adapter", headers={"authorization": "Bearer s3cret"},
+                   json={"lora_name": "big", "lora_path": str(adapters["sql"]), "strength": 10**400})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "strength", r.text
+
+
+# -- HTTP semantics ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("GET", CHAT, "OPTIONS, POST"), ("DELETE", "/health", "GET, HEAD, OPTIONS"),
+    ("PUT", "/admin/adapters", "GET, OPTIONS, POST"), ("POST", "/v1/models", "GET, HEAD, OPTIONS")])
+def test_405_says_what_is_allowed(server, openai_schema, method, path, allow):
+    r = httpx.request(method, server.url + path)
+    assert r.status_code == 405 and r.headers["allow"] == allow, (r.headers, r.text)
+    openai_schema(r.json(), "ErrorResponse")
+    assert f"{method} is not allowed" in r.json()["error"]["message"]
+    options = httpx.options(server.url + path)
+    assert options.status_code == 204 and options.headers["allow"] == allow and not options.content
+    assert "access-control-allow-origin" not in options.headers
+
+
+def test_head_answers_like_get_without_a_body(server):
+    for path in ("/health", "/healthz", "/v1/models", "/v1/models/tiny-llama", "/metrics", "/"):
+        get, head = httpx.get(server.url + path), httpx.head(server.url + path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert httpx.head(server.url + "/no/such/path").status_code == 404
+
+
+# -- a batch under attack --------------------------------------------------------------------
+
+BAD_BODIES = [
+    (CHAT, b"{"), (CHAT, b"[]"), (CHAT, b'{"messages": [{"role": "user", "content": "x"}], "temperature": 1' + b"0" * 400 + b"}"),
+    (COMP, json.dumps({"prompt": "aaa", "guided_regex": REGEX_BOMB, "max_tokens": 4}).encode()),
+    (COMP, json.dumps({"prompt": [1] * 600}).encode()),
+    (CHAT, json.dumps({"messages": MSG, "logit_bias": {"5": 100}, "temperature": 1e-9, "max_tokens": 20}).encode()),
+]
+
+
+async def _greedy_stream(client: openai.AsyncOpenAI, prompt: str) -> str:
+    stream = await client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": prompt}],
+                                                  max_tokens=40, temperature=0, stream=True,
+                                                  extra_body={"ignore_eos": True})
+    return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+
+async def _hang_up(url: str) -> int:
+    async with httpx.AsyncClient(timeout=60) as h:
+        async with h.stream("POST", url + CHAT, json={"messages": MSG, "max_tokens": 400, "stream": True,
+                                                      "ignore_eos": True}) as r:
+            lines = 0
+            async for _ in r.aiter_lines():
+                lines += 1
+                if lines > 4:
+                    break
+    return lines
+
+
+def _never_reads(port: int) -> socket.socket:
+    """A client that sends a streaming request for ~8 MB of events and never reads them."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    body = json.dumps({"messages": MSG, "max_tokens": 400, "n": 8, "stream": True, "ignore_eos": True,
+                       "logprobs": True, "top_logprobs": 20}).encode()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return sock
+
+
+def _gauges(url: str) -> dict[str, float]:
+    out = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        for name in ("kaito_running_requests", "vllm:num_requests_running"):
+            if line.startswith(name):
+                out[name] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def _attack(server, client: openai.AsyncOpenAI, prompts: list[str]) -> tuple[list, list]:
+    async with httpx.AsyncClient(timeout=60) as h:
+        bad = [h.post(server.url + route, content=body, headers={"content-type": "application/json"})
+               for route, body in BAD_BODIES * 2]
+        results = await asyncio.gather(*(_greedy_stream(client, p) for p in prompts), *bad,
+                                       _hang_up(server.url), _hang_up(server.url))
+    return list(results[:len(prompts)]), list(results[len(prompts):])
+
+
+def test_bad_requests_a_hang_up_and_a_stalled_reader_leave_eight_streams_intact(server):
+    prompts = [f"Tell me about topic {i}" for i in range(8)]
+
+    async def scenario() -> tuple[list, list, list]:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        alone = [await _greedy_stream(client, p) for p in prompts]
+        good, others = await _attack(server, client, prompts)
+        await client.close()
+        return alone, good, others
+
+    stalled = _never_reads(server.port)
+    try:
+        alone, good, others = asyncio.run(scenario())
+        assert good == alone
+        statuses = [r.status_code for r in others[:-2]]
+        assert statuses == [400, 400, 400, 400, 400, 200] * 2, [r.text[:200] for r in others[:-2]]
+        assert others[-2:] == [5, 5]  # both hung up after five lines
+    finally:
+        stalled.close()
+    gauges: dict[str, float] = {}
+    for _ in range(200):  # the stalled stream's slot is freed once its socket closes
+        gauges = _gauges(server.url)
+        if gauges == {"kaito_running_requests": 0.0, "vllm:num_requests_running": 0.0}:
+            break
+        time.sleep(0.05)
+    assert gauges == {"kaito_running_requests": 0.0, "vllm:num_requests_running": 0.0}
+    assert 'code="500"' not in httpx.get(server.url + "/metrics").text
