@@ -101,6 +101,9 @@ def build_request(args: argparse.Namespace):
                        progress=args.progress, skip_malformed=args.skip_malformed, **fields)
 
 
+DEBUG_ENV = "KAITO_DEBUG"  # the same switch as `kaito`'s (kaito_core.cli.DEBUG_ENV)
+
+
 def setup_logging() -> None:
     logger = logging.getLogger("kaito.tuning")
     if not logger.handlers:
@@ -190,3 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - the Job's log gets one line, as `kaito tune` prints it
+        import os
+
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: internal error in the tuning recipe: {type(exc).__name__}: {exc}\n"
+              f"  this is a bug in kaito; run again with {DEBUG_ENV}=1 for the traceback and report it",
+              file=sys.stderr)
+        return 3

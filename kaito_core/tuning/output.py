@@ -57,6 +57,16 @@ def prepare_destination(dest: Path, *, overwrite: bool, workspace: str | None = 
         raise OutputError(f"output {dest} is not writable: {exc.strerror or exc}") from None
 
 
+def prepare_work_dir(work: Path, named_by: str) -> None:
+    """Create the work dir (checkpoints, downloads) and make sure it takes files."""
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=work, prefix=".kaito-write-test-").close()
+    except OSError as exc:
+        why = "it is not a directory" if work.exists() and not work.is_dir() else exc.strerror or exc
+        raise OutputError(f"work dir {work} ({named_by}) cannot be used: {why}; give a writable directory") from None
+
+
 def _summary_field(dest: Path, key: str) -> Any:
     try:
         return json.loads((dest / SUMMARY).read_text()).get(key)

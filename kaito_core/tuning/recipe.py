@@ -76,12 +76,6 @@ def run(request: TuneRequest | None = None, **kwargs: Any) -> TuneResult:
     return _Run(req).execute()
 
 
-def progress_mode(mode: str | None) -> str:
-    from kaito_core.tuning.progress import choose_mode
-
-    return choose_mode(mode)
-
-
 def read_config_argument(value: Any) -> tuple[Any, str]:
     """``config`` as given: a mapping, YAML text, or a path to a YAML file (ConfigMap or plain)."""
     if value is None:
@@ -91,12 +85,18 @@ def read_config_argument(value: Any) -> tuple[Any, str]:
     text = str(value)
     if "\n" not in text and Path(text).exists():
         try:
-            return Path(text).read_text(encoding="utf-8"), text
-        except OSError as exc:
-            raise TuningConfigError(text, [FieldError("config", text, f"cannot be read: {exc.strerror}")]) from None
+            return Path(text).read_text(encoding="utf-8-sig"), text
+        except (OSError, UnicodeDecodeError) as exc:
+            why = f"not UTF-8 text (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
+            raise TuningConfigError(text, [FieldError("config", text, f"cannot be read: {why}")]) from None
     if "\n" not in text and text.endswith((".yaml", ".yml", ".json")):
         raise TuningConfigError(text, [FieldError("--config", text, "no such file")])
     return text, "training_config.yaml"
+
+
+def _drop_if_empty(dest: Path | None, created: bool) -> None:  # a failed run leaves no empty output dir
+    if created and dest is not None and train_mod.is_main_process() and dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
 
 
 class _Run:
@@ -125,19 +125,26 @@ class _Run:
         created = dest is not None and not dest.exists()
         if dest is not None and train_mod.is_main_process():
             out_mod.prepare_destination(dest, overwrite=req.overwrite, workspace=os.environ.get("KAITO_WORKSPACE"))
-        if req.output_image and train_mod.is_main_process():
-            from kaito_core.tuning import oci
+        try:
+            if req.output_image and train_mod.is_main_process():
+                from kaito_core.tuning import oci
 
-            # Fail before training when the registry is unreachable or refuses the credentials.
-            oci.check_push_access(req.output_image, docker_config=req.push_secret, insecure=req.insecure_registries)
-        work_dir = req.work_dir or os.environ.get(WORK_DIR_ENV) or None
-        self.work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="kaito-tune-"))
-        self.own_work = work_dir is None
-        self.work.mkdir(parents=True, exist_ok=True)
+                # Fail before training when the registry is unreachable or refuses the credentials.
+                oci.check_push_access(req.output_image, docker_config=req.push_secret,
+                                      insecure=req.insecure_registries)
+            work_dir = req.work_dir or os.environ.get(WORK_DIR_ENV) or None
+            self.work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="kaito-tune-"))
+            self.own_work = work_dir is None
+            out_mod.prepare_work_dir(self.work, f"--work-dir / {WORK_DIR_ENV}")
+        except BaseException:
+            _drop_if_empty(dest, created)
+            raise
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()
-        if bars and progress_mode(req.progress) != "bar":
+        from kaito_core.tuning.progress import choose_mode
+
+        if bars and choose_mode(req.progress) != "bar":
             hf_logging.disable_progress_bar()  # "Loading weights" bars would break the log lines
         interrupted = False
         try:
@@ -155,9 +162,7 @@ class _Run:
                 shutil.rmtree(self.work, ignore_errors=True)
             elif self.downloaded:
                 shutil.rmtree(self.work / "data", ignore_errors=True)
-            if created and dest is not None and train_mod.is_main_process() and dest.is_dir() \
-                    and not any(dest.iterdir()):
-                dest.rmdir()  # a failed run leaves no empty output directory behind
+            _drop_if_empty(dest, created)
 
     def _preset(self):
         if not self.req.preset:

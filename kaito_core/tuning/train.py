@@ -116,20 +116,26 @@ def fingerprint(cfg, files: list[Path], source: str) -> str:
     h.update(json.dumps(conf, sort_keys=True, default=str).encode())
     h.update(source.encode())
     for f in files:
+        # The bytes, not the size or mtime: a row edited in place (same size) is other data, and
+        # a URL downloaded again by the next pod (new mtime) is the same data.
+        h.update(f"{f.name}:".encode())
         try:
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}".encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
         except OSError:
             h.update(str(f).encode())
     return h.hexdigest()[:16]
 
 
 def resume_point(ckpt_dir: Path, cfg, fp: str, notes: list[str]) -> str | None:
-    """The checkpoint to resume from, or None to start fresh (old checkpoints then removed)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The checkpoint to resume from, or None to start fresh (old checkpoints then removed).
+    Checkpoints a killed pod left half written are set aside (:mod:`.checkpoints`)."""
+    from kaito_core.tuning import checkpoints
 
     asked = cfg.training.get("resume_from_checkpoint")
     path = "training_config.TrainingArguments.resume_from_checkpoint"
+    need_optimizer = not cfg.training.get("save_only_model")
     if isinstance(asked, str) and asked.lower() in ("true", "false"):
         asked = asked.lower() == "true"
     if isinstance(asked, str) and asked:
@@ -138,13 +144,23 @@ def resume_point(ckpt_dir: Path, cfg, fp: str, notes: list[str]) -> str | None:
             raise TuningConfigError(path, [FieldError(path, asked, "is not a checkpoint directory",
                                                       "give a checkpoint-N directory, or true for the newest one "
                                                       "in the work dir")])
+        why = checkpoints.problem(p, need_optimizer=need_optimizer)
+        if why:
+            raise TuningConfigError(path, [FieldError(path, asked, f"cannot be resumed from: {why}",
+                                                      "give an older checkpoint-N, or true for the newest whole "
+                                                      "one in the work dir")])
         return str(p)
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last_path, broken = checkpoints.newest_whole(ckpt_dir, need_optimizer=need_optimizer)
+    last = str(last_path) if last_path is not None else None
+    for bad, why in broken:
+        notes.append(f"{bad} is incomplete ({why}; a run stopped while saving it) and was removed")
+        if is_main_process():
+            shutil.rmtree(bad, ignore_errors=True)
     record = _read_json(ckpt_dir / FINGERPRINT)
     same = record.get("fingerprint") == fp and not record.get("completed")
     if asked is True:
         if last is None:
-            raise TuningConfigError(path, [FieldError(path, True, f"no checkpoint in {ckpt_dir}",
+            raise TuningConfigError(path, [FieldError(path, True, f"no whole checkpoint in {ckpt_dir}",
                                                       "run with the work dir of the interrupted run (--work-dir)")])
         return last
     if last is not None and same and asked is not False:

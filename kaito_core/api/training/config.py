@@ -20,12 +20,12 @@ from typing import Any, Mapping
 from kaito_core.errors import MISSING, FieldError
 from kaito_core.api.training.errors import TuningConfigError
 from kaito_core.api.training.schema import SECTIONS
+from kaito_core.api.training.values import DTYPES, QUANT_TYPES  # noqa: F401 - re-exported
+from kaito_core.api.training.values import check_values as _check_values
 from kaito_core.types import TUNING_METHODS, TuningRecipe
 
 ROOT = "training_config"
 CONFIGMAP_KEY = "training_config.yaml"
-DTYPES = ("float32", "float16", "bfloat16", "auto")
-QUANT_TYPES = ("nf4", "fp4")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _INT = re.compile(r"^[+-]?\d+$")
 
@@ -121,15 +121,32 @@ KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
 
 
 def load_yaml_document(text: str, source: str) -> Any:
+    """One YAML document, read as the Workspace files are (:mod:`kaito_core.api.yamlsafe`): a
+    duplicate key is refused (``safe_load`` keeps the last ``learning_rate`` of two without a
+    word), and anchors/aliases cannot expand past its bounds."""
     import yaml
 
+    from kaito_core.api import yamlsafe
+
     try:
-        return yaml.safe_load(text)
+        docs = yamlsafe.load_all(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise TuningConfigError(source, [FieldError(ROOT, MISSING, f"is not valid YAML{where}: "
                                                     f"{getattr(exc, 'problem', exc)}")]) from None
+    if len(docs) <= 1:
+        return docs[0] if docs else None
+    # A file holding the Workspace and its ConfigMap (or several ConfigMaps): the one document
+    # that carries the training configuration.
+    found = [d for d in docs if isinstance(d, Mapping) and (ROOT in d or (
+        d.get("kind") == "ConfigMap" and isinstance(d.get("data"), Mapping) and CONFIGMAP_KEY in d["data"]))]
+    if len(found) == 1:
+        return found[0]
+    raise TuningConfigError(source, [FieldError(ROOT, MISSING, f"{len(docs)} YAML documents and {len(found)} of "
+                                                "them hold a training configuration",
+                                                f"give one '{ROOT}:' document or one ConfigMap with "
+                                                f"data.{CONFIGMAP_KEY}")])
 
 
 def parse_training_config(doc: Any, source: str = CONFIGMAP_KEY) -> dict[str, dict[str, Any]]:
@@ -184,6 +201,8 @@ def parse_training_config(doc: Any, source: str = CONFIGMAP_KEY) -> dict[str, di
                 hint = _suggest(str(key), keys) or f"see docs/tuning.md for the keys of {section}"
                 errors.append(FieldError(kpath, MISSING, "unknown key", hint))
                 continue
+            if value is None:
+                continue  # `key:` with no value, or null: the key is unset and takes its default
             ok, coerced = _coerce(keys[key], value)
             if not ok:
                 errors.append(FieldError(kpath, value, f"must be {KIND_WORDS.get(keys[key], keys[key])}"))
@@ -194,82 +213,6 @@ def parse_training_config(doc: Any, source: str = CONFIGMAP_KEY) -> dict[str, di
     if errors:
         raise TuningConfigError(source, errors)
     return out
-
-
-# Far above any real recipe (LoRA ranks of 8-256; a few epochs), far below what sizes a node for
-# a ~10^21-parameter adapter or keeps one training for ever.
-MAX_LORA_RANK = 4096
-MAX_EPOCHS = 10_000
-
-
-def _int_in(value: Any, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_values(sections: Mapping[str, Mapping[str, Any]]) -> list[FieldError]:
-    errors: list[FieldError] = []
-
-    def bad(section: str, key: str, expected: str, hint: str = "") -> None:
-        errors.append(FieldError(f"{ROOT}.{section}.{key}", sections[section][key], f"must be {expected}", hint))
-
-    def get(section: str, key: str) -> Any:
-        return sections.get(section, {}).get(key)
-
-    lora = sections.get("LoraConfig", {})
-    if "r" in lora and not _int_in(lora["r"], 1, MAX_LORA_RANK):
-        bad("LoraConfig", "r", f"a positive integer, at most {MAX_LORA_RANK}", "common ranks are 8 to 64")
-    if "lora_alpha" in lora and not (isinstance(lora["lora_alpha"], (int, float)) and lora["lora_alpha"] > 0):
-        bad("LoraConfig", "lora_alpha", "a positive number")
-    if "lora_dropout" in lora and not (isinstance(lora["lora_dropout"], (int, float))
-                                       and 0 <= lora["lora_dropout"] < 1):
-        bad("LoraConfig", "lora_dropout", "a number in [0, 1)")
-    tm = lora.get("target_modules")
-    if "target_modules" in lora and not (
-            (isinstance(tm, str) and tm) or (isinstance(tm, list) and tm and all(isinstance(m, str) and m for m in tm))):
-        bad("LoraConfig", "target_modules", "a non-empty list of module names (or 'all-linear')")
-    ta = sections.get("TrainingArguments", {})
-    for key, high in (("per_device_train_batch_size", 4096), ("gradient_accumulation_steps", 65536)):
-        if key in ta and not _int_in(ta[key], 1, high):
-            bad("TrainingArguments", key, f"a positive integer, at most {high}")
-    for key in ("num_train_epochs", "learning_rate"):
-        if key in ta and not (isinstance(ta[key], (int, float)) and not isinstance(ta[key], bool) and ta[key] > 0
-                              and ta[key] != float("inf")):
-            bad("TrainingArguments", key, "a positive number")
-    if _number(ta.get("num_train_epochs")) and ta["num_train_epochs"] > MAX_EPOCHS:
-        bad("TrainingArguments", "num_train_epochs", f"at most {MAX_EPOCHS}", "a GPU node runs until it finishes")
-    if ta.get("push_to_hub"):
-        bad("TrainingArguments", "push_to_hub", "false", "kaito publishes the adapter to tuning.output itself")
-    for key in ("deepspeed", "fsdp"):
-        if ta.get(key):
-            bad("TrainingArguments", key, "unset", "kaito's recipe trains on one node without DeepSpeed/FSDP")
-    for section, key in (("ModelConfig", "torch_dtype"), ("ModelConfig", "dtype"),
-                         ("QuantizationConfig", "bnb_4bit_compute_dtype")):
-        value = get(section, key)
-        if value is not None and value not in DTYPES:
-            bad(section, key, f"one of {list(DTYPES)}")
-    qt = get("QuantizationConfig", "bnb_4bit_quant_type")
-    if qt is not None and qt not in QUANT_TYPES:
-        bad("QuantizationConfig", "bnb_4bit_quant_type", f"one of {list(QUANT_TYPES)}")
-    qm = get("QuantizationConfig", "quant_method")
-    if qm is not None and qm != "bitsandbytes":
-        bad("QuantizationConfig", "quant_method", "'bitsandbytes'", "QLoRA here quantizes with bitsandbytes")
-    split = get("DatasetConfig", "train_test_split")
-    if split is not None and not (0 < split <= 1):
-        bad("DatasetConfig", "train_test_split", "a fraction in (0, 1]", "1 trains on all rows; 0.8 holds out 20%")
-    msl = get("DatasetConfig", "max_seq_length")
-    if msl is not None and not msl >= 8:
-        bad("DatasetConfig", "max_seq_length", "an integer >= 8")
-    rt = get("DataCollator", "return_tensors")
-    if rt is not None and rt != "pt":
-        bad("DataCollator", "return_tensors", "'pt'")
-    pm = get("DataCollator", "pad_to_multiple_of")
-    if pm is not None and not pm > 0:
-        bad("DataCollator", "pad_to_multiple_of", "a positive integer")
-    return errors
 
 
 DEFAULT_RECIPE = TuningRecipe(target_modules=("all-linear",))
