@@ -22,7 +22,7 @@ from kaito_core.operator.drift import drift_status
 from kaito_core.operator.kube import ApiError, KubeClient
 from kaito_core.operator.settings import Settings
 from kaito_core.reconcile import Observed, Plan, invalid, names, plan_workspace
-from kaito_core.reconcile.status import Event
+from kaito_core.reconcile.status import Event, refused as refused_status
 from kaito_core.types import ProvisionerContext
 
 log = logging.getLogger("kaito.operator")
@@ -215,9 +215,14 @@ class Reconciler:
             for kind in ("StatefulSet", "Job"):
                 self.forget_object(memo_key, kind, ws.name)
         notes: list[str] = []
+        failures: dict[str, tuple[int | None, str]] = {}
         for obj in final.objects:
             key = f"{obj['kind']}/{obj['metadata']['name']}"
-            actions[key] = self._apply_one(ws, obj, final.uid, memo_key, verify, notes, events)
+            actions[key] = self._apply_one(ws, obj, final.uid, memo_key, verify, notes, events, failures)
+        if failures:
+            status, refusal_events = refused_status(status, failures, mode=ws.mode, now=now,
+                                             previous=ws.status.to_k8s() if ws.status else None)
+            events.extend(refusal_events)
         if notes:
             status = drift_status(status, notes, actions, self.settings.drift, now)
             reason = "DriftReverted" if self.settings.drift == "revert" else "Drifted"
@@ -225,7 +230,7 @@ class Reconciler:
         return Outcome(status, events, final, actions)
 
     def _apply_one(self, ws: Any, obj: Mapping[str, Any], uid: str, memo_key: str, verify: bool,
-                   notes: list[str], events: list[Event]) -> str:
+                   notes: list[str], events: list[Event], failures: dict[str, tuple[int | None, str]]) -> str:
         key = f"{obj['kind']}/{obj['metadata']['name']}"
         digest = object_digest(obj)
         if not verify and self._applied.get((memo_key, key)) == digest:
@@ -235,7 +240,8 @@ class Reconciler:
             action = apply_object(self.kube, obj, uid, drift=self.settings.drift, notes=notes, digest=digest)
         except ApiError as exc:
             action = "error"
-            events.append(Event("Warning", "ApplyFailed", f"{key}: {exc}"))
+            body = exc.body if isinstance(exc.body, dict) else {}
+            failures[key] = (exc.status, str(body.get("message") or exc))
             log.warning("workspace %s/%s: cannot apply %s: %s", ws.namespace, ws.name, key, exc)
         with self._guard:
             if action in ("created", "updated", "unchanged", "reverted", "adopted"):

@@ -61,6 +61,7 @@ class State:
     pods_gone: set = set()  # of those, the ones a re-list no longer has (stale in kopf's index)
     releases: ReleaseTracker = ReleaseTracker()
     diffbase: MemoryDiffBase = MemoryDiffBase()  # kopf's last handled essence per Workspace
+    refusals: dict[str, int] = {}  # "ns/name" -> passes in a row where the API server refused a child
 
 
 STATE = State()
@@ -138,6 +139,9 @@ async def _pass(body: Any, trigger: str, kaito_pods: Any, verify: bool = True) -
         metrics.reconciled(trigger, time.monotonic() - started)
     if any(v == "error" for v in outcome.actions.values()):
         metrics.error("ApplyFailed")
+        STATE.refusals[_key(body)] = min(STATE.refusals.get(_key(body), 0) + 1, 6)
+    else:
+        STATE.refusals.pop(_key(body), None)
     if any(c.get("reason") == "ProvisioningError" for c in outcome.status.get("conditions") or []):
         metrics.error("ProvisioningError")
     metrics.workspace_state(_key(body), outcome.status.get("state"))
@@ -349,7 +353,9 @@ async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any)
         while not stopped:
             _track_byo(key, body)
             try:
-                await asyncio.wait_for(ev.wait(), timeout=resync)
+                # a refused child is tried again with backoff (2, 4, ... s), not only at the resync
+                refusals = STATE.refusals.get(key, 0)
+                await asyncio.wait_for(ev.wait(), timeout=min(resync, 2.0 ** refusals) if refusals else resync)
                 woke = True
                 # Changes come in bursts (a node and its claim; a pod and its StatefulSet):
                 # one pass for the burst.
@@ -372,6 +378,7 @@ async def watch(body: kopf.Body, stopped: Any, kaito_pods: kopf.Index, **_: Any)
     finally:
         STATE.wakeups.drop(key, ev)
         STATE.wakeups.selectors.pop(key, None)
+        STATE.refusals.pop(key, None)
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             STATE.diffbase.forget(body)  # also when the finalizer goes without our delete handler
 

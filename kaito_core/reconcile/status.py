@@ -32,7 +32,7 @@ R_OOM_KILLED = "ContainerOOMKilled"
 # Reasons that get a Warning event when a condition turns False with them.
 PROBLEMS = {"ImagePullError", "CrashLoopBackOff", "PodUnschedulable", "ContainerConfigError", "ProvisioningError",
             "ProvisioningFailed", "JobFailed", "SizingFailed", "InvalidWorkspace", "NodeNotReady",
-            "InsufficientGPUs", "PodFailed", R_OOM_KILLED}
+            "InsufficientGPUs", "PodFailed", R_OOM_KILLED, "ApplyFailed"}
 
 
 @dataclass(frozen=True)
@@ -314,3 +314,53 @@ def conditions_by_type(status: Mapping[str, Any] | None) -> dict[str, Mapping[st
 
 
 __all__: Sequence[str] = ("Event", "build", "failed", "stamp", "same", "pod_problem", "conditions_by_type")
+
+
+# -- children the API server refused --------------------------------------------------------
+
+R_APPLY_FAILED = "ApplyFailed"
+WORKLOAD_KINDS = ("StatefulSet", "Job")
+
+
+def _refusal_hint(code: int | None) -> str:
+    if code == 403:
+        return ("the operator's ServiceAccount may lack the permission, or a ResourceQuota or policy refused it "
+                "(kubectl describe resourcequota; the operator's ClusterRole)")
+    if code in (400, 422):
+        return ("an admission policy or this cluster's schema refused the object; the message says which field "
+                "(kubectl get events; the Workspace's spec or the cluster's policies)")
+    return "retrying with backoff"
+
+
+def refused(status: Mapping[str, Any], failures: Mapping[str, tuple[int | None, str]], *, mode: str,
+            previous: Mapping[str, Any] | None, now: str) -> tuple[dict[str, Any], list[Event]]:
+    """``status`` with the children the API server refused (``failures``: ``"Kind/name"`` ->
+    (HTTP code, message)) on the conditions they belong to: the workload's (InferenceReady or
+    JobStarted) when the StatefulSet or Job was refused, and WorkspaceSucceeded for any child.
+    Upstream KAITO puts the creation error on WorkspaceSucceeded too; an Event alone scrolls
+    away. One Warning Event per new refusal (not one per retry)."""
+    out = dict(status)
+    lines = [f"{key}: HTTP {code or '?'}: {msg}; {_refusal_hint(code)}" for key, (code, msg) in sorted(failures.items())]
+    message = ("the API server refused " + " | ".join(lines))[:1000]
+    workload = [k for k in failures if k.split("/")[0] in WORKLOAD_KINDS]
+    touched = {WORKSPACE_SUCCEEDED} | ({JOB_STARTED if mode == "tuning" else INFERENCE_READY} if workload else set())
+    before = {c.get("type"): c for c in ((previous or {}).get("conditions") or [])}
+    conditions = []
+    for c in out.get("conditions") or []:
+        c = dict(c)
+        if c.get("type") in touched:
+            old = before.get(c["type"]) or {}
+            kept = old.get("status") == "False" and old.get("lastTransitionTime")
+            c.update(status="False", reason=R_APPLY_FAILED, message=message,
+                     lastTransitionTime=old["lastTransitionTime"] if kept else now)
+        conditions.append(c)
+    out["conditions"] = conditions
+    permanent = any(code in (400, 403, 422) for key, (code, _) in failures.items() if key in workload)
+    if permanent:
+        out["state"] = "Failed"
+    elif out.get("state") in ("Ready", "Succeeded", "Running"):
+        out["state"] = "NotReady"
+    old_msg = (before.get(WORKSPACE_SUCCEEDED) or {})
+    events = [] if (old_msg.get("reason") == R_APPLY_FAILED and old_msg.get("message") == message) else [
+        Event("Warning", R_APPLY_FAILED, message)]
+    return out, events

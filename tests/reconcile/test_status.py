@@ -203,3 +203,25 @@ def test_tuning_job_states(registry):
     assert s == "Succeeded" and c["WorkspaceSucceeded"]["status"] == "True"
     s, c = state({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]})
     assert s == "Failed" and c["WorkspaceSucceeded"]["reason"] == "JobFailed"
+
+
+def test_refused_children_land_on_their_conditions_once():
+    from kaito_core.reconcile.status import refused
+
+    base = {"state": "Ready", "conditions": [
+        {"type": t, "status": "True", "reason": "ok", "message": "", "lastTransitionTime": "t0"}
+        for t in ("ResourceReady", "InferenceReady", "WorkspaceSucceeded")]}
+    svc = {"Service/ws": (403, 'services "ws" is forbidden: exceeded quota')}
+    first, events = refused(base, svc, mode="inference", previous=base, now="t1")
+    by = {c["type"]: c for c in first["conditions"]}
+    assert by["InferenceReady"]["status"] == "True"  # the pods serve; only the Service is missing
+    assert by["WorkspaceSucceeded"]["reason"] == "ApplyFailed" and by["WorkspaceSucceeded"]["lastTransitionTime"] == "t1"
+    assert "Service/ws: HTTP 403: services \"ws\" is forbidden: exceeded quota" in by["WorkspaceSucceeded"]["message"]
+    assert first["state"] == "NotReady" and [e.reason for e in events] == ["ApplyFailed"]
+    again, events = refused(base, svc, mode="inference", previous=first, now="t2")
+    assert events == []  # the same refusal on the next retry: no second Event
+    assert {c["type"]: c for c in again["conditions"]}["WorkspaceSucceeded"]["lastTransitionTime"] == "t1"
+    job = {"Job/ws": (422, "spec.template: Invalid value")}
+    tuned, events = refused(base, job, mode="tuning", previous=first, now="t3")
+    assert tuned["state"] == "Failed" and len(events) == 1  # a new message: a new Event
+    assert base["conditions"][2]["reason"] == "ok"  # the input is not changed
