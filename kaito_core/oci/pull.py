@@ -107,9 +107,19 @@ def _pull_files(client: Registry, layers: list[dict], stage: Path, budget: Budge
             target.parent.mkdir(parents=True, exist_ok=True)
             budget.take(layer["size"], repr(title))
             client.fetch_blob(layer["digest"], layer["size"], target)
-    if not any(out.iterdir()):
+    entries = list(out.iterdir())
+    if not entries:
+        zstd = [layer.get("mediaType") for layer in layers if str(layer.get("mediaType", "")).endswith("zstd")]
+        if zstd:
+            raise OCIError(f"cannot pull {client.ref.text}: its layers are zstd-compressed ({zstd[0]}), which kaito "
+                           "does not unpack; push them as tar or tar+gzip (docker's default)")
         raise OCIError(f"cannot pull {client.ref.text}: the artifact has no titled layers and is not an image with "
                        "a /data folder (push files with 'oras push REF file...' so each layer carries its name)")
+    if len(entries) == 1 and entries[0].name == layout.DATA_DIR and entries[0].is_dir() \
+            and not entries[0].is_symlink() and all(layout.is_dir_layer(layer) for layer in layers):
+        # upstream's adapter tarball (data/adapter_config.json, ...) pushed with `oras push` and an
+        # artifact config: the files are under data/, as in the image layout
+        return entries[0]
     return out
 
 

@@ -36,7 +36,7 @@ class Example:
     """One usable row: a conversation (loss on assistant turns) or a plain text (loss on all)."""
 
     source: str  # "file.jsonl row 3"
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     text: str | None = None
 
 
@@ -119,6 +119,7 @@ def _sniff(path: Path) -> str | None:
             tail = f.read(4) if path.stat().st_size >= 8 else b""
     except OSError:
         return None
+    head = head.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM
     if head.startswith(b"PAR1") and tail == b"PAR1":
         return "parquet"
     if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
@@ -141,9 +142,25 @@ def format_of(path: Path, override: str | None = None) -> str:
     if fmt is None:
         raise DataError(f"{path}: unknown data format; name it .csv, .json, .jsonl, .parquet or .arrow, "
                         "or set DatasetConfig.dataset_extension")
-    if fmt == "json" and _sniff(path) == "jsonl":
-        fmt = "jsonl"  # ".json" files holding one object per line, as datasets writes them
+    if path.suffix.lower() not in (".jsonl", ".ndjson") and fmt in ("json", "jsonl") and _sniff(path) == "jsonl":
+        # ".json" files holding one object per line, as datasets writes them; or one
+        # pretty-printed object (its first line is just "{")
+        fmt = "jsonl" if _first_line_is_json(path) else "json"
     return fmt
+
+
+def _first_line_is_json(path: Path) -> bool:
+    """One object per line, or one pretty-printed document (whose first line is just ``{``)?"""
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                line = raw.removeprefix(b"\xef\xbb\xbf").strip()
+                if line:
+                    json.loads(line)
+                    return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def read_rows(path: Path, fmt: str) -> tuple[list[str], Iterator[tuple[str, Any]]]:
@@ -213,7 +230,7 @@ def _content(value: Any) -> str:
     raise Malformed(f"bad content: expected a string, got {type(value).__name__}")
 
 
-def to_messages(value: Any) -> list[dict[str, str]]:
+def to_messages(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -235,8 +252,21 @@ def to_messages(value: Any) -> list[dict[str, str]]:
         content = m.get("content")
         if content is None:
             content = ""
-        out.append({"role": role, "content": _content(content)})
-    if not any(m["role"] == "assistant" and m["content"].strip() for m in out):
+        msg: dict[str, Any] = {"role": role, "content": _content(content)}
+        # OpenAI tool use: the calls an assistant turn makes and the id/name a tool result
+        # answers go to the chat template too (upstream hands the whole message list to
+        # apply_chat_template); dropping them would teach an empty answer instead of the call.
+        calls = m.get("tool_calls")
+        if calls:
+            if role != "assistant" or not isinstance(calls, list):
+                raise Malformed(f"bad messages: message {k} has tool_calls; only an assistant message can, "
+                                "as a list of {type, function: {name, arguments}} objects")
+            msg["tool_calls"] = calls
+        for key in ("tool_call_id", "name"):
+            if isinstance(m.get(key), str) and m[key]:
+                msg[key] = m[key]
+        out.append(msg)
+    if not any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in out):
         raise Malformed("no assistant message: nothing to learn from (add an assistant turn)")
     return out
 

@@ -66,6 +66,28 @@ def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tup
     return full, spans
 
 
+def _call_name(call: Any) -> str | None:
+    fn = call.get("function") if isinstance(call, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _check_tool_calls(ex: Example, text: str) -> None:
+    """A template that ignores ``tool_calls`` renders the turn empty: training on it would teach
+    the model to answer nothing where it should call a tool."""
+    for k, m in enumerate(ex.messages or ()):
+        for call in m.get("tool_calls") or ():
+            name = _call_name(call)
+            if name is None:
+                raise DataError(f"{ex.source}: message {k} has a tool call without function.name; expected "
+                                "{type: function, function: {name, arguments}}")
+            if name not in text:
+                raise DataError(f"{ex.source}: the chat template does not render tool_calls (message {k} calls "
+                                f"{name!r}, which the rendered conversation never mentions); set "
+                                "ModelConfig.chat_template to a template that renders tool calls, or remove "
+                                "tool-call turns from the data")
+
+
 class Encoder:
     def __init__(self, tokenizer: Any, max_length: int):
         self.tok = tokenizer
@@ -85,6 +107,7 @@ class Encoder:
                 raise DataError(f"{ex.source}: chat records need a chat template, and the tokenizer has none; "
                                 "set ModelConfig.chat_template")
             text, spans = assistant_spans(self.tok, ex.messages)
+            _check_tool_calls(ex, text)
         else:
             eos = self.tok.eos_token or ""
             text = ex.text + (eos if eos and not ex.text.endswith(eos) else "")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,13 @@ def pull_adapter(image: str, dest: str | Path, **kwargs: Any) -> Path:
     from kaito_core.tuning.output import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     dest = Path(dest)
-    pull(image, dest, what="adapter image", **kwargs)
+    created = not dest.exists()
+    pulled = pull(image, dest, what="adapter image", **kwargs)
     missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (dest / f).is_file()]
     if missing:
-        raise FetchError(f"adapter image {image}: no {', '.join(missing)} in it; is it a LoRA adapter?")
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)  # nothing half-made is left behind
+        found = ", ".join(str(f.relative_to(dest)) for f in pulled[:5]) or "no files"
+        raise FetchError(f"adapter image {image}: no {', '.join(missing)} in it (it holds {found}); is it a LoRA "
+                         "adapter? Upstream's layout is /data/adapter_config.json and /data/adapter_model.safetensors")
     return dest

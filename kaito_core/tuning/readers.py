@@ -64,7 +64,7 @@ def _csv_batches(path: Path):
 
     # Every column as text: a CSV cell "007" stays "007", a messages cell stays JSON.
     with open(path, "rb") as f:
-        header = f.readline().decode("utf-8", "replace")
+        header = f.readline().decode("utf-8-sig", "replace")  # pyarrow skips a BOM; so must the names
     names = next(csv.reader([header]), [])
     reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
         column_types={n: pa.string() for n in names}, strings_can_be_null=False),
@@ -93,9 +93,14 @@ def _arrow_batches(path: Path):
     return list(reader.schema.names), reader
 
 
+BOM = b"\xef\xbb\xbf"  # Windows tools start UTF-8 text with it; json.loads refuses it
+
+
 def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
             try:
                 yield n, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -131,7 +136,7 @@ def _read_jsonl(path: Path):
 
 def _read_json(path: Path):
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"cannot read {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
@@ -139,6 +144,8 @@ def _read_json(path: Path):
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     del text
+    if isinstance(data, dict) and "messages" in data:
+        data = [data]  # one conversation, pretty-printed
     if isinstance(data, dict):
         # {"data": [...]} or a column-oriented {"col": [values...]}
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
