@@ -32,15 +32,10 @@ PUSH_SECRET_DIR = "/var/run/secrets/kaito/push"
 # A node drain waits this long at most; the pod exits as soon as the checkpoint is written.
 TERMINATION_GRACE_S = 120
 
-# Downloads each URL into /mnt/data with the standard library only (any Python image).
-FETCH_SCRIPT = (
-    "import os, sys, urllib.parse, urllib.request\n"
-    "for i, url in enumerate(sys.argv[1:]):\n"
-    "    base = os.path.basename(urllib.parse.urlparse(url).path) or 'data'\n"
-    "    dest = os.path.join(os.environ['DATA_DIR'], f'{i:03d}-{base}')\n"
-    "    print('fetching', url, '->', dest, flush=True)\n"
-    "    urllib.request.urlretrieve(url, dest)\n"
-)
+# Downloads each URL into /mnt/data with the recipe's own downloader: a name that resolves to
+# a private or metadata address (or redirects to one) is refused, as `kaito tune --data URL`
+# refuses it; admission can only check the URL's text. Retries, size limit, atomic files.
+FETCH_COMMAND = ["python", "-m", "kaito_core.tuning.fetch"]
 
 
 def training_config(ctx: Context) -> dict[str, Any]:
@@ -66,7 +61,7 @@ def _data(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
               "securityContext": pods.container_security(),
               "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}
     if src.urls:
-        init = {"name": "data-fetch", "image": ctx.image, "command": ["python", "-c", FETCH_SCRIPT],
+        init = {"name": "data-fetch", "image": ctx.image, "command": list(FETCH_COMMAND),
                 "args": list(src.urls), "env": [{"name": "DATA_DIR", "value": DATA_DIR}], **common}
     else:
         # A data image is an OCI artifact (files as layers, as `oras push` makes them): pulled

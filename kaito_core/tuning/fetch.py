@@ -243,3 +243,33 @@ def _stream_to_file(resp, final: Path, *, max_bytes: int, url: str, expected_sha
         raise
     log.info("downloaded %s -> %s (%d bytes, sha256 %s)", _redact(url), final.name, size, digest.hexdigest())
     return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kaito_core.tuning.fetch URL...``: the tuning Job's data-fetch init container.
+    Each URL lands in ``$DATA_DIR`` (default ``.``) as ``NNN-name``, with the guards above (a
+    public name that resolves to a private or metadata address, or redirects to one, is refused;
+    ``urllib.request.urlretrieve`` would have fetched it), retries and the size limit."""
+    import sys
+
+    from kaito_core.tuning.cli import setup_logging
+
+    setup_logging()
+    urls = list(sys.argv[1:] if argv is None else argv)
+    if not urls:
+        print("error: give the URLs to download (the Workspace's tuning.input.urls)", file=sys.stderr)
+        return 2
+    dest = os.environ.get("DATA_DIR") or "."
+    try:
+        for i, url in enumerate(urls):
+            download(url, dest, index=i)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
