@@ -35,6 +35,10 @@ from kaito_core.runtime.constraints import Constraint
 from kaito_core.runtime.errors import APIError
 
 MAX_CACHED = 128            # compiled grammars kept (each holds its lexer tables)
+# ... and at most this much schema text among them: a compiled grammar's tables grow with its
+# spec (measured: a 600 KB enum of 60,000 values holds 22 MB), so 128 hostile schemas near the
+# body limit would have kept gigabytes; typical schemas of a few KB still fill all 128 places
+MAX_CACHED_SPEC_BYTES = 4 * 2**20
 # vLLM's default (disable_any_whitespace False): whitespace between JSON tokens is allowed, so a
 # model that writes pretty-printed JSON is not pushed off its usual distribution.
 # ``disable_any_whitespace`` (per request here; server-wide in vLLM too) makes the JSON compact.
@@ -96,6 +100,7 @@ class Grammars:
         self._lock = threading.Lock()
         self._ll_tokenizer: Any = None
         self._cache: OrderedDict[str, Any] = OrderedDict()   # key -> compiled matcher, or why not (str)
+        self._cached_bytes = 0      # total length of the cache's keys
 
     def _ll(self, llg: Any, constraint: Constraint) -> Any:
         with self._lock:
@@ -132,16 +137,24 @@ class Grammars:
                 self._cache.move_to_end(key)
         if hit is None:
             hit = self._build(llg, ll_tok, constraint.kind, spec, _COMPACT if constraint.compact else _FLEXIBLE)
-            with self._lock:
-                self._cache[key] = hit
-                while len(self._cache) > MAX_CACHED:
-                    self._cache.popitem(last=False)
+            self._keep(key, hit)
         if isinstance(hit, str):  # a refused constraint is cached too: resending it costs no compile
             what = _WHAT.get(constraint.kind, "a JSON Schema this server can follow")
             raise APIError(400, f"'{constraint.param}' is not {what}: {hit}; fix it ({_HELP[constraint.kind]})",
                            param=constraint.param, code="invalid_schema" if "json" in constraint.kind
                            else "invalid_grammar")
         return hit
+
+    def _keep(self, key: str, compiled: Any) -> None:
+        """Cache ``compiled`` under ``key``, evicting the least recently used entries beyond
+        :data:`MAX_CACHED` entries or :data:`MAX_CACHED_SPEC_BYTES` of keys."""
+        with self._lock:
+            if key not in self._cache:
+                self._cached_bytes += len(key)
+            self._cache[key] = compiled
+            while self._cache and (len(self._cache) > MAX_CACHED or self._cached_bytes > MAX_CACHED_SPEC_BYTES):
+                old, _ = self._cache.popitem(last=False)
+                self._cached_bytes -= len(old)
 
     @staticmethod
     def _build(llg: Any, ll_tok: Any, kind: str, spec: Any, options: dict) -> Any:

@@ -244,6 +244,9 @@ def parse_messages(value: Any, param: str = "messages") -> list[dict[str, Any]]:
         if role not in ROLES:
             extra = " (legacy function messages: send role 'tool')" if role == "function" else ""
             raise bad_param(f"{where}.role", role, f"one of {list(ROLES)}{extra}")
+        name = msg.get("name")
+        if name is not None and not isinstance(name, str):  # OpenAI's and vLLM's schema: a string
+            raise bad_param(f"{where}.name", name, "a string (the participant's name)", code="invalid_type")
         calls = template_message(msg, where)
         if "content" not in msg or msg["content"] is None:
             if role != "assistant" or "tool_calls" not in calls:  # a tool-calling turn may have no text

@@ -71,6 +71,32 @@ def test_a_regex_the_grammar_engine_gives_up_on_is_a_400_naming_it(client):
     assert "guided_regex" in str(err.value)
 
 
+def test_a_message_name_must_be_a_string(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tiny-llama", max_tokens=2,
+                                       messages=[{"role": "user", "content": "x", "name": {"a": 1}}])
+    refused(err.value, 400, "messages[0].name")
+
+
+def test_compiled_grammars_kept_are_bounded_by_their_schemas_size(server, monkeypatch):
+    """A compiled grammar's tables grow with its schema: the cache holds at most
+    MAX_CACHED_SPEC_BYTES of schema text, however many distinct big schemas arrive."""
+    from kaito_core.runtime import grammar
+    from kaito_core.runtime.constraints import Constraint
+    from kaito_core.runtime.grammar import Grammars
+
+    service = server.service
+    grammars = Grammars(service.loaded.tokenizer, service.loaded.vocab_size, service.loaded.eos_ids)
+    monkeypatch.setattr(grammar, "MAX_CACHED_SPEC_BYTES", 30_000)
+    schemas = [{"enum": [f"v{k}-{i}" for i in range(1000)]} for k in range(6)]  # ~10 KB each
+    for schema in schemas:
+        grammars.compile(Constraint("json_schema", schema, "guided_json"))
+    assert 1 <= len(grammars._cache) <= 3
+    assert grammars._cached_bytes == sum(len(k) for k in grammars._cache) <= 30_000
+    last = Constraint("json_schema", schemas[-1], "guided_json")
+    assert grammars.compile(last) is grammars.compile(last)  # the newest stays cached
+
+
 # -- raw HTTP: what the client cannot send ---------------------------------------------------
 
 
