@@ -1,0 +1,360 @@
+"""Hostile inputs a user or a cluster hands the tuning path, each pinned after it was found broken:
+half-written checkpoints, data edited in place, unusable work dirs, YAML tricks in
+training_config.yaml, BOMs and pretty-printed JSON, tool calls, adapter artifacts pushed with
+oras, zstd layers, and data URLs that only resolve to private addresses (the Job's init container)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kaito_core.api.training.config import parse_training_config
+from kaito_core.api.training.errors import DataError, FetchError, OutputError, TuningConfigError
+from kaito_core.tuning import checkpoints, run
+from kaito_core.tuning.data import find_data_files, load_examples, scan
+from tests.tuning.helpers import chat_rows
+
+MESSAGES = [{"role": "user", "content": "What is the capital of Peru?"},
+            {"role": "assistant", "content": "Lima."}]
+SAVE_EVERY_2 = {"training_config": {
+    "TrainingArguments": {"max_steps": 4, "save_strategy": "steps", "save_steps": 2,
+                          "per_device_train_batch_size": 2},
+    "DatasetConfig": {"train_test_split": 1, "max_seq_length": 64}}}
+
+
+# --- checkpoints a killed pod left half written ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def interrupted_work(tiny_models, chat_jsonl, tmp_path_factory):
+    """A work dir holding checkpoint-2 and checkpoint-4 of a run that is not marked completed
+    (what a pod stopped before its last step leaves on the volume)."""
+    work = tmp_path_factory.mktemp("work")
+    run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=SAVE_EVERY_2,
+        output=str(work.parent / "first-adapter"), work_dir=str(work), progress="none")
+    record = work / "checkpoints" / "kaito-run.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "completed": False}))
+    return work
+
+
+def _copy(work: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(work, tmp_path / "work"))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda c: (c / "trainer_state.json").write_text('{"global_st'), "trainer_state.json is unreadable"),
+    (lambda c: os.truncate(c / "adapter_model.safetensors", (c / "adapter_model.safetensors").stat().st_size - 9),
+     "adapter_model.safetensors is truncated"),
+    (lambda c: os.truncate(c / "optimizer.pt", 100), "optimizer.pt is truncated or damaged"),
+])
+def test_a_damaged_checkpoint_is_named(interrupted_work, tmp_path, damage, why):
+    work = _copy(interrupted_work, tmp_path)
+    newest = work / "checkpoints" / "checkpoint-4"
+    assert checkpoints.problem(newest) is None
+    damage(newest)
+    assert why in checkpoints.problem(newest)
+    (work / "checkpoints" / "checkpoint-9").mkdir()  # a save that never got its first file
+    found, broken = checkpoints.newest_whole(work / "checkpoints")
+    assert found == work / "checkpoints" / "checkpoint-2"
+    assert [p.name for p, _ in broken] == ["checkpoint-9", "checkpoint-4"]
+
+
+def test_a_half_written_checkpoint_is_set_aside_and_the_run_resumes_from_a_whole_one(
+        interrupted_work, tiny_models, chat_jsonl, tmp_path):
+    """Before: Trainer.train(resume_from_checkpoint=) died with a JSON/safetensors/zip traceback
+    on every retry of the Job. Now the newest whole checkpoint is resumed and the run finishes."""
+    work = _copy(interrupted_work, tmp_path)
+    os.truncate(work / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors", 100)
+    result = run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=SAVE_EVERY_2,
+                 output=str(tmp_path / "adapter"), work_dir=str(work), progress="none")
+    assert result.summary["resumed_from"].endswith("checkpoint-2")
+    assert result.summary["steps"] == 4
+    assert any("checkpoint-4 is incomplete" in n for n in result.summary["notes"])
+
+    asked = {**SAVE_EVERY_2["training_config"]["TrainingArguments"],
+             "resume_from_checkpoint": str(work / "checkpoints" / "checkpoint-4")}
+    (work / "checkpoints" / "checkpoint-4").mkdir(exist_ok=True)
+    (work / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{")
+    with pytest.raises(TuningConfigError, match="resume_from_checkpoint: cannot be resumed from: its "
+                                                "trainer_state.json is unreadable"):
+        run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)],
+            config={"training_config": {**SAVE_EVERY_2["training_config"], "TrainingArguments": asked}},
+            output=str(tmp_path / "adapter2"), work_dir=str(work), progress="none")
+    assert not (tmp_path / "adapter2").exists()
+
+
+def test_data_edited_in_place_is_other_data(tmp_path):
+    """The resume fingerprint hashed name and size: a row fixed without changing the file's
+    length resumed checkpoints trained on the old row. Now it hashes the bytes."""
+    from kaito_core.api.training.config import resolve
+    from kaito_core.tuning.train import fingerprint
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"messages": MESSAGES}) + "\n")
+    cfg = resolve(None, recipe=None, method="lora")
+    before = fingerprint(cfg, [data], "model")
+    data.write_text(data.read_text().replace("Lima.", "Cuzco"))  # same length
+    assert fingerprint(cfg, [data], "model") != before
+    os.utime(data, (1, 1))  # a new download of the same bytes (another mtime) is the same data
+    assert fingerprint(cfg, [data], "model") == fingerprint(cfg, [data], "model")
+
+
+# --- work dir and output ---------------------------------------------------------------------
+
+
+def test_an_unusable_work_dir_is_one_error_and_leaves_no_output_dir(tiny_models, chat_jsonl, tmp_path):
+    not_a_dir = tmp_path / "work"
+    not_a_dir.write_text("a file")
+    with pytest.raises(OutputError, match=r"work dir .*work \(--work-dir / KAITO_TUNING_WORK_DIR\) cannot be "
+                                          "used: it is not a directory"):
+        run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], output=str(tmp_path / "adapter"),
+            work_dir=str(not_a_dir), progress="none")
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_a_refused_push_leaves_no_output_dir(tiny_models, chat_jsonl, tmp_path):
+    with pytest.raises(OutputError, match="not reachable"):
+        run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], output=str(tmp_path / "adapter"),
+            output_image="127.0.0.1:9/adapters/x:1", progress="none")
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_the_job_command_prints_one_line_for_an_internal_error(monkeypatch, capsys, tmp_path):
+    """`python -m kaito_core.tuning` (the Job's command) let any exception that is not a
+    KaitoError out as a traceback; `kaito tune` already printed one line."""
+    from kaito_core.tuning import cli, recipe
+
+    def broken(_req):
+        raise RuntimeError("something kaito did not expect")
+
+    monkeypatch.setattr(recipe, "run", broken)
+    monkeypatch.delenv("KAITO_DEBUG", raising=False)
+    code = cli.main(["--model", str(tmp_path), "--data", str(tmp_path), "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err
+    assert "error: internal error in the tuning recipe: RuntimeError: something kaito did not expect" in err
+    assert "KAITO_DEBUG=1" in err
+
+
+# --- training_config.yaml ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("training_config:\n  TrainingArguments:\n    learning_rate: 1e-3\n    learning_rate: 2e-4\n",
+     "line 4, column 5: found duplicate key 'learning_rate' (first at line 3)"),
+    ("training_config:\n  LoraConfig: {r: 8}\n  LoraConfig: {r: 16}\n", "duplicate key 'LoraConfig'"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+     "training_config:\n  LoraConfig:\n    target_modules: *f\n", "billion laughs"),
+    ("kind: ConfigMap\ndata: {training_config.yaml: 'training_config: {}'}\n---\n"
+     "kind: ConfigMap\ndata: {training_config.yaml: 'training_config: {}'}\n",
+     "2 YAML documents and 2 of them hold a training configuration"),
+])
+def test_yaml_tricks_in_the_training_config_are_refused(text, needle):
+    with pytest.raises(TuningConfigError) as err:
+        parse_training_config(text)
+    assert needle in str(err.value)
+
+
+def test_null_means_unset_and_a_workspace_file_gives_its_configmap():
+    """`max_steps:` with no value reached TrainingArguments as None ("'>' not supported between
+    NoneType and int"); a file with the Workspace and its ConfigMap was "not valid YAML"."""
+    out = parse_training_config("training_config:\n  TrainingArguments:\n    max_steps:\n    save_steps: null\n"
+                                "    learning_rate: '2e-4'\n    num_train_epochs: \"3\"\n")
+    assert out == {"TrainingArguments": {"learning_rate": 2e-4, "num_train_epochs": 3.0}}
+    both = ("apiVersion: kaito.sh/v1beta1\nkind: Workspace\nmetadata: {name: w}\n---\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  training_config.yaml: |\n"
+            "    training_config:\n      LoraConfig: {r: 4}\n---\n")
+    assert parse_training_config(both) == {"LoraConfig": {"r": 4}}
+
+
+# --- data files ---------------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def test_files_written_by_windows_tools_and_pretty_printed_json(tmp_path):
+    """A UTF-8 BOM made every jsonl/json file fail on line 1 ("Unexpected UTF-8 BOM"); a
+    pretty-printed .json object was read as jsonl ("line 1: not valid JSON")."""
+    row = json.dumps({"messages": MESSAGES})
+    bom = b"\xef\xbb\xbf"
+    files = [
+        _write(tmp_path / "bom.jsonl", bom + f"{row}\r\n\r\n{row}\r\n".encode()),
+        _write(tmp_path / "bom.json", bom + json.dumps([{"messages": MESSAGES}] * 2).encode()),
+        _write(tmp_path / "pretty.json", json.dumps({"messages": MESSAGES}, indent=2)),
+        _write(tmp_path / "pretty-records.json", json.dumps({"data": [{"messages": MESSAGES}] * 2}, indent=2)),
+        _write(tmp_path / "download", bom + json.dumps({"messages": MESSAGES}, indent=2).encode()),
+        _write(tmp_path / "bom.csv", bom + b"prompt,completion\r\n007,\"multi\r\nline\"\r\n"),
+    ]
+    counts = {}
+    for f in files:
+        examples, summary = load_examples(find_data_files([f]), {})
+        counts[f.name] = summary.rows_used
+        assert all(e.messages[-1]["content"] for e in examples)
+    assert counts == {"bom.jsonl": 2, "bom.json": 2, "pretty.json": 1, "pretty-records.json": 2,
+                      "download": 1, "bom.csv": 1}
+    examples, _ = load_examples([files[-1]], {})
+    assert examples[0].messages == [{"role": "user", "content": "007"},
+                                    {"role": "assistant", "content": "multi\r\nline"}]
+
+
+TOOL_ROW = {"messages": [
+    {"role": "user", "content": [{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Lima?"}]},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Lima\"}"}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    {"role": "assistant", "content": "It is sunny in Lima."}]}
+TOOL_TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}{% for c in m.tool_calls or [] %}"
+                 "[call {{ c.function.name }} {{ c.function.arguments }}]{% endfor %}<|end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def test_tool_calls_reach_the_chat_template_and_are_learned(tiny_models, tmp_path):
+    """The assistant's tool call was dropped (content None -> ''), so the model was trained to
+    answer with an empty turn where it should call the tool."""
+    from transformers import AutoTokenizer
+
+    from kaito_core.tuning.encode import IGNORE, Encoder
+
+    data = _write(tmp_path / "tools.jsonl", json.dumps(TOOL_ROW) + "\n")
+    (example,), _ = load_examples([data], {})
+    assert example.messages[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert example.messages[2]["tool_call_id"] == "c1"
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    with pytest.raises(DataError, match="the chat template does not render tool_calls .*'get_weather'"):
+        Encoder(tok, 256).encode(example)  # the tiny model's template knows no tool calls
+    tok.chat_template = TOOL_TEMPLATE
+    row = Encoder(tok, 256).encode(example)
+    learned = tok.decode([t for t in row["labels"] if t != IGNORE])
+    assert "[call get_weather" in learned and "It is sunny in Lima." in learned
+    assert "sunny<|end|>" not in learned.replace("It is sunny in Lima.", "")  # the tool's answer is not
+
+
+def test_rows_without_anything_to_learn_are_named(tmp_path):
+    rows = [{"messages": MESSAGES},
+            {"messages": [{"role": "system", "content": "Only a system prompt."}]},
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": [{"type": "image_url"}]}]},
+            {"messages": [{"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f"}}]},
+                          {"role": "assistant", "content": "y"}]}]
+    data = _write(tmp_path / "bad.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    summary = scan([data], {"skip_malformed_rows": True})
+    assert (summary.rows_used, summary.rows_skipped) == (1, 4)
+    assert [s.split(": ", 1)[1] for s in summary.first_skipped] == [
+        "no assistant message: nothing to learn from (add an assistant turn)"] * 2 + [
+        "bad content: only text content parts can be trained on",
+        "bad messages: message 0 has tool_calls; only an assistant message can, as a list of {type, function: "
+        "{name, arguments}} objects"]
+
+
+# --- OCI artifacts --------------------------------------------------------------------------------
+
+
+def test_an_adapter_tarball_pushed_with_oras_pulls_as_an_adapter(registry, tmp_path):
+    """Upstream's layer (data/adapter_config.json, data/adapter_model.safetensors) pushed by
+    `oras push REF layer.tar.gz` with an artifact config unpacked to dest/data/... and the
+    adapter check failed, leaving the directory behind."""
+    from tests.oci.images import OCI_MANIFEST, OCI_TGZ, M, push_blob, put_manifest, tar
+
+    from kaito_core.tuning.oci import pull_adapter
+
+    layer = tar([M("data", kind="dir"), M("data/adapter_config.json", b'{"peft_type": "LORA"}'),
+                 M("data/adapter_model.safetensors", b"weights")])
+    repo = "adapters/oras-tarball"
+    put_manifest(registry.host, repo, "1", {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.unknown.artifact.v1",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", **push_blob(registry.host, repo, b"{}")},
+        "layers": [{"mediaType": OCI_TGZ, **push_blob(registry.host, repo, layer),
+                    "annotations": {"org.opencontainers.image.title": "layer.tar.gz"}}]}, OCI_MANIFEST)
+    pulled = pull_adapter(f"{registry.host}/{repo}:1", tmp_path / "adapter")
+    assert sorted(p.name for p in pulled.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+    data_only = tar([M("data/train.jsonl", b"{}\n")])
+    put_manifest(registry.host, "adapters/not-one", "1", {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", **push_blob(registry.host, "adapters/not-one", b"{}")},
+        "layers": [{"mediaType": OCI_TGZ, **push_blob(registry.host, "adapters/not-one", data_only),
+                    "annotations": {"org.opencontainers.image.title": "layer.tar.gz"}}]}, OCI_MANIFEST)
+    with pytest.raises(FetchError, match=r"no adapter_config.json, adapter_model.safetensors in it \(it holds "
+                                         r"train.jsonl\)"):
+        pull_adapter(f"{registry.host}/adapters/not-one:1", tmp_path / "not-one")
+    assert not (tmp_path / "not-one").exists()
+
+
+def test_zstd_layers_are_named(registry, tmp_path):
+    from tests.oci.images import OCI_CONFIG, OCI_MANIFEST, push_blob, put_manifest
+
+    from kaito_core.tuning.oci import pull
+
+    repo = "data/zstd"
+    put_manifest(registry.host, repo, "1", {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, **push_blob(registry.host, repo, b'{"rootfs": {}}')},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+                    **push_blob(registry.host, repo, b"\x28\xb5\x2f\xfd-not-really")}]}, OCI_MANIFEST)
+    with pytest.raises(FetchError, match="its layers are zstd-compressed .*push them as tar or tar\\+gzip"):
+        pull(f"{registry.host}/{repo}:1", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+# --- the Job's data-fetch init container ----------------------------------------------------------
+
+
+def test_the_jobs_data_fetch_refuses_private_addresses_and_downloads_public_ones(http_server, tmp_path):
+    """The init container ran urllib's urlretrieve: admission checks only the URL's text, so a
+    public name resolving (or redirecting) to a private or metadata address was fetched in the
+    cluster. It now runs kaito's guarded downloader, which `kaito tune --data URL` uses."""
+    from kaito_core.api import parse_workspace
+    from kaito_core.builtins.byo import PROVISIONER as BYO
+    from kaito_core.plugins import get_registry
+    from kaito_core.reconcile import Observed, plan
+    from kaito_core.reconcile.inputs import resolve
+
+    (http_server.root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat_rows()))
+    http_server.redirects["/public.jsonl"] = f"{http_server.url}/train.jsonl"
+    ws = parse_workspace({
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "fetch", "namespace": "default"},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+        "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora",
+                   "input": {"urls": ["https://data.example.com/public.jsonl"]},
+                   "output": {"volumeSource": {"persistentVolumeClaim": {"claimName": "out"}}}}})
+    inputs = resolve(ws, get_registry())
+    first = plan(ws, inputs.preset, inputs.requirement, BYO)
+    ready = Observed.nodes_ready(first.node_requests, inputs.requirement.gpus_per_node)
+    pod = plan(ws, inputs.preset, inputs.requirement, BYO, ready).workload["spec"]["template"]["spec"]
+    init = next(c for c in pod["initContainers"] if c["name"] == "data-fetch")
+    assert init["command"][:3] == ["python", "-m", "kaito_core.tuning.fetch"]
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    env.pop("KAITO_ALLOW_PRIVATE_URLS", None)
+    command = [sys.executable, *init["command"][1:]]
+    # The rendered URL, pointed at the test server: the host 127.0.0.1 is a loopback address.
+    url = f"{http_server.url}/public.jsonl"
+    done = subprocess.run([*command, url], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "resolves to 127.0.0.1, a loopback address" in done.stderr
+    assert not list((tmp_path / "data").glob("*"))
+    done = subprocess.run([*command, url], env={**env, "KAITO_ALLOW_PRIVATE_URLS": "1"}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "000-public.jsonl").read_text().count("\n") == len(chat_rows())
+
+
+def test_csv_cells_with_newlines_stay_whole(tmp_path):
+    """Quoted newlines as Python's csv module writes them (pyarrow's reader keeps them in the cell)."""
+    path = tmp_path / "q.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([["prompt", "completion"], ["a\nb", "c\nd"]])
+    examples, summary = load_examples([path], {})
+    assert summary.rows_used == 1 and examples[0].messages[1]["content"] == "c\nd"
