@@ -87,7 +87,7 @@ def register(app: FastAPI, ctx: Any) -> None:
         prep = await service.prepare_async(parsed)
         rid, created = R.new_id("chatcmpl"), int(time.time())
         if parsed.stream:
-            return stream(service, request, [prep], rid, created, chat=True)
+            return await stream(service, request, [prep], rid, created, chat=True)
         choices = await collect(service, request, [prep])
         want_lp = parsed.params.logprobs is not None
         call_id = functools.partial(R.new_id, "chatcmpl-tool")
@@ -111,7 +111,7 @@ def register(app: FastAPI, ctx: Any) -> None:
         preps = list(await asyncio.gather(*(service.prepare_async(p) for p in split_batch(parsed))))
         rid, created = R.new_id("cmpl"), int(time.time())
         if parsed.stream:
-            return stream(service, request, preps, rid, created, chat=False)
+            return await stream(service, request, preps, rid, created, chat=False)
         choices = await collect(service, request, preps)
         want_lp = parsed.params.logprobs is not None
         # echo + logprobs: the prompt's tokens carry their logprobs too (how harnesses score text)
@@ -139,14 +139,21 @@ def _prompt_tokens(preps: list[Prepared]) -> int:
     return sum(len(p.prompt_ids) for p in preps)
 
 
-def stream(service: Any, request: Request, preps: list[Prepared], rid: str, created: int,
-           chat: bool) -> StreamingResponse:
-    return StreamingResponse(_events(service, request, preps, rid, created, chat), media_type="text/event-stream",
+async def stream(service: Any, request: Request, preps: list[Prepared], rid: str, created: int,
+                 chat: bool) -> StreamingResponse:
+    # submitted before the 200 is sent: a full queue is a 503 with Retry-After (which clients
+    # retry), not a 200 whose stream carries the error. Once started, the generator's finally
+    # (run by asyncio's async-generator finalizer even if the response never iterates it)
+    # frees the request's sequences.
+    outputs = service.generate(preps, request.is_disconnected, announce=True)
+    await outputs.__anext__()
+    return StreamingResponse(_events(service, request, preps, rid, created, chat, outputs),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def _events(service: Any, request: Request, preps: list[Prepared], rid: str, created: int,
-                  chat: bool) -> AsyncIterator[bytes]:
+                  chat: bool, outputs: AsyncIterator[tuple[int, Any]]) -> AsyncIterator[bytes]:
     model, parsed = preps[0].model_id, preps[0].parsed
     want_lp = parsed.params.logprobs is not None
     total = parsed.n * len(preps)
@@ -164,7 +171,7 @@ async def _events(service: Any, request: Request, preps: list[Prepared], rid: st
         for i in range(parsed.n):
             yield sse(R.chat_chunk(rid, model, created, {"role": "assistant", "content": ""}, index=i), i)
     try:
-        async for i, out in service.generate(preps, request.is_disconnected):
+        async for i, out in outputs:
             tokens[i] = out.completion_tokens
             finish = finish_of(out)
             if chat:

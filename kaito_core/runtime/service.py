@@ -332,11 +332,13 @@ class TransformersService(AdapterAdmin):
         prep.grammars = rows
         return prep
 
-    async def generate(self, prep: Prepared | list[Prepared],
-                       is_disconnected: Any = None) -> AsyncIterator[tuple[int, Any]]:
+    async def generate(self, prep: Prepared | list[Prepared], is_disconnected: Any = None,
+                       announce: bool = False) -> AsyncIterator[tuple[int, Any]]:
         """Yield ``(choice index, Output)`` until every choice has finished: ``n`` per prepared
         prompt (several for a batched /v1/completions), indexed prompt by prompt as vLLM does.
-        Each choice is its own sequence in the batch; all are cancelled on exit."""
+        Each choice is its own sequence in the batch; all are cancelled on exit. ``announce``:
+        first yield ``(-1, None)`` once submitted, so a stream can be refused (503) before its
+        200 is sent."""
         from kaito_core.runtime.engine import EngineBusy, Sequence
         from kaito_core.runtime.textstream import Detokenizer
 
@@ -368,6 +370,8 @@ class TransformersService(AdapterAdmin):
         left = len(seqs)
         last_check = time.monotonic()
         try:
+            if announce:
+                yield -1, None
             while left:
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=0.25)

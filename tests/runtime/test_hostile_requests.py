@@ -253,3 +253,17 @@ def test_bad_requests_a_hang_up_and_a_stalled_reader_leave_eight_streams_intact(
         time.sleep(0.05)
     assert gauges == {"kaito_running_requests": 0.0, "vllm:num_requests_running": 0.0}
     assert 'code="500"' not in httpx.get(server.url + "/metrics").text
+
+
+def test_a_stream_refused_at_capacity_is_a_503_before_any_200(tiny_models, make_server):
+    """A full queue answers a stream as it answers any request: 503 with Retry-After (which the
+    OpenAI client retries), not a 200 whose stream carries the error."""
+    srv = make_server(model=str(tiny_models["llama"]), served_model_name="tiny-llama", max_queue=0)
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model="tiny-llama", messages=MSG, max_tokens=2, stream=True)
+    assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "1"
+    assert err.value.body["code"] == "overloaded"
+    r = httpx.post(srv.url + COMP, json={"prompt": "x", "max_tokens": 2, "stream": True})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded", r.text
+    assert 'kaito_running_requests 0.0' in httpx.get(srv.url + "/metrics").text
