@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from kaito_core.runtime import responses as R
-from kaito_core.runtime.errors import bad_param, missing_param
+from kaito_core.runtime.errors import APIError, bad_param, missing_param
 from kaito_core.runtime.options import OptionsError, check_adapter_name, check_strength
 
 
@@ -29,11 +29,30 @@ def admin_args(body: dict[str, Any], name_key: str, source_key: str | None) -> t
         raise missing_param(source_key, "an adapter directory or an OCI reference")
     if not isinstance(source, str) or not source:
         raise bad_param(source_key, source, "a directory path or an OCI reference", code="invalid_type")
+    value = body.get("strength", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # not "0.5", not true
+        raise bad_param("strength", value, "a number in [0, 1]", code="invalid_type")
     try:
-        strength = check_strength(body.get("strength", 1.0))
+        strength = check_strength(value)
     except OptionsError:
-        raise bad_param("strength", body.get("strength"), "a number in [0, 1]") from None
+        raise bad_param("strength", value, "a number in [0, 1]") from None
     return name, source, strength
+
+
+_VLLM_NAMES = {"name": "lora_name", "source": "lora_path"}
+
+
+async def as_vllm(call: Any) -> Any:
+    """Await ``call``; an error names vLLM's fields (``lora_name``, ``lora_path``), the ones
+    the client of ``/v1/load_lora_adapter`` sent, not the service's ``name``/``source``."""
+    try:
+        return await call
+    except APIError as exc:
+        new = _VLLM_NAMES.get(exc.param or "")
+        if new is not None:
+            exc.message = exc.message.replace(f"'{exc.param}'", f"'{new}'", 1)
+            exc.param = new
+        raise
 
 
 def register(app: FastAPI, ctx: Any) -> None:
@@ -51,13 +70,13 @@ def register(app: FastAPI, ctx: Any) -> None:
     @app.post("/v1/load_lora_adapter")
     async def load_lora(request: Request) -> dict[str, Any]:
         name, source, strength = admin_args(await admin_body(request), "lora_name", "lora_path")
-        info = await service.load_adapter(name, source, strength)
+        info = await as_vllm(service.load_adapter(name, source, strength))
         return {"status": "loaded", "adapter": adapter_card(info)}
 
     @app.post("/v1/unload_lora_adapter")
     async def unload_lora(request: Request) -> dict[str, Any]:
         name, _, _ = admin_args(await admin_body(request), "lora_name", None)
-        info = await service.unload_adapter(name)
+        info = await as_vllm(service.unload_adapter(name))
         return {"status": "unloaded", "adapter": adapter_card(info)}
 
     @app.get("/admin/adapters")

@@ -84,7 +84,7 @@ def test_load_use_unload_through_vllm_style_routes(keyed_server, adapters):
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="poet2", prompt="Hi", max_tokens=3)
     missing = httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "poet2"}, headers=key)
-    assert missing.status_code == 404 and missing.json()["error"]["param"] == "name"
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "lora_name"
 
 
 @pytest.mark.parametrize("body,param", [

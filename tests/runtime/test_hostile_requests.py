@@ -137,10 +137,24 @@ def test_kaito_chat_names_its_own_generate_kwargs(server):
     assert r.status_code == 200 and isinstance(r.json()["Result"], str), r.text
 
 
-def test_admin_strength_beyond_float_range(keyed_server, adapters):
+@pytest.mark.parametrize("strength", [10**400, "0.5", True])
+def test_admin_strength_must_be_a_number(keyed_server, adapters, strength):
     r = httpx.post(keyed_server.url + "/v1/load_lora_adapter", headers={"authorization": "Bearer s3cret"},
-                   json={"lora_name": "big", "lora_path": str(adapters["sql"]), "strength": 10**400})
+                   json={"lora_name": "big", "lora_path": str(adapters["sql"]), "strength": strength})
     assert r.status_code == 400 and r.json()["error"]["param"] == "strength", r.text
+
+
+def test_vllm_admin_routes_name_the_fields_the_client_sent(keyed_server, tmp_path):
+    key = {"authorization": "Bearer s3cret"}
+    r = httpx.post(keyed_server.url + "/v1/load_lora_adapter", headers=key,
+                   json={"lora_name": "tiny-llama", "lora_path": str(tmp_path)})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "lora_name", r.text
+    assert r.json()["error"]["message"].startswith("'lora_name' is 'tiny-llama'")
+    r = httpx.post(keyed_server.url + "/v1/load_lora_adapter", headers=key,
+                   json={"lora_name": "empty", "lora_path": str(tmp_path)})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path", r.text
+    r = httpx.post(keyed_server.url + "/admin/adapters", headers=key, json={"name": "empty", "source": str(tmp_path)})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "source", r.text
 
 
 # -- HTTP semantics ---------------------------------------------------------------------------
