@@ -54,3 +54,16 @@ def model_not_found(model: str, known: list[str]) -> APIError:
 def unauthorized(message: str = "missing or wrong API key: send 'Authorization: Bearer <key>'") -> APIError:
     return APIError(401, message, type="authentication_error", code="invalid_api_key",
                     headers={"WWW-Authenticate": "Bearer"})
+
+
+def generation_error(out: Any, constraint: Any = None) -> APIError:
+    """A request that failed alone: its own parameters (sampling, its output constraint) are a
+    400, anything else a 500. A grammar that compiled yet breaks mid-way is the constraint's
+    doing: llguidance builds its lexer lazily and gives up on e.g. ``a{1000000}`` at the first
+    token ("too many expressions constructed")."""
+    if out.error.startswith("sampling failed"):
+        return APIError(400, f"{out.error}", type="invalid_request_error", code="sampling_failed")
+    if out.error.startswith("grammar failed") and constraint is not None:
+        return APIError(400, f"'{constraint.param}' could not be followed: {out.error}; simplify it (smaller "
+                             "repetition counts, fewer alternatives)", param=constraint.param, code="invalid_grammar")
+    return APIError(500, f"generation failed: {out.error}", type="server_error", code="generation_failed")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from kaito_core.runtime.errors import APIError, bad_param, model_not_found
+from kaito_core.runtime.errors import APIError, bad_param, generation_error, model_not_found
 from kaito_core.runtime.loader import ModelLoadError
 from kaito_core.runtime.options import ServeOptions
 from kaito_core.runtime.protocol import ParsedRequest
@@ -74,19 +74,6 @@ def make_engine(opts: ServeOptions, loaded: Any, metrics: Any, forward_kwargs: A
 
 def _tagged(queue: asyncio.Queue, index: int, out: Any) -> None:
     queue.put_nowait((index, out))
-
-
-def generation_error(out: Any, constraint: Any = None) -> APIError:
-    """A request that failed alone: its own parameters (sampling, its output constraint) are a
-    400, anything else a 500. A grammar that compiled yet breaks mid-way is the constraint's
-    doing: llguidance builds its lexer lazily and gives up on e.g. ``a{1000000}`` at the first
-    token ("too many expressions constructed")."""
-    if out.error.startswith("sampling failed"):
-        return APIError(400, f"{out.error}", type="invalid_request_error", code="sampling_failed")
-    if out.error.startswith("grammar failed") and constraint is not None:
-        return APIError(400, f"'{constraint.param}' could not be followed: {out.error}; simplify it (smaller "
-                             "repetition counts, fewer alternatives)", param=constraint.param, code="invalid_grammar")
-    return APIError(500, f"generation failed: {out.error}", type="server_error", code="generation_failed")
 
 
 class TransformersService(AdapterAdmin):
@@ -279,6 +266,10 @@ class TransformersService(AdapterAdmin):
             return self.loaded.tokenizer.apply_chat_template(parsed.messages, chat_template=self.loaded.chat_template,
                                                              tools=parsed.tools.tools or None, tokenize=False,
                                                              **parsed.template)
+        except RecursionError:  # a tool schema (or tool-call arguments) nested too deep to render
+            param = "tools" if parsed.tools.tools else "messages"
+            raise APIError(400, f"'{param}' nests too deeply for the chat template to render; flatten it",
+                           param=param, code="invalid_value") from None
         except Exception as exc:  # noqa: BLE001 - templates raise for e.g. a wrong role order
             raise bad_param("messages", f"{len(parsed.messages)} messages",
                             f"messages this model's chat template accepts ({exc})") from None

@@ -112,6 +112,15 @@ def test_a_lone_surrogate_in_a_key_is_named_by_its_escape(server, openai_schema)
     assert r.status_code == 400 and r.json()["error"]["param"] in ("a\\udc00", "a\\udc00.b"), r.text
 
 
+def test_a_tool_schema_too_deep_for_the_template_names_tools(server):
+    schema = '{"type": "array", "items": ' * 600 + "{}" + "}" * 600
+    body = ('{"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "tools": [{"type": "function", '
+            '"function": {"name": "f", "parameters": ' + schema + '}}], "tool_choice": "none"}')
+    r = httpx.post(server.url + CHAT, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
+    assert "nests too deeply" in r.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("content_type,status", [
     ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
     ("application/json; charset=utf-8", 200), ("application/vnd.kaito+json", 200), (None, 200)])
