@@ -203,31 +203,52 @@ def _download_once(url: str, final: Path, *, allow_private: bool | None, max_byt
     raise FetchError(f"input URL {_redact(url)!r}: more than {MAX_REDIRECTS} redirects")
 
 
+def _copy_body(resp, out, *, url: str, max_bytes: int, digest, progress, counted: list[int]) -> None:
+    """Response body -> ``out``; ``counted[0]``: the bytes so far. A read error is _Retryable,
+    a write error (OSError from ``out``) goes up as it is."""
+    chunks = resp.stream(1 << 20)
+    while True:
+        try:
+            chunk = next(chunks, None)
+        except Exception as exc:  # urllib3 read errors: the connection dropped mid-way
+            raise _Retryable(f"connection broke after {counted[0]} bytes ({type(exc).__name__})") from None
+        if chunk is None:
+            return
+        counted[0] += len(chunk)
+        if counted[0] > max_bytes:
+            raise FetchError(f"input URL {_redact(url)!r}: more than {max_bytes} bytes, over the limit "
+                             f"(raise it with {MAX_BYTES_ENV})")
+        digest.update(chunk)
+        out.write(chunk)
+        progress.update(len(chunk))
+
+
+def _write_error(url: str, final: Path, exc: OSError) -> FetchError:
+    return FetchError(f"input URL {_redact(url)!r}: cannot write the download to {final.parent} "
+                      f"({exc.strerror or exc}); free some space there or give a work dir with room "
+                      "(--work-dir), or raise the volume's size")
+
+
 def _stream_to_file(resp, final: Path, *, max_bytes: int, url: str, expected_sha: str | None,
                     expected_len: int | None) -> Path:
     from kaito_core.tuning.progress import DownloadProgress
 
     digest = hashlib.sha256()
-    size = 0
+    size, counted = 0, [0]
     progress = DownloadProgress("data", _redact(url), expected_len)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                for chunk in resp.stream(1 << 20):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise FetchError(f"input URL {_redact(url)!r}: more than {max_bytes} bytes, over the limit "
-                                         f"(raise it with {MAX_BYTES_ENV})")
-                    digest.update(chunk)
-                    out.write(chunk)
-                    progress.update(len(chunk))
-            except FetchError:
-                raise
-            except Exception as exc:  # urllib3 read errors: the connection dropped mid-way
-                raise _Retryable(f"connection broke after {size} bytes ({type(exc).__name__})") from None
-            out.flush()
-            os.fsync(out.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    except OSError as exc:
+        raise _write_error(url, final, exc) from None
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                _copy_body(resp, out, url=url, max_bytes=max_bytes, digest=digest, progress=progress, counted=counted)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:  # our disk, not the connection (those are _Retryable): retrying cannot help
+            raise _write_error(url, final, exc) from None
+        size = counted[0]
         if expected_len is not None and size != expected_len:
             raise _Retryable(f"got {size} of {expected_len} bytes")
         if expected_sha and digest.hexdigest() != expected_sha:

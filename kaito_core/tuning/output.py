@@ -26,6 +26,14 @@ SUMMARY = "kaito-tuning-summary.json"
 MARKER = "fine_tuning_completed.txt"
 LAST = (ADAPTER_CONFIG, SUMMARY, MARKER)
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# What an adapter run may have written into the output directory (peft's files, a changed
+# tokenizer, ours). When a new adapter replaces an old one, those of them the new one does not
+# write go: an old tokenizer or chat template left beside new weights would be served with them.
+# Anything else there (a user's notes, the Job's .kaito-work) stays.
+ADAPTER_FILES = frozenset({
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapter_model.bin", "README.md", SUMMARY, MARKER,
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json", "generation_config.json"})
 
 
 def is_complete(path: str | Path) -> bool:
@@ -116,6 +124,14 @@ def publish(staging: Path, dest: Path) -> list[str]:
         old_marker.unlink()  # an overwritten adapter is not complete until the new marker lands
     (dest / ADAPTER_CONFIG).unlink(missing_ok=True)
     names = sorted(p.name for p in staging.iterdir())
+    for stale in sorted(ADAPTER_FILES - set(names)):
+        if (dest / stale).is_file() and not (dest / stale).is_symlink():
+            (dest / stale).unlink()
+    for name in names:
+        # Readable by whoever serves the adapter (safetensors writes its file 0600, as mkstemp
+        # does); the image layer carries 0644 too.
+        if (staging / name).is_file():
+            os.chmod(staging / name, 0o644)
     order = [n for n in names if n not in LAST] + [n for n in LAST if n in names]
     for name in order:
         src, dst = staging / name, dest / name

@@ -381,11 +381,11 @@ class _Run:
             with stop, use_packed_attention(loaded.model, getattr(data_collator, "varlen", False)):
                 try:
                     trainer.train(resume_from_checkpoint=resume)
-                except OSError as exc:
-                    if exc.errno not in out_mod.NO_SPACE:
+                except Exception as exc:  # noqa: BLE001 - only a failed checkpoint write is turned into one line
+                    failure = train_mod.checkpoint_write_error(exc, ckpt_dir)
+                    if failure is None:
                         raise
-                    raise OutputError(f"writing a checkpoint under {ckpt_dir} failed: {os.strerror(exc.errno)}. "
-                                      "Free some space, or set TrainingArguments.save_strategy: no") from None
+                    raise failure from None
             if stop.signum is not None:
                 raise train_mod.interrupted_error(stop, trainer.state, ckpt_dir)
             if eval_rows:
