@@ -358,3 +358,78 @@ def test_csv_cells_with_newlines_stay_whole(tmp_path):
         csv.writer(f).writerows([["prompt", "completion"], ["a\nb", "c\nd"]])
     examples, summary = load_examples([path], {})
     assert summary.rows_used == 1 and examples[0].messages[1]["content"] == "c\nd"
+
+
+# --- full disks and replaced adapters -------------------------------------------------------------
+
+
+class _FileSizeLimit:
+    """RLIMIT_FSIZE: no file may grow past ``limit`` bytes (writes fail with EFBIG, as on a
+    full disk, without root or a tmpfs); SIGXFSZ ignored so the write fails instead of the process."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __enter__(self):
+        import resource
+        import signal
+
+        self.old = resource.getrlimit(resource.RLIMIT_FSIZE)
+        self.old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit, self.old[1]))
+        return self
+
+    def __exit__(self, *exc):
+        import resource
+        import signal
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, self.old)
+        signal.signal(signal.SIGXFSZ, self.old_handler)
+
+
+def test_a_full_disk_while_downloading_is_one_line_without_retries(http_server, tmp_path):
+    """Before: the write error was taken for a dropped connection, retried 4 times, and reported
+    as 'connection broke after N bytes (OSError)'."""
+    from kaito_core.tuning.fetch import download
+
+    (http_server.root / "big.jsonl").write_bytes(b"x" * 300_000)
+    with _FileSizeLimit(100_000), pytest.raises(FetchError) as err:
+        download(f"{http_server.url}/big.jsonl", tmp_path / "data", allow_private=True, backoff=5.0)
+    assert "cannot write the download to" in str(err.value) and "File too large" in str(err.value)
+    assert "connection broke" not in str(err.value)
+    assert list((tmp_path / "data").iterdir()) == []  # no .part file left
+
+
+def test_a_checkpoint_torch_cannot_finish_is_the_disk_full_line(tiny_models, chat_jsonl, tmp_path):
+    """torch.save reports a full disk as 'RuntimeError: [enforce fail at inline_container.cc]
+    unexpected pos', which reached the user as an internal error."""
+    config = {"training_config": {**SAVE_EVERY_2["training_config"],
+                                  "TrainingArguments": {"max_steps": 2, "save_strategy": "steps", "save_steps": 1}}}
+    # The adapter weights of a checkpoint (35 kB) fit; the optimizer state (twice that) does not.
+    with _FileSizeLimit(50_000), pytest.raises(OutputError) as err:
+        run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=config,
+            output=str(tmp_path / "adapter"), work_dir=str(tmp_path / "work"), progress="none")
+    assert "writing a checkpoint under" in str(err.value) and "RuntimeError" in str(err.value)
+    assert "resumes from the last whole checkpoint" in str(err.value)
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_overwrite_replaces_the_whole_adapter_and_keeps_other_files(tiny_models, chat_jsonl, tmp_path):
+    """--overwrite left the old run's tokenizer and chat template beside the new weights (a
+    runtime would load them with the new adapter); the weights were written 0600."""
+    out = tmp_path / "adapter"
+    base = {"TrainingArguments": {"max_steps": 1}, "DatasetConfig": {"max_seq_length": 64}}
+    template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+    run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], output=str(out), progress="none",
+        config={"training_config": {**base, "ModelConfig": {"chat_template": template}}})
+    assert (out / "tokenizer_config.json").is_file()
+    (out / "my-notes.txt").write_text("mine")
+    (out / ".kaito-work").mkdir()
+    result = run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], output=str(out), progress="none",
+                 config={"training_config": base}, overwrite=True)
+    assert result.summary["tokenizer_changed"] == []
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".kaito-work", "adapter_config.json", "adapter_model.safetensors", "fine_tuning_completed.txt",
+        "kaito-tuning-summary.json", "my-notes.txt"]
+    assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file() and p.name != "my-notes.txt"} \
+        == {"0o644"}
