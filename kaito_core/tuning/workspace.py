@@ -10,6 +10,7 @@ Workspace with mistakes is refused with every field named, exactly as ``kaito va
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from typing import Any
 
@@ -24,24 +25,38 @@ def _host_path(volume: Any) -> str | None:
     return None
 
 
-def _load(paths: list[str]) -> tuple[list[Any], list[dict], dict[str, dict], dict[str, dict]]:
+def _load(paths: list[str]) -> tuple[list[Any], list[dict], dict[str, list[dict]], dict[str, list[dict]]]:
     """(workspaces, their raw mappings, ConfigMaps by name, Secrets by name) from every file."""
     from kaito_core.api import Workspace, load_documents
 
-    workspaces, raws, configmaps, secrets = [], [], {}, {}
+    workspaces, raws = [], []
+    configmaps: dict[str, list[dict]] = {}
+    secrets: dict[str, list[dict]] = {}
     for p in paths:
         for doc in load_documents(p):
             if doc.error is not None:
                 raise doc.error
-            name = (doc.raw.get("metadata") or {}).get("name", "")
+            meta = doc.raw.get("metadata") if isinstance(doc.raw.get("metadata"), dict) else {}
+            name = str(meta.get("name", ""))
             if isinstance(doc.obj, Workspace):
                 workspaces.append(doc.obj)
                 raws.append(doc.raw)
             elif doc.kind == "ConfigMap":
-                configmaps[name] = doc.raw
+                configmaps.setdefault(name, []).append(doc.raw)
             elif doc.kind == "Secret":
-                secrets[name] = doc.raw
+                secrets.setdefault(name, []).append(doc.raw)
     return workspaces, raws, configmaps, secrets
+
+
+def _same_namespace(found: dict[str, list[dict]], name: str, namespace: str) -> dict | None:
+    """The object ``name`` the Workspace's namespace would see: one in that namespace, or one
+    without a namespace (kubectl applies it to the namespace given). A ConfigMap of another
+    namespace is not the Workspace's, as the operator would not read it either."""
+    for raw in found.get(name, []):
+        ns = (raw.get("metadata") or {}).get("namespace")
+        if ns in (None, "", namespace):
+            return raw
+    return None
 
 
 def request_fields(paths: list[str], *, workspace: str | None = None) -> dict[str, Any]:
@@ -64,10 +79,13 @@ def request_fields(paths: list[str], *, workspace: str | None = None) -> dict[st
     if tuning.method:
         out["method"] = tuning.method
     if tuning.config:
-        cm = configmaps.get(tuning.config)
+        cm = _same_namespace(configmaps, tuning.config, ws.namespace)
         if cm is None:
+            elsewhere = [(r.get("metadata") or {}).get("namespace") for r in configmaps.get(tuning.config, [])]
+            where = f" (only in namespace {', '.join(map(str, elsewhere))})" if elsewhere else ""
             raise TuningError(f"Workspace {ws.name}: tuning.config names ConfigMap {tuning.config!r}, which is "
-                              f"not in {', '.join(paths)}; add the file holding it (-f configmap.yaml)")
+                              f"not in namespace {ws.namespace} in {', '.join(paths)}{where}; add the file holding "
+                              "it (-f configmap.yaml)")
         out["config"] = cm
     inp = tuning.input
     if inp is not None:
@@ -86,8 +104,9 @@ def request_fields(paths: list[str], *, workspace: str | None = None) -> dict[st
             out["output_image"] = outp.image
             if outp.image_push_secret:
                 out["push_secret_name"] = outp.image_push_secret
-                if outp.image_push_secret in secrets:
-                    out["push_secret"] = _secret_config(secrets[outp.image_push_secret])
+                secret = _same_namespace(secrets, outp.image_push_secret, ws.namespace)
+                if secret is not None:
+                    out["push_secret"] = _secret_config(secret)
         if outp.volume_source is not None:
             hp = _host_path(outp.volume_source)
             out["output_volume"] = hp
@@ -97,13 +116,22 @@ def request_fields(paths: list[str], *, workspace: str | None = None) -> dict[st
 
 
 def _secret_config(secret: dict) -> dict:
+    name = (secret.get("metadata") or {}).get("name")
     data = secret.get("data") or {}
-    if ".dockerconfigjson" in data:
-        blob = base64.b64decode(data[".dockerconfigjson"]).decode()
-    elif ".dockerconfigjson" in (secret.get("stringData") or {}):
-        blob = secret["stringData"][".dockerconfigjson"]
-    else:
-        name = (secret.get("metadata") or {}).get("name")
-        raise TuningError(f"Secret {name!r} has no .dockerconfigjson key; an image push secret must be of type "
-                          "kubernetes.io/dockerconfigjson")
-    return json.loads(blob)
+    string_data = secret.get("stringData") or {}
+    try:
+        if isinstance(data, dict) and ".dockerconfigjson" in data:
+            where = "data..dockerconfigjson"
+            blob = base64.b64decode(str(data[".dockerconfigjson"]), validate=True).decode("utf-8")
+        elif isinstance(string_data, dict) and ".dockerconfigjson" in string_data:
+            where, blob = "stringData..dockerconfigjson", str(string_data[".dockerconfigjson"])
+        else:
+            raise TuningError(f"Secret {name!r} has no .dockerconfigjson key; an image push secret must be of type "
+                              "kubernetes.io/dockerconfigjson")
+        config = json.loads(blob)
+    except (ValueError, binascii.Error) as exc:  # bad base64, not UTF-8, not JSON
+        raise TuningError(f"Secret {name!r}: {where} is not a base64-encoded docker config JSON ({exc}); create it "
+                          "with kubectl create secret docker-registry") from None
+    if not isinstance(config, dict):
+        raise TuningError(f"Secret {name!r}: {where} must hold a JSON object with 'auths'")
+    return config

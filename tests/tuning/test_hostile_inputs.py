@@ -433,3 +433,62 @@ def test_overwrite_replaces_the_whole_adapter_and_keeps_other_files(tiny_models,
         "kaito-tuning-summary.json", "my-notes.txt"]
     assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir() if p.is_file() and p.name != "my-notes.txt"} \
         == {"0o644"}
+
+
+# --- kaito tune -f: the Workspace's ConfigMap and push Secret ------------------------------------
+
+WORKSPACE = """apiVersion: kaito.sh/v1beta1
+kind: Workspace
+metadata: {name: tune-a, namespace: team-a}
+resource:
+  instanceType: Standard_NC24ads_A100_v4
+  labelSelector: {matchLabels: {app: t}}
+tuning:
+  preset: {name: phi-3-mini-4k-instruct}
+  method: lora
+  config: params
+  input: {urls: ["https://example.com/train.jsonl"]}
+  output: {image: "registry.example.com/adapters/a:1", imagePushSecret: push}
+"""
+
+
+def _configmap(namespace: str | None, steps: int) -> str:
+    ns = f"  namespace: {namespace}\n" if namespace else ""
+    return (f"---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: params\n{ns}data:\n"
+            f"  training_config.yaml: 'training_config: {{TrainingArguments: {{max_steps: {steps}}}}}'\n")
+
+
+def test_the_workspaces_configmap_is_the_one_in_its_namespace(tmp_path):
+    """ConfigMaps were matched by name only: another team's `params` trained this Workspace."""
+    from kaito_core.api.training.errors import TuningError
+    from kaito_core.tuning.workspace import request_fields
+
+    files = tmp_path / "all.yaml"
+    files.write_text(WORKSPACE + _configmap("team-b", 1) + _configmap("team-a", 2))
+    fields = request_fields([str(files)])
+    assert fields["config"]["metadata"]["namespace"] == "team-a"
+    files.write_text(WORKSPACE + _configmap(None, 3))  # applied with kubectl -n team-a
+    assert "max_steps: 3" in request_fields([str(files)])["config"]["data"]["training_config.yaml"]
+    files.write_text(WORKSPACE + _configmap("team-b", 1))
+    with pytest.raises(TuningError, match="ConfigMap 'params', which is not in namespace team-a .*only in "
+                                          "namespace team-b"):
+        request_fields([str(files)])
+
+
+@pytest.mark.parametrize("secret, needle", [
+    ("data:\n  .dockerconfigjson: '!!!not-base64'", "data..dockerconfigjson is not a base64-encoded docker config"),
+    ("stringData:\n  .dockerconfigjson: '{not json'", "stringData..dockerconfigjson is not a base64-encoded"),
+    ("stringData:\n  .dockerconfigjson: '[1, 2]'", "must hold a JSON object with 'auths'"),
+])
+def test_a_broken_push_secret_is_named(tmp_path, secret, needle):
+    """A Secret whose .dockerconfigjson was not base64 or not JSON ended `kaito tune` as an
+    internal error (binascii.Error, JSONDecodeError)."""
+    from kaito_core.api.training.errors import TuningError
+    from kaito_core.tuning.workspace import request_fields
+
+    files = tmp_path / "all.yaml"
+    files.write_text(WORKSPACE + _configmap("team-a", 1) + "---\napiVersion: v1\nkind: Secret\nmetadata:\n"
+                     "  name: push\n  namespace: team-a\ntype: kubernetes.io/dockerconfigjson\n" + secret + "\n")
+    with pytest.raises(TuningError) as err:
+        request_fields([str(files)])
+    assert needle in str(err.value) and "Secret 'push'" in str(err.value)
