@@ -183,8 +183,11 @@ def inference_conditions(observed: Observed, resources_ok: bool) -> tuple[dict, 
     if want and ready_replicas >= want and not rolling:
         return condition(INFERENCE_READY, True, "InferenceReady",
                          f"{ready_replicas}/{want} inference pods are ready"), True
-    have = max(ready_replicas, pods_up if not st else ready_replicas)
-    msg = f"{have}/{want} inference pods are ready" + (" (rolling to a new revision)" if rolling else "")
+    msg = f"{ready_replicas}/{want} inference pods are ready" + (" (rolling to a new revision)" if rolling else "")
+    if not st and pods_up:
+        # Readiness is the StatefulSet's readyReplicas, as upstream; its controller has not
+        # counted pods the kubelet already reports Ready (a new StatefulSet), so say both.
+        msg = f"{pods_up}/{want} inference pods report Ready; the StatefulSet has not counted them yet"
     return condition(INFERENCE_READY, False, "InferenceNotReady", msg), True
 
 
