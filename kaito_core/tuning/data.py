@@ -29,6 +29,13 @@ EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jso
               ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
 FORMATS = ("csv", "json", "jsonl", "parquet", "arrow")
 ROLES = ("system", "user", "assistant", "tool", "developer")
+# JSON files a directory of data often holds that are not rows: a Hugging Face dataset repo's
+# or save_to_disk's metadata, a model's or adapter's files, kaito's own records. Skipped when a
+# directory is searched (named explicitly, a file is always read).
+NOT_DATA = frozenset({
+    "dataset_info.json", "dataset_infos.json", "dataset_dict.json", "state.json", "config.json",
+    "adapter_config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "trainer_state.json", "kaito-tuning-summary.json", "kaito-run.json"})
 
 
 @dataclass
@@ -87,17 +94,10 @@ def find_data_files(paths: list[Path], *, dataset_path: str | None = None) -> li
                 return [t]
         raise DataError(f"DatasetConfig.dataset_path {dataset_path!r}: no such file in "
                         f"{', '.join(str(p) for p in paths) or 'the inputs'}")
-    from kaito_core.tuning.readers import save_to_disk_files
-
     files: list[Path] = []
     for p in paths:
-        saved = save_to_disk_files(p) if p.is_dir() else None
-        if saved:
-            files.extend(saved)  # a datasets.save_to_disk directory: its arrow files only
-        elif p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not any(
-                part.startswith(".") for part in f.relative_to(p).parts))
-            files.extend(found)
+        if p.is_dir():
+            files.extend(_walk(p))
         elif p.exists():
             files.append(p)
         else:
@@ -108,6 +108,26 @@ def find_data_files(paths: list[Path], *, dataset_path: str | None = None) -> li
         raise DataError(f"no training data found in {', '.join(str(p) for p in paths)} ({shown}); "
                         f"expected files ending in {', '.join(sorted(EXTENSIONS))}")
     return usable
+
+
+def _walk(directory: Path) -> list[Path]:
+    """The files under ``directory`` (sorted; hidden ones and symlinked directories skipped). A
+    ``datasets.save_to_disk`` directory, at the top or further down (a data image holding one),
+    gives its arrow files only (a DatasetDict: its train split), not its metadata or other splits."""
+    from kaito_core.tuning.readers import save_to_disk_files
+
+    saved = save_to_disk_files(directory)
+    if saved:
+        return saved
+    out: list[Path] = []
+    for child in sorted(directory.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            out.extend(_walk(child))
+        elif child.is_file() and child.name.lower() not in NOT_DATA:
+            out.append(child)
+    return out
 
 
 def _sniff(path: Path) -> str | None:

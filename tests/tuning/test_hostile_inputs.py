@@ -492,3 +492,25 @@ def test_a_broken_push_secret_is_named(tmp_path, secret, needle):
     with pytest.raises(TuningError) as err:
         request_fields([str(files)])
     assert needle in str(err.value) and "Secret 'push'" in str(err.value)
+
+
+def test_a_directory_of_mixed_files_reads_only_the_rows(tmp_path):
+    """A Hugging Face dataset repo (README, .gitattributes, dataset_infos.json, data/*.parquet)
+    failed on its metadata JSON; a DatasetDict saved one level down trained on every split."""
+    import datasets
+
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    ds = datasets.Dataset.from_list([{"messages": MESSAGES}] * 3)
+    ds.to_parquet(str(root / "data" / "train-00000-of-00001.parquet"))
+    (root / "README.md").write_text("---\nlicense: mit\n---\n# card\n")
+    (root / ".gitattributes").write_text("*.parquet filter=lfs\n")
+    (root / "dataset_infos.json").write_text(json.dumps({"default": {"features": {}}}))
+    (root / "extra.csv").write_text("prompt,completion\na,b\n")
+    datasets.DatasetDict({"train": ds.select(range(2)), "test": ds.select(range(1))}).save_to_disk(
+        str(root / "saved"))
+    files = find_data_files([root])
+    names = [f.relative_to(root).as_posix() for f in files]
+    assert names[0] == "data/train-00000-of-00001.parquet" and names[1] == "extra.csv"
+    assert all(n.startswith("saved/train/") and n.endswith(".arrow") for n in names[2:]) and len(names) > 2
+    assert scan(files, {}).rows_used == 3 + 1 + 2
