@@ -114,6 +114,10 @@ def setup_logging() -> None:
         logger.propagate = False
     # Keep library chatter (oras info lines, transformers warnings) out of the run's log.
     logging.getLogger("oras").setLevel(logging.WARNING)
+    # bitsandbytes warns on import, on CPUs with AVX512-BF16, that the optional `kernels`
+    # package is missing ("Failed to load CPU gemm_4bit_forward ..."), in every run, LoRA
+    # included; it then uses its own CPU kernel, so the line reads as an error and is not one.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def _own_argv() -> list[str]:
