@@ -155,6 +155,7 @@ def resume_point(ckpt_dir: Path, cfg, fp: str, notes: list[str]) -> str | None:
     last = str(last_path) if last_path is not None else None
     for bad, why in broken:
         notes.append(f"{bad} is incomplete ({why}; a run stopped while saving it) and was removed")
+        log.warning("%s", notes[-1])
         if is_main_process():
             shutil.rmtree(bad, ignore_errors=True)
     record = _read_json(ckpt_dir / FINGERPRINT)
@@ -166,10 +167,12 @@ def resume_point(ckpt_dir: Path, cfg, fp: str, notes: list[str]) -> str | None:
         return last
     if last is not None and same and asked is not False:
         notes.append(f"resuming from {last} (same configuration and data in the work dir)")
+        log.info("%s", notes[-1])
         return last
     if last is not None and is_main_process():
         why = "that run completed" if record.get("completed") else "they belong to another configuration or data"
         notes.append(f"checkpoints in {ckpt_dir} were not resumed ({why}); starting over")
+        log.warning("%s", notes[-1])  # said now, not only in the summary at the end
         for old in ckpt_dir.glob("checkpoint-*"):
             shutil.rmtree(old, ignore_errors=True)
     return None
