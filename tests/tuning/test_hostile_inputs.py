@@ -514,3 +514,47 @@ def test_a_directory_of_mixed_files_reads_only_the_rows(tmp_path):
     assert names[0] == "data/train-00000-of-00001.parquet" and names[1] == "extra.csv"
     assert all(n.startswith("saved/train/") and n.endswith(".arrow") for n in names[2:]) and len(names) > 2
     assert scan(files, {}).rows_used == 3 + 1 + 2
+
+
+def test_data_images_in_the_formats_other_tools_push(registry, tiny_models, tmp_path):
+    """Uncompressed tar layers, './'-prefixed members and a whiteout (docker build), and a
+    docker manifest list whose entries are two architectures plus an attestation."""
+    import platform
+
+    import requests
+
+    from tests.oci.images import DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST, M, digest, push_blob, push_image, \
+        put_manifest, tar
+
+    from kaito_core.tuning.oci import pull
+
+    host, rows = registry.host, "".join(json.dumps(r) + "\n" for r in chat_rows()).encode()
+    plain = tar([M("data", kind="dir"), M("data/train.jsonl", rows)], gz=False)
+    put_manifest(host, "data/plain", "1", {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, **push_blob(host, "data/plain", json.dumps(
+            {"rootfs": {"type": "layers", "diff_ids": [digest(plain)]}}).encode())},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **push_blob(host, "data/plain", plain)}]},
+        OCI_MANIFEST)
+    assert [p.name for p in pull(f"{host}/data/plain:1", tmp_path / "plain")] == ["train.jsonl"]
+
+    first = tar([M("./", kind="dir"), M("./data/", kind="dir"), M("./data/train.jsonl", rows),
+                 M("./data/draft.jsonl", b"not json")])
+    ours = push_image(host, "data/multi", "amd64", [first, tar([M("./data/.wh.draft.jsonl")])], docker=True)
+    other = push_image(host, "data/multi", "other", [tar([M("data/other.jsonl", rows)])], docker=True)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+    def entry(d, os_, architecture):
+        size = len(requests.get(f"http://{host}/v2/data/multi/manifests/{d}", headers={"Accept": DOCKER_MANIFEST},
+                                timeout=10).content)
+        return {"mediaType": DOCKER_MANIFEST, "digest": d, "size": size,
+                "platform": {"os": os_, "architecture": architecture}}
+
+    media = "application/vnd.docker.distribution.manifest.list.v2+json"
+    put_manifest(host, "data/multi", "1", {"schemaVersion": 2, "mediaType": media, "manifests": [
+        entry(other, "linux", "s390x"), entry(ours, "linux", arch), entry(other, "unknown", "unknown")]}, media)
+    assert [p.name for p in pull(f"{host}/data/multi:1", tmp_path / "multi")] == ["train.jsonl"]
+    result = run(model_dir=str(tiny_models["llama"]), input_image=f"{host}/data/multi:1",
+                 config={"training_config": {"TrainingArguments": {"max_steps": 1}}},
+                 output=str(tmp_path / "adapter"), progress="none")
+    assert result.summary["data"]["rows_used"] == len(chat_rows())
