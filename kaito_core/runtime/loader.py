@@ -79,13 +79,26 @@ def _resolve_dtype(opts: ServeOptions, preset: Any, device: str) -> str:
     return dtype
 
 
+def _check_device(torch: Any, device: str) -> str:
+    """``--device`` as torch reads it, refused before loading with the fix (torch's own
+    errors named neither the flag nor the choices: "Invalid device string", an AssertionError)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ModelLoadError(f"--device {device!r} is not a device torch knows; use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device!r}: torch sees no CUDA GPU here (this torch build: "
+                             f"{torch.__version__}); use --device cpu, or leave --device out") from None
+    return device
+
+
 def load_model(opts: ServeOptions, preset: Any = None) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if opts.threads:
         torch.set_num_threads(opts.threads)  # process-wide: the engine thread runs every forward pass
-    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _check_device(torch, opts.device) if opts.device else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _resolve_dtype(opts, preset, device)
     local = Path(opts.model).expanduser()
     is_local = local.exists()

@@ -281,6 +281,20 @@ def _flag(value: Any, key: str, config: str | None) -> bool:
     return value
 
 
+def _typed(key: str, value: Any, config: str | None) -> Any:
+    """A transformers setting of the config file, of the type its flag takes (``max_batch:
+    lots`` used to end in an internal error)."""
+    kind = _CONFIG_KEYS[key]
+    ok = ((kind is bool and isinstance(value, bool))
+          or (kind is int and isinstance(value, int) and not isinstance(value, bool))
+          or (kind is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+          or (kind is str and isinstance(value, str)))
+    if not ok:
+        what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+        raise OptionsError(f"--config {config!r}: transformers.{key} is {value!r}; expected {what}")
+    return value
+
+
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
     """Merge flags, environment and the config file into :class:`ServeOptions`."""
     config: dict[str, Any] = load_inference_config(args.config) if args.config else {}
@@ -289,7 +303,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     if unknown:
         raise OptionsError(f"--config {args.config!r}: unknown transformers setting(s) {unknown}; "
                            f"known: {sorted({k.replace('-', '_') for k in _CONFIG_KEYS})}")
-    tcfg = {k.replace("-", "_"): v for k, v in tcfg.items()}
+    # a null setting is an absent one (the flag's default), as in upstream's YAML files
+    tcfg = {k.replace("-", "_"): _typed(k, v, args.config) for k, v in tcfg.items() if v is not None}
 
     strengths = dict(_parse_strength(s) for s in args.adapter_strength)
     adapters = [parse_adapter(a, strengths) for a in args.adapter]

@@ -110,6 +110,20 @@ def create_app(opts: ServeOptions | None = None, *, load_in_background: bool = T
     return app
 
 
+def _check_host(host: str, port: int) -> None:
+    """An address that does not resolve is named before the model loads (uvicorn's own
+    message, "[Errno -2] Name or service not known", named neither the flag nor the value)."""
+    import socket
+
+    from kaito_core.runtime.options import OptionsError
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise OptionsError(f"--host {host!r} is not an address this machine can listen on ({exc}); use "
+                           "127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+
+
 def serve(opts: ServeOptions) -> int:
     """Run the server in this process until interrupted (what ``kaito serve`` calls)."""
     logging.basicConfig(level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -123,6 +137,7 @@ def serve(opts: ServeOptions) -> int:
 
     from kaito_core.runtime.listener import uvicorn_config
 
+    _check_host(opts.host, opts.port)
     app = create_app(opts)
     server = uvicorn.Server(uvicorn_config(app, host=opts.host, port=opts.port, log_level=opts.log_level,
                                            header_timeout=opts.timeout_header,
