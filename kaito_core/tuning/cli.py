@@ -16,6 +16,20 @@ DESCRIPTION = ("Fine-tune a model with LoRA or QLoRA and write the adapter to a 
                "flags win over the Workspace.")
 
 
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high], refused by argparse with the flag's name."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer (got {text!r})") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound} (got {value})")
+        return value
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--filename", action="append", default=[], metavar="FILE",
                    help="Workspace YAML with a tuning section, and the ConfigMap / Secret it names "
@@ -52,14 +66,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(or KAITO_ALLOW_PRIVATE_URLS=1); refused by default")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                    help="registry spoken to over plain http (loopback registries always are)")
-    p.add_argument("--max-download-bytes", type=int, metavar="N", help="size limit per downloaded file")
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
+    p.add_argument("--max-download-bytes", type=_int_in(1), metavar="N", help="size limit per downloaded file")
+    p.add_argument("--metrics-port", type=_int_in(0, 65535), metavar="PORT",
                    help="serve Prometheus metrics (step, loss, tokens/s) on this port while training")
     p.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
                    help="progress bar (terminal), JSON log lines, or nothing (default: auto)")
     p.add_argument("--skip-malformed", action="store_true", help="skip malformed rows instead of stopping")
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
-    p.add_argument("--nproc-per-node", type=int, metavar="N",
+    p.add_argument("--max-steps", type=_int_in(1), metavar="N", help="stop after N optimizer steps")
+    p.add_argument("--nproc-per-node", type=_int_in(1), metavar="N",
                    help="data parallel: run N processes (one per GPU), as upstream's accelerate launch; each "
                         "trains on its own shard, rank 0 writes the adapter (CPU: gloo backend)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON on stdout")

@@ -51,7 +51,14 @@ class Metrics:
         self.loss = Gauge("kaito_tuning_loss", "Training loss at the last logged step", registry=self.registry)
         self.tps = Gauge("kaito_tuning_tokens_per_second", "Training tokens per second", registry=self.registry)
         self.tokens = Counter("kaito_tuning_tokens", "Training tokens seen", registry=self.registry)
-        self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
+        except (OSError, OverflowError) as exc:  # in use, not allowed, out of range
+            from kaito_core.api.training.errors import TuningError
+
+            raise TuningError(f"metrics port {port} (--metrics-port / KAITO_TUNING_METRICS_PORT): cannot serve "
+                              f"there ({getattr(exc, 'strerror', None) or exc}); choose a free port from 1 to "
+                              "65535, or 0 for any free port") from None
         self.port = self.server.server_port
 
     def update(self, info: StepInfo, new_tokens: int) -> None:

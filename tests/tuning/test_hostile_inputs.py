@@ -558,3 +558,38 @@ def test_data_images_in_the_formats_other_tools_push(registry, tiny_models, tmp_
                  config={"training_config": {"TrainingArguments": {"max_steps": 1}}},
                  output=str(tmp_path / "adapter"), progress="none")
     assert result.summary["data"]["rows_used"] == len(chat_rows())
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--max-steps", "-3", "argument --max-steps: must be >= 1 (got -3)"),   # trained by epochs before
+    ("--max-steps", "0", "argument --max-steps: must be >= 1 (got 0)"),     # was ignored before
+    ("--metrics-port", "99999", "argument --metrics-port: must be between 0 and 65535 (got 99999)"),
+    ("--max-download-bytes", "-1", "argument --max-download-bytes: must be >= 1 (got -1)"),
+    ("--nproc-per-node", "two", "argument --nproc-per-node: must be an integer (got 'two')"),
+])
+def test_numeric_flags_out_of_range_are_refused_by_name(tmp_path, capsys, flag, value, needle):
+    from kaito_core.tuning import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--model", str(tmp_path), "--data", str(tmp_path), "--output", str(tmp_path / "o"), flag, value])
+    assert exit_.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_a_metrics_port_that_cannot_be_served_is_one_line(tiny_models, chat_jsonl, tmp_path, monkeypatch):
+    """KAITO_TUNING_METRICS_PORT=99999 (or a port in use) ended in OverflowError/OSError."""
+    import socket
+
+    from kaito_core.api.training.errors import TuningError
+
+    monkeypatch.setenv("KAITO_TUNING_METRICS_PORT", "99999")
+    kwargs = dict(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], progress="none",
+                  config={"training_config": {"TrainingArguments": {"max_steps": 1}}})
+    with pytest.raises(TuningError, match="metrics port 99999 .*cannot serve there"):
+        run(**kwargs, output=str(tmp_path / "a"))
+    monkeypatch.delenv("KAITO_TUNING_METRICS_PORT")
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        with pytest.raises(TuningError, match=f"metrics port {busy.getsockname()[1]} .*Address already in use"):
+            run(**kwargs, output=str(tmp_path / "b"), metrics_port=busy.getsockname()[1])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
