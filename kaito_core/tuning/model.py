@@ -209,7 +209,10 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
         # says so (transformers' default: false; upstream's templates leave it unset), so the
         # FutureWarning it triggers says nothing about this run.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(model, lora)
+        try:
+            model = get_peft_model(model, lora)
+        except ValueError as exc:  # peft's NoMatchingPeftModuleError (layers_to_transform, a regex, ...)
+            raise TuningConfigError("training_config.LoraConfig", [_field("LoraConfig", str(exc))]) from None
     model.config.use_cache = False
     trainable, total = model.get_nb_trainable_parameters()
     loaded.model, loaded.trainable_params, loaded.total_params = model, int(trainable), int(total)

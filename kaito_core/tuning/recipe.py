@@ -371,7 +371,7 @@ class _Run:
         data_collator = train_mod.collator(cfg, loaded, tok, self.packing is not None)
         if self.packing is not None:
             self.packing["attention"] = data_collator.isolation
-        trainer = train_mod.trainer_class()(
+        trainer = train_mod.make_trainer(
             model=loaded.model, args=args, train_dataset=dataset, eval_dataset=eval_rows or None,
             data_collator=data_collator, callbacks=callbacks)
         progress.remove_printer(trainer)

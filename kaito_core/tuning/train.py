@@ -328,6 +328,21 @@ def trainer_class():
     return KaitoTrainer
 
 
+def make_trainer(**kwargs: Any):
+    """The Trainer; what it refuses of the TrainingArguments (an ``eval_strategy`` without held-out
+    rows, a ``report_to`` integration that is not installed) is a config error, not a crash."""
+    try:
+        return trainer_class()(**kwargs)
+    except (ValueError, RuntimeError, ImportError) as exc:
+        why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        hint = ""
+        if kwargs.get("eval_dataset") is None and "eval_dataset" in str(exc):
+            hint = ("; no rows are held out for evaluation (DatasetConfig.train_test_split is 1, or the data "
+                    "is one row): set train_test_split below 1, or eval_strategy: no")
+        raise TuningConfigError("training_config.TrainingArguments", [FieldError(
+            "training_config.TrainingArguments", MISSING, f"rejected by transformers' Trainer: {why}{hint}")]) from None
+
+
 def training_arguments(cfg, ckpt_dir: Path):
     import torch
     from transformers import TrainingArguments

@@ -593,3 +593,21 @@ def test_a_metrics_port_that_cannot_be_served_is_one_line(tiny_models, chat_json
         with pytest.raises(TuningError, match=f"metrics port {busy.getsockname()[1]} .*Address already in use"):
             run(**kwargs, output=str(tmp_path / "b"), metrics_port=busy.getsockname()[1])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("section, key_values, needle", [
+    ("TrainingArguments", {"eval_strategy": "steps", "eval_steps": 1},
+     "no rows are held out for evaluation (DatasetConfig.train_test_split is 1"),
+    ("LoraConfig", {"layers_to_transform": [99]}, "training_config.LoraConfig: Target modules"),
+])
+def test_keys_the_trainer_or_peft_refuse_are_config_errors(tiny_models, chat_jsonl, tmp_path, section, key_values,
+                                                          needle):
+    """Trainer(...) and get_peft_model raised ValueError (NoMatchingPeftModuleError) straight to
+    the user as an internal error."""
+    config = {"training_config": {"TrainingArguments": {"max_steps": 1}, "DatasetConfig": {"train_test_split": 1}}}
+    config["training_config"].setdefault(section, {}).update(key_values)
+    with pytest.raises(TuningConfigError) as err:
+        run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], config=config,
+            output=str(tmp_path / "adapter"), progress="none")
+    assert needle in str(err.value)
+    assert not (tmp_path / "adapter").exists()
