@@ -66,6 +66,22 @@ def assistant_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tup
     return full, spans
 
 
+def _template_problem(exc: Exception, ex: Example) -> str | None:
+    """What a chat template's error says (None: not a template error). A template that is not
+    valid Jinja stops the run whatever the rows; one that refuses a conversation
+    (``raise_exception('Conversation roles must alternate ...')``, as Llama 2 and Mistral
+    templates do for a system or tool turn) is that row's problem."""
+    from jinja2 import TemplateError, TemplateSyntaxError
+
+    if isinstance(exc, TemplateSyntaxError):
+        raise DataError(f"the chat template is not valid Jinja (line {exc.lineno}: {exc.message}); fix "
+                        "ModelConfig.chat_template") from None
+    if not isinstance(exc, TemplateError):
+        return None
+    roles = ",".join(m["role"] for m in ex.messages or ())
+    return f"the chat template refused this conversation (roles {roles}): {exc}"
+
+
 def _call_name(call: Any) -> str | None:
     fn = call.get("function") if isinstance(call, dict) else None
     name = fn.get("name") if isinstance(fn, dict) else None
@@ -89,9 +105,10 @@ def _check_tool_calls(ex: Example, text: str) -> None:
 
 
 class Encoder:
-    def __init__(self, tokenizer: Any, max_length: int):
+    def __init__(self, tokenizer: Any, max_length: int, *, skip_malformed: bool = False):
         self.tok = tokenizer
         self.max_length = max_length
+        self.skip_malformed = skip_malformed
         self.skipped: Counter = Counter()
         self.first_skipped: list[str] = []
         self.truncated = 0
@@ -106,7 +123,18 @@ class Encoder:
             if not getattr(self.tok, "chat_template", None):
                 raise DataError(f"{ex.source}: chat records need a chat template, and the tokenizer has none; "
                                 "set ModelConfig.chat_template")
-            text, spans = assistant_spans(self.tok, ex.messages)
+            try:
+                text, spans = assistant_spans(self.tok, ex.messages)
+            except Exception as exc:  # noqa: BLE001 - jinja2's errors, raised from the user's template
+                reason = _template_problem(exc, ex)
+                if reason is None:
+                    raise
+                if not self.skip_malformed:
+                    raise DataError(f"{ex.source}: {reason}. Fix the template (ModelConfig.chat_template) or "
+                                    "the record, or set DatasetConfig.skip_malformed_rows: true to skip such "
+                                    "rows") from None
+                self._skip(ex, reason)
+                return None
             _check_tool_calls(ex, text)
         else:
             eos = self.tok.eos_token or ""

@@ -296,7 +296,7 @@ class _Run:
             tok.chat_template = template
             tok_changed.append(f"chat template from {origin}")
         max_len = int(cfg.dataset.get("max_seq_length") or 1024)
-        encoder = enc_mod.Encoder(tok, max_len)
+        encoder = enc_mod.Encoder(tok, max_len, skip_malformed=bool(cfg.dataset.get("skip_malformed_rows")))
         rows = encoder.encode_all(data_mod.iter_examples(files, cfg.dataset, data_mod.DataSummary()))
         train_rows, eval_rows = data_mod.shuffle_and_split(rows, cfg.dataset, dsum)
         del rows

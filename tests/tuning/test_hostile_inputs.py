@@ -611,3 +611,28 @@ def test_keys_the_trainer_or_peft_refuse_are_config_errors(tiny_models, chat_jso
             output=str(tmp_path / "adapter"), progress="none")
     assert needle in str(err.value)
     assert not (tmp_path / "adapter").exists()
+
+
+def test_a_chat_template_that_fails_or_refuses_a_conversation(tiny_models):
+    """jinja2's TemplateSyntaxError and the TemplateError of raise_exception('...') (Llama 2 and
+    Mistral templates refuse a system turn) reached the user as internal errors."""
+    from transformers import AutoTokenizer
+
+    from kaito_core.tuning.data import Example
+    from kaito_core.tuning.encode import Encoder
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    with_system = Example("faq.jsonl line 7", messages=[{"role": "system", "content": "Be brief."}, *MESSAGES])
+    tok.chat_template = "{% for m in messages %}{{ m.content }"
+    with pytest.raises(DataError, match=r"the chat template is not valid Jinja \(line 1: unexpected '}'\)"):
+        Encoder(tok, 64, skip_malformed=True).encode(with_system)
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not "
+                         "supported') }}{% endif %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}")
+    with pytest.raises(DataError, match=r"faq.jsonl line 7: the chat template refused this conversation \(roles "
+                                        r"system,user,assistant\): System role not supported. Fix the template"):
+        Encoder(tok, 64).encode(with_system)
+    encoder = Encoder(tok, 64, skip_malformed=True)
+    assert encoder.encode(with_system) is None
+    assert encoder.encode(Example("faq.jsonl line 8", messages=MESSAGES)) is not None
+    assert encoder.first_skipped == ["faq.jsonl line 7: the chat template refused this conversation (roles "
+                                     "system,user,assistant): System role not supported"]
