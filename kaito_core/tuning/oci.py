@@ -95,8 +95,11 @@ def check_push_access(image: str, *, docker_config: str | Path | dict | None = N
                       insecure: list[str] | None = None) -> None:
     """Fail now (:class:`OutputError`) when ``image``'s registry is unreachable or refuses the
     push credentials: called before training, so a bad secret costs seconds, not a run."""
-    _client(parse_reference(image, "tuning.output.image"), docker_config=docker_config, insecure=insecure,
-            error=OutputError, action="push to")
+    ref = parse_reference(image, "tuning.output.image")
+    if ref.digest:  # the push refuses it too, but only after the whole training run
+        raise OutputError(f"tuning.output.image {image!r}: an adapter is pushed to a tag, not a digest (the digest "
+                          "is known once pushed); drop the @sha256:... part")
+    _client(ref, docker_config=docker_config, insecure=insecure, error=OutputError, action="push to")
 
 
 def push_adapter(adapter_dir: str | Path, image: str, *, docker_config: str | Path | dict | None = None,

@@ -636,3 +636,11 @@ def test_a_chat_template_that_fails_or_refuses_a_conversation(tiny_models):
     assert encoder.encode(Example("faq.jsonl line 8", messages=MESSAGES)) is not None
     assert encoder.first_skipped == ["faq.jsonl line 7: the chat template refused this conversation (roles "
                                      "system,user,assistant): System role not supported"]
+
+
+def test_an_output_image_pinned_to_a_digest_is_refused_before_training(registry, tiny_models, chat_jsonl, tmp_path):
+    """The check before training let `repo@sha256:...` through; the push refused it after the run."""
+    ref = f"{registry.host}/adapters/pinned:1@sha256:" + "0" * 64
+    with pytest.raises(OutputError, match="pushed to a tag, not a digest .*drop the @sha256"):
+        run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], output_image=ref, progress="none",
+            on_step=lambda info: pytest.fail("trained before refusing the reference"))
