@@ -137,6 +137,8 @@ class Grammars:
                 self._cache.move_to_end(key)
         if hit is None:
             hit = self._build(llg, ll_tok, constraint.kind, spec, _COMPACT if constraint.compact else _FLEXIBLE)
+            if not isinstance(hit, str):
+                hit = _rehearse(hit, self.eos_ids) or hit
             self._keep(key, hit)
         if isinstance(hit, str):  # a refused constraint is cached too: resending it costs no compile
             what = _WHAT.get(constraint.kind, "a JSON Schema this server can follow")
@@ -164,8 +166,12 @@ class Grammars:
                 grammar = llg.LLMatcher.grammar_from_json_schema(spec, defaults=options)
             elif kind == "regex":
                 grammar = llg.LLMatcher.grammar_from_regex(spec)
-            elif kind == "choice":  # llguidance's own "choice" format: each string as a Lark literal
-                grammar = llg.LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in spec))
+            elif kind == "choice":
+                # one lexeme (a terminal) of alternatives: as a rule of alternatives, more than
+                # 2000 choices overflowed the parser's row limit ("Current row has 4097 items;
+                # consider making your grammar left-recursive"), though 4096 are allowed
+                grammar = llg.LLMatcher.grammar_from_lark("start: CHOICE\nCHOICE: "
+                                                          + " | ".join(json.dumps(c) for c in spec))
             else:
                 grammar = llg.grammar_from("grammar", spec)  # Lark, or GBNF converted to Lark
             error = llg.LLMatcher.validate_grammar(grammar, ll_tok)
@@ -185,6 +191,28 @@ class Grammars:
         template = self.compile(constraint)
         words = (int(self._ll_tokenizer.vocab_size) + 31) // 32
         return [RowGrammar(template.deep_copy(), words) for _ in range(n)]
+
+
+def _rehearse(template: Any, eos_ids: list[int]) -> str | None:
+    """Why ``template`` breaks at its first steps (a string), or None. llguidance builds its
+    lexer lazily, in the first mask computations, on whichever thread asks: for ``a{1000000}``
+    that took 0.4-1.4 s and then failed at the first token, stalling every stream of the batch
+    on the engine thread. Done here, on the compiling worker (llguidance drops the GIL), the
+    build is shared by every copy of the template, and a constraint that cannot be followed
+    is a 400 before it reaches the batch."""
+    mask = template.compute_bitmask()
+    if template.is_error():
+        return _short(template.get_error())
+    allowed = int.from_bytes(mask, "little")
+    for eos in eos_ids:
+        allowed &= ~(1 << eos)
+    if not allowed:
+        return None
+    trial = template.deep_copy()
+    first = (allowed & -allowed).bit_length() - 1   # the lowest token id the grammar allows
+    if trial.consume_token(first) and not trial.is_error():
+        trial.compute_bitmask()
+    return _short(trial.get_error()) if trial.is_error() else None
 
 
 _EXECUTOR: list[Any] = []

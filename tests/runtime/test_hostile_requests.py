@@ -59,16 +59,45 @@ def test_max_completion_tokens_beyond_the_context_names_that_field(client):
     assert "lower max_completion_tokens" in refused(err.value, 400, "max_completion_tokens")
 
 
-def test_a_regex_the_grammar_engine_gives_up_on_is_a_400_naming_it(client):
+def _failed_generations(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith('kaito_finished_requests_total{reason="error"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_regex_the_grammar_engine_gives_up_on_is_refused_before_the_batch(client, server):
+    """llguidance builds its lexer in the first mask computations: for ``a{1000000}`` 0.4-1.4 s
+    on the engine thread (every stream of the batch stalled), then a failure. The compiling
+    worker now rehearses the first steps, so the request is a 400 that never reaches the engine."""
+    before = _failed_generations(server.url)
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(model="tiny-llama", prompt="aaa", max_tokens=4, stream=stream,
+                                      extra_body={"guided_regex": REGEX_BOMB})
+        message = refused(err.value, 400, "guided_regex")
+        assert "is not a regular expression this server can follow" in message
+        assert "too many expressions" in message and "<state>" not in message
+    assert _failed_generations(server.url) == before
+
+
+def test_a_regex_that_breaks_later_fails_its_request_alone_as_a_400(client):
+    late = "b[a-z]" + REGEX_BOMB  # past the rehearsed steps: fails (fast) in the engine
     with pytest.raises(openai.BadRequestError) as err:
-        client.completions.create(model="tiny-llama", prompt="aaa", max_tokens=4, extra_body={"guided_regex": REGEX_BOMB})
-    message = refused(err.value, 400, "guided_regex")
-    assert "too many expressions" in message and "simplify it" in message and "<state>" not in message
-    stream = client.completions.create(model="tiny-llama", prompt="aaa", max_tokens=4, stream=True,
-                                       extra_body={"guided_regex": REGEX_BOMB})
+        client.completions.create(model="tiny-llama", prompt="aaa", max_tokens=8, extra_body={"guided_regex": late})
+    assert "could not be followed" in refused(err.value, 400, "guided_regex")
+    stream = client.completions.create(model="tiny-llama", prompt="aaa", max_tokens=8, stream=True,
+                                       extra_body={"guided_regex": late})
     with pytest.raises(openai.APIError) as err:  # the 200 is sent: the error arrives as an event
         list(stream)
     assert "guided_regex" in str(err.value)
+
+
+def test_guided_choice_takes_its_4096_choices(client):
+    choices = [f"option-{i}" for i in range(4096)]
+    out = client.completions.create(model="tiny-llama", prompt="pick", max_tokens=40, temperature=0,
+                                    extra_body={"guided_choice": choices})
+    assert out.choices[0].text in choices
 
 
 def test_a_message_name_must_be_a_string(client):
