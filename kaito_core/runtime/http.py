@@ -48,6 +48,10 @@ def check_content_type(value: str | None) -> None:
 async def read_json(request: Request, limit: int, timeout: float | None = None) -> dict[str, Any]:
     """The body as a JSON object: at most ``limit`` bytes, each chunk within ``timeout`` seconds."""
     check_content_type(request.headers.get("content-type"))
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):  # the body would be read as JSON as it is: "not valid UTF-8"
+        raise APIError(415, f"Content-Encoding {encoding[:40]!r} is not supported; send the body uncompressed",
+                       param="content-encoding", code="unsupported_media_type")
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():

@@ -164,6 +164,17 @@ def test_bodies_are_json_only(server, openai_schema, content_type, status):
         assert "Content-Type: application/json" in err["message"]
 
 
+def test_a_compressed_body_is_refused_naming_the_encoding(server, openai_schema):
+    import gzip
+
+    body = gzip.compress(json.dumps({"prompt": "hi", "max_tokens": 2}).encode())
+    r = httpx.post(server.url + COMP, content=body, headers={"content-type": "application/json",
+                                                             "content-encoding": "gzip"})
+    assert r.status_code == 415 and r.json()["error"]["param"] == "content-encoding", r.text
+    openai_schema(r.json(), "ErrorResponse")
+    assert "'gzip'" in r.json()["error"]["message"]
+
+
 def test_kaito_chat_names_its_own_generate_kwargs(server):
     r = httpx.post(server.url + "/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 10**6}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "generate_kwargs.max_new_tokens", r.text
