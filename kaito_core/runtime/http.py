@@ -52,6 +52,15 @@ async def read_json(request: Request, limit: int, timeout: float | None = None) 
     if encoding not in ("", "identity"):  # the body would be read as JSON as it is: "not valid UTF-8"
         raise APIError(415, f"Content-Encoding {encoding[:40]!r} is not supported; send the body uncompressed",
                        param="content-encoding", code="unsupported_media_type")
+    raw = await read_body(request, limit, timeout)
+    if not raw.strip():
+        raise APIError(400, "the request body is empty; send a JSON object", param="body", code="invalid_json")
+    return parse_json(raw)
+
+
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The raw body: at most ``limit`` bytes (413 beyond), each chunk within ``timeout`` seconds
+    (408 beyond); a client gone mid-upload is :class:`ClientGone`."""
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -77,10 +86,7 @@ async def read_json(request: Request, limit: int, timeout: float | None = None) 
             raise APIError(413, f"the request body is over the limit of {limit} bytes (--max-body-bytes)",
                            param="body", code="request_too_large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise APIError(400, "the request body is empty; send a JSON object", param="body", code="invalid_json")
-    return parse_json(raw)
+    return b"".join(chunks)
 
 
 class ErrorJSON(JSONResponse):

@@ -22,9 +22,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from kaito_core.runtime.errors import APIError
+from kaito_core.runtime.http import install_error_handlers, read_body, read_json
 from kaito_core.runtime.options import ServeOptions
 from kaito_core.runtime.parallel import GroupPlan, world_size
-from kaito_core.runtime.protocol import parse_json, parse_kaito_chat
+from kaito_core.runtime.protocol import parse_kaito_chat
 from kaito_core.runtime.vllm import (_free_port, check_strengths, engine_args, gpu_compute_capability,
                                      prepare_adapters, require_vllm, vllm_command)
 
@@ -168,8 +169,11 @@ def create_proxy_app(opts: ServeOptions, *, preset: Any = None, command: Sequenc
         code, body = await up.health()
         return JSONResponse(body, status_code=code)
 
-    app.get("/health")(health)
-    app.get("/healthz")(health)
+    app.api_route("/health", methods=["GET", "HEAD"])(health)
+    app.api_route("/healthz", methods=["GET", "HEAD"])(health)
+    # OpenAI-shaped errors for what the proxy itself refuses (unknown routes, wrong methods,
+    # bodies over the limit, /chat's bad input), as kaito's own server answers them
+    install_error_handlers(app)
     _install_forwarding(app, up)
     _install_kaito_chat(app, up)
     app.state.kaito = up
@@ -181,8 +185,10 @@ def _install_forwarding(app: FastAPI, up: Upstream) -> None:
 
     async def forward(request: Request, path: str) -> Response:
         client = up.client
+        # the same body limits as kaito's own server (vLLM's has none: a 1 GB body was read whole)
+        body = await read_body(request, up.opts.max_body_bytes, up.opts.timeout_body or None)
         req = client.build_request(request.method, path, params=request.query_params,
-                                   headers=auth_headers(request), content=await request.body())
+                                   headers=auth_headers(request), content=body)
         try:
             upstream = await client.send(req, stream=True)
         except httpx.HTTPError as exc:
@@ -215,10 +221,7 @@ def _install_kaito_chat(app: FastAPI, up: Upstream) -> None:
 
     @app.post("/chat")
     async def kaito_chat(request: Request) -> Response:
-        try:
-            parsed = parse_kaito_chat(parse_json(await request.body()))
-        except APIError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status)
+        parsed = parse_kaito_chat(await read_json(request, up.opts.max_body_bytes, up.opts.timeout_body or None))
         p = parsed.params
         payload: dict[str, Any] = {"model": parsed.model or up.opts.model_name, "temperature": p.temperature,
                                    "top_p": p.top_p, "repetition_penalty": p.repetition_penalty}

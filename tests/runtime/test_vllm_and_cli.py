@@ -145,7 +145,7 @@ def test_proxy_in_front_of_a_server_started_with_python_m(tiny_models, serve_app
     port = unused_port()
     command = [sys.executable, "-m", "kaito_core.runtime", "--model", str(tiny_models["llama"]), "--port",
                str(port), "--served-model-name", "up", "--threads", "1", "--api-key", "k1", "--log-level", "warning"]
-    opts = ServeOptions(model=str(tiny_models["llama"]), served_model_name="up", api_key="k1")
+    opts = ServeOptions(model=str(tiny_models["llama"]), served_model_name="up", api_key="k1", max_body_bytes=4096)
     proxy = serve_app(create_proxy_app(opts, command=command, upstream_port=port), timeout=90)
     assert httpx.get(proxy.url + "/healthz").json() == {"status": "Healthy"}
     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="k1", max_retries=0)
@@ -162,6 +162,22 @@ def test_proxy_in_front_of_a_server_started_with_python_m(tiny_models, serve_app
                    headers={"Authorization": "Bearer k1"})
     assert r.status_code == 200 and r.json()["Result"].startswith("Hello")
     assert "kaito_requests_total" in httpx.get(proxy.url + "/metrics").text
+    _proxy_refusals(proxy.url)
+
+
+def _proxy_refusals(url: str) -> None:
+    """What the proxy refuses itself is answered in OpenAI's shape, as kaito's own server does."""
+    key = {"Authorization": "Bearer k1"}
+    big = httpx.post(url + "/v1/completions", json={"prompt": "x" * 5000}, headers=key)  # never reaches vLLM
+    assert big.status_code == 413 and big.json()["error"]["param"] == "body", big.text
+    lost = httpx.get(url + "/no/such/route")
+    assert lost.status_code == 404 and lost.json()["error"]["code"] == "not_found", lost.text
+    wrong = httpx.put(url + "/chat", headers=key)
+    assert wrong.status_code == 405 and "POST" in wrong.headers["allow"], wrong.text
+    bad = httpx.post(url + "/chat", json={"prompt": "x", "generate_kwargs": {"max_length": "long"}}, headers=key)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "generate_kwargs.max_length", bad.text
+    assert bad.json()["detail"] == bad.json()["error"]["message"]
+    assert httpx.head(url + "/health").status_code == 200
 
 
 def test_upstream_example_configmap_is_accepted(tmp_path):
