@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -45,8 +45,16 @@ def check_content_type(value: str | None) -> None:
                         "'Content-Type: application/json'", param="content-type", code="unsupported_media_type")
 
 
-async def read_json(request: Request, limit: int, timeout: float | None = None) -> dict[str, Any]:
-    """The body as a JSON object: at most ``limit`` bytes, each chunk within ``timeout`` seconds."""
+# Bodies above this size are parsed and checked on a worker thread: 200,000 content parts (6 MB)
+# took 0.4 s of pure-Python checks on the event loop, and every running stream stalled meanwhile.
+# (The worker holds the GIL too, but hands it over every few milliseconds.)
+OFFLOAD_BYTES = 64 * 1024
+
+
+async def read_json(request: Request, limit: int, timeout: float | None = None,
+                    parse: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+    """The body as a JSON object (or ``parse`` of it): at most ``limit`` bytes, each chunk within
+    ``timeout`` seconds; a large body is parsed off the event loop."""
     check_content_type(request.headers.get("content-type"))
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):  # the body would be read as JSON as it is: "not valid UTF-8"
@@ -55,7 +63,12 @@ async def read_json(request: Request, limit: int, timeout: float | None = None) 
     raw = await read_body(request, limit, timeout)
     if not raw.strip():
         raise APIError(400, "the request body is empty; send a JSON object", param="body", code="invalid_json")
-    return parse_json(raw)
+
+    def work() -> Any:
+        body = parse_json(raw)
+        return body if parse is None else parse(body)
+
+    return await asyncio.to_thread(work) if len(raw) > OFFLOAD_BYTES else work()
 
 
 async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:

@@ -44,7 +44,7 @@ def register(app: FastAPI, ctx: Any) -> None:
 
     @app.post("/chat")
     async def kaito_chat(request: Request) -> dict[str, str]:
-        parsed = parse_kaito_chat(await ctx.body_of(request))
+        parsed = await ctx.body_of(request, parse_kaito_chat)
         prep = await service.prepare_async(parsed)
         text = (await collect(service, request, [prep]))[0].text
         if parsed.return_full_text and parsed.prompt is not None:

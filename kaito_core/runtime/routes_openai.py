@@ -83,7 +83,7 @@ def register(app: FastAPI, ctx: Any) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        parsed = parse_chat(await ctx.body_of(request))
+        parsed = await ctx.body_of(request, parse_chat)
         prep = await service.prepare_async(parsed)
         rid, created = R.new_id("chatcmpl"), int(time.time())
         if parsed.stream:
@@ -106,7 +106,7 @@ def register(app: FastAPI, ctx: Any) -> None:
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        parsed = parse_completion(await ctx.body_of(request))
+        parsed = await ctx.body_of(request, parse_completion)
         # a batch of prompts: each prepared (and checked) on its own, all decoded together
         preps = list(await asyncio.gather(*(service.prepare_async(p) for p in split_batch(parsed))))
         rid, created = R.new_id("cmpl"), int(time.time())

@@ -57,7 +57,7 @@ def register(app: FastAPI, ctx: Any) -> None:
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> dict[str, Any]:
-        parsed, special, strs = parse_tokenize(await ctx.body_of(request))
+        parsed, special, strs = await ctx.body_of(request, parse_tokenize)
         service.require_ready()
         ids = await service.on_tokenizer(service.tokenize, parsed, special)
         return {"count": len(ids), "max_model_len": service.loaded.context_length, "tokens": ids,

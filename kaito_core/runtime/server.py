@@ -48,12 +48,13 @@ class RouteContext:
     metrics: Metrics
     auth: Auth
 
-    async def read_body(self, request: Request) -> dict[str, Any]:
-        return await read_json(request, self.opts.max_body_bytes, self.opts.timeout_body or None)
+    async def read_body(self, request: Request, parse: Any = None) -> Any:
+        """The JSON body, or ``parse(body)`` (checked off the event loop when the body is large)."""
+        return await read_json(request, self.opts.max_body_bytes, self.opts.timeout_body or None, parse)
 
-    async def body_of(self, request: Request) -> dict[str, Any]:
+    async def body_of(self, request: Request, parse: Any = None) -> Any:
         self.auth.check(request)
-        return await self.read_body(request)
+        return await self.read_body(request, parse)
 
 
 def _options(opts: ServeOptions | None, kwargs: dict[str, Any]) -> tuple[ServeOptions, Any]:

@@ -175,6 +175,30 @@ def test_a_compressed_body_is_refused_naming_the_encoding(server, openai_schema)
     assert "'gzip'" in r.json()["error"]["message"]
 
 
+def test_large_bodies_are_parsed_off_the_event_loop(server, monkeypatch):
+    """200,000 content parts took 0.4 s of checks on the event loop (every stream stalled);
+    a body over OFFLOAD_BYTES is parsed and checked on a worker thread instead."""
+    import threading
+
+    from kaito_core.runtime import http
+
+    seen: list[int] = []
+    real = http.parse_json
+
+    def spy(raw: bytes):
+        seen.append(threading.get_ident())
+        return real(raw)
+
+    monkeypatch.setattr(http, "parse_json", spy)
+    monkeypatch.setattr(http, "OFFLOAD_BYTES", 4096)  # the session's server takes 64 KiB at most
+    parts = [{"type": "text", "text": "ab"}] * 500    # about 14 KB
+    for content in ("hi", parts):
+        r = httpx.post(server.url + CHAT, json={"messages": [{"role": "user", "content": content}], "max_tokens": 2})
+        assert r.status_code in (200, 400), r.text
+    assert seen[0] == server.thread.ident  # small: on the loop's thread, no hand-off
+    assert seen[1] != server.thread.ident
+
+
 def test_kaito_chat_names_its_own_generate_kwargs(server):
     r = httpx.post(server.url + "/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 10**6}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "generate_kwargs.max_new_tokens", r.text
