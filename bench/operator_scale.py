@@ -263,6 +263,12 @@ def run_operator(n: int, timeout: float) -> dict:
             timeline.stop = True
             gc.unfreeze()
         requests = summarize(emu.handler.calls, ("kaito-operator", "kopf/"))
+        # the slowest Workspace's stages: a straggler (a missed change, waiting for a resync or
+        # re-list) shows as a long gap between two of them
+        last = max(((t, k[0]) for k, t in timeline.seen.items() if k[1] == "ready"), default=None)
+        if last is not None:
+            print(f"slowest Workspace {last[1]}: " + ", ".join(
+                f"{st} {timeline.seen[(last[1], st)]:.2f}s" for st in Timeline.STAGES if (last[1], st) in timeline.seen))
     started = _logged_at(log, "Activity 'login' succeeded")
     elapsed = done if done is not None else timeout
     done_wall = timeline.wall0 + elapsed

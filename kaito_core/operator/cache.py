@@ -41,6 +41,17 @@ def _copy(obj: Mapping[str, Any]) -> dict[str, Any]:
     return pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
+def _newer(obj: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
+    """Is ``obj`` a later version than ``than``? resourceVersions are etcd revisions (decimal
+    integers) on every API server we know; one that is not an integer is not compared, and
+    the watch's version is kept."""
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion")) > int(
+            (than.get("metadata") or {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return False
+
+
 def key_of(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return obj.get("apiVersion") or "", obj.get("kind") or "", meta.get("namespace") or "", meta.get("name") or ""
@@ -57,9 +68,18 @@ class WatchCache:
         self.hits = 0
         self.misses = 0
 
-    def put(self, obj: Mapping[str, Any]) -> None:
+    def put(self, obj: Mapping[str, Any], *, response: bool = False) -> None:
+        """Store ``obj``. A watch event always wins (a watch delivers each object's versions in
+        order). ``response``: the answer to our own create or patch, which can arrive after the
+        watch already delivered a newer version (a controller wrote the object's status in
+        between); it replaces only an older version, or the cache would hold the stale one
+        until the next re-list (a node Ready for a minute, its Workspace still waiting)."""
+        key = key_of(obj)
         with self._lock:
-            self._objects[key_of(obj)] = dict(obj)
+            held = self._objects.get(key)
+            if response and held is not None and not _newer(obj, held):
+                return
+            self._objects[key] = dict(obj)
 
     def remove(self, obj: Mapping[str, Any]) -> None:
         with self._lock:
@@ -158,7 +178,7 @@ class CachedKube:
     def create(self, obj: dict) -> dict:
         out = self.kube.create(obj)
         if (obj.get("apiVersion"), obj.get("kind")) in self.cache.kinds and isinstance(out, dict) and out.get("metadata"):
-            self.cache.put({**out, "apiVersion": obj["apiVersion"], "kind": obj["kind"]})
+            self.cache.put({**out, "apiVersion": obj["apiVersion"], "kind": obj["kind"]}, response=True)
         return out
 
     def delete(self, *, api_version: str, kind: str, name: str, namespace: str | None = None, **kw: Any) -> bool:
@@ -168,7 +188,7 @@ class CachedKube:
     def patch(self, *, api_version: str, kind: str, name: str, namespace: str | None = None, **kw: Any) -> dict:
         out = self.kube.patch(api_version=api_version, kind=kind, name=name, namespace=namespace, **kw)
         if (api_version, kind) in self.cache.kinds and isinstance(out, dict) and out.get("metadata"):
-            self.cache.put({**out, "apiVersion": api_version, "kind": kind})
+            self.cache.put({**out, "apiVersion": api_version, "kind": kind}, response=True)
         return out
 
     def __getattr__(self, name: str) -> Any:

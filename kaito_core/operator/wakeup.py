@@ -12,6 +12,7 @@ resume handlers reconcile everything at start) wake nothing. No kopf import: uni
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Mapping
 
 from kaito_core.reconcile import names
@@ -57,14 +58,22 @@ class Wakeups:
     Used from the event loop thread only (kopf handlers and daemons), so no locks.
     """
 
+    # A wake-up for a Workspace whose daemon has not started is kept this long (kopf starts a
+    # daemon after the create handler; a node that turns Ready in between must not wait for the
+    # first resync). Unclaimed ones (children of a deleted Workspace) are dropped after it.
+    KEEP_SECONDS = 300.0
+
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._unclaimed: dict[str, float] = {}  # key -> when a wake-up was kept for a daemon to come
         self._seen: dict[tuple[str, str, str], str] = {}
         # BYO Workspaces ("ns/name" -> label selector): their nodes carry no kaito labels, so
         # a change on any node matching the selector wakes them.
         self.selectors: dict[str, Mapping[str, Any]] = {}
 
     def event_for(self, key: str) -> asyncio.Event:
+        """The daemon's event for ``key``; already set when a wake-up came before the daemon."""
+        self._unclaimed.pop(key, None)
         ev = self._events.get(key)
         if ev is None:
             ev = self._events[key] = asyncio.Event()
@@ -73,6 +82,7 @@ class Wakeups:
     def drop(self, key: str, ev: asyncio.Event | None = None) -> None:
         if ev is None or self._events.get(key) is ev:
             self._events.pop(key, None)
+            self._unclaimed.pop(key, None)
 
     def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> str | None:
         """Record a watch event; return the Workspace key to wake, or None."""
@@ -109,12 +119,22 @@ class Wakeups:
         return [k for k in self._events if k.startswith(f"{namespace}/")]
 
     def wake(self, key: str) -> bool:
-        """Set ``key``'s event; False when no daemon waits for that Workspace (yet)."""
+        """Set ``key``'s event; False when no daemon waits for that Workspace yet (the wake-up is
+        then kept for :data:`KEEP_SECONDS`: the daemon's first wait returns at once)."""
+        ev = self._events.get(key)
+        if ev is not None and key not in self._unclaimed:
+            ev.set()
+            return True
+        now = time.monotonic()
+        for stale in [k for k, t in self._unclaimed.items() if now - t > self.KEEP_SECONDS]:
+            self._unclaimed.pop(stale, None)
+            self._events.pop(stale, None)
         ev = self._events.get(key)
         if ev is None:
-            return False
+            ev = self._events[key] = asyncio.Event()
+            self._unclaimed[key] = now
         ev.set()
-        return True
+        return False
 
     def __len__(self) -> int:
         return len(self._seen)

@@ -65,13 +65,36 @@ def test_byo_selectors_match_unlabelled_nodes():
 def test_wake_sets_the_daemons_event():
     async def main():
         w = Wakeups()
-        assert w.wake("team/ws") is False  # nobody waits yet
+        assert w.wake("team/ws") is False  # nobody waits yet: kept for the daemon to come
         ev = w.event_for("team/ws")
+        assert ev.is_set()  # the daemon's first wait returns at once (not at the first resync)
+        ev.clear()
         assert w.wake("team/ws") is True and ev.is_set()
         w.drop("team/ws", asyncio.Event())  # someone else's event: ours stays
         assert w.wake("team/ws") is True
         w.drop("team/ws", ev)
         assert w.wake("team/ws") is False
+    asyncio.run(main())
+
+
+def test_wake_ups_nobody_claims_are_dropped(monkeypatch):
+    """Children of a deleted Workspace keep sending events: their kept wake-ups expire."""
+    import time as time_mod
+
+    async def main():
+        w = Wakeups()
+        clock = [1000.0]
+        monkeypatch.setattr(time_mod, "monotonic", lambda: clock[0])
+        w.wake("team/gone")
+        w.wake("team/other")
+        assert set(w._events) == {"team/gone", "team/other"}
+        clock[0] += Wakeups.KEEP_SECONDS + 1
+        w.wake("team/new")
+        assert set(w._events) == {"team/new"}  # the two unclaimed ones expired; the new one is kept
+        assert w.event_for("team/new").is_set()
+        clock[0] += Wakeups.KEEP_SECONDS + 1
+        w.wake("team/later")
+        assert "team/new" in w._events  # claimed by its daemon: never expires
     asyncio.run(main())
 
 
@@ -150,3 +173,28 @@ def test_probably_absent_lets_a_new_child_be_created_without_a_get(emulator):
     other = CachedKube(kube, WatchCache({("v1", "Service")}))
     assert apply_object(other, svc, "u1") == "unchanged"
     assert not ck.probably_absent(api_version="v1", kind="ConfigMap", name="fresh", namespace="cache")  # not watched
+
+
+def test_our_own_write_does_not_overwrite_a_newer_watched_version():
+    """A controller can write a NodeClaim's status between our create and the create's answer
+    arriving: the watch delivered resourceVersion 2 (Ready), then our response (1) comes. The
+    cache must keep 2, or the Workspace waits for a node that is Ready until the next re-list."""
+    from kaito_core.operator.cache import WatchCache
+
+    cache = WatchCache({("karpenter.sh/v1", "NodeClaim")})
+
+    def claim(rv, ready):
+        return {"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+                "metadata": {"name": "c", "resourceVersion": str(rv)},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]} if ready else {}}
+
+    cache.put(claim(2, True))  # the watch event
+    cache.put(claim(1, False), response=True)  # our create's late answer
+    assert cache.lookup("karpenter.sh/v1", "NodeClaim", None, "c")["metadata"]["resourceVersion"] == "2"
+    cache.put(claim(3, False), response=True)  # our patch's answer, newer than what the watch showed
+    assert cache.lookup("karpenter.sh/v1", "NodeClaim", None, "c")["metadata"]["resourceVersion"] == "3"
+    cache.put(claim(2, True))  # a watch event always wins (the watch catches up in order)
+    assert cache.lookup("karpenter.sh/v1", "NodeClaim", None, "c")["metadata"]["resourceVersion"] == "2"
+    odd = {**claim(9, False), "metadata": {"name": "c", "resourceVersion": "abc"}}
+    cache.put(odd, response=True)  # not comparable: the watch's version stays
+    assert cache.lookup("karpenter.sh/v1", "NodeClaim", None, "c")["metadata"]["resourceVersion"] == "2"
