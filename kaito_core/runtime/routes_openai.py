@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from kaito_core.runtime import responses as R
 from kaito_core.runtime.errors import APIError, model_not_found
@@ -89,20 +90,13 @@ def register(app: FastAPI, ctx: Any) -> None:
         if parsed.stream:
             return await stream(service, request, [prep], rid, created, chat=True)
         choices = await collect(service, request, [prep])
-        want_lp = parsed.params.logprobs is not None
-        call_id = functools.partial(R.new_id, "chatcmpl-tool")
-        body = [R.chat_choice(i, c.text, c.finish,
-                              R.chat_logprobs(c.logprobs, service.token_text) if want_lp else None,
-                              tool_calls(parsed.tools, c.text, call_id))
-                for i, c in enumerate(choices)]
-        answer = R.chat_completion(rid, prep.model_id, "", "stop", len(prep.prompt_ids),
-                                   sum(c.tokens for c in choices), created, choices=body)
+        scored = None
         if parsed.prompt_logprobs is not None:  # vLLM puts a chat's on the response
             from kaito_core.runtime.prompt_logprobs import score_prompt  # torch: loaded with the model
 
             scored = await score_prompt(service.engine, prep.prompt_ids, parsed.prompt_logprobs, prep.adapter)
-            answer["prompt_logprobs"] = R.prompt_logprobs(scored, service.token_text)
-        return JSONResponse(answer)
+        build = functools.partial(_chat_answer, service, prep, choices, scored, rid, created)
+        return await _answer(build, heavy=parsed.params.logprobs is not None or scored is not None)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -113,26 +107,77 @@ def register(app: FastAPI, ctx: Any) -> None:
         if parsed.stream:
             return await stream(service, request, preps, rid, created, chat=False)
         choices = await collect(service, request, preps)
-        want_lp = parsed.params.logprobs is not None
         # echo + logprobs: the prompt's tokens carry their logprobs too (how harnesses score text)
         heads = await _prompt_heads(service, preps)
-        body = []
-        for i, c in enumerate(choices):
-            head = preps[i // parsed.n].prompt_text if parsed.echo else ""
-            lp = None
-            if want_lp:
-                entries = heads[i // parsed.n] + c.logprobs if heads else c.logprobs
-                lp = R.completion_logprobs(entries, service.token_text, 0 if heads else len(head))
-            body.append(R.completion_choice(i, head + c.text, c.finish, lp))
+        scored = None
         if parsed.prompt_logprobs is not None:  # vLLM puts a completion's on each choice
             from kaito_core.runtime.prompt_logprobs import score_prompt
 
             scored = [await score_prompt(service.engine, p.prompt_ids, parsed.prompt_logprobs, p.adapter)
                       for p in preps]
-            for i, choice in enumerate(body):
-                choice["prompt_logprobs"] = R.prompt_logprobs(scored[i // parsed.n], service.token_text)
-        return JSONResponse(R.completion(rid, preps[0].model_id, "", None, created, _prompt_tokens(preps),
-                                         sum(c.tokens for c in choices), choices=body))
+        build = functools.partial(_completion_answer, service, preps, choices, heads, scored, rid, created)
+        return await _answer(build, heavy=parsed.params.logprobs is not None or scored is not None
+                             or len(choices) > 16)
+
+
+# An answer with logprobs can hold hundreds of thousands of entries (n=16, top 20, a scored
+# 500-token prompt: 16 MB of JSON): building and encoding it on the event loop stalled every
+# running stream for 0.65 s, so such answers are built on a worker thread.
+async def _answer(build: Any, heavy: bool) -> Response:
+    def render() -> bytes:
+        return _encode(build())
+
+    return Response(await asyncio.to_thread(render) if heavy else render(), media_type="application/json")
+
+
+_DUMPS = functools.partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # Starlette's
+_SLOT = "\x00choices\x00"
+
+
+def _encode(answer: dict[str, Any]) -> bytes:
+    """``answer`` as JSON, one choice per ``json.dumps`` call: a single call over 16 MB holds the
+    GIL for its whole length (streams on the event loop stalled 0.4 s), separate calls let other
+    threads run in between."""
+    choices = answer.get("choices") or []
+    if len(choices) < 2:
+        return _DUMPS(answer).encode("utf-8")
+    head = _DUMPS({**answer, "choices": _SLOT})   # "choices" comes before any text a model wrote
+    return head.replace(_DUMPS(_SLOT), "[" + ",".join(_DUMPS(c) for c in choices) + "]", 1).encode("utf-8")
+
+
+def _chat_answer(service: Any, prep: Prepared, choices: list[Choice], scored: Any, rid: str,
+                 created: int) -> dict[str, Any]:
+    parsed = prep.parsed
+    want_lp = parsed.params.logprobs is not None
+    call_id = functools.partial(R.new_id, "chatcmpl-tool")
+    body = [R.chat_choice(i, c.text, c.finish,
+                          R.chat_logprobs(c.logprobs, service.token_text) if want_lp else None,
+                          tool_calls(parsed.tools, c.text, call_id))
+            for i, c in enumerate(choices)]
+    answer = R.chat_completion(rid, prep.model_id, "", "stop", len(prep.prompt_ids),
+                               sum(c.tokens for c in choices), created, choices=body)
+    if scored is not None:
+        answer["prompt_logprobs"] = R.prompt_logprobs(scored, service.token_text)
+    return answer
+
+
+def _completion_answer(service: Any, preps: list[Prepared], choices: list[Choice], heads: list | None,
+                       scored: list | None, rid: str, created: int) -> dict[str, Any]:
+    parsed = preps[0].parsed
+    want_lp = parsed.params.logprobs is not None
+    body = []
+    for i, c in enumerate(choices):
+        head = preps[i // parsed.n].prompt_text if parsed.echo else ""
+        lp = None
+        if want_lp:
+            entries = heads[i // parsed.n] + c.logprobs if heads else c.logprobs
+            lp = R.completion_logprobs(entries, service.token_text, 0 if heads else len(head))
+        choice = R.completion_choice(i, head + c.text, c.finish, lp)
+        if scored is not None:
+            choice["prompt_logprobs"] = R.prompt_logprobs(scored[i // parsed.n], service.token_text)
+        body.append(choice)
+    return R.completion(rid, preps[0].model_id, "", None, created, _prompt_tokens(preps),
+                        sum(c.tokens for c in choices), choices=body)
 
 
 def _prompt_tokens(preps: list[Prepared]) -> int:

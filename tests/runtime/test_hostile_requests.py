@@ -199,6 +199,28 @@ def test_large_bodies_are_parsed_off_the_event_loop(server, monkeypatch):
     assert seen[1] != server.thread.ident
 
 
+def test_answers_with_logprobs_are_encoded_off_the_loop_choice_by_choice(server, client, monkeypatch):
+    """A 16 MB answer (n=16, top 20, a scored prompt) was built and encoded on the event loop in
+    one json.dumps call: every stream stalled 0.65 s. It is built on a worker thread and encoded
+    one choice per call; the bytes are those one call would give."""
+    import threading
+
+    from kaito_core.runtime import routes_openai
+
+    hostile = {"id": "x", "choices": [{"text": routes_openai._SLOT}, {"text": "é\u0000"}],
+               "prompt_logprobs": [{routes_openai._SLOT: -1.5}], "usage": {"total_tokens": 3}}
+    assert routes_openai._encode(dict(hostile)) == json.dumps(hostile, ensure_ascii=False,
+                                                              separators=(",", ":")).encode()
+    threads: list[int] = []
+    real = routes_openai._encode
+    monkeypatch.setattr(routes_openai, "_encode", lambda a: threads.append(threading.get_ident()) or real(a))
+    plain = client.completions.create(model="tiny-llama", prompt="hi", max_tokens=3, n=2, temperature=0)
+    scored = client.completions.create(model="tiny-llama", prompt="hi there", max_tokens=3, n=2, logprobs=5,
+                                       echo=True, extra_body={"prompt_logprobs": 5})
+    assert len(plain.choices) == len(scored.choices) == 2 and scored.choices[1].logprobs.top_logprobs
+    assert threads[0] == server.thread.ident and threads[1] != server.thread.ident
+
+
 def test_kaito_chat_names_its_own_generate_kwargs(server):
     r = httpx.post(server.url + "/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 10**6}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "generate_kwargs.max_new_tokens", r.text
