@@ -18,7 +18,11 @@ _NUMBER = (int, float)
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
-    """Bytes -> a JSON object, refusing invalid UTF-8, NaN/Infinity and non-objects."""
+    """Bytes -> a JSON object, refusing invalid UTF-8, NaN/Infinity and non-objects. A UTF-8
+    byte-order mark is skipped (RFC 8259 8.1 lets parsers ignore it; FastAPI's json.loads of
+    bytes does, so vLLM takes such bodies; some Windows clients send one)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -221,6 +221,14 @@ def test_answers_with_logprobs_are_encoded_off_the_loop_choice_by_choice(server,
     assert threads[0] == server.thread.ident and threads[1] != server.thread.ident
 
 
+def test_a_utf8_byte_order_mark_is_skipped_and_utf16_named(server):
+    body = json.dumps({"prompt": "hi", "max_tokens": 2})
+    r = httpx.post(server.url + COMP, content=b"\xef\xbb\xbf" + body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1, r.text
+    r = httpx.post(server.url + COMP, content=body.encode("utf-16"), headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid UTF-8" in r.json()["error"]["message"], r.text
+
+
 def test_kaito_chat_names_its_own_generate_kwargs(server):
     r = httpx.post(server.url + "/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 10**6}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "generate_kwargs.max_new_tokens", r.text
