@@ -150,3 +150,48 @@ def test_the_body_limit_is_configurable(process_server):
     r = httpx.post(url + "/v1/chat/completions", content=big_body(17 * 2**20),
                    headers={"content-type": "application/json"}, timeout=120)
     assert r.status_code == 413 and str(16 * 2**20) in r.json()["error"]["message"]
+
+
+HOSTILE = [
+    b"{", b"[]", b'{"messages": [{"role": "user", "content": "x"}], "temperature": 1' + b"0" * 400 + b"}",
+    json.dumps({"prompt": "aaa", "guided_regex": "a{1000000}", "max_tokens": 4}).encode(),
+    json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "n": 4, "logprobs": True,
+                "top_logprobs": 20}).encode(),
+    json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "ab"}] * 3000}],
+                "max_tokens": 2}).encode(),
+    json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": 5, "stream": True}).encode(),
+]
+
+
+def _hostile_round(url: str, count: int) -> list[int]:
+    statuses = []
+    with httpx.Client(timeout=60) as client:
+        for i in range(count):
+            body = HOSTILE[i % len(HOSTILE)]
+            route = "/v1/completions" if b'"prompt"' in body else "/v1/chat/completions"
+            if i % 10 == 9:  # a client that hangs up mid-stream
+                with client.stream("POST", url + "/v1/chat/completions", json={
+                        "messages": [{"role": "user", "content": "x"}], "max_tokens": 200, "stream": True}) as r:
+                    next(r.iter_lines())
+                continue
+            statuses.append(client.post(url + route, content=body,
+                                        headers={"content-type": "application/json"}).status_code)
+    return statuses
+
+
+def test_memory_does_not_grow_under_a_stream_of_bad_requests(process_server):
+    url, proc = process_server
+    _hostile_round(url, 50)    # warm-up: caches and allocator arenas reach their working size
+    rss_before = rss_bytes(proc.pid)
+    statuses = _hostile_round(url, 150)
+    assert set(statuses) == {200, 400}, sorted(set(statuses))
+    rss_after = rss_bytes(proc.pid)
+    assert rss_after <= rss_before * 1.10, f"RSS {rss_before / 2**20:.0f} MiB -> {rss_after / 2**20:.0f} MiB"
+    running = [line for line in httpx.get(url + "/metrics").text.splitlines()
+               if line.startswith("vllm:num_requests_running")]
+    deadline = time.monotonic() + 10
+    while running and not running[0].endswith(" 0.0") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        running = [line for line in httpx.get(url + "/metrics").text.splitlines()
+                   if line.startswith("vllm:num_requests_running")]
+    assert running and running[0].endswith(" 0.0"), running
