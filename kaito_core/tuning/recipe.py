@@ -107,7 +107,7 @@ class _Run:
         self.t0 = time.monotonic()
         self.work: Path | None = None
         self.own_work = False
-        self.downloaded = False
+        self.inputs: Any = None  # kaito_core.tuning.inputs.Inputs, once the work dir is known
         self.packing: dict[str, Any] | None = None
         self.resumed_from: str | None = None
         self.shard: list[int] = []
@@ -160,8 +160,8 @@ class _Run:
             # temporary one goes, unless the run was interrupted and can still be resumed.
             if self.own_work and not interrupted:
                 shutil.rmtree(self.work, ignore_errors=True)
-            elif self.downloaded:
-                shutil.rmtree(self.work / "data", ignore_errors=True)
+            elif self.inputs is not None:
+                self.inputs.cleanup()  # downloads only: the work dir may be the user's own directory
             _drop_if_empty(dest, created)
 
     def _preset(self):
@@ -197,29 +197,10 @@ class _Run:
         return cfg
 
     def _inputs(self, cfg) -> list[Path]:
-        from kaito_core.tuning import fetch
+        from kaito_core.tuning.inputs import Inputs
 
-        req = self.req
-        paths: list[Path] = []
-        downloads = self.work / "data"
-        for i, item in enumerate(req.data):
-            if str(item).startswith(("http://", "https://")) or "://" in str(item):
-                self.downloaded = True
-                paths.append(fetch.download(str(item), downloads, index=i, allow_private=req.allow_private_urls,
-                                            max_bytes=req.max_download_bytes))
-            else:
-                paths.append(Path(item))
-        if req.input_image:
-            from kaito_core.tuning import oci
-
-            target = self.work / "image-data"
-            oci.pull(req.input_image, target, docker_config=req.pull_secret, insecure=req.insecure_registries,
-                     what="tuning.input.image")
-            paths.append(target)
-        if not paths:
-            raise DataError("no training data: give --data (URLs, files or directories) or tuning.input "
-                            "(urls, image or volumeSource)")
-        return data_mod.find_data_files(paths, dataset_path=cfg.dataset.get("dataset_path"))
+        self.inputs = Inputs(self.work)
+        return self.inputs.gather(self.req, cfg.dataset)
 
     def _model_source(self, cfg, preset) -> str:
         source = self._find_model(cfg, preset)

@@ -644,3 +644,64 @@ def test_an_output_image_pinned_to_a_digest_is_refused_before_training(registry,
     with pytest.raises(OutputError, match="pushed to a tag, not a digest .*drop the @sha256"):
         run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], output_image=ref, progress="none",
             on_step=lambda info: pytest.fail("trained before refusing the reference"))
+
+
+def test_ctrl_c_while_the_data_is_read_leaves_no_output_dir(tiny_models, tmp_path):
+    """The data is a pipe (`--data <(zcat train.jsonl.gz)`): it was opened several times (column
+    probe, checking pass, tokenizing), so rows came out cut. It is now read once into the work
+    dir. Once the writer's 2 MB are taken the run is inside that read (no timing guess), and
+    Ctrl-C (SIGINT) must stop it there cleanly, even with the writer still silent."""
+    import signal
+
+    fifo = tmp_path / "train.jsonl"
+    os.mkfifo(fifo)
+    row = (json.dumps({"messages": MESSAGES}) + "\n").encode()
+    proc = subprocess.Popen([sys.executable, "-m", "kaito_core.tuning", "--model", str(tiny_models["llama"]),
+                             "--data", str(fifo), "--output", str(tmp_path / "adapter"), "--progress", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        with open(fifo, "wb") as writer:
+            writer.write(row * (2_000_000 // len(row)))
+            writer.flush()  # returns once the reader took all but the pipe's buffer
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 75, err
+    assert "interrupted: interrupted by SIGINT outside a training step: nothing was published" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_a_pipe_is_read_once_and_trained_on(tiny_models, chat_jsonl, tmp_path):
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "kaito_core.tuning", "--model", str(tiny_models["llama"]),
+                             "--data", str(fifo), "--output", str(tmp_path / "adapter"), "--progress", "none",
+                             "--max-steps", "1", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        with open(fifo, "wb") as writer:
+            writer.write(chat_jsonl.read_bytes())
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill() if proc.poll() is None else None
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["data"]["rows_used"] == len(chat_rows()) and summary["data"]["files"][0].endswith("000-stream")
+
+
+def test_downloads_never_touch_the_users_files_in_the_work_dir(http_server, tiny_models, chat_jsonl, tmp_path):
+    """Downloads went to <work dir>/data, removed after the run: with --work-dir . and the
+    user's own data/ folder there, their training file was deleted."""
+    (http_server.root / "more.jsonl").write_bytes(chat_jsonl.read_bytes())
+    project = tmp_path / "project"
+    mine = project / "data" / "mine.jsonl"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(chat_jsonl.read_bytes())
+    result = run(model_dir=str(tiny_models["llama"]), data=[str(mine), f"{http_server.url}/more.jsonl"],
+                 work_dir=str(project), output=str(project / "adapter"), allow_private_urls=True,
+                 config={"training_config": {"TrainingArguments": {"max_steps": 1}}}, progress="none")
+    assert result.summary["data"]["rows_used"] == 2 * len(chat_rows())
+    assert mine.read_bytes() == chat_jsonl.read_bytes()
+    assert sorted(p.name for p in project.iterdir()) == ["adapter", "checkpoints", "data"]
