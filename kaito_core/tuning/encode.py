@@ -9,7 +9,6 @@ model learns to answer, not to write the user's questions. Plain texts learn eve
 
 from __future__ import annotations
 
-import codecs
 from array import array
 from collections import Counter
 from pathlib import Path
@@ -26,8 +25,12 @@ def resolve_chat_template(configured: str | None, tokenizer: Any, preset_templat
     as upstream), else the tokenizer's own, else the preset's."""
     if configured:
         if any(c in configured for c in "{}\n"):
-            return codecs.decode(configured, "unicode_escape") if "\\n" in configured else configured, \
-                "ModelConfig.chat_template"
+            # "\n" written as two characters in a one-line YAML string: decode the escapes only
+            # (codecs' unicode_escape alone reads the text as Latin-1 and turns "café" or
+            # DeepSeek's "<｜User｜>" into mojibake, which would then never match a token).
+            text = configured.encode("latin-1", "backslashreplace").decode("unicode_escape") \
+                if "\\n" in configured else configured
+            return text, "ModelConfig.chat_template"
         path = Path(configured)
         if not path.is_file():
             raise DataError(f"ModelConfig.chat_template {configured!r}: neither a template nor a readable file")

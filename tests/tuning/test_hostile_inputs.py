@@ -705,3 +705,11 @@ def test_downloads_never_touch_the_users_files_in_the_work_dir(http_server, tiny
     assert result.summary["data"]["rows_used"] == 2 * len(chat_rows())
     assert mine.read_bytes() == chat_jsonl.read_bytes()
     assert sorted(p.name for p in project.iterdir()) == ["adapter", "checkpoints", "data"]
+
+def test_a_one_line_chat_template_with_escapes_keeps_its_unicode():
+    """`chat_template: "<｜User｜>{{ m }}\\n"` (DeepSeek's tokens, "\\n" typed as two characters)
+    came out as mojibake ("<ï½\\x9cUser...") and its special tokens never matched."""
+    from kaito_core.tuning.encode import resolve_chat_template
+
+    template, origin = resolve_chat_template("<｜User｜>{{ m.content }}\\n— café\\\\", None, None)
+    assert template == "<｜User｜>{{ m.content }}\n— café\\" and origin == "ModelConfig.chat_template"
