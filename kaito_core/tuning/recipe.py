@@ -316,11 +316,17 @@ class _Run:
             if req.output_image:
                 from kaito_core.tuning import oci
 
-                digest = oci.push_adapter(
-                    published or staging, req.output_image, docker_config=req.push_secret,
-                    insecure=req.insecure_registries, annotations=out_mod.annotations(summary),
-                    config={"base_model": summary["base_model"], "method": cfg.method,
-                            "preset": summary["preset"], "target_modules": loaded.target_modules})
+                try:
+                    digest = oci.push_adapter(
+                        published or staging, req.output_image, docker_config=req.push_secret,
+                        insecure=req.insecure_registries, annotations=out_mod.annotations(summary),
+                        config={"base_model": summary["base_model"], "method": cfg.method,
+                                "preset": summary["preset"], "target_modules": loaded.target_modules})
+                except OutputError as exc:
+                    if published is None:
+                        raise
+                    raise OutputError(f"{exc}. The adapter itself is complete in {published}: run again with "
+                                      "--overwrite to train and push again") from None
                 summary["output"]["digest"] = digest
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -713,3 +713,45 @@ def test_a_one_line_chat_template_with_escapes_keeps_its_unicode():
 
     template, origin = resolve_chat_template("<｜User｜>{{ m.content }}\\n— café\\\\", None, None)
     assert template == "<｜User｜>{{ m.content }}\n— café\\" and origin == "ModelConfig.chat_template"
+
+
+def test_a_push_that_fails_after_the_directory_was_written_says_where_the_adapter_is(
+        tiny_models, chat_jsonl, tmp_path, monkeypatch):
+    """A registry that answers /v2/ but fails every upload (HTTP 500): the error named the push
+    only, though a complete adapter sat in --output (and a retry needs --overwrite)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Failing(BaseHTTPRequestHandler):
+        def _answer(self, code: int, body: bytes = b"") -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            self._answer(200, b"{}") if self.path == "/v2/" else self._answer(500)
+
+        def do_HEAD(self):  # noqa: N802
+            self._answer(404)
+
+        def do_POST(self):  # noqa: N802
+            self._answer(500, b"storage backend down")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KAITO_OCI_RETRIES", "0")
+    try:
+        with pytest.raises(OutputError) as err:
+            run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], output=str(tmp_path / "adapter"),
+                output_image=f"127.0.0.1:{server.server_port}/adapters/a:1", progress="none",
+                config={"training_config": {"TrainingArguments": {"max_steps": 1}}})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "HTTP 500" in str(err.value) and "storage backend down" in str(err.value)
+    assert f"The adapter itself is complete in {tmp_path / 'adapter'}" in str(err.value)
+    assert (tmp_path / "adapter" / "fine_tuning_completed.txt").is_file()
