@@ -16,6 +16,7 @@ import re
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE = "trainer_state.json"
@@ -87,3 +88,32 @@ def newest_whole(ckpt_dir: Path, *, need_optimizer: bool = True) -> tuple[Path |
             return p, broken
         broken.append((p, why))
     return None, broken
+
+
+def write_error(exc: BaseException, ckpt_dir: Path) -> Any:
+    """One line for a checkpoint that could not be written (a full disk above all), or None
+    when ``exc`` is something else. torch.save reports a full disk as ``RuntimeError: [enforce
+    fail at inline_container.cc] unexpected pos``, safetensors as its own error: the traceback
+    going through the Trainer's checkpoint save is what identifies them."""
+    import os
+    import shutil
+    import traceback
+
+    from kaito_core.api.training.errors import OutputError
+    from kaito_core.tuning.output import NO_SPACE
+
+    saving = any(f.name in ("_save_checkpoint", "_save_optimizer_and_scheduler", "save_model")
+                 for f in traceback.extract_tb(exc.__traceback__))
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        why = os.strerror(exc.errno)
+    elif saving and (isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError"):
+        why = f"{type(exc).__name__}: {str(exc)[:200]}"
+    else:
+        return None
+    try:
+        free = f" ({shutil.disk_usage(ckpt_dir).free / 2**20:.1f} MiB free there now)"
+    except OSError:
+        free = ""
+    return OutputError(f"writing a checkpoint under {ckpt_dir} failed: {why}{free}. Free some space, give a work "
+                       "dir with room (--work-dir), or set TrainingArguments.save_strategy: no; a run started "
+                       "again resumes from the last whole checkpoint")

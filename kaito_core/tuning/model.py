@@ -135,7 +135,7 @@ def load_tokenizer(source: str, cfg: TrainingConfig) -> tuple[Any, list[str]]:
 def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
     """A fresh base model with LoRA layers, ready for training."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     m, q = cfg.model, cfg.quantization
@@ -203,6 +203,16 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
         lora = LoraConfig(task_type="CAUSAL_LM", **lora_args)
     except (TypeError, ValueError) as exc:
         raise TuningConfigError("training_config.LoraConfig", [_field("LoraConfig", str(exc))]) from None
+    model = _with_lora(model, lora)
+    model.config.use_cache = False
+    trainable, total = model.get_nb_trainable_parameters()
+    loaded.model, loaded.trainable_params, loaded.total_params = model, int(trainable), int(total)
+    return loaded
+
+
+def _with_lora(model: Any, lora: Any) -> Any:
+    from peft import get_peft_model
+
     with warnings.catch_warnings():
         # peft reads the deprecated ``is_gradient_checkpointing`` property to decide whether to
         # prepare checkpointing; it is off here unless TrainingArguments.gradient_checkpointing
@@ -210,13 +220,9 @@ def load_model(source: str, cfg: TrainingConfig) -> LoadedModel:
         # FutureWarning it triggers says nothing about this run.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         try:
-            model = get_peft_model(model, lora)
+            return get_peft_model(model, lora)
         except ValueError as exc:  # peft's NoMatchingPeftModuleError (layers_to_transform, a regex, ...)
             raise TuningConfigError("training_config.LoraConfig", [_field("LoraConfig", str(exc))]) from None
-    model.config.use_cache = False
-    trainable, total = model.get_nb_trainable_parameters()
-    loaded.model, loaded.trainable_params, loaded.total_params = model, int(trainable), int(total)
-    return loaded
 
 
 class _StateDict(dict):

@@ -333,7 +333,7 @@ class _Run:
         return digest
 
     def _train(self, loaded, cfg, train_rows, eval_rows, tok, files, source):
-        from kaito_core.tuning import progress
+        from kaito_core.tuning import checkpoints, progress
         from kaito_core.tuning import train as train_mod
         from kaito_core.tuning.attention import use_packed_attention
 
@@ -369,7 +369,7 @@ class _Run:
                 try:
                     trainer.train(resume_from_checkpoint=resume)
                 except Exception as exc:  # noqa: BLE001 - only a failed checkpoint write is turned into one line
-                    failure = train_mod.checkpoint_write_error(exc, ckpt_dir)
+                    failure = checkpoints.write_error(exc, ckpt_dir)
                     if failure is None:
                         raise
                     raise failure from None
