@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from kaito_core.api.training.errors import DataError
+from kaito_core.tuning.messages import ROLES, Malformed, to_messages, unicode_text  # noqa: F401 - ROLES re-exported
 
 EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
               ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
 FORMATS = ("csv", "json", "jsonl", "parquet", "arrow")
-ROLES = ("system", "user", "assistant", "tool", "developer")
 # JSON files a directory of data often holds that are not rows: a Hugging Face dataset repo's
 # or save_to_disk's metadata, a model's or adapter's files, kaito's own records. Skipped when a
 # directory is searched (named explicitly, a file is always read).
@@ -72,10 +72,6 @@ class DataSummary:
                 "rows_used": self.rows_used, "rows_skipped": self.rows_skipped,
                 "skipped_reasons": dict(self.skipped), "first_skipped": self.first_skipped,
                 "train_rows": self.train_rows, "eval_rows": self.eval_rows}
-
-
-class Malformed(Exception):
-    """A row that cannot be used; the message says why (before the first ':' is the category)."""
 
 
 # --- finding and reading files ---------------------------------------------------------------
@@ -236,61 +232,6 @@ def _wrong_columns(path: Path, columns: list[str], why: str) -> DataError:
         "DatasetConfig.messages_column, or context_column + response_column, or response_column")
 
 
-def _content(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):  # OpenAI content parts
-        parts = []
-        for p in value:
-            if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str):
-                parts.append(p["text"])
-            else:
-                raise Malformed("bad content: only text content parts can be trained on")
-        return "".join(parts)
-    raise Malformed(f"bad content: expected a string, got {type(value).__name__}")
-
-
-def to_messages(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise Malformed("bad messages: a string that is not JSON; expected a list of "
-                            "{role, content} objects") from None
-    if isinstance(value, dict) and isinstance(value.get("messages"), list):
-        value = value["messages"]
-    if not isinstance(value, list) or not value:
-        raise Malformed("bad messages: expected a non-empty list of {role, content} objects, got "
-                        f"{type(value).__name__ if value is not None else 'null'}")
-    out = []
-    for k, m in enumerate(value):
-        if not isinstance(m, dict) or "role" not in m:
-            raise Malformed(f"bad messages: message {k} is not a {{role, content}} object")
-        role = m.get("role")
-        if role not in ROLES:
-            raise Malformed(f"bad messages: message {k} has role {role!r}; expected one of {list(ROLES)}")
-        content = m.get("content")
-        if content is None:
-            content = ""
-        msg: dict[str, Any] = {"role": role, "content": _content(content)}
-        # OpenAI tool use: the calls an assistant turn makes and the id/name a tool result
-        # answers go to the chat template too (upstream hands the whole message list to
-        # apply_chat_template); dropping them would teach an empty answer instead of the call.
-        calls = m.get("tool_calls")
-        if calls:
-            if role != "assistant" or not isinstance(calls, list):
-                raise Malformed(f"bad messages: message {k} has tool_calls; only an assistant message can, "
-                                "as a list of {type, function: {name, arguments}} objects")
-            msg["tool_calls"] = calls
-        for key in ("tool_call_id", "name"):
-            if isinstance(m.get(key), str) and m[key]:
-                msg[key] = m[key]
-        out.append(msg)
-    if not any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in out):
-        raise Malformed("no assistant message: nothing to learn from (add an assistant turn)")
-    return out
-
-
 def row_to_example(row: Any, layout: Layout, where: str) -> Example:
     if not isinstance(row, Mapping):
         raise Malformed(f"not a record: expected an object with columns, got {type(row).__name__}")
@@ -304,11 +245,12 @@ def row_to_example(row: Any, layout: Layout, where: str) -> Example:
             raise Malformed(f"bad {layout.columns[0]}: expected text, got {type(ctx).__name__}")
         if not isinstance(resp, str) or not resp.strip():
             raise Malformed(f"empty {layout.columns[1]}: nothing to learn from")
+        ctx, resp = unicode_text(ctx, layout.columns[0]), unicode_text(resp, layout.columns[1])
         return Example(where, messages=[{"role": "user", "content": ctx}, {"role": "assistant", "content": resp}])
     text = row.get(layout.columns[0])
     if not isinstance(text, str) or not text.strip():
         raise Malformed(f"empty {layout.columns[0]}: no text to learn from")
-    return Example(where, text=text)
+    return Example(where, text=unicode_text(text, layout.columns[0]))
 
 
 def iter_examples(files: list[Path], ds: Mapping[str, Any], summary: DataSummary) -> Iterator[Example]:

@@ -227,3 +227,25 @@ def test_a_one_line_chat_template_with_escapes_keeps_its_unicode():
 
     template, origin = resolve_chat_template("<｜User｜>{{ m.content }}\\n— café\\\\", None, None)
     assert template == "<｜User｜>{{ m.content }}\n— café\\" and origin == "ModelConfig.chat_template"
+
+
+def test_pandas_csv_messages_and_unpaired_surrogates(tmp_path):
+    """A list column saved by pandas' to_csv is a Python literal, not JSON ("a string that is not
+    JSON"); a JSON escape giving an unpaired surrogate reached the tokenizer as a TypeError."""
+    pandas_csv = _write(tmp_path / "pandas.csv", 'messages\n"[{\'role\': \'user\', \'content\': \'hi ""x""\'}, '
+                                                 '{\'role\': \'assistant\', \'content\': ""it\'s""}]"\n')
+    (example,), _ = load_examples([pandas_csv], {})
+    assert example.messages == [{"role": "user", "content": 'hi "x"'}, {"role": "assistant", "content": "it's"}]
+    code = _write(tmp_path / "code.csv", 'messages\n"[__import__(\'os\').getcwd()]"\n')
+    with pytest.raises(DataError, match="a string that is not JSON"):
+        load_examples([code], {})
+    surrogate = _write(tmp_path / "s.jsonl", '{"messages": [{"role": "user", "content": "a \\ud800 b"}, '
+                                             '{"role": "assistant", "content": "ok"}]}\n')
+    with pytest.raises(DataError, match=r"line 1\): bad content: an unpaired UTF-16 surrogate \('\\ud800' at "
+                                        r"character 2\)"):
+        scan([surrogate], {})
+    text = _write(tmp_path / "t.jsonl", '{"text": "fine"}\n{"text": "x \\udfff"}\n')
+    summary = scan([text], {"skip_malformed_rows": True})
+    assert (summary.rows_used, summary.first_skipped) == (1, [
+        "t.jsonl line 2: bad text: an unpaired UTF-16 surrogate ('\\udfff' at character 2) is not text; fix the "
+        "escape in the file"])
