@@ -128,6 +128,9 @@ def extract(archive: Path, root: Path, *, layer: str, budget: Budget, only: str 
                     tf.extract(member, root, set_attrs=False, filter="data")
                 except tarfile.FilterError as exc:
                     raise UnsafeArchiveError(f"{layer}: member {name!r} refused ({exc})") from None
+                except KeyError:  # tarfile: a hard link to a member that is not earlier in the archive
+                    raise OCIError(f"{layer}: hard link {name!r} -> {member.linkname!r} names no earlier member "
+                                   "of the layer; the layer is damaged") from None
                 written += 1
         except (tarfile.TarError, EOFError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:

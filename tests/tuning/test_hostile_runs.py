@@ -368,3 +368,22 @@ def test_a_push_that_fails_after_the_directory_was_written_says_where_the_adapte
     assert "HTTP 500" in str(err.value) and "storage backend down" in str(err.value)
     assert f"The adapter itself is complete in {tmp_path / 'adapter'}" in str(err.value)
     assert (tmp_path / "adapter" / "fine_tuning_completed.txt").is_file()
+
+
+def test_a_hard_link_to_nothing_earlier_in_the_layer_is_a_damaged_layer(registry, tmp_path):
+    """tarfile raised a bare KeyError ("linkname ... not found") for a hard link whose target
+    is missing or comes later in the archive: an internal error instead of a refused layer."""
+    from tests.oci.images import M, push_image, tar
+
+    from kaito_core.tuning.oci import pull
+
+    layer = tar([M("data", kind="dir"), M("data/train.jsonl", kind="hardlink", link="data/later.jsonl"),
+                 M("data/later.jsonl", b"{}\n")])
+    push_image(registry.host, "data/dangling", "1", [layer])
+    with pytest.raises(FetchError, match=r"hard link 'data/train.jsonl' -> 'data/later.jsonl' names no earlier "
+                                         r"member of the layer; the layer is damaged"):
+        pull(f"{registry.host}/data/dangling:1", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+    ok = tar([M("data", kind="dir"), M("data/a.jsonl", b"{}\n"), M("data/b.jsonl", kind="hardlink", link="data/a.jsonl")])
+    push_image(registry.host, "data/linked", "1", [ok])
+    assert sorted(p.name for p in pull(f"{registry.host}/data/linked:1", tmp_path / "linked")) == ["a.jsonl", "b.jsonl"]
