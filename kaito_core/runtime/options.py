@@ -70,6 +70,7 @@ class ServeOptions:
     log_level: str = "info"
     timeout_header: float = 30.0        # seconds for a request head to arrive (0: no limit)
     timeout_body: float = 60.0          # seconds between two chunks of a request body
+    timeout_send: float = 120.0         # seconds a stream may wait on a client that reads nothing
     timeout_keep_alive: float = 5.0     # idle seconds before a keep-alive connection closes (uvicorn's)
     adapter_fetch_timeout: float = 120.0  # seconds to pull an adapter at run time (admin routes)
     kv_cache: str = "auto"              # slots (preallocated, chunked prefill) | dynamic | auto
@@ -101,6 +102,7 @@ class ServeOptions:
         if self.prefill_chunk < 1:
             raise OptionsError(f"--prefill-chunk is {self.prefill_chunk}, expected a positive number of tokens")
         for flag, value in (("--timeout-header", self.timeout_header), ("--timeout-body", self.timeout_body),
+                            ("--timeout-send", self.timeout_send),
                             ("--timeout-keep-alive", self.timeout_keep_alive),
                             ("--adapter-fetch-timeout", self.adapter_fetch_timeout)):
             if not isinstance(value, (int, float)) or value < 0 or value != value:
@@ -223,6 +225,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=None, help=f"request size limit ({DEFAULT_MAX_BODY})")
     parser.add_argument("--timeout-header", type=float, default=None, metavar="SECONDS",
                         help="close a connection whose request head takes longer (30; 0: no limit)")
+    parser.add_argument("--timeout-send", type=float, default=None, metavar="SECONDS",
+                        help="drop a stream whose client has read nothing for this long (120; 0: no limit)")
     parser.add_argument("--timeout-body", type=float, default=None, metavar="SECONDS",
                         help="answer 408 when a request body stalls longer between two chunks (60)")
     parser.add_argument("--timeout-keep-alive", type=float, default=None, metavar="SECONDS",
@@ -250,6 +254,7 @@ _CONFIG_KEYS = {  # transformers: settings in inference_config.yaml -> ServeOpti
     "max_batch": int, "max-batch": int, "max_model_len": int, "max-model-len": int, "dtype": str,
     "device": str, "max_body_bytes": int, "threads": int, "allow_pickle": bool, "served_model_name": str,
     "timeout_header": float, "timeout_body": float, "timeout_keep_alive": float, "adapter_fetch_timeout": float,
+    "timeout_send": float,
     "kv_cache": str, "prefill_chunk": int, "disable_any_whitespace": bool, "cuda_graphs": str,
 }
 
@@ -357,6 +362,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         log_level=args.log_level,
         timeout_header=float(pick(args.timeout_header, "timeout_header", 30.0)),
         timeout_body=float(pick(args.timeout_body, "timeout_body", 60.0)),
+        timeout_send=float(pick(args.timeout_send, "timeout_send", 120.0)),
         timeout_keep_alive=float(pick(args.timeout_keep_alive, "timeout_keep_alive", 5.0)),
         adapter_fetch_timeout=float(pick(args.adapter_fetch_timeout, "adapter_fetch_timeout", 120.0)),
         kv_cache=str(pick(args.kv_cache, "kv_cache", "auto")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -23,6 +24,8 @@ from kaito_core.runtime.errors import APIError, model_not_found
 from kaito_core.runtime.protocol import parse_chat, parse_completion, split_batch
 from kaito_core.runtime.service import Prepared
 from kaito_core.runtime.tools import Tools, tool_calls
+
+log = logging.getLogger("kaito.runtime.server")
 
 
 @dataclass
@@ -192,9 +195,35 @@ async def stream(service: Any, request: Request, preps: list[Prepared], rid: str
     # frees the request's sequences.
     outputs = service.generate(preps, request.is_disconnected, announce=True)
     await outputs.__anext__()
-    return StreamingResponse(_events(service, request, preps, rid, created, chat, outputs),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventStream(_events(service, request, preps, rid, created, chat, outputs),
+                       send_timeout=service.opts.timeout_send or None, media_type="text/event-stream",
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events that give up on a client that reads nothing for ``send_timeout``
+    seconds (``--timeout-send``). Such a client's events wait in memory, up to ``max_tokens`` x
+    ``n`` of them (16 MB with top-20 logprobs), for as long as it keeps the connection open:
+    dropping the stream frees them. uvicorn then closes the connection (logging that the
+    response was not completed)."""
+
+    def __init__(self, content: Any, send_timeout: float | None, **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self.send_timeout = send_timeout
+
+    async def stream_response(self, send: Any) -> None:
+        async def timed(message: dict) -> None:
+            await asyncio.wait_for(send(message), self.send_timeout)
+
+        try:
+            await timed({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await timed({"type": "http.response.body", "body": chunk, "more_body": True})
+        except asyncio.TimeoutError:
+            log.info("a client read nothing for %gs: its stream is dropped (--timeout-send)", self.send_timeout)
+            await self.body_iterator.aclose()  # the generator's finally frees the request's sequences
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _events(service: Any, request: Request, preps: list[Prepared], rid: str, created: int,

@@ -391,3 +391,25 @@ def test_a_stream_refused_at_capacity_is_a_503_before_any_200(tiny_models, make_
     r = httpx.post(srv.url + COMP, json={"prompt": "x", "max_tokens": 2, "stream": True})
     assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded", r.text
     assert 'kaito_running_requests 0.0' in httpx.get(srv.url + "/metrics").text
+
+
+def test_a_stream_whose_client_reads_nothing_is_dropped_after_timeout_send(tiny_models, make_server):
+    """A client that keeps its connection open and reads nothing held its buffered events (up to
+    max_tokens x n) for as long as it liked; after --timeout-send the stream is dropped, its
+    request stops counting as running, and others are served as before."""
+    srv = make_server(model=str(tiny_models["llama"]), served_model_name="tiny-llama", timeout_send=1.0)
+    stalled = _never_reads(srv.port)
+    try:
+        seen = []
+        for _ in range(600):   # bounded waits: the request runs, then is dropped; the socket stays open
+            gauges = _gauges(srv.url)
+            seen.append(gauges.get("kaito_running_requests"))
+            if 1.0 in seen and seen[-1] == 0.0:
+                break
+            time.sleep(0.05)
+        assert 1.0 in seen, seen[:5]
+        assert gauges == {"kaito_running_requests": 0.0, "vllm:num_requests_running": 0.0}
+        r = httpx.post(srv.url + CHAT, json={"messages": MSG, "max_tokens": 2})
+        assert r.status_code == 200, r.text
+    finally:
+        stalled.close()
