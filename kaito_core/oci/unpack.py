@@ -13,6 +13,7 @@ import os
 import posixpath
 import shutil
 import tarfile
+import zlib
 from pathlib import Path
 
 from kaito_core.oci.errors import OCIError, UnsafeArchiveError, VerificationError
@@ -132,7 +133,11 @@ def extract(archive: Path, root: Path, *, layer: str, budget: Budget, only: str 
                     raise OCIError(f"{layer}: hard link {name!r} -> {member.linkname!r} names no earlier member "
                                    "of the layer; the layer is damaged") from None
                 written += 1
-        except (tarfile.TarError, EOFError, OSError) as exc:
+            # gzip checks its CRC only at the end of the stream, which tarfile never reads past
+            # the last member: read it, so a layer damaged before it was pushed is refused.
+            while tf.fileobj is not None and tf.fileobj.read(1 << 20):
+                pass
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise OCIError(f"{layer}: cannot unpack into {root} ({exc.strerror or exc})") from None
             raise OCIError(f"{layer} is a damaged tar archive ({exc})") from None

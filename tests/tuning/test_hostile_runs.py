@@ -387,3 +387,22 @@ def test_a_hard_link_to_nothing_earlier_in_the_layer_is_a_damaged_layer(registry
     ok = tar([M("data", kind="dir"), M("data/a.jsonl", b"{}\n"), M("data/b.jsonl", kind="hardlink", link="data/a.jsonl")])
     push_image(registry.host, "data/linked", "1", [ok])
     assert sorted(p.name for p in pull(f"{registry.host}/data/linked:1", tmp_path / "linked")) == ["a.jsonl", "b.jsonl"]
+
+
+def test_a_layer_damaged_before_it_was_pushed_is_refused(registry, tmp_path):
+    """Its digest matches (the pusher hashed the damaged bytes), but gzip's CRC does not: tarfile
+    never reads the end of the stream, so the files were written and used."""
+    from tests.oci.images import OCI_CONFIG, OCI_MANIFEST, OCI_TGZ, M, push_blob, put_manifest, tar
+
+    from kaito_core.tuning.oci import pull
+
+    good = tar([M("data", kind="dir"), M("data/train.jsonl", b'{"text": "hello"}\n' * 5000)])
+    crc_flipped = good[:-8] + bytes(b ^ 0xFF for b in good[-8:-4]) + good[-4:]
+    host = registry.host
+    put_manifest(host, "data/crc", "1", {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, **push_blob(host, "data/crc", b'{"rootfs": {"type": "layers"}}')},
+        "layers": [{"mediaType": OCI_TGZ, **push_blob(host, "data/crc", crc_flipped)}]}, OCI_MANIFEST)
+    with pytest.raises(FetchError, match="is a damaged tar archive .*CRC check failed"):
+        pull(f"{registry.host}/data/crc:1", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
