@@ -1,3 +1,4 @@
+# Over 400 lines: every property of the static decode step shares this module's engines and fixtures.
 """The static decode step (graphs.py, overlap.py) on CPU, where it runs eagerly through the same
 static buffers a CUDA graph would replay: answers equal the dynamic SlotEngine's and
 ``model.generate``, padding rows never touch live rows, the step reads only preallocated tensors
