@@ -213,12 +213,17 @@ def build_summary(run, preset, cfg, source, loaded, history, dsum, tok_changed) 
     except PackageNotFoundError:
         kv = "unknown"
     duration = time.monotonic() - run.t0
+    base = run.req.base_model or base_model_id(preset, source)
+    if Path(base).is_absolute():
+        run.notes.append(f"the adapter records its base model as the path {base} (no preset, and the weights "
+                         "do not name their Hugging Face id); a server elsewhere cannot find it: pass "
+                         "--base-model ORG/MODEL (or --preset) to record the id")
     return {
         "status": "succeeded",
         "workspace": os.environ.get("KAITO_WORKSPACE") or None,
         "method": cfg.method,
         "preset": preset.name if preset else None,
-        "base_model": run.req.base_model or base_model_id(preset, source),
+        "base_model": base,
         "model_source": source,
         "steps": history.steps,
         "max_steps": history.max_steps,

@@ -202,6 +202,9 @@ def test_a_pipe_is_read_once_and_trained_on(tiny_models, chat_jsonl, tmp_path):
     assert proc.returncode == 0, err
     summary = json.loads(out)
     assert summary["data"]["rows_used"] == len(chat_rows()) and summary["data"]["files"][0].endswith("000-stream")
+    # no preset and no id in the weights: the host path recorded as base model is said, with the fix
+    assert summary["base_model"] == str(tiny_models["llama"])
+    assert any("pass --base-model ORG/MODEL" in n for n in summary["notes"])
 
 
 def test_downloads_never_touch_the_users_files_in_the_work_dir(http_server, tiny_models, chat_jsonl, tmp_path):
