@@ -84,6 +84,9 @@ def find_data_files(paths: list[Path], *, dataset_path: str | None = None) -> li
     """
     if dataset_path:
         cand = Path(dataset_path)
+        if ".." in cand.parts:
+            raise DataError(f"DatasetConfig.dataset_path {dataset_path!r}: '..' would leave the input directory; "
+                            "give a path inside it (or an absolute path)")
         tries = [cand] if cand.is_absolute() else [p / cand for p in paths if p.is_dir()] + [cand]
         for t in tries:
             if t.is_file():

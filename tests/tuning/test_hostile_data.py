@@ -252,3 +252,13 @@ def test_pandas_csv_messages_and_unpaired_surrogates(tmp_path):
     assert (summary.rows_used, summary.first_skipped) == (1, [
         "t.jsonl line 2: bad text: an unpaired UTF-16 surrogate ('\\udfff' at character 2) is not text; fix the "
         "escape in the file"])
+
+
+def test_dataset_path_stays_inside_the_inputs(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    _write(inputs / "train.jsonl", json.dumps({"messages": MESSAGES}) + "\n")
+    _write(tmp_path / "secret.jsonl", json.dumps({"text": "not for training"}) + "\n")
+    assert find_data_files([inputs], dataset_path="train.jsonl") == [inputs / "train.jsonl"]
+    with pytest.raises(DataError, match=r"DatasetConfig.dataset_path '../secret.jsonl': '..' would leave"):
+        find_data_files([inputs], dataset_path="../secret.jsonl")
