@@ -66,6 +66,9 @@ def _csv_batches(path: Path):
     with open(path, "rb") as f:
         header = f.readline().decode("utf-8-sig", "replace")  # pyarrow skips a BOM; so must the names
     names = next(csv.reader([header]), [])
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # a row would keep only the last cell of each; which one is meant cannot be told
+        raise DataError(f"{path}: the header names the columns {twice} more than once; rename them")
     reader = pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(
         column_types={n: pa.string() for n in names}, strings_can_be_null=False),
         read_options=pacsv.ReadOptions(block_size=1 << 22))

@@ -262,3 +262,10 @@ def test_dataset_path_stays_inside_the_inputs(tmp_path):
     assert find_data_files([inputs], dataset_path="train.jsonl") == [inputs / "train.jsonl"]
     with pytest.raises(DataError, match=r"DatasetConfig.dataset_path '../secret.jsonl': '..' would leave"):
         find_data_files([inputs], dataset_path="../secret.jsonl")
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    """`prompt,prompt,completion`: each row kept the second prompt without a word."""
+    data = _write(tmp_path / "dup.csv", "prompt,prompt,completion\nfirst,second,answer\n")
+    with pytest.raises(DataError, match=r"dup.csv: the header names the columns \['prompt'\] more than once"):
+        scan([data], {})
