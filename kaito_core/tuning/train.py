@@ -140,6 +140,8 @@ def resume_point(ckpt_dir: Path, cfg, fp: str, notes: list[str]) -> str | None:
         asked = asked.lower() == "true"
     if isinstance(asked, str) and asked:
         p = Path(asked)
+        if not p.is_absolute() and not p.exists() and (ckpt_dir / p).exists():
+            p = ckpt_dir / p  # "checkpoint-12": the work dir's, not one in the current directory
         if not (p.is_dir() and any(p.glob("adapter_model.safetensors")) or (p / "trainer_state.json").is_file()):
             raise TuningConfigError(path, [FieldError(path, asked, "is not a checkpoint directory",
                                                       "give a checkpoint-N directory, or true for the newest one "

@@ -73,7 +73,7 @@ def test_a_half_written_checkpoint_is_set_aside_and_the_run_resumes_from_a_whole
     assert any("checkpoint-4 is incomplete" in n for n in result.summary["notes"])
 
     asked = {**SAVE_EVERY_2["training_config"]["TrainingArguments"],
-             "resume_from_checkpoint": str(work / "checkpoints" / "checkpoint-4")}
+             "resume_from_checkpoint": "checkpoint-4"}  # the work dir's, by name
     (work / "checkpoints" / "checkpoint-4").mkdir(exist_ok=True)
     (work / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{")
     with pytest.raises(TuningConfigError, match="resume_from_checkpoint: cannot be resumed from: its "
