@@ -101,11 +101,12 @@ def find_data_files(paths: list[Path], *, dataset_path: str | None = None) -> li
             files.append(p)
         else:
             raise DataError(f"input {str(p)!r} does not exist; give a data file or a directory of them")
-    usable = [f for f in files if f.suffix.lower() in EXTENSIONS or _sniff(f)]
+    usable = [f for f in files if _by_name(f) or _sniff(f)]
     if not usable:
         shown = ", ".join(str(f) for f in files[:5]) or "no files at all"
         raise DataError(f"no training data found in {', '.join(str(p) for p in paths)} ({shown}); "
-                        f"expected files ending in {', '.join(sorted(EXTENSIONS))}")
+                        f"expected files ending in {', '.join(sorted(EXTENSIONS))} (csv, json and jsonl also "
+                        "gzip-compressed, .gz)")
     return usable
 
 
@@ -129,15 +130,35 @@ def _walk(directory: Path) -> list[Path]:
     return out
 
 
+def _by_name(path: Path) -> str | None:
+    """The format a file's name says: ``train.jsonl``, or ``train.jsonl.gz`` (text formats only)."""
+    from kaito_core.tuning.readers import GZIP_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix in GZIP_SUFFIXES:
+        inner = Path(path.stem).suffix.lower()
+        return EXTENSIONS.get(inner) if inner in (".csv", ".json", ".jsonl", ".ndjson") else None
+    return EXTENSIONS.get(suffix)
+
+
 def _sniff(path: Path) -> str | None:
     """Guess the format of a file without a known extension (e.g. a download named 'data')."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-            f.seek(-4, 2) if path.stat().st_size >= 8 else None
-            tail = f.read(4) if path.stat().st_size >= 8 else b""
-    except OSError:
-        return None
+    from kaito_core.tuning.readers import GZIP_SUFFIXES, open_data
+
+    if path.suffix.lower() in GZIP_SUFFIXES:
+        try:
+            with open_data(path) as f:
+                head, tail = f.read(4096), b""
+        except (OSError, EOFError, ValueError):
+            return None
+    else:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096)
+                f.seek(-4, 2) if path.stat().st_size >= 8 else None
+                tail = f.read(4) if path.stat().st_size >= 8 else b""
+        except OSError:
+            return None
     head = head.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM
     if head.startswith(b"PAR1") and tail == b"PAR1":
         return "parquet"
@@ -157,11 +178,12 @@ def format_of(path: Path, override: str | None = None) -> str:
         if fmt not in FORMATS:
             raise DataError(f"DatasetConfig.dataset_extension {override!r}: expected one of {list(FORMATS)}")
         return fmt
-    fmt = EXTENSIONS.get(path.suffix.lower()) or _sniff(path)
+    fmt = _by_name(path) or _sniff(path)
     if fmt is None:
         raise DataError(f"{path}: unknown data format; name it .csv, .json, .jsonl, .parquet or .arrow, "
                         "or set DatasetConfig.dataset_extension")
-    if path.suffix.lower() not in (".jsonl", ".ndjson") and fmt in ("json", "jsonl") and _sniff(path) == "jsonl":
+    named = Path(path.stem).suffix.lower() if path.suffix.lower() in (".gz", ".gzip") else path.suffix.lower()
+    if named not in (".jsonl", ".ndjson") and fmt in ("json", "jsonl") and _sniff(path) == "jsonl":
         # ".json" files holding one object per line, as datasets writes them; or one
         # pretty-printed object (its first line is just "{")
         fmt = "jsonl" if _first_line_is_json(path) else "json"
@@ -170,14 +192,16 @@ def format_of(path: Path, override: str | None = None) -> str:
 
 def _first_line_is_json(path: Path) -> bool:
     """One object per line, or one pretty-printed document (whose first line is just ``{``)?"""
+    from kaito_core.tuning.readers import open_data
+
     try:
-        with open(path, "rb") as f:
+        with open_data(path) as f:
             for raw in f:
                 line = raw.removeprefix(b"\xef\xbb\xbf").strip()
                 if line:
                     json.loads(line)
                     return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):
         return False
     return False
 

@@ -63,7 +63,7 @@ def _csv_batches(path: Path):
     import pyarrow.csv as pacsv
 
     # Every column as text: a CSV cell "007" stays "007", a messages cell stays JSON.
-    with open(path, "rb") as f:
+    with open_data(path) as f:  # pyarrow decompresses a .csv.gz path itself
         header = f.readline().decode("utf-8-sig", "replace")  # pyarrow skips a BOM; so must the names
     names = next(csv.reader([header]), [])
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -96,12 +96,36 @@ def _arrow_batches(path: Path):
     return list(reader.schema.names), reader
 
 
+GZIP_SUFFIXES = (".gz", ".gzip")
+
+
+def open_data(path: Path):
+    """A data file's bytes: ``.jsonl.gz``, ``.csv.gz``, ``.json.gz`` decompressed as they are
+    read (datasets reads them the same way), others as they are."""
+    import gzip
+
+    return gzip.open(path, "rb") if path.suffix.lower() in GZIP_SUFFIXES else open(path, "rb")
+
+
+def _damaged(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"cannot read {path}: the gzip stream is damaged or cut short ({exc}); download it again")
+
+
 BOM = b"\xef\xbb\xbf"  # Windows tools start UTF-8 text with it; json.loads refuses it
 
 
 def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+    import zlib
+
+    with open_data(path) as f:
+        lines = enumerate(f, 1)
+        while True:
+            try:
+                n, raw = next(lines)
+            except StopIteration:
+                return
+            except (OSError, EOFError, zlib.error) as exc:  # gzip: damaged or truncated
+                raise _damaged(path, exc) from None
             if n == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM):]
             try:
@@ -138,10 +162,15 @@ def _read_jsonl(path: Path):
 
 
 def _read_json(path: Path):
+    import zlib
+
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with open_data(path) as f:
+            text = f.read().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"cannot read {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except (EOFError, zlib.error) as exc:
+        raise _damaged(path, exc) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

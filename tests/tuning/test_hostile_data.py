@@ -269,3 +269,20 @@ def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
     data = _write(tmp_path / "dup.csv", "prompt,prompt,completion\nfirst,second,answer\n")
     with pytest.raises(DataError, match=r"dup.csv: the header names the columns \['prompt'\] more than once"):
         scan([data], {})
+
+
+def test_gzip_compressed_text_files_are_read(tmp_path):
+    """`train.jsonl.gz` (how datasets and many hubs ship text data) was "no training data found"."""
+    import gzip
+
+    row = json.dumps({"messages": MESSAGES}) + "\n"
+    files = [_write(tmp_path / "a.jsonl.gz", gzip.compress((row * 3).encode())),
+             _write(tmp_path / "b.csv.gz", gzip.compress(b"prompt,completion\nq,\"multi\nline\"\n")),
+             _write(tmp_path / "c.json.gz", gzip.compress(json.dumps([{"messages": MESSAGES}] * 2).encode())),
+             _write(tmp_path / "d.json.gz", gzip.compress((row * 2).encode()))]  # one object per line
+    assert find_data_files([tmp_path]) == files
+    assert [load_examples([f], {})[1].rows_used for f in files] == [3, 1, 2, 2]
+    (tmp_path / "cut").mkdir()
+    cut = _write(tmp_path / "cut" / "e.jsonl.gz", gzip.compress((row * 2000).encode())[:-200])
+    with pytest.raises(DataError, match="e.jsonl.gz: the gzip stream is damaged or cut short"):
+        scan([cut], {})
