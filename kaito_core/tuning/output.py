@@ -75,6 +75,34 @@ def prepare_work_dir(work: Path, named_by: str) -> None:
         raise OutputError(f"work dir {work} ({named_by}) cannot be used: {why}; give a writable directory") from None
 
 
+def lock_work_dir(work: Path) -> Any:
+    """Hold ``<work>/.kaito-lock`` for the run: two runs sharing a work dir would write each
+    other's checkpoints (and one resume the other's). Returns the open lock file (close it to
+    release; the process ending releases it too), or None where the filesystem has no locks."""
+    import fcntl
+
+    try:
+        f = open(work / ".kaito-lock", "a+")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another run"
+        f.close()
+        raise OutputError(f"work dir {work} is in use by {holder}; wait for it to finish, or give this run "
+                          "its own --work-dir") from None
+    except OSError:  # no locks here (some network filesystems)
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    f.flush()
+    return f
+
+
 def _summary_field(dest: Path, key: str) -> Any:
     try:
         return json.loads((dest / SUMMARY).read_text()).get(key)

@@ -108,6 +108,7 @@ class _Run:
         self.work: Path | None = None
         self.own_work = False
         self.inputs: Any = None  # kaito_core.tuning.inputs.Inputs, once the work dir is known
+        self.lock: Any = None  # the work dir's lock file while the run holds it
         self.packing: dict[str, Any] | None = None
         self.resumed_from: str | None = None
         self.shard: list[int] = []
@@ -136,6 +137,7 @@ class _Run:
             self.work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="kaito-tune-"))
             self.own_work = work_dir is None
             out_mod.prepare_work_dir(self.work, f"--work-dir / {WORK_DIR_ENV}")
+            self.lock = out_mod.lock_work_dir(self.work) if train_mod.is_main_process() else None
         except BaseException:
             _drop_if_empty(dest, created)
             raise
@@ -154,6 +156,8 @@ class _Run:
             interrupted = True
             raise
         finally:
+            if self.lock is not None:
+                self.lock.close()
             if bars:
                 hf_logging.enable_progress_bar()
             # Checkpoints stay in a work dir the user named (to resume, or to look at); a

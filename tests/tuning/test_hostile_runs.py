@@ -268,3 +268,28 @@ def test_a_push_that_fails_after_the_directory_was_written_says_where_the_adapte
     assert "HTTP 500" in str(err.value) and "storage backend down" in str(err.value)
     assert f"The adapter itself is complete in {tmp_path / 'adapter'}" in str(err.value)
     assert (tmp_path / "adapter" / "fine_tuning_completed.txt").is_file()
+
+
+def test_two_runs_never_share_a_work_dir(tiny_models, chat_jsonl, tmp_path):
+    """Two runs with one --work-dir wrote each other's checkpoints (and one could resume the
+    other's); the second is now refused while the first holds the work dir's lock."""
+    import fcntl
+
+    from kaito_core.tuning.output import lock_work_dir
+
+    work = tmp_path / "work"
+    work.mkdir()
+    held = lock_work_dir(work)
+    assert held is not None and f"pid {os.getpid()}" in (work / ".kaito-lock").read_text()
+    try:
+        with pytest.raises(OutputError, match=rf"work dir {work} is in use by pid {os.getpid()} on .*own --work-dir"):
+            run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], work_dir=str(work),
+                output=str(tmp_path / "adapter"), progress="none")
+        assert not (tmp_path / "adapter").exists()
+    finally:
+        held.close()
+    result = run(model_dir=str(tiny_models["llama"]), data=[str(chat_jsonl)], work_dir=str(work), progress="none",
+                 output=str(tmp_path / "adapter"), config={"training_config": {"TrainingArguments": {"max_steps": 1}}})
+    assert result.summary["steps"] == 1
+    with open(work / ".kaito-lock") as f:  # released when the run ended
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
