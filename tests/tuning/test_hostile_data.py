@@ -220,7 +220,7 @@ def test_downloads_never_touch_the_users_files_in_the_work_dir(http_server, tiny
                  config={"training_config": {"TrainingArguments": {"max_steps": 1}}}, progress="none")
     assert result.summary["data"]["rows_used"] == 2 * len(chat_rows())
     assert mine.read_bytes() == chat_jsonl.read_bytes()
-    assert sorted(p.name for p in project.iterdir()) == ["adapter", "checkpoints", "data"]
+    assert sorted(p.name for p in project.iterdir()) == [".kaito-lock", "adapter", "checkpoints", "data"]
 
 
 def test_a_one_line_chat_template_with_escapes_keeps_its_unicode():
