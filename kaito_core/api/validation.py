@@ -21,7 +21,7 @@ from kaito_core.api import models as m
 from kaito_core.errors import MISSING, FieldError
 from kaito_core.api.configs import inference_config_problems, training_config_problems
 from kaito_core.api.references import annotations, references, template_baseline
-from kaito_core.netguard import url_problem
+from kaito_core.netguard import allow_private_from_env, url_problem
 
 # Checked with fullmatch: "^...$" with re.match also accepts a trailing newline ("name\n").
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -315,10 +315,13 @@ def _tuning(ws: m.Workspace, tun: m.TuningSpec, registry: Any, r: ValidationResu
             if not src.urls:
                 r.error("tuning.input.urls", src.urls, "must not be empty")
             for i, url in enumerate(src.urls):
-                problem = url_problem(url)
+                # KAITO_ALLOW_PRIVATE_URLS=1 on the operator (chart: extraEnv) admits in-cluster
+                # data servers; the Job's downloader then gets the same setting.
+                problem = url_problem(url, allow_private=allow_private_from_env())
                 if problem:
                     r.error(f"tuning.input.urls[{i}]", url, problem,
-                            "data must come from a public http(s) URL, an image or a volume")
+                            "data must come from a public http(s) URL, an image or a volume (or set "
+                            "KAITO_ALLOW_PRIVATE_URLS=1 on the operator for in-cluster data servers)")
         if src.image is not None:
             _image("tuning.input.image", src.image, r)
     if tun.output is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from kaito_core.netguard import ALLOW_ENV, allow_private_from_env
 from kaito_core.reconcile import names, pods
 from kaito_core.reconcile.context import CONFIG_DIR, DATA_DIR, RESULTS_DIR, Context
 from kaito_core.reconcile.inputs import tuning_method
@@ -61,8 +62,11 @@ def _data(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
               "securityContext": pods.container_security(),
               "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}
     if src.urls:
+        env = [{"name": "DATA_DIR", "value": DATA_DIR}]
+        if allow_private_from_env():  # the operator admits in-cluster data servers: so does the Job
+            env.append({"name": ALLOW_ENV, "value": "1"})
         init = {"name": "data-fetch", "image": ctx.image, "command": list(FETCH_COMMAND),
-                "args": list(src.urls), "env": [{"name": "DATA_DIR", "value": DATA_DIR}], **common}
+                "args": list(src.urls), "env": env, **common}
     else:
         # A data image is an OCI artifact (files as layers, as `oras push` makes them): pulled
         # into /mnt/data with tuning.input.imagePullSecrets.

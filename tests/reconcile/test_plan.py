@@ -264,3 +264,32 @@ def test_tuning_data_image_is_pulled_as_an_artifact(registry):
     assert data["args"][:3] == ["pull", "registry.example.com/data/dolly:1", "/mnt/data"]
     assert "--docker-config" in data["args"]
     assert any(v.get("secret", {}).get("secretName") == "d" for v in pod["volumes"])
+
+
+def test_in_cluster_data_urls_need_the_operators_opt_in(registry, monkeypatch):
+    """An in-cluster data server is refused by admission unless the operator runs with
+    KAITO_ALLOW_PRIVATE_URLS=1; then the Job's downloader (which checks names after DNS) gets
+    the same setting, so what admission accepts the Job can fetch."""
+    from kaito_core.api import validate_workspace
+
+    def validate(ws, registry):
+        return validate_workspace(ws, registry=registry).errors
+
+    url = "http://minio.data.svc.cluster.local:9000/train.jsonl"
+    raw = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune"},
+           "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+           "tuning": {"preset": {"name": "phi-3-mini-4k-instruct"}, "method": "lora", "input": {"urls": [url]},
+                      "output": {"image": "registry.example.com/adapters/tune:1", "imagePushSecret": "push"}}}
+    monkeypatch.delenv("KAITO_ALLOW_PRIVATE_URLS", raising=False)
+    refused = [str(e) for e in validate(_ws(raw), registry)]
+    assert any("tuning.input.urls[0]" in e and "in-cluster service" in e and "KAITO_ALLOW_PRIVATE_URLS" in e
+               for e in refused), refused
+    monkeypatch.setenv("KAITO_ALLOW_PRIVATE_URLS", "1")
+    assert not [e for e in validate(_ws(raw), registry) if "tuning.input.urls" in str(e)]
+    p, inputs = _plan(_ws(raw), registry)
+    fetch = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload["spec"]["template"]["spec"]["initContainers"][1]
+    assert {"name": "KAITO_ALLOW_PRIVATE_URLS", "value": "1"} in fetch["env"]
+    monkeypatch.delenv("KAITO_ALLOW_PRIVATE_URLS")
+    p, inputs = _plan(_ws(raw), registry)
+    fetch = _plan(_ws(raw), registry, _ready(p, inputs))[0].workload["spec"]["template"]["spec"]["initContainers"][1]
+    assert all(e["name"] != "KAITO_ALLOW_PRIVATE_URLS" for e in fetch["env"])
