@@ -14,6 +14,7 @@ from kaito_core.runtime.errors import APIError, bad_param
 MAX_STOP = 16          # vLLM has no limit, OpenAI allows 4; 16 keeps the per-token check cheap
 MAX_STOP_LEN = 256     # characters per stop string
 MAX_LOGIT_BIAS = 300   # entries (OpenAI's limit)
+MAX_TEMPLATE_DEPTH = 64  # nesting of tools/messages a chat template renders (real schemas: < 20)
 _NUMBER = (int, float)
 
 
@@ -70,6 +71,21 @@ def check_text(data: Any) -> None:
                 stack.append((v, name))
         elif isinstance(node, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests (lists and dicts), counting no further than ``limit + 1``.
+    Iterative: a chat template recurses through what it renders, and whether a RecursionError
+    comes depends on how much stack the thread has already used; a fixed limit answers alike."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _printable(key: str) -> str:

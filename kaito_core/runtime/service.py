@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from kaito_core.runtime.errors import APIError, bad_param, generation_error, model_not_found
+from kaito_core.runtime.fields import MAX_TEMPLATE_DEPTH, nesting
 from kaito_core.runtime.loader import ModelLoadError
 from kaito_core.runtime.options import ServeOptions
 from kaito_core.runtime.protocol import ParsedRequest
@@ -262,6 +263,10 @@ class TransformersService(AdapterAdmin):
                         max_new_tokens=max_new)
 
     def _render(self, parsed: ParsedRequest) -> str:
+        for param, value in (("tools", parsed.tools.tools), ("messages", parsed.messages)):
+            if value and nesting(value, MAX_TEMPLATE_DEPTH) > MAX_TEMPLATE_DEPTH:
+                raise APIError(400, f"'{param}' nests too deeply for the chat template to render (more than "
+                                    f"{MAX_TEMPLATE_DEPTH} levels); flatten it", param=param, code="invalid_value")
         try:
             return self.loaded.tokenizer.apply_chat_template(parsed.messages, chat_template=self.loaded.chat_template,
                                                              tools=parsed.tools.tools or None, tokenize=False,

@@ -147,6 +147,29 @@ def test_a_tool_schema_too_deep_for_the_template_names_tools(server):
     assert "nests too deeply" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("depth,status", [(60, 200), (70, 400)])
+def test_the_template_depth_limit_is_fixed_not_the_stack_left(server, depth, status):
+    """Whether rendering hits a RecursionError depends on the stack the worker thread has used;
+    the limit is a fixed nesting depth, so the same request gets the same answer every time."""
+    schema = '{"type": "array", "items": ' * (depth - 4) + "{}" + "}" * (depth - 4)
+    body = ('{"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "tools": [{"type": "function", '
+            '"function": {"name": "f", "parameters": ' + schema + '}}], "tool_choice": "none"}')
+    r = httpx.post(server.url + CHAT, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["error"]["param"] == "tools" and "more than 64 levels" in r.json()["error"]["message"]
+
+
+def test_nesting_counts_lists_and_objects():
+    from kaito_core.runtime.fields import nesting
+
+    assert nesting([], 10) == 1 and nesting({"a": [{"b": 1}]}, 10) == 3 and nesting("text", 10) == 0
+    deep: list = []
+    for _ in range(10_000):  # far past the interpreter's recursion limit
+        deep = [deep]
+    assert nesting(deep, 64) == 65  # stops counting past the limit
+
+
 @pytest.mark.parametrize("content_type,status", [
     ("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("multipart/form-data; boundary=x", 415),
     ("application/json; charset=utf-8", 200), ("application/vnd.kaito+json", 200), (None, 200)])
