@@ -6,7 +6,6 @@ The kopf handlers (:mod:`kaito_core.operator.handlers`) are thin wrappers around
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
@@ -220,15 +219,6 @@ class Reconciler:
         for obj in final.objects:
             key = f"{obj['kind']}/{obj['metadata']['name']}"
             actions[key] = self._apply_one(ws, obj, final.uid, memo_key, verify, notes, events, failures)
-        created = self._created_workload(ws, final, actions) if observed.workload is None and not missing else None
-        if created is not None:
-            # The status the next pass would write as soon as the watch shows the new StatefulSet
-            # or Job (it exists, no pod is ready yet), written now: one status write per
-            # Workspace fewer than reporting "being created" first.
-            again = self.plan_for(ws, prov, configmaps, dataclasses.replace(observed, workload=created, pods=()))
-            if not again.errors:
-                events = list(again.events) + events[len(final.events):]
-                status = again.status
         if failures:
             status, refusal_events = refused_status(status, failures, mode=ws.mode, now=now,
                                              previous=ws.status.to_k8s() if ws.status else None)
@@ -238,12 +228,6 @@ class Reconciler:
             reason = "DriftReverted" if self.settings.drift == "revert" else "Drifted"
             events.append(Event("Warning", reason, "; ".join(notes)[:1000]))
         return Outcome(status, events, final, actions)
-
-    @staticmethod
-    def _created_workload(ws: Any, final: Plan, actions: Mapping[str, str]) -> Mapping[str, Any] | None:
-        kind = "Job" if ws.mode == "tuning" else "StatefulSet"
-        return next((o for o in final.objects if o["kind"] == kind
-                     and actions.get(f"{kind}/{o['metadata']['name']}") == "created"), None)
 
     def _apply_one(self, ws: Any, obj: Mapping[str, Any], uid: str, memo_key: str, verify: bool,
                    notes: list[str], events: list[Event], failures: dict[str, tuple[int | None, str]]) -> str:
